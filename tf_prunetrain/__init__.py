@@ -1,0 +1,28 @@
+"""tf_prunetrain: PruneTrain for Keras 3 — prune channels while training.
+
+Public API:
+  GroupLasso        channel group-lasso regularizer.
+  add_group_lasso   attach GroupLasso to every prunable kernel of a model.
+  channel_groups    which weight slices of a model are coupled.
+  prune_channels    a physically smaller copy without the dead channels.
+  plan_pruning      the pruning decision that `prune_channels` applies.
+"""
+
+from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
+from tf_prunetrain.group_lasso import add_group_lasso
+from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain.surgery import Plan, plan_pruning, prune_channels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelGraph",
+    "ChannelGroup",
+    "GroupLasso",
+    "Plan",
+    "Slice",
+    "add_group_lasso",
+    "channel_groups",
+    "plan_pruning",
+    "prune_channels",
+]

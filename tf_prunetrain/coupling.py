@@ -1,0 +1,215 @@
+"""Channel coupling: which weight slices of a model live or die together.
+
+`channel_groups(model)` propagates a channel id along every tensor of the
+functional graph (see `handlers`), unions the ids that residual adds, depthwise
+convolutions and other channel-preserving layers tie together, and returns a
+`ChannelGraph`: the groups of `(layer, weight, axis, index)` slices that must be
+kept or removed together, and which groups are frozen (touch the model's
+inputs, outputs or a layer the library cannot follow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from tf_prunetrain import graph as graph_lib
+from tf_prunetrain import handlers
+
+_FROZEN = 0  # id 0 is the root of every frozen channel
+
+
+@dataclasses.dataclass
+class Binding:
+    """A weight axis whose indices carry channel ids."""
+
+    layer: Any
+    path: str
+    weight: str
+    axis: int
+    ids: np.ndarray
+    judge: bool  # counts for deadness (kernels), or is only sliced along
+
+
+@dataclasses.dataclass
+class Record:
+    """One visited node: its handler and channel ids of inputs and outputs."""
+
+    view: graph_lib.NodeView
+    handler: handlers.Handler | None  # None for a nested model
+    ins: list[handlers.Ids]
+    outs: list[handlers.Ids]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+    """Indices along one axis of one weight of one layer."""
+
+    layer: str
+    weight: str
+    axis: int
+    indices: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Weight slices that are kept or removed together."""
+
+    slices: tuple[Slice, ...]
+    frozen: bool
+
+
+class ChannelGraph:
+    """The channel-coupling analysis of one functional or Sequential model.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> y = keras.layers.Conv2D(4, 3, name="c1")(x)
+    >>> y = keras.layers.Conv2D(5, 3, name="c2")(y)
+    >>> g = tf_prunetrain.channel_groups(keras.Model(x, y))
+    >>> len([grp for grp in g.groups if not grp.frozen])  # c1's 4 channels
+    4
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.records: list[Record] = []
+        self.bindings: dict[tuple[int, str, int], Binding] = {}
+        self.warnings: list[str] = []
+        self._parent: list[int] = [_FROZEN]
+        self._path = ""
+        top = graph_lib.functional_of(model)
+        inputs = [self._input_ids(t) for t in top.inputs]
+        outputs = self._analyze(top, inputs, "")
+        for ids in inputs + outputs:
+            self.freeze(ids)
+        self.root = np.array([self._find(i) for i in range(len(self._parent))])
+        for message in dict.fromkeys(self.warnings):
+            warnings.warn(message, stacklevel=3)
+
+    # -- Context used by handlers ------------------------------------------
+    def fresh(self, n: int) -> np.ndarray:
+        start = len(self._parent)
+        self._parent.extend(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for i, j in zip(a.tolist(), b.tolist()):
+            ri, rj = self._find(i), self._find(j)
+            if ri != rj:  # the smaller root wins, so _FROZEN stays a root
+                self._parent[max(ri, rj)] = min(ri, rj)
+
+    def freeze(self, ids: handlers.Ids) -> None:
+        if ids is not None:
+            self.union(np.zeros_like(ids), ids)
+
+    def bind(self, layer: Any, weight: str, axis: int, ids: np.ndarray,
+             judge: bool) -> None:
+        key = (id(layer), weight, axis)
+        if key in self.bindings:  # a shared layer: all its calls agree
+            self.union(self.bindings[key].ids, ids)
+        else:
+            self.bindings[key] = Binding(layer, self._path, weight, axis, ids,
+                                         judge)
+
+    def warn(self, layer: Any, reason: str) -> None:
+        self.warnings.append(
+            f"tf_prunetrain: layer '{self._path}' ({type(layer).__name__}): "
+            f"{reason}.")
+
+    # -- Analysis -----------------------------------------------------------
+    def _find(self, i: int) -> int:
+        parent = self._parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def _input_ids(self, tensor: Any) -> handlers.Ids:
+        n = handlers.channels(tensor.shape)
+        return None if n is None else self.fresh(n)
+
+    def _analyze(self, functional: Any, inputs: list, prefix: str) -> list:
+        def visit(view: graph_lib.NodeView, values: dict) -> list:
+            op = view.operation
+            ins = [values[id(t)] for t in view.inputs]
+            if graph_lib.is_model(op):
+                sub = graph_lib.functional_of(op)
+                outs, handler = self._analyze(sub, ins, view.path + "/"), None
+            else:
+                self._path = view.path
+                handler = handlers.handler_for(op)
+                outs = handler.propagate(
+                    self, op, ins, [tuple(t.shape) for t in view.inputs],
+                    [tuple(t.shape) for t in view.outputs])
+            self.records.append(Record(view, handler, ins, outs))
+            return outs
+
+        return graph_lib.walk(functional, inputs, visit, prefix)
+
+    # -- Queries ------------------------------------------------------------
+    def roots(self, ids: np.ndarray) -> np.ndarray:
+        """The group (root id) of every channel id."""
+        return self.root[ids]
+
+    def is_frozen(self, ids: np.ndarray) -> np.ndarray:
+        return self.roots(ids) == _FROZEN
+
+    def group_strength(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per root id: the largest |w| over all its judged slices, and the
+        sum of the slices' L2 norms (the score that ranks live channels).
+        Roots without any judged slice get +inf (they are never dead)."""
+        n = len(self.root)
+        max_abs = np.full(n, -np.inf)
+        score = np.zeros(n)
+        for b in self.bindings.values():
+            if not b.judge:
+                continue
+            w = np.abs(np.asarray(weight(b.layer, b.weight).numpy(),
+                                  dtype=np.float64))
+            w = np.moveaxis(w, b.axis, 0).reshape(w.shape[b.axis], -1)
+            roots = self.roots(b.ids)
+            np.maximum.at(max_abs, roots, w.max(axis=1))
+            np.add.at(score, roots, np.sqrt((w * w).sum(axis=1)))
+        max_abs[max_abs == -np.inf] = np.inf
+        return max_abs, score
+
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        """Every channel group with the weight slices it owns."""
+        members: dict[int, list[Slice]] = {}
+        for b in self.bindings.values():
+            for root in np.unique(self.roots(b.ids)).tolist():
+                idx = np.flatnonzero(self.roots(b.ids) == root)
+                members.setdefault(root, []).append(
+                    Slice(b.path, b.weight, b.axis, tuple(idx.tolist())))
+        return [ChannelGroup(tuple(s), root == _FROZEN)
+                for root, s in members.items()]
+
+
+def weight(layer: Any, name: str) -> Any:
+    for w in layer.weights:
+        if w.name == name:
+            return w
+    raise KeyError(f"layer '{layer.name}' has no weight '{name}'")
+
+
+def channel_groups(model: keras.Model) -> ChannelGraph:
+    """Analyzes which channels of `model` are coupled.
+
+    Args:
+      model: a built functional or Sequential Keras model (nested functional
+        and Sequential sub-models are followed).
+
+    Returns:
+      A `ChannelGraph`; its `groups` list the coupled weight slices.
+
+    Raises:
+      TypeError: for a subclassed model.
+    """
+    return ChannelGraph(model)

@@ -1,0 +1,108 @@
+"""Walking the graph of a functional Keras model, nested sub-models included.
+
+This module is the only place that touches Keras' functional-graph internals
+(`Functional._nodes_by_depth`, `Node.arguments`); everything else in the
+library sees nodes through `walk` and `NodeView`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import keras
+
+Functional = keras.src.models.functional.Functional
+
+
+def functional_of(model: keras.Model) -> Functional:
+    """Returns the functional graph of a Functional or built Sequential model.
+
+    Raises:
+      TypeError: for subclassed models, whose graph Keras does not record.
+      ValueError: for a Sequential model that has not been built yet.
+    """
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' has no input shape yet: build "
+                "it first (start it with keras.Input(shape=...) or call "
+                "model.build(input_shape))."
+            )
+        return model._functional
+    if isinstance(model, Functional):
+        return model
+    raise TypeError(
+        f"Model '{model.name}' ({type(model).__name__}) is a subclassed model: "
+        "tf_prunetrain needs the layer graph, which Keras records only for "
+        "functional and Sequential models. Rebuild it with the functional API "
+        "(keras.Input → layers → keras.Model(inputs, outputs))."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeView:
+    """One call of an operation inside a functional model."""
+
+    node: Any
+    owner: Functional  # the functional graph the node belongs to
+    path: str  # '/'-joined names of enclosing sub-models and the operation
+
+    @property
+    def operation(self) -> Any:
+        return self.node.operation
+
+    @property
+    def inputs(self) -> list:
+        return list(self.node.input_tensors)
+
+    @property
+    def outputs(self) -> list:
+        return list(self.node.outputs)
+
+    def call_args(self, values: dict[int, Any]) -> tuple[tuple, dict]:
+        """The node's call arguments with every input tensor replaced."""
+        return self.node.arguments.fill_in(values)
+
+
+def nodes(graph: Functional, prefix: str = "") -> Iterator[NodeView]:
+    """Yields the computing nodes of `graph` in topological order."""
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            yield NodeView(node, graph, prefix + node.operation.name)
+
+
+def walk(
+    graph: Functional,
+    inputs: list,
+    visit: Callable[[NodeView, dict[int, Any]], list | None],
+    prefix: str = "",
+) -> list:
+    """Maps values through `graph` in topological order.
+
+    `visit(view, values)` returns the values of the node's outputs, or None to
+    leave them undefined (a removed node); nodes whose inputs are undefined
+    are skipped. Returns the values of the graph outputs (None if undefined).
+    """
+    values: dict[int, Any] = {id(t): v for t, v in zip(graph.inputs, inputs)}
+    for view in nodes(graph, prefix):
+        if any(id(t) not in values for t in view.inputs):
+            continue
+        outs = visit(view, values)
+        if outs is None:
+            continue
+        for t, v in zip(view.outputs, outs):
+            values[id(t)] = v
+    return [values.get(id(t)) for t in graph.outputs]
+
+
+def producer(tensor: Any) -> Any:
+    """The node that computed `tensor` (a KerasTensor of a functional graph)."""
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+def is_model(operation: Any) -> bool:
+    return isinstance(operation, (Functional, keras.Sequential))

@@ -1,0 +1,88 @@
+"""`add_group_lasso`: attach PruneTrain's channel group lasso to a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tf_prunetrain import coupling
+from tf_prunetrain import handlers
+from tf_prunetrain import surgery
+from tf_prunetrain.regularizers import GroupLasso
+
+
+def add_group_lasso(
+    model: keras.Model,
+    strength: float = 0.0,
+    epsilon: float = 1e-8,
+    replace_existing: bool = False,
+) -> keras.Model:
+    """Returns an equivalent model with `GroupLasso` on every prunable kernel.
+
+    Groups follow the channel-coupling analysis: an axis of a kernel gets
+    groups only when its channels can be removed at all, so the first
+    convolution's image-channel inputs and the classifier's class outputs are
+    not regularized (the paper's rule), nor are channels frozen by layers the
+    library cannot follow. Weights, names and compile settings are kept.
+
+    Keras regularizers do not combine: a kernel that already has one (say
+    L2 weight decay) raises a ValueError unless `replace_existing=True`. The
+    paper keeps weight decay on; put it on the optimizer instead
+    (`keras.optimizers.SGD(..., weight_decay=5e-4)`).
+
+    Args:
+      model: a built functional or Sequential model.
+      strength: initial coefficient λ of every GroupLasso (the `Reconfigure`
+        callback calibrates it from a penalty ratio at the first step).
+      epsilon: added inside each group's square root.
+      replace_existing: replace kernels' existing regularizers.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(4, 3, name="conv")(x)
+    >>> y = keras.layers.Dense(2, name="classifier")(
+    ...     keras.layers.GlobalAveragePooling2D()(h))
+    >>> m = tf_prunetrain.add_group_lasso(keras.Model(x, y), strength=1e-4)
+    >>> m.get_layer("conv").kernel_regularizer.axes
+    (-1,)
+    >>> m.get_layer("classifier").kernel_regularizer.axes
+    (-2,)
+    """
+    graph = coupling.channel_groups(model)
+    axes = _prunable_axes(graph)
+    clashes = [
+        f"'{layer.name}'.{key}" for layer, key, _ in axes.values()
+        if not isinstance(getattr(layer, key, None), (type(None), GroupLasso))
+    ]
+    if clashes and not replace_existing:
+        raise ValueError(
+            "add_group_lasso: these kernels already have a regularizer: "
+            f"{', '.join(clashes)}. Pass replace_existing=True to replace "
+            "them (move weight decay to the optimizer's weight_decay).")
+    plan = surgery.Plan(graph, np.ones(len(graph.root), bool), set(), {})
+
+    def config_fn(layer: Any, config: dict) -> dict:
+        for (owner, key), (_, _, layer_axes) in axes.items():
+            if owner == id(layer):
+                config[key] = GroupLasso(strength, layer_axes, epsilon)
+        return config
+
+    return plan.apply(config_fn)
+
+
+def _prunable_axes(graph: coupling.ChannelGraph
+                   ) -> dict[tuple[int, str], tuple[Any, str, tuple[int, ...]]]:
+    """(id(layer), regularizer key) -> (layer, key, axes to regularize)."""
+    found: dict[tuple[int, str], tuple[Any, str, tuple[int, ...]]] = {}
+    for b in graph.bindings.values():
+        key = handlers.handler_for(b.layer).regularizers.get(b.weight)
+        if not b.judge or key is None or np.all(graph.is_frozen(b.ids)):
+            continue
+        rank = len(coupling.weight(b.layer, b.weight).shape)
+        _, _, axes = found.get((id(b.layer), key), (b.layer, key, ()))
+        found[(id(b.layer), key)] = (b.layer, key,
+                                     tuple(sorted({*axes, b.axis - rank})))
+    return found

@@ -1,0 +1,384 @@
+"""The per-layer-type handler table: the one place where layer kinds are known.
+
+Every tensor in a model gets a *channel vector*: an integer id per index of its
+last (channel) axis, or None when it has no channel axis the library can
+follow. A handler tells, for one layer kind,
+
+* `propagate`: which ids the layer's outputs carry, given its inputs' ids, and
+  which weight axes are bound to which ids (through a `Context`);
+* `config`: how the layer's config changes when channels are removed.
+
+Ids that must never be removed are *frozen*. Layers not in the table are
+handled by `FREEZE_UNKNOWN`: their channels are frozen and a warning names the
+layer — never a wrong model. Only channels-last layouts are followed;
+`channels_first` layers are frozen the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol, Sequence
+
+import keras
+import numpy as np
+
+Ids = Optional[np.ndarray]
+Mask = Optional[np.ndarray]
+
+# Activations that mix the channel axis: removing a channel changes them.
+_MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
+
+
+def _mixes_channels(activation: Any) -> bool:
+    """True for softmax-like activations and for custom (unknown) ones."""
+    name = keras.activations.serialize(activation)
+    return not isinstance(name, str) or name in _MIXING_ACTIVATIONS
+
+
+class Context(Protocol):
+    """What a handler may do while channel ids are propagated."""
+
+    def fresh(self, n: int) -> np.ndarray: ...
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None: ...
+
+    def freeze(self, ids: Ids) -> None: ...
+
+    def bind(self, layer: Any, weight: str, axis: int, ids: np.ndarray,
+             judge: bool) -> None: ...
+
+    def warn(self, layer: Any, reason: str) -> None: ...
+
+
+def channels(shape: Sequence[int | None]) -> int | None:
+    """Size of the channel (last) axis, or None when there is none."""
+    if len(shape) < 2 or shape[-1] is None:
+        return None
+    return int(shape[-1])
+
+
+def _weight_names(layer: Any) -> set[str]:
+    return {w.name for w in layer.weights}
+
+
+def _kept(mask: np.ndarray) -> int:
+    return int(np.count_nonzero(mask))
+
+
+def _channels_first(layer: Any) -> bool:
+    return getattr(layer, "data_format", None) == "channels_first"
+
+
+class Handler:
+    """Base handler: channels pass through unchanged, config unchanged."""
+
+    def propagate(self, ctx: Context, layer: Any, ins: list[Ids],
+                  in_shapes: list[tuple], out_shapes: list[tuple]) -> list[Ids]:
+        if len(ins) != 1 or _channels_first(layer):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return [self._follow(ins[0], shape) for shape in out_shapes]
+
+    @staticmethod
+    def _follow(ids: Ids, shape: tuple) -> Ids:
+        if ids is None or channels(shape) != len(ids):
+            return None
+        return ids
+
+    def config(self, layer: Any, config: dict, in_masks: list[Mask],
+               out_masks: list[Mask]) -> dict:
+        return config
+
+    # Branch removal asks whether a merge's inputs are residual branches.
+    branch_merge = False
+    # Judged weight name -> config key of its regularizer (add_group_lasso).
+    regularizers: dict[str, str] = {}
+    # Config key holding the output channel count (filters/units), if any:
+    # such outputs are rounded to `round_to`.
+    count_key: str | None = None
+
+
+class Freeze(Handler):
+    """Freezes every channel the layer touches (correct for any layer)."""
+
+    def __init__(self, reason: str | None = None):
+        self.reason = reason
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        for ids in ins:
+            ctx.freeze(ids)
+        if self.reason:
+            ctx.warn(layer, self.reason)
+        outs = []
+        for shape in out_shapes:
+            n = channels(shape)
+            outs.append(None if n is None else ctx.fresh(n))
+            ctx.freeze(outs[-1])
+        return outs
+
+
+FREEZE = Freeze()
+FREEZE_UNKNOWN = Freeze(
+    "layer kind not in tf_prunetrain's handler table: its channels are kept")
+
+
+class PerChannel(Handler):
+    """Passes channels through; weights whose last axis is the channel axis
+    (BatchNormalization's γ/β/statistics, PReLU's α) are sliced with them."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
+        ids = outs[0] if outs else None
+        axis = getattr(layer, "axis", -1)
+        rank = len(out_shapes[0]) if out_shapes else 0
+        if ids is None or axis not in (-1, rank - 1, [rank - 1], [-1]):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        for w in layer.weights:
+            if w.shape[-1] == len(ids) and len(ids) > 1:
+                ctx.bind(layer, w.name, len(w.shape) - 1, ids, judge=False)
+        return outs
+
+
+class ActivationLayer(Handler):
+    """`Activation(...)`: elementwise unless it mixes channels (softmax)."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        if _mixes_channels(layer.activation):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return super().propagate(ctx, layer, ins, in_shapes, out_shapes)
+
+
+class Kernel(Handler):
+    """Convolutions and Dense: a kernel with an input- and an output-channel
+    axis (judged for deadness) and a bias on the output channels."""
+
+    regularizers = {"kernel": "kernel_regularizer"}
+
+    def __init__(self, in_axis: int, out_axis: int, count_key: str):
+        self.in_axis, self.out_axis, self.count_key = in_axis, out_axis, count_key
+
+    def unsupported(self, layer: Any) -> str | None:
+        if getattr(layer, "groups", 1) != 1:
+            return "grouped convolution: its channels are kept"
+        if _channels_first(layer):
+            return "channels_first layout: its channels are kept"
+        if not _weight_names(layer) <= {"kernel", "bias"}:
+            return "quantized or LoRA-enabled layer: its channels are kept"
+        return None
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        reason = self.unsupported(layer)
+        if reason or len(ins) != 1 or ins[0] is None:
+            return Freeze(reason).propagate(ctx, layer, ins, in_shapes,
+                                            out_shapes)
+        rank = len(layer.kernel.shape)
+        out = ctx.fresh(int(layer.kernel.shape[self.out_axis]))
+        ctx.bind(layer, "kernel", self.in_axis % rank, ins[0], judge=True)
+        ctx.bind(layer, "kernel", self.out_axis % rank, out, judge=True)
+        if getattr(layer, "bias", None) is not None:
+            ctx.bind(layer, "bias", 0, out, judge=False)
+        if _mixes_channels(layer.activation):
+            ctx.freeze(out)
+        return [out]
+
+    def config(self, layer, config, in_masks, out_masks):
+        return {**config, self.count_key: _kept(out_masks[0])}
+
+
+class Depthwise(Handler):
+    """DepthwiseConv1D/2D: each input channel owns `depth_multiplier` outputs."""
+
+    regularizers = {"kernel": "depthwise_regularizer"}
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        if _channels_first(layer) or ins[0] is None:
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        out = np.repeat(ins[0], layer.depth_multiplier)
+        rank = len(layer.kernel.shape)
+        ctx.bind(layer, "kernel", rank - 2, ins[0], judge=True)
+        if getattr(layer, "bias", None) is not None:
+            ctx.bind(layer, "bias", 0, out, judge=False)
+        return [out]
+
+
+class Separable(Handler):
+    """SeparableConv1D/2D: per-channel depthwise, then a pointwise kernel."""
+
+    regularizers = {"depthwise_kernel": "depthwise_regularizer",
+                    "pointwise_kernel": "pointwise_regularizer"}
+    count_key = "filters"
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        if _channels_first(layer) or ins[0] is None:
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        mid = np.repeat(ins[0], layer.depth_multiplier)
+        out = ctx.fresh(int(layer.pointwise_kernel.shape[-1]))
+        rank = len(layer.pointwise_kernel.shape)
+        ctx.bind(layer, "depthwise_kernel", rank - 2, ins[0], judge=True)
+        ctx.bind(layer, "pointwise_kernel", rank - 2, mid, judge=True)
+        ctx.bind(layer, "pointwise_kernel", rank - 1, out, judge=True)
+        if getattr(layer, "bias", None) is not None:
+            ctx.bind(layer, "bias", 0, out, judge=False)
+        return [out]
+
+    def config(self, layer, config, in_masks, out_masks):
+        return {**config, self.count_key: _kept(out_masks[0])}
+
+
+class Elementwise(Handler):
+    """Add/Subtract/Multiply/Average/Maximum/Minimum: all inputs share one
+    channel set (the paper's channel union). A broadcast input (one channel)
+    is frozen."""
+
+    def __init__(self, branch_merge: bool = False):
+        self.branch_merge = branch_merge
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        n = channels(out_shapes[0])
+        full = [ids for ids in ins if ids is not None and len(ids) == n]
+        if n is None or not full:
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        for ids in ins:
+            if ids is None or len(ids) != n:
+                ctx.freeze(ids)
+                ctx.freeze(full[0])
+            else:
+                ctx.union(full[0], ids)
+        return [full[0]]
+
+
+class Concat(Handler):
+    """Concatenate: along channels the output lists its inputs' ids in order."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        rank = len(out_shapes[0])
+        if any(ids is None for ids in ins):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        if layer.axis % rank == rank - 1:
+            return [np.concatenate(ins)]
+        return Elementwise().propagate(ctx, layer, ins, in_shapes, out_shapes)
+
+
+class Flatten(Handler):
+    """Flatten: every channel id repeats once per spatial position."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        shape = in_shapes[0]
+        if ins[0] is None or _channels_first(layer) or None in shape[1:]:
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return [np.tile(ins[0], int(np.prod(shape[1:-1], dtype=np.int64)))]
+
+
+class Reshape(Handler):
+    """Reshape keeping the channel axis last (squeeze-excite's (1, 1, C)) or
+    flattening everything (like Flatten); other reshapes freeze."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        in_shape = in_shapes[0]
+        out_n = channels(out_shapes[0])
+        if ins[0] is not None and out_n == len(ins[0]):
+            return [ins[0]]
+        if (ins[0] is not None and len(out_shapes[0]) == 2
+                and None not in in_shape[1:]):
+            return Flatten().propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+
+    def config(self, layer, config, in_masks, out_masks):
+        if out_masks[0] is None:
+            return config
+        target = tuple(config["target_shape"])
+        return {**config, "target_shape": (*target[:-1], _kept(out_masks[0]))}
+
+
+class Permute(Handler):
+    """Permute: follows channels only when the last axis stays last."""
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        if tuple(layer.dims)[-1] != len(layer.dims):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return super().propagate(ctx, layer, ins, in_shapes, out_shapes)
+
+
+class Rescaling(Handler):
+    """Rescaling: scalar or per-channel scale/offset, sliced with channels."""
+
+    def config(self, layer, config, in_masks, out_masks):
+        if in_masks[0] is None:
+            return config
+        config = dict(config)
+        for key in ("scale", "offset"):
+            value = np.asarray(getattr(layer, key))
+            if value.ndim and value.shape[-1] == len(in_masks[0]) > 1:
+                config[key] = np.compress(in_masks[0], value, axis=-1)
+        return config
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
+        for key in ("scale", "offset"):
+            value = np.asarray(getattr(layer, key))
+            if value.ndim and value.shape[-1] != (len(outs[0]) if outs[0]
+                                                  is not None else -1):
+                return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        return outs
+
+
+L = keras.layers
+_PASS = Handler()
+_TABLE: dict[type, Handler] = {
+    # Producers: their kernels define channels.
+    L.Conv1D: Kernel(-2, -1, "filters"),
+    L.Conv2D: Kernel(-2, -1, "filters"),
+    L.Conv3D: Kernel(-2, -1, "filters"),
+    L.Conv1DTranspose: Kernel(-1, -2, "filters"),
+    L.Conv2DTranspose: Kernel(-1, -2, "filters"),
+    L.Conv3DTranspose: Kernel(-1, -2, "filters"),
+    L.Dense: Kernel(0, 1, "units"),
+    L.DepthwiseConv1D: Depthwise(),
+    L.DepthwiseConv2D: Depthwise(),
+    L.SeparableConv1D: Separable(),
+    L.SeparableConv2D: Separable(),
+    # Per-channel parameters.
+    L.BatchNormalization: PerChannel(),
+    L.PReLU: PerChannel(),
+    # Channel-mixing normalizations: removing a channel changes statistics.
+    L.LayerNormalization: FREEZE,
+    L.GroupNormalization: FREEZE,
+    L.UnitNormalization: FREEZE,
+    L.Normalization: FREEZE,
+    L.Softmax: FREEZE,
+    L.Masking: FREEZE,
+    # Merges.
+    L.Add: Elementwise(branch_merge=True),
+    L.Subtract: Elementwise(),
+    L.Multiply: Elementwise(),
+    L.Average: Elementwise(),
+    L.Maximum: Elementwise(),
+    L.Minimum: Elementwise(),
+    L.Concatenate: Concat(),
+    # Shape changes.
+    L.Flatten: Flatten(),
+    L.Reshape: Reshape(),
+    L.Permute: Permute(),
+    L.Rescaling: Rescaling(),
+    # Elementwise activations, regularization and spatial-only layers.
+    L.Activation: ActivationLayer(),
+    **{cls: _PASS for cls in (
+        L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
+        L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
+        L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
+        L.Identity, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+        L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+        L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+        L.GlobalAveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
+        L.GlobalMaxPooling3D, L.ZeroPadding1D, L.ZeroPadding2D,
+        L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
+        L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector,
+        L.Resizing, L.CenterCrop, L.RandomFlip, L.RandomCrop,
+        L.RandomTranslation, L.RandomRotation, L.RandomZoom)},
+}
+
+
+def handler_for(operation: Any) -> Handler:
+    """The handler of `operation`'s class or of its nearest listed base."""
+    for cls in type(operation).__mro__:
+        if cls in _TABLE:
+            return _TABLE[cls]
+    return FREEZE_UNKNOWN

@@ -1,0 +1,275 @@
+"""Structured (channel) group-lasso regularizer for PruneTrain.
+
+`GroupLasso` penalises the L2 norm of every channel slice of a weight, which
+drives whole channels to exactly-prunable zero during training.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["GroupLasso"]
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _validate_strength(strength: Any) -> float:
+    if isinstance(strength, bool) or not isinstance(
+        strength, (numbers.Real,)
+    ):
+        try:
+            strength = float(strength)  # NumPy scalars, eager tensors
+        except (TypeError, ValueError):
+            raise TypeError(
+                "Argument `strength` must be a real number. "
+                f"Received: strength={strength!r}"
+            ) from None
+    strength = float(strength)
+    if not math.isfinite(strength) or strength < 0.0:
+        raise ValueError(
+            "Argument `strength` must be a finite number >= 0. "
+            f"Received: strength={strength}"
+        )
+    return strength
+
+
+def _validate_axes(axes: Any) -> tuple[int, ...]:
+    if isinstance(axes, numbers.Integral) and not isinstance(axes, bool):
+        axes = (axes,)
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        raise TypeError(
+            "Argument `axes` must be a sequence of ints. "
+            f"Received: axes={axes!r}"
+        ) from None
+    for axis in axes:
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(
+                "Argument `axes` must contain only ints. "
+                f"Received: axes={axes!r}"
+            )
+    axes = tuple(int(a) for a in axes)
+    if not axes:
+        raise ValueError(
+            "Argument `axes` must name at least one axis. Received: axes=()"
+        )
+    if len(set(axes)) != len(axes):
+        raise ValueError(
+            f"Argument `axes` must not repeat an axis. Received: axes={axes}"
+        )
+    return axes
+
+
+def _validate_epsilon(epsilon: Any) -> float:
+    try:
+        epsilon = float(epsilon)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "Argument `epsilon` must be a real number. "
+            f"Received: epsilon={epsilon!r}"
+        ) from None
+    if not math.isfinite(epsilon) or epsilon <= 0.0:
+        raise ValueError(
+            "Argument `epsilon` must be a finite number > 0 (it keeps the "
+            "gradient of an all-zero group finite). "
+            f"Received: epsilon={epsilon}"
+        )
+    return epsilon
+
+
+@keras.saving.register_keras_serializable(package="tf_prunetrain")
+class GroupLasso(keras.regularizers.Regularizer):
+    """Channel group lasso: `strength * sum_axes sum_groups sqrt(sum w^2 + eps)`.
+
+    For each axis in `axes` there is one group per index along that axis,
+    holding every weight with that index (all other axes reduced). Usual
+    choices (Keras kernel layouts):
+
+    - ConvND kernel `(..., c_in, c_out)`: `axes=(-2, -1)` (input- and
+      output-channel groups; each weight sits in two groups).
+    - First conv on image channels: `axes=(-1,)` (output channels only).
+    - Classifier `Dense`: `axes=(-2,)` (input features only).
+    - `DepthwiseConv2D` kernel `(kh, kw, c, multiplier)`: `axes=(-2,)`.
+
+    `strength` lives in a non-trainable float32 `keras.Variable`, so assigning
+    `reg.strength = ...` after a model was compiled and traced takes effect
+    at the next step without retracing (TensorFlow and PyTorch backends; a
+    jitted JAX train function captures the value at trace time, so call
+    `model.make_train_function(force=True)` there). One instance may be
+    shared by several layers to drive them with one coefficient; saving or
+    cloning a model gives every layer its own copy built from `get_config()`.
+
+    Precision: the math runs in float32 for float16/bfloat16 weights (the sum
+    of squares overflows float16 easily) and the result is returned as float32,
+    which is also what `Model.fit` needs to add it to a float32 loss under a
+    pure `"float16"` policy. Under `"mixed_float16"` the variables are float32
+    anyway. float64 weights are computed and returned in float64.
+
+    Args:
+        strength: Coefficient `lambda >= 0`. May be changed later.
+        axes: Axes along which groups are formed; one group per index.
+        epsilon: `> 0`, added inside each square root so that an all-zero
+            group has a finite (zero) gradient.
+
+    Example:
+
+    >>> import numpy as np
+    >>> reg = GroupLasso(strength=0.5, axes=(-1,))
+    >>> w = np.array([[3.0, 0.0], [4.0, 0.0]], dtype="float32")
+    >>> round(float(reg.penalty(w)), 3)  # column norms 5 and ~0
+    5.0
+    >>> round(float(reg(w)), 3)
+    2.5
+    >>> reg.strength = 0.1
+    >>> round(float(reg(w)), 3)
+    0.5
+    >>> layer = keras.layers.Dense(4, kernel_regularizer=GroupLasso(1e-4, (-2,)))
+    """
+
+    def __init__(
+        self,
+        strength: float = 0.0,
+        axes: Sequence[int] = (-2, -1),
+        epsilon: float = 1e-8,
+    ) -> None:
+        strength = _validate_strength(strength)
+        self._axes = _validate_axes(axes)
+        self._epsilon = _validate_epsilon(epsilon)
+        self._strength = keras.Variable(
+            strength,
+            shape=(),
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+            name="group_lasso_strength",
+        )
+
+    # ------------------------------------------------------------------
+    # Properties
+    @property
+    def strength(self) -> float:
+        """Current coefficient as a Python float (settable)."""
+        # Shortest decimal that round-trips the stored float32 (0.3, not
+        # 0.30000001192092896), so configs read naturally.
+        value = float(ops.convert_to_tensor(self._strength))
+        return float(str(np.float32(value)))
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength.assign(_validate_strength(value))
+
+    @property
+    def strength_variable(self) -> keras.Variable:
+        """The scalar float32 variable read by traced train functions."""
+        return self._strength
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """Axes along which groups are formed (as given, maybe negative)."""
+        return self._axes
+
+    @property
+    def epsilon(self) -> float:
+        """Constant added inside each group's square root."""
+        return self._epsilon
+
+    # ------------------------------------------------------------------
+    # Math
+    def _normalized_axes(self, shape: Sequence[Any]) -> list[int]:
+        rank = len(shape)
+        normalized = []
+        for axis in self._axes:
+            if not -rank <= axis < rank:
+                raise ValueError(
+                    f"GroupLasso axes={self._axes} do not fit a weight of "
+                    f"shape {tuple(shape)} (rank {rank}): axis {axis} is out "
+                    "of range."
+                )
+            normalized.append(axis % rank)
+        if len(set(normalized)) != len(normalized):
+            raise ValueError(
+                f"GroupLasso axes={self._axes} name the same axis twice for "
+                f"a weight of shape {tuple(shape)} (rank {rank})."
+            )
+        return normalized
+
+    def _squares(self, x: Any) -> tuple[Any, list[int]]:
+        """Returns `(sum of w^2 over non-group axes, group axes)`."""
+        dtype = keras.backend.standardize_dtype(getattr(x, "dtype", None))
+        compute_dtype = "float64" if dtype == "float64" else "float32"
+        x = ops.convert_to_tensor(x)
+        if keras.backend.standardize_dtype(x.dtype) != compute_dtype:
+            x = ops.cast(x, compute_dtype)
+        axes = self._normalized_axes(x.shape)
+        squares = ops.square(x)
+        # Axes that belong to no group are reduced once, shared by all groups.
+        common = [i for i in range(len(x.shape)) if i not in axes]
+        if common:
+            squares = ops.sum(squares, axis=common)
+        return squares, axes
+
+    def penalty(self, x: Any) -> Any:
+        """Un-scaled group sum `sum_axes sum_groups sqrt(sum w^2 + eps)`.
+
+        Example:
+
+        >>> import numpy as np
+        >>> w = np.ones((3, 3, 2, 4), "float32")
+        >>> p = GroupLasso(axes=(-2, -1)).penalty(w)  # 2*sqrt(36) + 4*sqrt(18)
+        >>> round(float(p), 3)
+        28.971
+        """
+        squares, axes = self._squares(x)
+        # `squares` keeps the group axes in ascending order.
+        order = sorted(axes)
+        total = None
+        for axis in axes:
+            position = order.index(axis)
+            others = [i for i in range(len(order)) if i != position]
+            sums = ops.sum(squares, axis=others) if others else squares
+            term = ops.sum(ops.sqrt(sums + self._epsilon))
+            total = term if total is None else total + term
+        return total
+
+    def __call__(self, x: Any) -> Any:
+        value = self.penalty(x)
+        strength = self._strength.value
+        if keras.backend.standardize_dtype(value.dtype) != "float32":
+            strength = ops.cast(strength, value.dtype)
+        return strength * value
+
+    # ------------------------------------------------------------------
+    # Serialization and copying
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "strength": self.strength,
+            "axes": list(self._axes),
+            "epsilon": self._epsilon,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "GroupLasso":
+        config = dict(config)
+        if "axes" in config:
+            config["axes"] = tuple(config["axes"])
+        return cls(**config)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copies (copy/deepcopy/pickle) get their own strength variable.
+        return (
+            self.__class__,
+            (self.strength, self._axes, self._epsilon),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"GroupLasso(strength={self.strength:g}, axes={self._axes}, "
+            f"epsilon={self._epsilon:g})"
+        )

@@ -1,0 +1,413 @@
+"""The surgery engine: decide which channels go, then rebuild without them.
+
+`plan_pruning` turns a `ChannelGraph` and the current weights into a `Plan`
+(which channel groups are kept, which residual branches are removed, the
+slices of every weight). `Plan.apply` builds the smaller model. The in-place
+reconfiguration callback uses the same `Plan` (its weight slices and layer
+configs); `prune_channels` is the one-call functional entry point.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import keras
+import numpy as np
+
+from tf_prunetrain import coupling
+from tf_prunetrain import graph as graph_lib
+from tf_prunetrain import handlers
+
+# A removed branch's output is folded into an offset unless it is this small.
+_ZERO_OFFSET = 1e-7
+
+
+@dataclasses.dataclass
+class MergeEdit:
+    """A residual merge that loses branches: kept input positions, and the
+    constant the removed branches added (None when it is zero)."""
+
+    kept: list[int]
+    offset: np.ndarray | None
+
+
+@dataclasses.dataclass
+class Plan:
+    """Which channels and branches a pruning keeps (see `plan_pruning`)."""
+
+    graph: coupling.ChannelGraph
+    keep: np.ndarray  # bool per root id
+    removed: set[int]  # id() of removed nodes
+    merges: dict[int, MergeEdit]
+
+    def mask(self, ids: handlers.Ids) -> handlers.Mask:
+        return None if ids is None else self.keep[self.graph.roots(ids)]
+
+    def weight_slices(self, layer: Any) -> dict[str, list[tuple[int, np.ndarray]]]:
+        """For each weight of `layer`: the (axis, kept indices) to take."""
+        slices: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for b in self.graph.bindings.values():
+            if b.layer is layer:
+                slices.setdefault(b.weight, []).append(
+                    (b.axis, np.flatnonzero(self.mask(b.ids))))
+        return slices
+
+    def slice_weight(self, layer: Any, name: str, value: np.ndarray) -> np.ndarray:
+        for axis, idx in self.weight_slices(layer).get(name, []):
+            value = np.take(value, idx, axis=axis)
+        return value
+
+    def layer_config(self, record: coupling.Record) -> dict:
+        op = record.view.operation
+        return record.handler.config(
+            op, op.get_config(), [self.mask(i) for i in record.ins],
+            [self.mask(o) for o in record.outs])
+
+    def changes(self) -> list[tuple[str, int, int]]:
+        """(layer path, channels before, channels after) for every layer
+        output whose channel count changes, and removed layers (after 0)."""
+        rows = []
+        for r in self.graph.records:
+            if id(r.view.node) in self.removed:
+                rows.append((r.view.path, _count(r.outs), 0))
+            elif r.handler is not None and r.outs and r.outs[0] is not None:
+                after = int(np.count_nonzero(self.mask(r.outs[0])))
+                if after != len(r.outs[0]):
+                    rows.append((r.view.path, len(r.outs[0]), after))
+        return rows
+
+    def apply(self, config_fn: Callable[[Any, dict], dict] | None = None
+              ) -> keras.Model:
+        """Builds the pruned model; the original is not modified.
+
+        `config_fn(layer, config)` may edit each new layer's config further
+        (`add_group_lasso` uses it to attach regularizers).
+        """
+        return _Rebuilder(self, config_fn).model()
+
+
+def _count(outs: list) -> int:
+    return len(outs[0]) if outs and outs[0] is not None else 0
+
+
+def plan_pruning(
+    graph: coupling.ChannelGraph,
+    threshold: float = 1e-4,
+    keep: Mapping[str, Any] | None = None,
+    round_to: int = 1,
+    min_channels: int = 1,
+) -> Plan:
+    """Decides which channel groups and residual branches to remove.
+
+    A group is removed when every kernel slice in it has `max|w| < threshold`
+    (or when `keep` says so). A residual branch whose internal tensors lose
+    every channel is removed whole; its constant output, if not zero, is folded
+    into a `Rescaling` offset so the function is unchanged. Any other tensor
+    keeps at least `min_channels` channels, and convolution/Dense outputs keep
+    a multiple of `round_to` (the strongest extra channels stay).
+    """
+    _check_positive_int("round_to", round_to)
+    _check_positive_int("min_channels", min_channels)
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold!r}.")
+    max_abs, score = graph.group_strength()
+    alive = max_abs >= threshold
+    if keep is not None:
+        _apply_explicit(graph, keep, alive)
+    alive[0] = True  # frozen channels
+    plan = Plan(graph, alive, set(), {})
+    _remove_dead_branches(plan)
+    _restore_minimum(plan, score, round_to, min_channels)
+    return plan
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _apply_explicit(graph: coupling.ChannelGraph, keep: Mapping[str, Any],
+                    alive: np.ndarray) -> None:
+    outputs = {}
+    for r in graph.records:
+        if r.handler is not None and r.outs and r.outs[0] is not None:
+            outputs.setdefault(r.view.path, r.outs[0])
+    decided: dict[int, tuple[bool, str]] = {}
+    for path, mask in keep.items():
+        if path not in outputs:
+            raise ValueError(
+                f"keep: no layer '{path}' with a channel output; known layers: "
+                f"{', '.join(sorted(outputs))}.")
+        ids, mask = outputs[path], np.asarray(mask, dtype=bool)
+        if mask.shape != ids.shape:
+            raise ValueError(f"keep['{path}'] has shape {mask.shape}; the "
+                             f"layer has {len(ids)} output channels.")
+        for i, (root, k) in enumerate(zip(graph.roots(ids).tolist(),
+                                          mask.tolist())):
+            if root == 0 and not k:
+                raise ValueError(
+                    f"keep['{path}'][{i}] is False, but that channel is frozen "
+                    "(it reaches a model input/output or a layer whose channels "
+                    "cannot be removed).")
+            if root in decided and decided[root][0] != k:
+                raise ValueError(
+                    f"keep['{path}'][{i}] contradicts keep['{decided[root][1]}'] "
+                    "for the same coupled channel.")
+            decided[root] = (k, path)
+    for root, (k, _) in decided.items():
+        alive[root] = k
+
+
+def _remove_dead_branches(plan: Plan) -> None:
+    by_node = {id(r.view.node): r for r in plan.graph.records}
+    for r in plan.graph.records:
+        if r.handler is None or not r.handler.branch_merge:
+            continue
+        branches = _branches(r.view)
+        kept = list(range(len(branches)))
+        offset = 0.0
+        for pos, branch in enumerate(branches):
+            if len(kept) == 1 or not branch or not any(
+                    _count(by_node[n].outs) and not np.any(
+                        plan.mask(by_node[n].outs[0]))
+                    for n in branch if n in by_node):
+                continue
+            constant = _constant_output(r.view.owner, r.view.inputs[pos])
+            if constant is None:
+                continue
+            kept.remove(pos)
+            offset = offset + constant
+            plan.removed |= branch
+        if len(kept) < len(branches):
+            offset = np.asarray(offset)
+            plan.merges[id(r.view.node)] = MergeEdit(
+                kept, offset if np.max(np.abs(offset)) > _ZERO_OFFSET else None)
+
+
+def _branches(view: graph_lib.NodeView) -> list[set[int]]:
+    """For each input of a merge node: the nodes that feed only that input
+    (its residual branch), or an empty set when that input has no branch of
+    its own that could be removed cleanly (single entry, single exit)."""
+    owner = view.owner
+    consumers: dict[int, list[Any]] = {}
+    for v in graph_lib.nodes(owner):
+        for t in v.inputs:
+            consumers.setdefault(id(t), []).append(v.node)
+    outputs = {id(t) for t in owner.outputs}
+
+    def ancestors(tensor: Any) -> set[int]:
+        seen, stack, found = set(), [tensor], {}
+        while stack:
+            node = graph_lib.producer(stack.pop())
+            if id(node) in seen or node.is_input:
+                continue
+            seen.add(id(node))
+            found[id(node)] = node
+            stack.extend(node.input_tensors)
+        return found
+
+    anc = [ancestors(t) for t in view.inputs]
+    result = []
+    for i, mine in enumerate(anc):
+        others = set().union(*(set(a) for j, a in enumerate(anc) if j != i))
+        branch = {n: node for n, node in mine.items() if n not in others}
+        clean = all(
+            id(t) not in outputs and all(
+                id(c) in branch or c is view.node
+                for c in consumers.get(id(t), []))
+            for node in branch.values() for t in node.outputs)
+        result.append(set(branch) if clean else set())
+    return result
+
+
+def _constant_output(owner: Any, tensor: Any) -> np.ndarray | None:
+    """The per-channel value of `tensor` if it does not depend on the inputs
+    (a branch whose channels are all dead), else None."""
+    probe = keras.Model(owner.inputs, tensor)
+    values = [
+        np.asarray(probe.predict(
+            [np.full([1] + [d or 32 for d in t.shape[1:]], fill, t.dtype)
+             for t in owner.inputs], verbose=0))
+        for fill in (0.0, 1.0)
+    ]
+    flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
+    scale = 1.0 + np.max(np.abs(flat))
+    if np.max(np.ptp(flat, axis=0)) > 1e-6 * scale:
+        return None
+    return flat.mean(axis=0)
+
+
+def _restore_minimum(plan: Plan, score: np.ndarray, round_to: int,
+                     min_channels: int) -> None:
+    roots = plan.graph.roots
+    sets = [
+        (roots(r.outs[0]), r.handler.count_key is not None)
+        for r in plan.graph.records
+        if id(r.view.node) not in plan.removed and r.handler is not None
+        and r.outs and r.outs[0] is not None
+    ]
+    changed = True
+    while changed:
+        changed = False
+        for ids, rounded in sets:
+            kept = int(np.count_nonzero(plan.keep[ids]))
+            target = max(kept, min(min_channels, len(ids)))
+            if rounded:
+                target = min(math.ceil(target / round_to) * round_to, len(ids))
+            candidates = np.unique(ids[~plan.keep[ids]])
+            for root in candidates[np.argsort(-score[candidates],
+                                              kind="stable")]:
+                if kept >= target:
+                    break
+                plan.keep[root] = True
+                kept += int(np.count_nonzero(ids == root))
+                changed = True
+
+
+class _Rebuilder:
+    """Builds the pruned model from a plan: new layers from edited configs,
+    called on new tensors, then given the sliced weights."""
+
+    def __init__(self, plan: Plan, config_fn: Callable | None):
+        self.plan = plan
+        self.config_fn = config_fn
+        self.records = {id(r.view.node): r for r in plan.graph.records}
+        self.layers: dict[int, tuple[Any, Any]] = {}  # old id -> (old, new)
+        self.models: dict[int, keras.Model] = {}
+
+    def model(self) -> keras.Model:
+        old = self.plan.graph.model
+        new = self._model(old, [t.shape for t in graph_lib.functional_of(
+            old).inputs])
+        self._copy_weights()
+        if old.compiled:
+            new.compile_from_config(old.get_compile_config())
+        return new
+
+    def _model(self, old: keras.Model, shapes: list) -> keras.Model:
+        functional = graph_lib.functional_of(old)
+        inputs = [
+            keras.Input(batch_shape=shape, dtype=t.dtype,
+                        name=t._keras_history.operation.name)
+            for t, shape in zip(functional.inputs, shapes)
+        ]
+        if isinstance(old, keras.Sequential):
+            layers = [self._layer(self._first_record(functional, layer))
+                      for layer in old.layers]
+            return keras.Sequential([inputs[0], *layers], name=old.name)
+        outputs = graph_lib.walk(functional, inputs, self._visit)
+        if any(o is None for o in outputs):
+            raise RuntimeError(f"internal error: an output of '{old.name}' was "
+                               "removed with a residual branch.")
+        return keras.Model(inputs, _restructure(functional, outputs),
+                           name=old.name)
+
+    def _first_record(self, functional: Any, layer: Any) -> coupling.Record:
+        for node in layer._inbound_nodes:
+            if id(node) in self.records:
+                return self.records[id(node)]
+        raise RuntimeError(f"internal error: no record of layer '{layer.name}'")
+
+    def _visit(self, view: graph_lib.NodeView, values: dict) -> list | None:
+        key = id(view.node)
+        if key in self.plan.removed:
+            return None
+        if key in self.plan.merges:
+            return [self._merge(view, values)]
+        args, kwargs = view.call_args(values)
+        op = view.operation
+        if graph_lib.is_model(op):
+            if id(op) not in self.models:
+                self.models[id(op)] = self._model(
+                    op, [values[id(t)].shape for t in view.inputs])
+            op = self.models[id(op)]
+        elif isinstance(op, keras.layers.Layer):
+            op = self._layer(self.records[key])
+        return keras.tree.flatten(op(*args, **kwargs))
+
+    def _layer(self, record: coupling.Record) -> Any:
+        old = record.view.operation
+        if id(old) not in self.layers:
+            config = self.plan.layer_config(record)
+            if self.config_fn is not None:
+                config = self.config_fn(old, config)
+            new = type(old).from_config(copy.deepcopy(config))
+            self.layers[id(old)] = (old, new)
+        return self.layers[id(old)][1]
+
+    def _merge(self, view: graph_lib.NodeView, values: dict) -> Any:
+        edit = self.plan.merges[id(view.node)]
+        kept = [values[id(view.inputs[i])] for i in edit.kept]
+        out = kept[0] if len(kept) == 1 else self._layer(
+            self.records[id(view.node)])(kept)
+        if edit.offset is not None:
+            mask = self.plan.mask(self.records[id(view.node)].outs[0])
+            out = keras.layers.Rescaling(
+                1.0, offset=edit.offset[mask].astype(np.float32),
+                name=f"{view.operation.name}_offset")(out)
+        return out
+
+    def _copy_weights(self) -> None:
+        for old, new in self.layers.values():
+            targets = {w.name: w for w in new.weights}
+            for w in old.weights:
+                value = self.plan.slice_weight(old, w.name, np.asarray(w.numpy()))
+                target = targets.get(w.name)
+                if target is None or tuple(target.shape) != value.shape:
+                    raise RuntimeError(
+                        f"internal error: weight '{w.name}' of layer "
+                        f"'{old.name}' sliced to {value.shape} but the rebuilt "
+                        f"layer expects "
+                        f"{None if target is None else tuple(target.shape)}.")
+                target.assign(value)
+
+
+def _restructure(functional: Any, outputs: list) -> Any:
+    """Outputs in the structure (single/list/dict) of the original model."""
+    return keras.tree.pack_sequence_as(functional._outputs_struct, outputs)
+
+
+def prune_channels(
+    model: keras.Model,
+    threshold: float = 1e-4,
+    keep: Mapping[str, Any] | None = None,
+    round_to: int = 1,
+    min_channels: int = 1,
+) -> keras.Model:
+    """Returns a physically smaller copy of `model` without its dead channels.
+
+    A channel is dead when every kernel slice coupled to it (the producer's
+    output slice and every consumer's input slice, across residual adds and
+    concatenations) has `max|w| < threshold`. Removing dead channels leaves the
+    model's inference function unchanged. `model` itself is not modified; the
+    result is compiled like `model` (with a fresh optimizer) if `model` was.
+
+    Args:
+      model: a built functional or Sequential model.
+      threshold: deadness threshold on absolute kernel values.
+      keep: optional `{layer_name: bool mask over its output channels}`
+        overriding the threshold for those channels (nested layers are named
+        'submodel/layer').
+      round_to: keep each convolution/Dense output count a multiple of this
+        (e.g. 8 for tensor cores) by keeping the strongest extra channels.
+      min_channels: fewest channels any tensor keeps, unless its whole
+        residual branch is removed.
+
+    Example:
+    >>> import keras, numpy as np, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(4, 3, name="c1")(x)
+    >>> y = keras.layers.Conv2D(2, 3, name="c2")(h)
+    >>> m = keras.Model(x, y)
+    >>> w = m.get_layer("c2").kernel.numpy(); w[:, :, :2] = 0
+    >>> m.get_layer("c2").kernel.assign(w)
+    >>> k = m.get_layer("c1").kernel.numpy(); k[..., :2] = 0
+    >>> m.get_layer("c1").kernel.assign(k)
+    >>> tf_prunetrain.prune_channels(m).get_layer("c1").filters
+    2
+    """
+    graph = coupling.channel_groups(model)
+    return plan_pruning(graph, threshold, keep, round_to, min_channels).apply()
