@@ -425,7 +425,9 @@ ALL_BUILDERS: dict[str, Callable[[], keras.Model]] = {
 # initializers, so each builder calls keras.utils.set_random_seed(seed) first
 # (this resets Python/NumPy/backend global seeds).
 # --------------------------------------------------------------------------- #
-def _application(factory: Callable[..., keras.Model], seed: int = 0, **kwargs: Any) -> keras.Model:
+def _application(
+    factory: Callable[..., keras.Model], seed: int = 0, **kwargs: Any
+) -> keras.Model:
     keras.utils.set_random_seed(seed)
     return factory(weights=None, classes=NUM_CLASSES, classifier_activation=None, **kwargs)
 

@@ -83,13 +83,11 @@ def walk(
     """Maps values through `graph` in topological order.
 
     `visit(view, values)` returns the values of the node's outputs, or None to
-    leave them undefined (a removed node); nodes whose inputs are undefined
-    are skipped. Returns the values of the graph outputs (None if undefined).
+    leave them undefined (a removed node). Returns the values of the graph
+    outputs (None where undefined).
     """
     values: dict[int, Any] = {id(t): v for t, v in zip(graph.inputs, inputs)}
     for view in nodes(graph, prefix):
-        if any(id(t) not in values for t in view.inputs):
-            continue
         outs = visit(view, values)
         if outs is None:
             continue

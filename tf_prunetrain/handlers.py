@@ -307,7 +307,8 @@ class Rescaling(Handler):
         for key in ("scale", "offset"):
             value = np.asarray(getattr(layer, key))
             if value.ndim and value.shape[-1] == len(in_masks[0]) > 1:
-                config[key] = np.compress(in_masks[0], value, axis=-1)
+                config[key] = keras.saving.serialize_keras_object(
+                    np.compress(in_masks[0], value, axis=-1))
         return config
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):

@@ -228,7 +228,9 @@ def resnet_cifar(
     try:
         widths = tuple(widths)
     except TypeError:
-        raise ValueError(f"`widths` must be a sequence of 3 ints, got {widths!r}.") from None
+        raise ValueError(
+            f"`widths` must be a sequence of 3 ints, got {widths!r}."
+        ) from None
     if len(widths) != 3 or not all(_is_int(w) and w >= 1 for w in widths):
         raise ValueError(
             f"`widths` must be a sequence of 3 positive integers, got {widths!r}."

@@ -100,9 +100,11 @@ class GroupLasso(keras.regularizers.Regularizer):
 
     `strength` lives in a non-trainable float32 `keras.Variable`, so assigning
     `reg.strength = ...` after a model was compiled and traced takes effect
-    at the next step without retracing (TensorFlow and PyTorch backends; a
-    jitted JAX train function captures the value at trace time, so call
-    `model.make_train_function(force=True)` there). One instance may be
+    at the next step without retracing (TensorFlow backend: the traced
+    function reads the variable; a jitted JAX train function captures the
+    value at trace time, so call `model.make_train_function(force=True)`
+    there). The variable is not a layer weight: it is not trained, saved in
+    weight files or counted in `model.weights`. One instance may be
     shared by several layers to drive them with one coefficient; saving or
     cloning a model gives every layer its own copy built from `get_config()`.
 

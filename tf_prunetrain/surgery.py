@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
+from keras.src.saving import serialization_lib
 
 from tf_prunetrain import coupling
 from tf_prunetrain import graph as graph_lib
@@ -334,7 +335,7 @@ class _Rebuilder:
             config = self.plan.layer_config(record)
             if self.config_fn is not None:
                 config = self.config_fn(old, config)
-            new = type(old).from_config(copy.deepcopy(config))
+            new = _from_config(old, config)
             self.layers[id(old)] = (old, new)
         return self.layers[id(old)][1]
 
@@ -363,6 +364,19 @@ class _Rebuilder:
                         f"layer expects "
                         f"{None if target is None else tuple(target.shape)}.")
                 target.assign(value)
+
+
+def _from_config(old: Any, config: dict) -> Any:
+    """A new layer like `old` from an (edited) in-memory config. Lambda
+    layers are allowed: the config comes from this process, not a file."""
+    try:
+        with serialization_lib.SafeModeScope(False):
+            return type(old).from_config(copy.deepcopy(config))
+    except Exception as e:
+        raise TypeError(
+            f"tf_prunetrain cannot re-create layer '{old.name}' "
+            f"({type(old).__name__}) from its config ({e}). Give the class a "
+            "get_config() that returns every constructor argument.") from e
 
 
 def _restructure(functional: Any, outputs: list) -> Any:

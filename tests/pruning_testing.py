@@ -1,0 +1,48 @@
+"""Test helpers: kill channel groups and compare model outputs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+import tf_prunetrain
+from tf_prunetrain import coupling
+
+
+def zero_groups(model: keras.Model, roots) -> None:
+    """Zeroes every kernel slice (all coupled sides) of the given groups."""
+    graph = tf_prunetrain.channel_groups(model)
+    roots = np.asarray(sorted(roots))
+    for b in graph.bindings.values():
+        if not b.judge:
+            continue
+        idx = np.flatnonzero(np.isin(graph.roots(b.ids), roots))
+        if idx.size:
+            var = coupling.weight(b.layer, b.weight)
+            value = var.numpy()
+            index = [slice(None)] * value.ndim
+            index[b.axis] = idx
+            value[tuple(index)] = 0.0
+            var.assign(value)
+
+
+def zero_random_groups(model: keras.Model, fraction: float, seed: int = 0
+                       ) -> tuple[int, int]:
+    """Zeroes a random `fraction` of the prunable groups; returns
+    (number zeroed, number prunable)."""
+    graph = tf_prunetrain.channel_groups(model)
+    roots = np.unique(graph.root[graph.root != 0])
+    rng = np.random.default_rng(seed)
+    dead = rng.choice(roots, int(len(roots) * fraction), replace=False)
+    zero_groups(model, dead.tolist())
+    return len(dead), len(roots)
+
+
+def relative_error(a, b) -> float:
+    """max |a - b| relative to the output scale (max |a|)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-12))
+
+
+def output_channels(model: keras.Model, name: str) -> int:
+    return int(model.get_layer(name).output.shape[-1])
