@@ -37,14 +37,18 @@ def test_pruning_dead_channels_preserves_function(name, fraction):
 def float64():
     """Deep calibrated networks amplify float32 rounding (≈1e-4 relative
     after 50+ layers): compare them in float64, where only logic errors show."""
+    policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
-    keras.config.set_floatx("float32")
+    keras.config.set_floatx(floatx)
+    keras.config.set_dtype_policy(policy)
 
 
 @pytest.mark.parametrize("name", sorted(model_zoo.APPLICATIONS))
 def test_keras_applications_prune_and_preserve_function(name, float64):
     model = model_zoo.APPLICATIONS[name]()
+    assert model.dtype == "float64"
     x = model_zoo.random_input(model, batch_size=2).astype("float64")
     model_zoo.calibrate_batchnorm(model, x)
     pt.zero_random_groups(model, 0.3, seed=2)

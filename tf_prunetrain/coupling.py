@@ -144,6 +144,10 @@ class ChannelGraph:
             else:
                 self._path = view.path
                 handler = handlers.handler_for(op)
+                if (not isinstance(op, keras.layers.Layer)
+                        and view.has_array_constants):
+                    handler = handlers.Freeze(
+                        "operation with an array constant: its channels are kept")
                 outs = handler.propagate(
                     self, op, ins, [tuple(t.shape) for t in view.inputs],
                     [tuple(t.shape) for t in view.outputs])

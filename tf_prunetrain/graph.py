@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 import keras
+import numpy as np
 
 Functional = keras.src.models.functional.Functional
 
@@ -59,6 +60,15 @@ class NodeView:
     @property
     def outputs(self) -> list:
         return list(self.node.outputs)
+
+    @property
+    def has_array_constants(self) -> bool:
+        """True when a call argument besides the tensors is a non-scalar
+        array (a per-channel constant that channel removal would break)."""
+        arguments = self.node.arguments
+        return any(not isinstance(a, keras.KerasTensor) and np.ndim(a) > 0
+                   for a in keras.tree.flatten((arguments.args,
+                                                arguments.kwargs)))
 
     def call_args(self, values: dict[int, Any]) -> tuple[tuple, dict]:
         """The node's call arguments with every input tensor replaced."""

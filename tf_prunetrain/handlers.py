@@ -377,6 +377,21 @@ _TABLE: dict[type, Handler] = {
 }
 
 
+# keras.ops called on KerasTensors (e.g. MobileNetV3's hard-swish) appear in
+# the graph as operations. Only their tensor operands are followed: an array
+# constant beside them would break when channels go, so `coupling` freezes
+# any operation that takes one.
+_NN, _NP = keras.src.ops.nn, keras.src.ops.numpy
+_TABLE.update({
+    **{cls: Elementwise() for cls in (_NP.Add, _NP.Subtract, _NP.Multiply,
+                                      _NP.Maximum, _NP.Minimum)},
+    **{cls: _PASS for cls in (
+        _NN.Relu, _NN.Relu6, _NN.Sigmoid, _NN.HardSigmoid, _NN.Silu,
+        _NN.HardSilu, _NN.Softplus, _NN.LeakyRelu, _NN.Elu, _NN.Selu,
+        _NN.Gelu, _NP.Tanh, _NP.Negative, _NP.Abs, _NP.Square)},
+})
+
+
 def handler_for(operation: Any) -> Handler:
     """The handler of `operation`'s class or of its nearest listed base."""
     for cls in type(operation).__mro__:

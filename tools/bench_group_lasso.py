@@ -1,9 +1,7 @@
 """Per-step training-time overhead of `GroupLasso` on a CIFAR ResNet.
 
-Builds `resnet_cifar` twice -- plain, and with a `GroupLasso` kernel
-regularizer on every Conv/Dense (image-facing conv: output groups; classifier
-Dense: input groups; other kernels: input and output groups) -- with identical
-weights, compiles both with SGD(momentum=0.9) and times `train_on_batch` on
+Builds `resnet_cifar` twice -- plain, and through `add_group_lasso` (the
+paper's groups on every prunable kernel) -- with identical weights, compiles both with SGD(momentum=0.9) and times `train_on_batch` on
 one synthetic batch, alternating the two models round by round (ABBA order) so
 that machine drift hits both alike. Reports each model's median step time and
 their ratio.
@@ -21,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app, flags
 
@@ -36,8 +34,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import tf_prunetrain  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
-from tf_prunetrain.regularizers import GroupLasso  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
@@ -52,33 +50,6 @@ flags.DEFINE_integer("rounds", 10, "Alternation rounds (each times both models).
 flags.DEFINE_integer("steps", 10, "Timed steps per model per round.")
 flags.DEFINE_integer("seed", 0, "Seed for weights and synthetic data.")
 flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
-
-
-def add_group_lasso_by_cloning(
-    model: keras.Model, make_regularizer: Callable[[tuple[int, ...]], GroupLasso]
-) -> keras.Model:
-    """Clone `model` with GroupLasso kernel regularizers, then copy weights.
-
-    Keras 3 reads `kernel_regularizer` when a layer creates its kernel, so the
-    regularizer goes into each layer's config before the clone is built.
-    """
-    input_ids = {id(t) for t in model.inputs}
-    output_ids = {id(t) for t in model.outputs}
-
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        config = layer.get_config()
-        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-            axes = (-1,) if id(layer.input) in input_ids else (-2, -1)
-        elif isinstance(layer, keras.layers.Dense):
-            axes = (-2,) if id(layer.output) in output_ids else (-2, -1)
-        else:
-            return layer.__class__.from_config(config)
-        config["kernel_regularizer"] = keras.regularizers.serialize(make_regularizer(axes))
-        return layer.__class__.from_config(config)
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def _compile(model: keras.Model) -> None:
@@ -127,9 +98,7 @@ def run_benchmark() -> dict[str, Any]:
         widths=widths,
         seed=FLAGS.seed,
     )
-    grouped = add_group_lasso_by_cloning(
-        plain, lambda axes: GroupLasso(FLAGS.strength, axes, FLAGS.epsilon)
-    )
+    grouped = tf_prunetrain.add_group_lasso(plain, FLAGS.strength, FLAGS.epsilon)
     n_kernels = sum(1 for w in plain.trainable_weights if len(w.shape) >= 2)
     n_groups = sum(
         sum(v.shape[a] for a in v.regularizer.axes)
