@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants
+from tensorflow.python.profiler import model_analyzer, option_builder
 
 import tf_prunetrain
 from tf_prunetrain import coupling
@@ -46,3 +49,16 @@ def relative_error(a, b) -> float:
 
 def output_channels(model: keras.Model, name: str) -> int:
     return int(model.get_layer(name).output.shape[-1])
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Forward float operations of one example, counted by TensorFlow's own
+    profiler on the model's frozen inference graph (an independent count)."""
+    specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype) for t in model.inputs]
+    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0],
+                                       training=False))
+    graph = convert_to_constants.convert_variables_to_constants_v2(
+        fn.get_concrete_function(*specs)).graph
+    builder = option_builder.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    return model_analyzer.profile(graph, options=options).total_float_ops
