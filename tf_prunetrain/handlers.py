@@ -127,9 +127,9 @@ class PerChannel(Handler):
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
         outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
         ids = outs[0] if outs else None
-        axis = getattr(layer, "axis", -1)
-        rank = len(out_shapes[0]) if out_shapes else 0
-        if ids is None or axis not in (-1, rank - 1, [rank - 1], [-1]):
+        axes = np.atleast_1d(getattr(layer, "axis", -1))
+        rank = len(out_shapes[0])
+        if ids is None or (axes % rank).tolist() != [rank - 1]:
             return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
         for w in layer.weights:
             if w.shape[-1] == len(ids) and len(ids) > 1:
@@ -298,27 +298,29 @@ class Permute(Handler):
 
 
 class Rescaling(Handler):
-    """Rescaling: scalar or per-channel scale/offset, sliced with channels."""
+    """Rescaling: scalar scale/offset pass through; per-channel ones (branch
+    removal creates a per-channel offset) are sliced with the channels."""
 
-    def config(self, layer, config, in_masks, out_masks):
-        if in_masks[0] is None:
-            return config
-        config = dict(config)
-        for key in ("scale", "offset"):
-            value = np.asarray(getattr(layer, key))
-            if value.ndim and value.shape[-1] == len(in_masks[0]) > 1:
-                config[key] = keras.saving.serialize_keras_object(
-                    np.compress(in_masks[0], value, axis=-1))
-        return config
+    @staticmethod
+    def _arrays(layer: Any) -> dict[str, np.ndarray]:
+        values = {key: np.asarray(getattr(layer, key))
+                  for key in ("scale", "offset")}
+        return {key: v for key, v in values.items() if v.ndim}
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
         outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
-        for key in ("scale", "offset"):
-            value = np.asarray(getattr(layer, key))
-            if value.ndim and value.shape[-1] != (len(outs[0]) if outs[0]
-                                                  is not None else -1):
-                return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
+        n = None if outs[0] is None else len(outs[0])
+        if any(v.shape[-1] != n for v in self._arrays(layer).values()):
+            return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
         return outs
+
+    def config(self, layer, config, in_masks, out_masks):
+        mask = in_masks[0]
+        return {**config, **{
+            key: keras.saving.serialize_keras_object(
+                np.compress(mask, v, axis=-1))
+            for key, v in self._arrays(layer).items()
+            if mask is not None and v.shape[-1] == len(mask)}}
 
 
 L = keras.layers
