@@ -171,10 +171,8 @@ def _remove_dead_branches(plan: Plan) -> None:
         kept = list(range(len(branches)))
         offset = 0.0
         for pos, branch in enumerate(branches):
-            if len(kept) == 1 or not branch or not any(
-                    _count(by_node[n].outs) and not np.any(
-                        plan.mask(by_node[n].outs[0]))
-                    for n in branch if n in by_node):
+            if len(kept) == 1 or not any(
+                    _loses_all_channels(plan, by_node[n]) for n in branch):
                 continue
             constant = _constant_output(r.view.owner, r.view.inputs[pos])
             if constant is None:
@@ -186,6 +184,10 @@ def _remove_dead_branches(plan: Plan) -> None:
             offset = np.asarray(offset)
             plan.merges[id(r.view.node)] = MergeEdit(
                 kept, offset if np.max(np.abs(offset)) > _ZERO_OFFSET else None)
+
+
+def _loses_all_channels(plan: Plan, record: coupling.Record) -> bool:
+    return _count(record.outs) > 0 and not np.any(plan.mask(record.outs[0]))
 
 
 def _branches(view: graph_lib.NodeView) -> list[set[int]]:
