@@ -419,9 +419,9 @@ def prune_channels(
     >>> y = keras.layers.Conv2D(2, 3, name="c2")(h)
     >>> m = keras.Model(x, y)
     >>> w = m.get_layer("c2").kernel.numpy(); w[:, :, :2] = 0
-    >>> m.get_layer("c2").kernel.assign(w)
+    >>> _ = m.get_layer("c2").kernel.assign(w)
     >>> k = m.get_layer("c1").kernel.numpy(); k[..., :2] = 0
-    >>> m.get_layer("c1").kernel.assign(k)
+    >>> _ = m.get_layer("c1").kernel.assign(k)
     >>> tf_prunetrain.prune_channels(m).get_layer("c1").filters
     2
     """
