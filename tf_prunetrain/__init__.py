@@ -8,6 +8,13 @@ Public API:
   plan_pruning      the pruning decision that `prune_channels` applies.
 """
 
+try:
+    import tensorflow  # noqa: F401  (the Keras backend this library runs on)
+except ImportError as e:
+    raise ImportError(
+        "tf_prunetrain needs TensorFlow 2.21: install the package with the "
+        "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
+
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.regularizers import GroupLasso

@@ -2,8 +2,8 @@ r"""Demo: train with channel group lasso on real MNIST digits, then prune.
 
 Run from anywhere after installing with the `data` extra:
 
-    python -m tf_prunetrain.demo                      # about 1-2 min on 2 CPU cores
-    python -m tf_prunetrain.demo --epochs=30 --strength=3e-2
+    python -m tf_prunetrain.demo                      # about a minute on 2 CPU cores
+    python -m tf_prunetrain.demo --depth=14 --strength=2e-2
 
 What it does:
 
@@ -26,9 +26,10 @@ Why a cosine schedule: with plain SGD the group-lasso (sub)gradient makes a
 `learning_rate * strength / (1 - momentum)`, and a BatchNorm after a
 convolution makes the data gradient of a shrinking channel *grow*. Groups
 therefore fall below the 1e-4 threshold only once the learning rate is small:
-with a constant 0.1 nothing dies in a short run, and in the PruneTrain paper
-most channels die after its learning-rate drops. Decaying to zero over the run
-lets them settle within a couple of minutes.
+here, with a constant 0.1, no channel group dies within 15 epochs even at
+strength 1e-2, while a cosine decay to zero kills about half of them in the
+last third of the run (the paper's long schedules get there through their
+learning-rate drops).
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ def _shape(shape: tuple[int, ...] | None) -> str:
 
 
 def run(
-    epochs: int = 20,
+    epochs: int = 30,
     batch_size: int = 64,
-    strength: float = 2e-2,
+    strength: float = 1e-2,
     threshold: float = 1e-4,
     learning_rate: float = 0.1,
     weight_decay: float = 5e-4,
@@ -248,9 +249,9 @@ def run(
 def _main(argv: list[str]) -> None:
     from absl import app, flags
 
-    flags.DEFINE_integer("epochs", 20, "Training epochs.")
+    flags.DEFINE_integer("epochs", 30, "Training epochs.")
     flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
-    flags.DEFINE_float("strength", 2e-2, "Group-lasso coefficient (lambda).")
+    flags.DEFINE_float("strength", 1e-2, "Group-lasso coefficient (lambda).")
     flags.DEFINE_float("threshold", 1e-4,
                        "A channel is dead when max|w| over its coupled kernel "
                        "slices is below this.")
