@@ -461,11 +461,24 @@ def resnet50_app(seed: int = 0) -> keras.Model:
     return _application(keras.applications.ResNet50, seed, input_shape=(32, 32, 3))
 
 
+def densenet121_app(seed: int = 0) -> keras.Model:
+    """keras.applications.DenseNet121, 32x32 (~7.0M params; 58 Concatenates)."""
+    return _application(keras.applications.DenseNet121, seed, input_shape=(32, 32, 3))
+
+
+def convnext_tiny_app(seed: int = 0) -> keras.Model:
+    """keras.applications.ConvNeXtTiny, 32x32 (~27.8M params): LayerNormalization,
+    depthwise as ``Conv2D(groups=C)`` and a custom ``LayerScale`` layer."""
+    return _application(keras.applications.ConvNeXtTiny, seed, input_shape=(32, 32, 3))
+
+
 APPLICATIONS: dict[str, Callable[[], keras.Model]] = {
     "mobilenet_v2": mobilenet_v2_app,
     "mobilenet_v3_small": mobilenet_v3_small_app,
     "efficientnet_b0": efficientnet_b0_app,
     "resnet50": resnet50_app,
+    "densenet121": densenet121_app,
+    "convnext_tiny": convnext_tiny_app,
 }
 
 

@@ -325,3 +325,21 @@ def test_plan_reports_channel_changes_and_removed_layers():
     assert rows["stage1_block1_conv1"] == (conv.filters, conv.filters - 3)
     assert rows["stage2_block2_conv2"][1] == 0  # removed with its branch
     assert "stem_conv" not in rows
+
+
+def test_grouped_conv_with_one_group_per_channel_is_pruned_like_depthwise():
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 1, name="expand")(x)
+    h = keras.layers.Conv2D(12, 3, padding="same", groups=6, name="dw")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    y = keras.layers.Conv2D(4, 1, name="project")(h)
+    model = model_zoo.randomize_batchnorm(keras.Model(x, y))
+    graph = tf_prunetrain.channel_groups(model)
+    assert len(np.unique(graph.root[graph.root != 0])) == 6
+    pt.zero_random_groups(model, 0.5, seed=0)
+    data = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    before = model.predict(data, verbose=0)
+    pruned = tf_prunetrain.prune_channels(model)
+    dw = pruned.get_layer("dw")
+    assert (dw.groups, dw.filters) == (3, 6)
+    assert pt.relative_error(before, pruned.predict(data, verbose=0)) < TOL

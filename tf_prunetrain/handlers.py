@@ -148,16 +148,20 @@ class ActivationLayer(Handler):
 
 class Kernel(Handler):
     """Convolutions and Dense: a kernel with an input- and an output-channel
-    axis (judged for deadness) and a bias on the output channels."""
+    axis (judged for deadness) and a bias on the output channels. A grouped
+    convolution with one group per input channel (ConvNeXt's depthwise
+    `Conv2D(groups=C)`) couples each input channel to its outputs."""
 
     regularizers = {"kernel": "kernel_regularizer"}
 
     def __init__(self, in_axis: int, out_axis: int, count_key: str):
         self.in_axis, self.out_axis, self.count_key = in_axis, out_axis, count_key
 
-    def unsupported(self, layer: Any) -> str | None:
-        if getattr(layer, "groups", 1) != 1:
-            return "grouped convolution: its channels are kept"
+    def unsupported(self, layer: Any, ids: Ids) -> str | None:
+        groups = getattr(layer, "groups", 1)
+        if groups != 1 and (ids is None or groups != len(ids)):
+            return ("grouped convolution with several input channels per "
+                    "group: its channels are kept")
         if _channels_first(layer):
             return "channels_first layout: its channels are kept"
         if not _weight_names(layer) <= {"kernel", "bias"}:
@@ -165,13 +169,17 @@ class Kernel(Handler):
         return None
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
-        reason = self.unsupported(layer)
+        reason = self.unsupported(layer, ins[0] if len(ins) == 1 else None)
         if reason or len(ins) != 1 or ins[0] is None:
             return Freeze(reason).propagate(ctx, layer, ins, in_shapes,
                                             out_shapes)
         rank = len(layer.kernel.shape)
-        out = ctx.fresh(int(layer.kernel.shape[self.out_axis]))
-        ctx.bind(layer, "kernel", self.in_axis % rank, ins[0], judge=True)
+        groups = getattr(layer, "groups", 1)
+        if groups == 1:
+            out = ctx.fresh(int(layer.kernel.shape[self.out_axis]))
+            ctx.bind(layer, "kernel", self.in_axis % rank, ins[0], judge=True)
+        else:  # the kernel's input axis has size 1: outputs follow inputs
+            out = np.repeat(ins[0], layer.filters // groups)
         ctx.bind(layer, "kernel", self.out_axis % rank, out, judge=True)
         if getattr(layer, "bias", None) is not None:
             ctx.bind(layer, "bias", 0, out, judge=False)
@@ -180,7 +188,10 @@ class Kernel(Handler):
         return [out]
 
     def config(self, layer, config, in_masks, out_masks):
-        return {**config, self.count_key: _kept(out_masks[0])}
+        config = {**config, self.count_key: _kept(out_masks[0])}
+        if getattr(layer, "groups", 1) != 1:
+            config["groups"] = _kept(in_masks[0])
+        return config
 
 
 class Depthwise(Handler):

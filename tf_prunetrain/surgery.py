@@ -354,17 +354,18 @@ class _Rebuilder:
         return out
 
     def _copy_weights(self) -> None:
+        # Same class and config order the weights alike; names may differ
+        # (a custom layer's auto-named weights get fresh unique names).
         for old, new in self.layers.values():
-            targets = {w.name: w for w in new.weights}
-            for w in old.weights:
-                value = self.plan.slice_weight(old, w.name, np.asarray(w.numpy()))
-                target = targets.get(w.name)
-                if target is None or tuple(target.shape) != value.shape:
-                    raise RuntimeError(
-                        f"internal error: weight '{w.name}' of layer "
-                        f"'{old.name}' sliced to {value.shape} but the rebuilt "
-                        f"layer expects "
-                        f"{None if target is None else tuple(target.shape)}.")
+            values = [self.plan.slice_weight(old, w.name, np.asarray(w.numpy()))
+                      for w in old.weights]
+            shapes = [tuple(w.shape) for w in new.weights]
+            if shapes != [v.shape for v in values]:
+                raise RuntimeError(
+                    f"internal error: the weights of layer '{old.name}' sliced "
+                    f"to {[v.shape for v in values]}, but the rebuilt layer "
+                    f"has {shapes}.")
+            for target, value in zip(new.weights, values):
                 target.assign(value)
 
 
