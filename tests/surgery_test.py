@@ -343,3 +343,117 @@ def test_grouped_conv_with_one_group_per_channel_is_pruned_like_depthwise():
     dw = pruned.get_layer("dw")
     assert (dw.groups, dw.filters) == (3, 6)
     assert pt.relative_error(before, pruned.predict(data, verbose=0)) < TOL
+
+
+# Regressions found in review: each once broke prune_channels.
+
+def _data(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=(2, *shape)).astype(
+        "float32")
+
+
+def _roots_of(model, name):
+    return _branch_roots(model, name) - {0}
+
+
+def _assert_preserved(model, data, **kwargs):
+    before = model.predict(data, verbose=0)
+    pruned = tf_prunetrain.prune_channels(model, **kwargs)
+    assert pt.relative_error(before, pruned.predict(data, verbose=0)) < TOL
+    return pruned
+
+
+def test_branch_with_a_live_parallel_path_is_kept():
+    L = keras.layers
+    x = keras.Input((8, 8, 3))
+    centred = x - keras.ops.mean(x, axis=(1, 2), keepdims=True)
+    a = L.Conv2D(8, 3, padding="same", name="stem")(centred)
+    p1 = L.BatchNormalization(name="bn_dead")(L.Conv2D(4, 1, name="dead")(a))
+    p2 = L.ReLU()(L.Conv2D(4, 1, name="live")(a))
+    b = L.Conv2D(8, 1, name="proj")(L.Concatenate()([p1, p2]))
+    y = L.Dense(4, name="out")(
+        L.GlobalAveragePooling2D()(L.Add(name="add")([a, b])))
+    model = keras.Model(x, y)
+    model.get_layer("bn_dead").beta.assign(np.linspace(-1, 1, 4))
+    pt.zero_groups(model, _roots_of(model, "dead"))
+    pruned = _assert_preserved(model, _data((8, 8, 3)))
+    # The branch stays; 'dead' keeps min_channels=1 of its 4 channels.
+    assert pruned.get_layer("dead").filters == 1
+    assert pruned.get_layer("proj").kernel.shape[2] == 5
+
+
+def test_size_dependent_constant_branch_is_kept():
+    L = keras.layers
+    x = keras.Input((None, None, 3))
+    f = L.Conv2D(8, 3, padding="same", name="f")(x)
+    b = L.BatchNormalization(name="bn1")(L.Conv2D(4, 1, name="dead")(f))
+    b = L.BatchNormalization(name="bn2")(L.Conv2D(8, 1, name="c2")(b))
+    b = L.GlobalAveragePooling2D()(L.ZeroPadding2D(2)(b))
+    s = L.Add(name="add")([L.GlobalAveragePooling2D()(f), b])
+    model = keras.Model(x, L.Dense(3, name="out")(s))
+    model.get_layer("bn2").beta.assign(np.linspace(-1, 1, 8))
+    pt.zero_groups(model, _roots_of(model, "dead"))
+    _assert_preserved(model, _data((8, 8, 3)))
+
+
+def test_models_nested_in_a_sequential():
+    L = keras.layers
+    base = keras.Sequential([keras.Input((8, 8, 8)), L.Conv2D(6, 3, name="b1"),
+                             L.ReLU(), L.Conv2D(8, 3, name="b2")], name="base")
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(8, 1, name="stem"),
+                              base, L.GlobalAveragePooling2D(),
+                              L.Dense(3, name="out")])
+    pt.zero_random_groups(model, 0.5, seed=0)
+    pruned = _assert_preserved(model, _data((8, 8, 3)))
+    assert isinstance(pruned.get_layer("base"), keras.Sequential)
+    assert tf_prunetrain.add_group_lasso(model).count_params() == \
+        model.count_params()
+
+
+def test_nested_model_keeps_dynamic_dimensions_and_serves_two_sizes():
+    L = keras.layers
+    i = keras.Input((None, None, 8))
+    sub = keras.Model(i, L.Conv2D(8, 3, padding="same", name="s1")(i),
+                      name="sub")
+    x = keras.Input((16, 16, 3))
+    a = L.Conv2D(8, 3, padding="same", name="a")(x)
+    y = L.Concatenate()([L.GlobalAveragePooling2D()(sub(a)),
+                         L.GlobalAveragePooling2D()(sub(L.MaxPooling2D()(a)))])
+    model = keras.Model(x, L.Dense(3, name="out")(y))
+    pt.zero_random_groups(model, 0.5, seed=0)
+    pruned = _assert_preserved(model, _data((16, 16, 3)))
+    assert pruned.get_layer("sub").inputs[0].shape[1:3] == (None, None)
+
+
+def test_shared_weightless_layers_and_models():
+    L = keras.layers
+    i = keras.Input((8, 8, 8))
+    sub = keras.Model(i, L.ReLU()(i), name="sub")
+    x = keras.Input((8, 8, 3))
+    a = L.Conv2D(8, 3, padding="same", name="a")(x)
+    b = L.Conv2D(8, 3, padding="same", name="b")(x)
+    y = L.Conv2D(4, 1, name="c")(L.Concatenate()([sub(a), sub(b)]))
+    model = keras.Model(x, L.Dense(3, name="out")(
+        L.GlobalAveragePooling2D()(y)))
+    pt.zero_groups(model, sorted(_roots_of(model, "a"))[:3])
+    pruned = _assert_preserved(model, _data((8, 8, 3)))
+    assert pruned.get_layer("a").filters == pruned.get_layer("b").filters
+
+    x = keras.Input((8, 8, 3))
+    reshape = L.Reshape((-1, 8), name="rs")
+    a = reshape(L.Conv2D(8, 3, padding="same", name="a")(x))
+    b = reshape(L.Conv2D(8, 3, padding="same", name="b")(x))
+    y = L.Concatenate(axis=1)([L.Dense(4, name="da")(a),
+                               L.Dense(4, name="db")(b)])
+    model = keras.Model(x, L.Dense(3, name="out")(L.Flatten()(y)))
+    pt.zero_groups(model, sorted(_roots_of(model, "a"))[:3])
+    _assert_preserved(model, _data((8, 8, 3)))
+
+
+def test_keras_ops_abs_is_followed():
+    L = keras.layers
+    x = keras.Input((8, 8, 3))
+    h = keras.ops.abs(L.Conv2D(6, 1, name="c1")(x))
+    model = keras.Model(x, L.Conv2D(2, 1, name="c2")(h))
+    graph = tf_prunetrain.channel_groups(model)
+    assert len(np.unique(graph.root[graph.root != 0])) == 6

@@ -83,6 +83,7 @@ class ChannelGraph:
         self.warnings: list[str] = []
         self._parent: list[int] = [_FROZEN]
         self._path = ""
+        self._calls: dict[int, tuple[list, list]] = {}  # first call per op
         top = graph_lib.functional_of(model)
         inputs = [self._input_ids(t) for t in top.inputs]
         outputs = self._analyze(top, inputs, "")
@@ -130,6 +131,13 @@ class ChannelGraph:
             i = parent[i]
         return i
 
+    def _tie(self, a: handlers.Ids, b: handlers.Ids) -> None:
+        if a is None or b is None or len(a) != len(b):
+            self.freeze(a)
+            self.freeze(b)
+        elif a is not b:
+            self.union(a, b)
+
     def _input_ids(self, tensor: Any) -> handlers.Ids:
         n = handlers.channels(tensor.shape)
         return None if n is None else self.fresh(n)
@@ -152,6 +160,9 @@ class ChannelGraph:
                     self, op, ins, [tuple(t.shape) for t in view.inputs],
                     [tuple(t.shape) for t in view.outputs])
             self.records.append(Record(view, handler, ins, outs))
+            first = self._calls.setdefault(id(op), (ins, outs))
+            for a, b in zip(first[0] + first[1], ins + outs):
+                self._tie(a, b)  # a shared layer or model: calls agree
             return outs
 
         return graph_lib.walk(functional, inputs, visit, prefix)

@@ -1,17 +1,19 @@
 """Walking the graph of a functional Keras model, nested sub-models included.
 
-This module is the only place that touches Keras' functional-graph internals
-(`Functional._nodes_by_depth`, `Node.arguments`); everything else in the
-library sees nodes through `walk` and `NodeView`.
+This module is the library's only door to Keras internals (the functional
+graph's nodes and tensor history, in-memory layer re-creation); everything
+else sees nodes through `walk` and `NodeView` and the helpers below.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
+from keras.src.saving import serialization_lib
 
 Functional = keras.src.models.functional.Functional
 
@@ -104,6 +106,29 @@ def walk(
         for t, v in zip(view.outputs, outs):
             values[id(t)] = v
     return [values.get(id(t)) for t in graph.outputs]
+
+
+def input_name(tensor: Any) -> str:
+    """The name of the Input layer that created an input tensor."""
+    return tensor._keras_history.operation.name
+
+
+def output_structure(graph: Functional, outputs: list) -> Any:
+    """`outputs` packed like the graph's outputs (single, list or dict)."""
+    return keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
+
+
+def layer_from_config(old: Any, config: dict) -> Any:
+    """A new layer like `old` from an (edited) config. Lambda layers are
+    allowed: the config comes from this process, not from a file."""
+    try:
+        with serialization_lib.SafeModeScope(False):
+            return type(old).from_config(copy.deepcopy(config))
+    except (TypeError, ValueError, NotImplementedError) as e:
+        raise TypeError(
+            f"tf_prunetrain cannot re-create layer '{old.name}' "
+            f"({type(old).__name__}) from its config: {e}. The class needs a "
+            "get_config() that returns every constructor argument.") from e
 
 
 def producer(tensor: Any) -> Any:

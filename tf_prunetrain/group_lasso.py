@@ -62,7 +62,7 @@ def add_group_lasso(
             "add_group_lasso: these kernels already have a regularizer: "
             f"{', '.join(clashes)}. Pass replace_existing=True to replace "
             "them (move weight decay to the optimizer's weight_decay).")
-    plan = surgery.Plan(graph, np.ones(len(graph.root), bool), set(), {})
+    plan = surgery.Plan.keep_all(graph)
 
     def config_fn(layer: Any, config: dict) -> dict:
         for (owner, key), (_, _, layer_axes) in axes.items():

@@ -121,8 +121,12 @@ FREEZE_UNKNOWN = Freeze(
 
 
 class PerChannel(Handler):
-    """Passes channels through; weights whose last axis is the channel axis
-    (BatchNormalization's γ/β/statistics, PReLU's α) are sliced with them."""
+    """Passes channels through; the named per-channel weights (last axis =
+    channel axis) are sliced with them. A weight broadcast over channels
+    (PReLU with `shared_axes` covering them) has last axis 1: not sliced."""
+
+    def __init__(self, *weights: str):
+        self.weights = weights
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
         outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
@@ -132,7 +136,7 @@ class PerChannel(Handler):
         if ids is None or (axes % rank).tolist() != [rank - 1]:
             return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
         for w in layer.weights:
-            if w.shape[-1] == len(ids) and len(ids) > 1:
+            if w.name in self.weights and w.shape[-1] == len(ids) > 1:
                 ctx.bind(layer, w.name, len(w.shape) - 1, ids, judge=False)
         return outs
 
@@ -247,12 +251,13 @@ class Elementwise(Handler):
         full = [ids for ids in ins if ids is not None and len(ids) == n]
         if n is None or not full:
             return FREEZE.propagate(ctx, layer, ins, in_shapes, out_shapes)
-        for ids in ins:
-            if ids is None or len(ids) != n:
-                ctx.freeze(ids)
-                ctx.freeze(full[0])
-            else:
-                ctx.union(full[0], ids)
+        broadcast = [ids for ids in ins if ids is None or len(ids) != n]
+        for ids in broadcast:
+            ctx.freeze(ids)
+        if broadcast:
+            ctx.freeze(full[0])
+        for ids in full[1:]:
+            ctx.union(full[0], ids)
         return [full[0]]
 
 
@@ -350,8 +355,10 @@ _TABLE: dict[type, Handler] = {
     L.SeparableConv1D: Separable(),
     L.SeparableConv2D: Separable(),
     # Per-channel parameters.
-    L.BatchNormalization: PerChannel(),
-    L.PReLU: PerChannel(),
+    L.BatchNormalization: PerChannel(
+        "gamma", "beta", "moving_mean", "moving_variance", "moving_stddev",
+        "renorm_mean", "renorm_stddev"),
+    L.PReLU: PerChannel("alpha"),
     # Channel-mixing normalizations: removing a channel changes statistics.
     L.LayerNormalization: FREEZE,
     L.GroupNormalization: FREEZE,
@@ -401,7 +408,7 @@ _TABLE.update({
     **{cls: _PASS for cls in (
         _NN.Relu, _NN.Relu6, _NN.Sigmoid, _NN.HardSigmoid, _NN.Silu,
         _NN.HardSilu, _NN.Softplus, _NN.LeakyRelu, _NN.Elu, _NN.Selu,
-        _NN.Gelu, _NP.Tanh, _NP.Negative, _NP.Abs, _NP.Square)},
+        _NN.Gelu, _NP.Tanh, _NP.Negative, _NP.Absolute, _NP.Square)},
 })
 
 

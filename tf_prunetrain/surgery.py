@@ -9,14 +9,13 @@ configs); `prune_channels` is the one-call functional entry point.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
-from keras.src.saving import serialization_lib
 
 from tf_prunetrain import coupling
 from tf_prunetrain import graph as graph_lib
@@ -43,6 +42,11 @@ class Plan:
     keep: np.ndarray  # bool per root id
     removed: set[int]  # id() of removed nodes
     merges: dict[int, MergeEdit]
+
+    @classmethod
+    def keep_all(cls, graph: coupling.ChannelGraph) -> "Plan":
+        """A plan that removes nothing (rebuilds the model as it is)."""
+        return cls(graph, np.ones(len(graph.root), bool), set(), {})
 
     def mask(self, ids: handlers.Ids) -> handlers.Mask:
         return None if ids is None else self.keep[self.graph.roots(ids)]
@@ -126,7 +130,8 @@ def plan_pruning(
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or value < 1:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or value < 1):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
@@ -171,8 +176,8 @@ def _remove_dead_branches(plan: Plan) -> None:
         kept = list(range(len(branches)))
         offset = 0.0
         for pos, branch in enumerate(branches):
-            if len(kept) == 1 or not any(
-                    _loses_all_channels(plan, by_node[n]) for n in branch):
+            if len(kept) == 1 or not _cut_off(plan, by_node, branch,
+                                              r.view.inputs[pos]):
                 continue
             constant = _constant_output(r.view.owner, r.view.inputs[pos])
             if constant is None:
@@ -186,8 +191,25 @@ def _remove_dead_branches(plan: Plan) -> None:
                 kept, offset if np.max(np.abs(offset)) > _ZERO_OFFSET else None)
 
 
-def _loses_all_channels(plan: Plan, record: coupling.Record) -> bool:
-    return _count(record.outs) > 0 and not np.any(plan.mask(record.outs[0]))
+def _cut_off(plan: Plan, by_node: dict, branch: set[int], tensor: Any) -> bool:
+    """True when `tensor` (a branch output) cannot depend on the model's
+    inputs: every path into the branch crosses a tensor inside it whose
+    channels are all removed (dead channels carry constants)."""
+    memo: dict[int, bool] = {}
+
+    def depends(t: Any) -> bool:
+        if id(t) not in memo:
+            node = graph_lib.producer(t)
+            if id(node) not in branch:
+                memo[id(t)] = True
+            else:
+                index = next(i for i, o in enumerate(node.outputs) if o is t)
+                ids = by_node[id(node)].outs[index]
+                memo[id(t)] = (ids is None or bool(np.any(plan.mask(ids)))) \
+                    and any(depends(u) for u in node.input_tensors)
+        return memo[id(t)]
+
+    return bool(branch) and not depends(tensor)
 
 
 def _branches(view: graph_lib.NodeView) -> list[set[int]]:
@@ -227,18 +249,19 @@ def _branches(view: graph_lib.NodeView) -> list[set[int]]:
 
 
 def _constant_output(owner: Any, tensor: Any) -> np.ndarray | None:
-    """The per-channel value of `tensor` if it does not depend on the inputs
-    (a branch whose channels are all dead), else None."""
+    """The per-channel value of an input-independent `tensor`, or None when
+    it varies over positions or with the input size (then the branch stays).
+    Dynamic input dimensions are probed at two sizes."""
     probe = keras.Model(owner.inputs, tensor)
+    dynamic = any(None in t.shape[1:] for t in owner.inputs)
     values = [
         np.asarray(probe.predict(
-            [np.full([1] + [d or 32 for d in t.shape[1:]], fill, t.dtype)
-             for t in owner.inputs], verbose=0))
-        for fill in (0.0, 1.0)
+            [np.zeros([1] + [d or size for d in t.shape[1:]], t.dtype)
+             for t in owner.inputs], verbose=0)).reshape(-1, tensor.shape[-1])
+        for size in ((24, 40) if dynamic else (0,))
     ]
-    flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
-    scale = 1.0 + np.max(np.abs(flat))
-    if np.max(np.ptp(flat, axis=0)) > 1e-6 * scale:
+    flat = np.concatenate(values)
+    if np.max(np.ptp(flat, axis=0)) > 1e-6 * (1.0 + np.max(np.abs(flat))):
         return None
     return flat.mean(axis=0)
 
@@ -283,36 +306,33 @@ class _Rebuilder:
 
     def model(self) -> keras.Model:
         old = self.plan.graph.model
-        new = self._model(old, [t.shape for t in graph_lib.functional_of(
-            old).inputs])
+        inputs = graph_lib.functional_of(old).inputs
+        new = self._model(old, [None] * len(inputs))
         self._copy_weights()
         if old.compiled:
             new.compile_from_config(old.get_compile_config())
         return new
 
-    def _model(self, old: keras.Model, shapes: list) -> keras.Model:
+    def _model(self, old: keras.Model, masks: list) -> keras.Model:
+        """Rebuilds a (sub-)model whose inputs keep the channels in `masks`
+        (None: all); other dimensions, dynamic ones included, stay."""
         functional = graph_lib.functional_of(old)
         inputs = [
-            keras.Input(batch_shape=shape, dtype=t.dtype,
-                        name=t._keras_history.operation.name)
-            for t, shape in zip(functional.inputs, shapes)
+            keras.Input(batch_shape=t.shape if m is None else
+                        (*t.shape[:-1], int(np.count_nonzero(m))),
+                        dtype=t.dtype, name=graph_lib.input_name(t))
+            for t, m in zip(functional.inputs, masks)
         ]
         if isinstance(old, keras.Sequential):
-            layers = [self._layer(self._first_record(functional, layer))
-                      for layer in old.layers]
+            layers = [self._operation(self.records[id(v.node)])
+                      for v in graph_lib.nodes(functional)]
             return keras.Sequential([inputs[0], *layers], name=old.name)
         outputs = graph_lib.walk(functional, inputs, self._visit)
         if any(o is None for o in outputs):
             raise RuntimeError(f"internal error: an output of '{old.name}' was "
                                "removed with a residual branch.")
-        return keras.Model(inputs, _restructure(functional, outputs),
-                           name=old.name)
-
-    def _first_record(self, functional: Any, layer: Any) -> coupling.Record:
-        for node in layer._inbound_nodes:
-            if id(node) in self.records:
-                return self.records[id(node)]
-        raise RuntimeError(f"internal error: no record of layer '{layer.name}'")
+        return keras.Model(inputs, graph_lib.output_structure(
+            functional, outputs), name=old.name)
 
     def _visit(self, view: graph_lib.NodeView, values: dict) -> list | None:
         key = id(view.node)
@@ -321,35 +341,35 @@ class _Rebuilder:
         if key in self.plan.merges:
             return [self._merge(view, values)]
         args, kwargs = view.call_args(values)
-        op = view.operation
-        if graph_lib.is_model(op):
-            if id(op) not in self.models:
-                self.models[id(op)] = self._model(
-                    op, [values[id(t)].shape for t in view.inputs])
-            op = self.models[id(op)]
-        elif isinstance(op, keras.layers.Layer):
-            op = self._layer(self.records[key])
+        op = self._operation(self.records[key])
         return keras.tree.flatten(op(*args, **kwargs))
 
-    def _layer(self, record: coupling.Record) -> Any:
+    def _operation(self, record: coupling.Record) -> Any:
+        """The new operation for a node: a rebuilt nested model, a new layer
+        (one per layer, shared calls included), or the stateless op itself."""
         old = record.view.operation
+        if graph_lib.is_model(old):
+            if id(old) not in self.models:
+                self.models[id(old)] = self._model(
+                    old, [self.plan.mask(ids) for ids in record.ins])
+            return self.models[id(old)]
+        if not isinstance(old, keras.layers.Layer):
+            return old
         if id(old) not in self.layers:
             config = self.plan.layer_config(record)
             if self.config_fn is not None:
                 config = self.config_fn(old, config)
-            new = _from_config(old, config)
-            self.layers[id(old)] = (old, new)
+            self.layers[id(old)] = (old, graph_lib.layer_from_config(old, config))
         return self.layers[id(old)][1]
 
     def _merge(self, view: graph_lib.NodeView, values: dict) -> Any:
         edit = self.plan.merges[id(view.node)]
+        record = self.records[id(view.node)]
         kept = [values[id(view.inputs[i])] for i in edit.kept]
-        out = kept[0] if len(kept) == 1 else self._layer(
-            self.records[id(view.node)])(kept)
+        out = kept[0] if len(kept) == 1 else self._operation(record)(kept)
         if edit.offset is not None:
-            mask = self.plan.mask(self.records[id(view.node)].outs[0])
             out = keras.layers.Rescaling(
-                1.0, offset=edit.offset[mask].astype(np.float32),
+                1.0, offset=edit.offset[self.plan.mask(record.outs[0])],
                 name=f"{view.operation.name}_offset")(out)
         return out
 
@@ -367,24 +387,6 @@ class _Rebuilder:
                     f"has {shapes}.")
             for target, value in zip(new.weights, values):
                 target.assign(value)
-
-
-def _from_config(old: Any, config: dict) -> Any:
-    """A new layer like `old` from an (edited) in-memory config. Lambda
-    layers are allowed: the config comes from this process, not a file."""
-    try:
-        with serialization_lib.SafeModeScope(False):
-            return type(old).from_config(copy.deepcopy(config))
-    except Exception as e:
-        raise TypeError(
-            f"tf_prunetrain cannot re-create layer '{old.name}' "
-            f"({type(old).__name__}) from its config ({e}). Give the class a "
-            "get_config() that returns every constructor argument.") from e
-
-
-def _restructure(functional: Any, outputs: list) -> Any:
-    """Outputs in the structure (single/list/dict) of the original model."""
-    return keras.tree.pack_sequence_as(functional._outputs_struct, outputs)
 
 
 def prune_channels(
