@@ -90,6 +90,9 @@ class ChannelGraph:
         for ids in inputs + outputs:
             self.freeze(ids)
         self.root = np.array([self._find(i) for i in range(len(self._parent))])
+        self._by_layer: dict[int, list[Binding]] = {}
+        for b in self.bindings.values():
+            self._by_layer.setdefault(id(b.layer), []).append(b)
         for message in dict.fromkeys(self.warnings):
             warnings.warn(message, stacklevel=3)
 
@@ -168,6 +171,10 @@ class ChannelGraph:
         return graph_lib.walk(functional, inputs, visit, prefix)
 
     # -- Queries ------------------------------------------------------------
+    def bindings_of(self, layer: Any) -> list[Binding]:
+        """The weight axes of `layer` that carry channel ids."""
+        return self._by_layer.get(id(layer), [])
+
     def roots(self, ids: np.ndarray) -> np.ndarray:
         """The group (root id) of every channel id."""
         return self.root[ids]

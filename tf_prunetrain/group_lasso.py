@@ -26,6 +26,9 @@ def add_group_lasso(
     convolution's image-channel inputs and the classifier's class outputs are
     not regularized (the paper's rule), nor are channels frozen by layers the
     library cannot follow. Weights, names and compile settings are kept.
+    An axis only partly frozen (a layer reading `Concatenate([image, h])`)
+    is regularized whole: `GroupLasso` groups every index of its axes; the
+    frozen slices are merely shrunk, never removed.
 
     Keras regularizers do not combine: a kernel that already has one (say
     L2 weight decay) raises a ValueError unless `replace_existing=True`. The
@@ -54,7 +57,8 @@ def add_group_lasso(
     graph = coupling.channel_groups(model)
     axes = _prunable_axes(graph)
     clashes = [
-        f"'{layer.name}'.{key}" for layer, key, _ in axes.values()
+        f"'{layer.name}'.{key}" for layer in _layers(graph)
+        for key in axes.get(id(layer), {})
         if not isinstance(getattr(layer, key, None), (type(None), GroupLasso))
     ]
     if clashes and not replace_existing:
@@ -62,27 +66,28 @@ def add_group_lasso(
             "add_group_lasso: these kernels already have a regularizer: "
             f"{', '.join(clashes)}. Pass replace_existing=True to replace "
             "them (move weight decay to the optimizer's weight_decay).")
-    plan = surgery.Plan.keep_all(graph)
 
     def config_fn(layer: Any, config: dict) -> dict:
-        for (owner, key), (_, _, layer_axes) in axes.items():
-            if owner == id(layer):
-                config[key] = GroupLasso(strength, layer_axes, epsilon)
+        for key, layer_axes in axes.get(id(layer), {}).items():
+            config[key] = GroupLasso(strength, layer_axes, epsilon)
         return config
 
-    return plan.apply(config_fn)
+    return surgery.Plan.keep_all(graph).apply(config_fn)
 
 
-def _prunable_axes(graph: coupling.ChannelGraph
-                   ) -> dict[tuple[int, str], tuple[Any, str, tuple[int, ...]]]:
-    """(id(layer), regularizer key) -> (layer, key, axes to regularize)."""
-    found: dict[tuple[int, str], tuple[Any, str, tuple[int, ...]]] = {}
+def _layers(graph: coupling.ChannelGraph) -> list[Any]:
+    """The distinct layers that own channel-carrying weights."""
+    return list({id(b.layer): b.layer for b in graph.bindings.values()}.values())
+
+
+def _prunable_axes(graph: coupling.ChannelGraph) -> dict[int, dict[str, tuple[int, ...]]]:
+    """id(layer) -> {regularizer config key: kernel axes to regularize}."""
+    found: dict[int, dict[str, tuple[int, ...]]] = {}
     for b in graph.bindings.values():
         key = handlers.handler_for(b.layer).regularizers.get(b.weight)
         if not b.judge or key is None or np.all(graph.is_frozen(b.ids)):
             continue
         rank = len(coupling.weight(b.layer, b.weight).shape)
-        _, _, axes = found.get((id(b.layer), key), (b.layer, key, ()))
-        found[(id(b.layer), key)] = (b.layer, key,
-                                     tuple(sorted({*axes, b.axis - rank})))
+        layer_axes = found.setdefault(id(b.layer), {})
+        layer_axes[key] = tuple(sorted({*layer_axes.get(key, ()), b.axis - rank}))
     return found

@@ -54,10 +54,9 @@ class Plan:
     def weight_slices(self, layer: Any) -> dict[str, list[tuple[int, np.ndarray]]]:
         """For each weight of `layer`: the (axis, kept indices) to take."""
         slices: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for b in self.graph.bindings.values():
-            if b.layer is layer:
-                slices.setdefault(b.weight, []).append(
-                    (b.axis, np.flatnonzero(self.mask(b.ids))))
+        for b in self.graph.bindings_of(layer):
+            slices.setdefault(b.weight, []).append(
+                (b.axis, np.flatnonzero(self.mask(b.ids))))
         return slices
 
     def slice_weight(self, layer: Any, name: str, value: np.ndarray) -> np.ndarray:
