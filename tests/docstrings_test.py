@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["tf_prunetrain.coupling", "tf_prunetrain.group_lasso",
-           "tf_prunetrain.regularizers", "tf_prunetrain.surgery",
+           "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
+           "tf_prunetrain.surgery",
            "tf_prunetrain.models"]
 
 

@@ -6,6 +6,8 @@ Public API:
   channel_groups    which weight slices of a model are coupled.
   prune_channels    a physically smaller copy without the dead channels.
   plan_pruning      the pruning decision that `prune_channels` applies.
+  Reconfigure       Keras callback: calibrate λ, shrink the model in place.
+  reconfigure_in_place   apply a plan to the live model (the callback's engine).
 """
 
 try:
@@ -17,6 +19,8 @@ except ImportError as e:
 
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.group_lasso import add_group_lasso
+from tf_prunetrain.inplace import reconfigure_in_place
+from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
 from tf_prunetrain.regularizers import GroupLasso
 from tf_prunetrain.surgery import Plan, plan_pruning, prune_channels
 
@@ -27,9 +31,12 @@ __all__ = [
     "ChannelGroup",
     "GroupLasso",
     "Plan",
+    "Reconfiguration",
+    "Reconfigure",
     "Slice",
     "add_group_lasso",
     "channel_groups",
     "plan_pruning",
     "prune_channels",
+    "reconfigure_in_place",
 ]

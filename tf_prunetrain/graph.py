@@ -118,6 +118,12 @@ def output_structure(graph: Functional, outputs: list) -> Any:
     return keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
 
 
+def set_shape(tensor: Any, shape: tuple) -> None:
+    """Records a new static shape on a graph tensor (in-place surgery), so
+    `model.summary()` and nested models' input checks see the new widths."""
+    tensor._shape = tuple(shape)
+
+
 def layer_from_config(old: Any, config: dict) -> Any:
     """A new layer like `old` from an (edited) config. Lambda layers are
     allowed: the config comes from this process, not from a file."""

@@ -103,6 +103,7 @@ def plan_pruning(
     keep: Mapping[str, Any] | None = None,
     round_to: int = 1,
     min_channels: int = 1,
+    remove_blocks: bool = True,
 ) -> Plan:
     """Decides which channel groups and residual branches to remove.
 
@@ -111,7 +112,9 @@ def plan_pruning(
     every channel is removed whole; its constant output, if not zero, is folded
     into a `Rescaling` offset so the function is unchanged. Any other tensor
     keeps at least `min_channels` channels, and convolution/Dense outputs keep
-    a multiple of `round_to` (the strongest extra channels stay).
+    a multiple of `round_to` (the strongest extra channels stay). With
+    `remove_blocks=False` (in-place reconfiguration) dead branches are kept at
+    `min_channels` instead.
     """
     _check_positive_int("round_to", round_to)
     _check_positive_int("min_channels", min_channels)
@@ -123,7 +126,8 @@ def plan_pruning(
         _apply_explicit(graph, keep, alive)
     alive[0] = True  # frozen channels
     plan = Plan(graph, alive, set(), {})
-    _remove_dead_branches(plan)
+    if remove_blocks:
+        _remove_dead_branches(plan)
     _restore_minimum(plan, score, round_to, min_channels)
     return plan
 

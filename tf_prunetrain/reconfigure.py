@@ -1,0 +1,179 @@
+"""`Reconfigure`: PruneTrain inside `model.fit` — calibrate λ, shrink in place."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from tf_prunetrain import coupling
+from tf_prunetrain import inplace
+from tf_prunetrain import surgery
+from tf_prunetrain.regularizers import GroupLasso
+
+
+@dataclasses.dataclass
+class Reconfiguration:
+    """What one reconfiguration did."""
+
+    epoch: int  # 1-based epoch after which it ran
+    params_before: int
+    params_after: int
+    seconds: float
+    changes: list[tuple[str, int, int]]  # (layer, channels before, after)
+
+
+class Reconfigure(keras.callbacks.Callback):
+    """Prunes dead channels every `interval` epochs, in place, during `fit`.
+
+    At the first training step the GroupLasso strength λ of every regularized
+    kernel is set from `penalty_ratio` r, so that the penalty is the fraction
+    r of the total loss at the start: `λ = r·L₀ / ((1 − r)·GL(W₀))` (L₀ is the
+    first batch's loss with λ = 0). With `penalty_ratio=None` the strengths
+    the model already has are kept. Every `interval` epochs, after that
+    epoch's validation, the channels whose coupled kernel slices all have
+    `max|w| < threshold` are removed from the same model object: layers get
+    smaller variables, weights/BatchNorm statistics/optimizer state keep
+    their surviving slices and the rest of the same `fit` runs the smaller
+    model. Dead residual branches keep `min_channels` channels (removing them
+    needs a rebuild: `prune_channels` after training does it).
+
+    Epoch logs get `prunetrain_params` and `prunetrain_lambda`, so `History`,
+    `CSVLogger` and `TensorBoard` see them; put `Reconfigure` before such
+    callbacks in the list. `reconfigurations` lists what each run did.
+
+    Args:
+      interval: epochs between reconfigurations (the paper: 10 on CIFAR).
+      threshold: deadness threshold on absolute kernel values.
+      penalty_ratio: r in (0, 1), or None to keep the model's λ.
+      round_to: keep convolution/Dense widths multiples of this.
+      min_channels: fewest channels a layer keeps.
+      verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
+        channel count of every changed layer.
+
+    Example:
+    >>> import keras, numpy as np, tf_prunetrain
+    >>> from tf_prunetrain.models import resnet_cifar
+    >>> model = tf_prunetrain.add_group_lasso(
+    ...     resnet_cifar(8, input_shape=(8, 8, 1), widths=(4, 8, 8), seed=0))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+    ...     from_logits=True))
+    >>> x, y = np.random.rand(32, 8, 8, 1), np.arange(32) % 10
+    >>> cb = tf_prunetrain.Reconfigure(interval=1, verbose=0)
+    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    >>> cb.strength > 0 and len(cb.reconfigurations) == 2
+    True
+    """
+
+    def __init__(self, interval: int = 10, threshold: float = 1e-4,
+                 penalty_ratio: float | None = 0.2, round_to: int = 1,
+                 min_channels: int = 1, verbose: int = 1):
+        super().__init__()
+        for name, value in (("interval", interval), ("round_to", round_to),
+                            ("min_channels", min_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Reconfigure: {name} must be an integer >= 1, "
+                                 f"got {value!r}.")
+        if not threshold >= 0:
+            raise ValueError(f"Reconfigure: threshold must be >= 0, got "
+                             f"{threshold!r}.")
+        if penalty_ratio is not None and not 0 < penalty_ratio < 1:
+            raise ValueError("Reconfigure: penalty_ratio must be in (0, 1) or "
+                             f"None, got {penalty_ratio!r}.")
+        self.interval, self.threshold = interval, threshold
+        self.penalty_ratio, self.round_to = penalty_ratio, round_to
+        self.min_channels, self.verbose = min_channels, verbose
+        self.reconfigurations: list[Reconfiguration] = []
+        self._calibrating = False
+
+    # -- λ -------------------------------------------------------------------
+    def _regularized(self) -> list[tuple[Any, GroupLasso]]:
+        return [(v, v.regularizer) for v in self.model.trainable_variables
+                if isinstance(getattr(v, "regularizer", None), GroupLasso)]
+
+    @property
+    def strength(self) -> float:
+        """The GroupLasso strength λ now in use (the first regularizer's)."""
+        pairs = self._regularized()
+        return pairs[0][1].strength if pairs else 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        pairs = self._regularized()
+        if not pairs:
+            raise ValueError(
+                f"Reconfigure: model '{self.model.name}' has no GroupLasso "
+                "regularizer, so no channel would ever die. Wrap it first: "
+                "model = tf_prunetrain.add_group_lasso(model).")
+        if self.penalty_ratio is not None and not self._calibrated():
+            for _, reg in pairs:
+                reg.strength = 0.0
+            self._calibrating = True
+
+    def _calibrated(self) -> bool:
+        return getattr(self.model, "_prunetrain_calibrated", False)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._calibrating:
+            return
+        self._calibrating = False
+        loss = float((logs or {}).get("loss", np.nan))
+        pairs = self._regularized()
+        penalty = float(sum(float(reg.penalty(v)) for v, reg in pairs))
+        if not np.isfinite(loss) or not np.isfinite(penalty) or penalty <= 0:
+            raise ValueError(
+                f"Reconfigure: cannot calibrate λ from loss {loss} and group "
+                f"penalty {penalty}; fix the input or pass penalty_ratio=None "
+                "with a strength set by add_group_lasso(strength=...).")
+        r = self.penalty_ratio
+        strength = r * loss / ((1.0 - r) * penalty)
+        for _, reg in pairs:
+            reg.strength = strength
+        self.model._prunetrain_calibrated = True
+        if self.verbose:
+            print(f"Reconfigure: λ = {strength:.3g} (penalty ratio {r:g}: "
+                  f"loss {loss:.4g}, group lasso {penalty:.4g})")
+
+    # -- reconfiguration ------------------------------------------------------
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.interval == 0:
+            self.reconfigure(epoch + 1)
+        if logs is not None:
+            logs["prunetrain_params"] = self.model.count_params()
+            logs["prunetrain_lambda"] = self.strength
+
+    def reconfigure(self, epoch: int = 0) -> Reconfiguration:
+        """Removes the dead channels now (also callable outside `fit`)."""
+        start = time.perf_counter()
+        before = self.model.count_params()
+        plan = surgery.plan_pruning(
+            coupling.channel_groups(self.model), self.threshold,
+            round_to=self.round_to, min_channels=self.min_channels,
+            remove_blocks=False)
+        changes = plan.changes()
+        if changes:
+            inplace.reconfigure_in_place(self.model, plan)
+        done = Reconfiguration(epoch, before, self.model.count_params(),
+                               time.perf_counter() - start, changes)
+        self.reconfigurations.append(done)
+        if self.verbose:
+            self._print(done)
+        return done
+
+    def _print(self, done: Reconfiguration) -> None:
+        if not done.changes:
+            print(f"Reconfigure (epoch {done.epoch}): no dead channel "
+                  f"({done.seconds:.2f} s)")
+            return
+        share = 100.0 * (done.params_after - done.params_before) / max(
+            done.params_before, 1)
+        print(f"Reconfigure (epoch {done.epoch}): parameters "
+              f"{done.params_before:,} -> {done.params_after:,} ({share:+.1f}%),"
+              f" {len(done.changes)} layer outputs narrowed, "
+              f"{done.seconds:.2f} s")
+        if self.verbose > 1:
+            width = max(len(path) for path, _, _ in done.changes)
+            for path, old, new in done.changes:
+                print(f"  {path:<{width}}  {old:>5} -> {new}")
