@@ -208,8 +208,9 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: surgery.Plan,
                 target.assign(value)
         in_slots = {id(s) for slots in (*old_slots.values(),
                                         *new_slots.values()) for s in slots}
-        rest_old = [v for v in old_opt.variables if id(v) not in in_slots]
-        rest_new = [v for v in new_opt.variables if id(v) not in in_slots]
+        # Each optimizer's own other state (iterations, loss scale, ...).
+        rest_old = [v for v in old_opt._variables if id(v) not in in_slots]
+        rest_new = [v for v in new_opt._variables if id(v) not in in_slots]
         for source, target in zip(rest_old, rest_new, strict=True):
             target.assign(source)
     return new

@@ -1,0 +1,263 @@
+"""In-place reconfiguration and the Reconfigure callback."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model_zoo
+import pruning_testing as pt
+import tf_prunetrain
+
+TOL = 1e-5
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _compiled(build, optimizer=None, strength=1e-3, **compile_kwargs):
+    model = tf_prunetrain.add_group_lasso(
+        model_zoo.randomize_batchnorm(build()), strength)
+    model.compile(optimizer or keras.optimizers.SGD(0.01, momentum=0.9),
+                  LOSS, **compile_kwargs)
+    return model
+
+
+def _batch(model, n=16, seed=0):
+    x = model_zoo.random_input(model, batch_size=n, seed=seed)
+    return x, np.arange(n) % 10
+
+
+def _in_place(model, **kwargs):
+    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model),
+                                      remove_blocks=False, **kwargs)
+    tf_prunetrain.reconfigure_in_place(model, plan)
+    return plan
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "mobilenetv2_like",
+                                  "densenet_like", "nested_model",
+                                  "squeeze_excite", "plain_cnn"])
+def test_in_place_keeps_objects_and_function(name):
+    model = _compiled(model_zoo.ALL_BUILDERS[name])
+    x, y = _batch(model)
+    model.train_on_batch(x, y)
+    pt.zero_random_groups(model, 0.5, seed=1)
+    layers = list(model.layers)
+    before, params = model.predict(x, verbose=0), model.count_params()
+    _in_place(model)
+    assert all(a is b for a, b in zip(layers, model.layers))
+    assert model.count_params() < params
+    assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL
+    model.train_on_batch(x, y)  # training goes on with the new shapes
+    assert np.isfinite(model.evaluate(x, y, verbose=0))
+
+
+def _twins(build, optimizer_fn):
+    """Two models with equal weights and equal optimizer state."""
+    a = _compiled(build, optimizer_fn())
+    x, y = _batch(a)
+    a.train_on_batch(x, y)
+    a.train_on_batch(x, y)
+    b = _compiled(build, optimizer_fn())
+    b.set_weights(a.get_weights())
+    b.optimizer.build(b.trainable_variables)
+    for source, target in zip(a.optimizer.variables, b.optimizer.variables):
+        target.assign(source)
+    return a, b, x, y
+
+
+@pytest.mark.parametrize("optimizer_fn", [
+    lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    lambda: keras.optimizers.Adam(1e-3),
+    lambda: keras.optimizers.AdamW(1e-3, weight_decay=1e-2),
+    lambda: keras.optimizers.RMSprop(1e-3, momentum=0.5),
+], ids=["sgd", "adam", "adamw", "rmsprop"])
+def test_optimizer_state_is_carried_and_next_step_matches(optimizer_fn):
+    dense, pruned, x, y = _twins(model_zoo.resnet_basic, optimizer_fn)
+    pt.zero_random_groups(dense, 0.5, seed=2)
+    pt.zero_random_groups(pruned, 0.5, seed=2)
+    plan = _in_place(pruned)
+    assert int(pruned.optimizer.iterations) == int(dense.optimizer.iterations)
+    # The plan indexes the pruned model's (same, resized) layer objects.
+    for (v_new, s_new), (v_old, s_old) in zip(_slots(pruned), _slots(dense)):
+        layer = pruned.get_layer(v_old.path.split("/")[-2])
+        expected = plan.slice_weight(layer, v_old.name, s_old.numpy())
+        np.testing.assert_array_equal(s_new.numpy(), expected)
+    dense.train_on_batch(x, y)
+    pruned.train_on_batch(x, y)
+    for layer in dense.layers:
+        same = pruned.get_layer(layer.name)
+        for w_old, w_new in zip(layer.weights, same.weights):
+            expected = plan.slice_weight(same, w_old.name, w_old.numpy())
+            np.testing.assert_allclose(w_new.numpy(), expected, rtol=1e-4,
+                                       atol=1e-6, err_msg=w_old.path)
+
+
+def _slots(model):
+    """(model variable, slot variable) for every per-variable slot."""
+    opt = model.optimizer
+    index = {id(v): i for i, v in enumerate(opt._trainable_variables)}
+    pairs = []
+    for name, slots in vars(opt).items():
+        if name.endswith(("momentums", "velocities", "_average_gradients")) \
+                and isinstance(slots, list) and len(slots) == len(index):
+            pairs += [(v, slots[i]) for v, i in
+                      zip(opt._trainable_variables, index.values())]
+    assert pairs, "the optimizer has no slot to compare"
+    return pairs
+
+
+def test_callback_calibrates_lambda_from_the_penalty_ratio():
+    model = _compiled(model_zoo.resnet_basic, strength=0.0)
+    x, y = _batch(model, 32)
+    # The first step's loss: training mode, λ = 0, the same single batch.
+    loss0 = float(LOSS(y, model(x, training=True)))
+    regs = [(v, v.regularizer) for v in model.trainable_variables
+            if isinstance(v.regularizer, tf_prunetrain.GroupLasso)]
+    penalty0 = sum(float(r.penalty(v)) for v, r in regs)
+    cb = tf_prunetrain.Reconfigure(interval=100, penalty_ratio=0.25, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[cb])
+    # λ·GL / (L + λ·GL) = r at the start; GL is read after the first step.
+    assert cb.strength == pytest.approx(0.25 * loss0 / (0.75 * penalty0),
+                                        rel=0.02)
+    assert {r.strength for _, r in regs} == {cb.strength}
+
+
+def test_user_strength_is_kept_with_penalty_ratio_none():
+    model = _compiled(model_zoo.plain_cnn, strength=3e-3)
+    x, y = _batch(model, 32)
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.strength == pytest.approx(3e-3)
+
+
+def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
+    model = _compiled(model_zoo.resnet_basic)
+    x, y = _batch(model, 32)
+    xv, yv = _batch(model, 16, seed=1)
+    pt.zero_random_groups(model, 0.4, seed=3)
+
+    class Kill(keras.callbacks.Callback):  # more channels die mid-run
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                pt.zero_random_groups(self.model, 0.3, seed=4)
+
+    log = os.path.join(tmp_path, "log.csv")
+    ckpt = os.path.join(tmp_path, "ckpt_{epoch}.keras")
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    history = model.fit(
+        x, y, validation_data=(xv, yv), epochs=4, batch_size=16, verbose=0,
+        callbacks=[
+            Kill(), cb, keras.callbacks.CSVLogger(log),
+            keras.callbacks.ModelCheckpoint(ckpt),
+            keras.callbacks.TensorBoard(os.path.join(tmp_path, "tb")),
+            keras.callbacks.ReduceLROnPlateau(patience=1, factor=0.5),
+            keras.callbacks.LearningRateScheduler(lambda e, lr: lr),
+            keras.callbacks.EarlyStopping(patience=10),
+        ])
+    params = history.history["prunetrain_params"]
+    assert params[0] < 44930 and params[-1] < params[0]
+    # Zeroed at the start and at epoch 2: both reconfigurations shrink.
+    assert [r.params_after < r.params_before
+            for r in cb.reconfigurations[:2]] == [True, True]
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["prunetrain_params"])) for r in rows] == params
+    assert "prunetrain_lambda" in rows[0]
+    last = keras.models.load_model(os.path.join(tmp_path, "ckpt_4.keras"))
+    assert last.count_params() == model.count_params()
+    assert pt.relative_error(model.predict(x, verbose=0),
+                             last.predict(x, verbose=0)) < TOL
+    assert os.listdir(os.path.join(tmp_path, "tb"))
+
+
+def test_after_fit_save_load_export_and_summary_show_the_pruned_model(tmp_path):
+    model = _compiled(model_zoo.mobilenetv2_like)
+    x, y = _batch(model)
+    pt.zero_random_groups(model, 0.5, seed=5)
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    expected = model.predict(x, verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.count_params() == model.count_params()
+    assert pt.relative_error(expected, loaded.predict(x, verbose=0)) < TOL
+    model.export(os.path.join(tmp_path, "saved"), verbose=False)
+    served = tf.saved_model.load(os.path.join(tmp_path, "saved"))
+    args = [x] if isinstance(model.input, list) else x  # built on [input]
+    assert pt.relative_error(expected, served.serve(args).numpy()) < TOL
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    text = "\n".join(lines)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            assert f"{layer.filters})" in text
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert f"Trainable params: {trainable:,}" in text
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_mixed_precision_and_jit(jit):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = _compiled(model_zoo.resnet_basic, jit_compile=jit)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = _batch(model)
+    model.fit(x, y, epochs=1, verbose=0)
+    pt.zero_random_groups(model, 0.5, seed=6)
+    before = model.predict(x, verbose=0)
+    scale = float(model.optimizer.dynamic_scale)
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    cb.set_model(model)
+    cb.reconfigure()
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert float(model.optimizer.dynamic_scale) == scale
+    assert pt.relative_error(before, model.predict(x, verbose=0)) < 1e-2
+    model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_failed_reconfiguration_leaves_the_model_untouched(monkeypatch):
+    model = _compiled(model_zoo.resnet_basic)
+    x, y = _batch(model)
+    model.train_on_batch(x, y)
+    pt.zero_random_groups(model, 0.5, seed=7)
+    optimizer = model.optimizer
+    shapes = [tuple(w.shape) for w in model.weights]
+    before = model.predict(x, verbose=0)
+    victim = model.get_layer("stage3_block1_conv2")
+
+    def broken_build(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(victim, "build", broken_build)
+    with pytest.raises(RuntimeError, match="rolled back.*simulated"):
+        _in_place(model)
+    monkeypatch.undo()
+    assert [tuple(w.shape) for w in model.weights] == shapes
+    assert model.optimizer is optimizer
+    assert pt.relative_error(before, model.predict(x, verbose=0)) == 0.0
+    model.train_on_batch(x, y)  # still trains
+
+
+def test_bad_arguments_and_models():
+    for kwargs in ({"interval": 0}, {"threshold": -1.0},
+                   {"penalty_ratio": 1.0}, {"penalty_ratio": 0.0},
+                   {"round_to": 0}, {"min_channels": 0}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            tf_prunetrain.Reconfigure(**kwargs)
+    plain = model_zoo.plain_cnn()
+    plain.compile("sgd", LOSS)
+    x, y = _batch(plain)
+    with pytest.raises(ValueError, match="add_group_lasso"):
+        plain.fit(x, y, verbose=0, callbacks=[tf_prunetrain.Reconfigure()])
+    model = model_zoo.resnet_basic()
+    pt.zero_random_groups(model, 0.9, seed=0)
+    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model))
+    if plan.removed:
+        with pytest.raises(ValueError, match="remove_blocks=False"):
+            tf_prunetrain.reconfigure_in_place(model, plan)
