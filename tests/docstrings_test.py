@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tf_prunetrain.coupling", "tf_prunetrain.group_lasso",
+MODULES = ["tf_prunetrain.cost", "tf_prunetrain.coupling", "tf_prunetrain.group_lasso",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.surgery",
            "tf_prunetrain.models"]

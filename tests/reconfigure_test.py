@@ -159,6 +159,9 @@ def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
         ])
     params = history.history["prunetrain_params"]
     assert params[0] < 44930 and params[-1] < params[0]
+    flops = history.history["prunetrain_flops"]
+    assert flops[-1] < flops[0] < 3388042  # resnet_basic's dense count
+    assert flops[-1] == tf_prunetrain.forward_flops(model)
     # Zeroed at the start and at epoch 2: both reconfigurations shrink.
     assert [r.params_after < r.params_before
             for r in cb.reconfigurations[:2]] == [True, True]

@@ -4,6 +4,7 @@ Public API:
   GroupLasso        channel group-lasso regularizer.
   add_group_lasso   attach GroupLasso to every prunable kernel of a model.
   channel_groups    which weight slices of a model are coupled.
+  forward_flops     forward FLOPs of one example (handler-table formulas).
   prune_channels    a physically smaller copy without the dead channels.
   plan_pruning      the pruning decision that `prune_channels` applies.
   Reconfigure       Keras callback: calibrate λ, shrink the model in place.
@@ -17,6 +18,7 @@ except ImportError as e:
         "tf_prunetrain needs TensorFlow 2.21: install the package with the "
         "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
 
+from tf_prunetrain.cost import forward_flops
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
@@ -36,6 +38,7 @@ __all__ = [
     "Slice",
     "add_group_lasso",
     "channel_groups",
+    "forward_flops",
     "plan_pruning",
     "prune_channels",
     "reconfigure_in_place",

@@ -87,6 +87,12 @@ class Handler:
                out_masks: list[Mask]) -> dict:
         return config
 
+    def flops(self, layer: Any, in_shapes: list[tuple],
+              out_shapes: list[tuple]) -> int:
+        """Forward floating-point operations for one example (multiply and
+        add count two); layers without a kernel count zero, as in the paper."""
+        return 0
+
     # Branch removal asks whether a merge's inputs are residual branches.
     branch_merge = False
     # Judged weight name -> config key of its regularizer (add_group_lasso).
@@ -191,6 +197,12 @@ class Kernel(Handler):
             ctx.freeze(out)
         return [out]
 
+    def flops(self, layer, in_shapes, out_shapes):
+        kernel = int(np.prod(layer.kernel.shape))
+        # Transposed convolutions apply the kernel at every input position.
+        where = in_shapes[0] if self.in_axis == -1 else out_shapes[0]
+        return _macs(kernel, where) + _bias(layer, out_shapes[0])
+
     def config(self, layer, config, in_masks, out_masks):
         config = {**config, self.count_key: _kept(out_masks[0])}
         if getattr(layer, "groups", 1) != 1:
@@ -213,6 +225,32 @@ class Depthwise(Handler):
             ctx.bind(layer, "bias", 0, out, judge=False)
         return [out]
 
+    def flops(self, layer, in_shapes, out_shapes):
+        return (_depthwise_flops(layer, layer.kernel, out_shapes[0])
+                + _bias(layer, out_shapes[0]))
+
+
+def _positions(shape: tuple) -> int:
+    """Positions a kernel is applied at: all non-batch, non-channel dims."""
+    if None in shape[1:-1]:
+        raise ValueError(f"FLOPs need static spatial dimensions, got {shape}.")
+    return int(np.prod(shape[1:-1], dtype=np.int64))
+
+
+def _macs(weights_per_position: int, shape: tuple) -> int:
+    return 2 * weights_per_position * _positions(shape)
+
+
+def _bias(layer: Any, out_shape: tuple) -> int:
+    if getattr(layer, "bias", None) is None:
+        return 0
+    return _positions(out_shape) * int(out_shape[-1])
+
+
+def _depthwise_flops(layer: Any, kernel: Any, out_shape: tuple) -> int:
+    """A depthwise kernel (..., C, m) acts once per output position."""
+    return _macs(int(np.prod(kernel.shape)), out_shape)
+
 
 class Separable(Handler):
     """SeparableConv1D/2D: per-channel depthwise, then a pointwise kernel."""
@@ -233,6 +271,12 @@ class Separable(Handler):
         if getattr(layer, "bias", None) is not None:
             ctx.bind(layer, "bias", 0, out, judge=False)
         return [out]
+
+    def flops(self, layer, in_shapes, out_shapes):
+        return (_depthwise_flops(layer, layer.depthwise_kernel, out_shapes[0])
+                + _macs(int(np.prod(layer.pointwise_kernel.shape)),
+                        out_shapes[0])
+                + _bias(layer, out_shapes[0]))
 
     def config(self, layer, config, in_masks, out_masks):
         return {**config, self.count_key: _kept(out_masks[0])}

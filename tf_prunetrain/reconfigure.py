@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tf_prunetrain import cost
 from tf_prunetrain import coupling
 from tf_prunetrain import inplace
 from tf_prunetrain import surgery
@@ -22,6 +23,8 @@ class Reconfiguration:
     epoch: int  # 1-based epoch after which it ran
     params_before: int
     params_after: int
+    flops_before: int | None  # forward FLOPs per example (None: dynamic
+    flops_after: int | None   # input sizes)
     seconds: float
     changes: list[tuple[str, int, int]]  # (layer, channels before, after)
 
@@ -41,7 +44,9 @@ class Reconfigure(keras.callbacks.Callback):
     model. Dead residual branches keep `min_channels` channels (removing them
     needs a rebuild: `prune_channels` after training does it).
 
-    Epoch logs get `prunetrain_params` and `prunetrain_lambda`, so `History`,
+    Epoch logs get `prunetrain_params`, `prunetrain_flops` (forward FLOPs per
+    example; the paper's training FLOPs per step are about 3 × batch × this)
+    and `prunetrain_lambda`, so `History`,
     `CSVLogger` and `TensorBoard` see them; put `Reconfigure` before such
     callbacks in the list. `reconfigurations` lists what each run did.
 
@@ -142,12 +147,21 @@ class Reconfigure(keras.callbacks.Callback):
             self.reconfigure(epoch + 1)
         if logs is not None:
             logs["prunetrain_params"] = self.model.count_params()
+            flops = self._flops()
+            if flops is not None:
+                logs["prunetrain_flops"] = flops
             logs["prunetrain_lambda"] = self.strength
+
+    def _flops(self) -> int | None:
+        try:
+            return cost.forward_flops(self.model)
+        except ValueError:  # dynamic spatial input dimensions
+            return None
 
     def reconfigure(self, epoch: int = 0) -> Reconfiguration:
         """Removes the dead channels now (also callable outside `fit`)."""
         start = time.perf_counter()
-        before = self.model.count_params()
+        before, flops_before = self.model.count_params(), self._flops()
         plan = surgery.plan_pruning(
             coupling.channel_groups(self.model), self.threshold,
             round_to=self.round_to, min_channels=self.min_channels,
@@ -155,8 +169,9 @@ class Reconfigure(keras.callbacks.Callback):
         changes = plan.changes()
         if changes:
             inplace.reconfigure_in_place(self.model, plan)
+        seconds = time.perf_counter() - start
         done = Reconfiguration(epoch, before, self.model.count_params(),
-                               time.perf_counter() - start, changes)
+                               flops_before, self._flops(), seconds, changes)
         self.reconfigurations.append(done)
         if self.verbose:
             self._print(done)
@@ -169,9 +184,14 @@ class Reconfigure(keras.callbacks.Callback):
             return
         share = 100.0 * (done.params_after - done.params_before) / max(
             done.params_before, 1)
+        flops = ""
+        if done.flops_before:
+            change = done.flops_after / done.flops_before - 1.0
+            flops = (f", FLOPs/example {done.flops_before:,} -> "
+                     f"{done.flops_after:,} ({100.0 * change:+.1f}%)")
         print(f"Reconfigure (epoch {done.epoch}): parameters "
-              f"{done.params_before:,} -> {done.params_after:,} ({share:+.1f}%),"
-              f" {len(done.changes)} layer outputs narrowed, "
+              f"{done.params_before:,} -> {done.params_after:,} ({share:+.1f}%)"
+              f"{flops}, {len(done.changes)} layer outputs narrowed, "
               f"{done.seconds:.2f} s")
         if self.verbose > 1:
             width = max(len(path) for path, _, _ in done.changes)
