@@ -190,8 +190,7 @@ def test_after_fit_save_load_export_and_summary_show_the_pruned_model(tmp_path):
     assert pt.relative_error(expected, loaded.predict(x, verbose=0)) < TOL
     model.export(os.path.join(tmp_path, "saved"), verbose=False)
     served = tf.saved_model.load(os.path.join(tmp_path, "saved"))
-    args = [x] if isinstance(model.input, list) else x  # built on [input]
-    assert pt.relative_error(expected, served.serve(args).numpy()) < TOL
+    assert pt.relative_error(expected, served.serve(x).numpy()) < TOL
     lines = []
     model.summary(print_fn=lambda line, **_: lines.append(line))
     text = "\n".join(lines)

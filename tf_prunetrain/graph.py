@@ -118,6 +118,11 @@ def output_structure(graph: Functional, outputs: list) -> Any:
     return keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
 
 
+def input_structure(graph: Functional, inputs: list) -> Any:
+    """`inputs` packed like the graph's inputs (single, list or dict)."""
+    return keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
+
+
 def set_shape(tensor: Any, shape: tuple) -> None:
     """Records a new static shape on a graph tensor (in-place surgery), so
     `model.summary()` and nested models' input checks see the new widths."""

@@ -334,8 +334,9 @@ class _Rebuilder:
         if any(o is None for o in outputs):
             raise RuntimeError(f"internal error: an output of '{old.name}' was "
                                "removed with a residual branch.")
-        return keras.Model(inputs, graph_lib.output_structure(
-            functional, outputs), name=old.name)
+        return keras.Model(graph_lib.input_structure(functional, inputs),
+                           graph_lib.output_structure(functional, outputs),
+                           name=old.name)
 
     def _visit(self, view: graph_lib.NodeView, values: dict) -> list | None:
         key = id(view.node)
