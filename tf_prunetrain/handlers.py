@@ -6,7 +6,8 @@ follow. A handler tells, for one layer kind,
 
 * `propagate`: which ids the layer's outputs carry, given its inputs' ids, and
   which weight axes are bound to which ids (through a `Context`);
-* `config`: how the layer's config changes when channels are removed.
+* `config`: how the layer's config changes when channels are removed;
+* `flops`: the layer's forward and backward FLOPs for one example.
 
 Ids that must never be removed are *frozen*. Layers not in the table are
 handled by `FREEZE_UNKNOWN`: their channels are frozen and a warning names the
@@ -16,7 +17,7 @@ layer — never a wrong model. Only channels-last layouts are followed;
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, NamedTuple, Optional, Protocol, Sequence
 
 import keras
 import numpy as np
@@ -56,6 +57,19 @@ def channels(shape: Sequence[int | None]) -> int | None:
     return int(shape[-1])
 
 
+class Flops(NamedTuple):
+    """FLOPs of one example through one layer call; a multiply-add counts 2.
+
+    The paper's accounting: weight products (convolutions, Dense) only;
+    normalization, activation, pooling and merge layers count zero FLOPs and
+    are charged as memory traffic instead (see `cost`).
+    """
+
+    forward: int = 0
+    weight_grad: int = 0  # gradients of the kernel(s) and bias
+    input_grad: int = 0   # gradient with respect to the layer's input
+
+
 def _weight_names(layer: Any) -> set[str]:
     return {w.name for w in layer.weights}
 
@@ -88,13 +102,15 @@ class Handler:
         return config
 
     def flops(self, layer: Any, in_shapes: list[tuple],
-              out_shapes: list[tuple]) -> int:
-        """Forward floating-point operations for one example (multiply and
-        add count two); layers without a kernel count zero, as in the paper."""
-        return 0
+              out_shapes: list[tuple]) -> Flops:
+        """FLOPs of one example; layers without a kernel count zero."""
+        return Flops()
 
     # Branch removal asks whether a merge's inputs are residual branches.
     branch_merge = False
+    # True when the output is a view of the input (no new activation memory,
+    # no memory traffic), e.g. Flatten.
+    view = False
     # Judged weight name -> config key of its regularizer (add_group_lasso).
     regularizers: dict[str, str] = {}
     # Config key holding the output channel count (filters/units), if any:
@@ -201,7 +217,7 @@ class Kernel(Handler):
         kernel = int(np.prod(layer.kernel.shape))
         # Transposed convolutions apply the kernel at every input position.
         where = in_shapes[0] if self.in_axis == -1 else out_shapes[0]
-        return _macs(kernel, where) + _bias(layer, out_shapes[0])
+        return _product_flops(layer, kernel * _positions(where), out_shapes[0])
 
     def config(self, layer, config, in_masks, out_masks):
         config = {**config, self.count_key: _kept(out_masks[0])}
@@ -226,8 +242,9 @@ class Depthwise(Handler):
         return [out]
 
     def flops(self, layer, in_shapes, out_shapes):
-        return (_depthwise_flops(layer, layer.kernel, out_shapes[0])
-                + _bias(layer, out_shapes[0]))
+        return _product_flops(layer, _depthwise_macs(layer.kernel,
+                                                     out_shapes[0]),
+                              out_shapes[0])
 
 
 def _positions(shape: tuple) -> int:
@@ -237,19 +254,19 @@ def _positions(shape: tuple) -> int:
     return int(np.prod(shape[1:-1], dtype=np.int64))
 
 
-def _macs(weights_per_position: int, shape: tuple) -> int:
-    return 2 * weights_per_position * _positions(shape)
+def _product_flops(layer: Any, macs: int, out_shape: tuple) -> Flops:
+    """`macs` multiply-adds with weights plus the bias, forward and backward:
+    the weight gradient costs the forward again (the bias gradient one add per
+    output, like the bias itself), the input gradient the products again."""
+    bias = 0
+    if getattr(layer, "bias", None) is not None:
+        bias = _positions(out_shape) * int(out_shape[-1])
+    return Flops(2 * macs + bias, 2 * macs + bias, 2 * macs)
 
 
-def _bias(layer: Any, out_shape: tuple) -> int:
-    if getattr(layer, "bias", None) is None:
-        return 0
-    return _positions(out_shape) * int(out_shape[-1])
-
-
-def _depthwise_flops(layer: Any, kernel: Any, out_shape: tuple) -> int:
+def _depthwise_macs(kernel: Any, out_shape: tuple) -> int:
     """A depthwise kernel (..., C, m) acts once per output position."""
-    return _macs(int(np.prod(kernel.shape)), out_shape)
+    return int(np.prod(kernel.shape)) * _positions(out_shape)
 
 
 class Separable(Handler):
@@ -273,10 +290,10 @@ class Separable(Handler):
         return [out]
 
     def flops(self, layer, in_shapes, out_shapes):
-        return (_depthwise_flops(layer, layer.depthwise_kernel, out_shapes[0])
-                + _macs(int(np.prod(layer.pointwise_kernel.shape)),
-                        out_shapes[0])
-                + _bias(layer, out_shapes[0]))
+        macs = (_depthwise_macs(layer.depthwise_kernel, out_shapes[0])
+                + int(np.prod(layer.pointwise_kernel.shape))
+                * _positions(out_shapes[0]))
+        return _product_flops(layer, macs, out_shapes[0])
 
     def config(self, layer, config, in_masks, out_masks):
         return {**config, self.count_key: _kept(out_masks[0])}
@@ -317,7 +334,13 @@ class Concat(Handler):
         return Elementwise().propagate(ctx, layer, ins, in_shapes, out_shapes)
 
 
-class Flatten(Handler):
+class View(Handler):
+    """A layer whose output is its input seen differently (Identity)."""
+
+    view = True
+
+
+class Flatten(View):
     """Flatten: every channel id repeats once per spatial position."""
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
@@ -327,7 +350,7 @@ class Flatten(Handler):
         return [np.tile(ins[0], int(np.prod(shape[1:-1], dtype=np.int64)))]
 
 
-class Reshape(Handler):
+class Reshape(View):
     """Reshape keeping the channel axis last (squeeze-excite's (1, 1, C)) or
     flattening everything (like Flatten); other reshapes freeze."""
 
@@ -423,13 +446,14 @@ _TABLE: dict[type, Handler] = {
     L.Reshape: Reshape(),
     L.Permute: Permute(),
     L.Rescaling: Rescaling(),
+    L.Identity: View(),
     # Elementwise activations, regularization and spatial-only layers.
     L.Activation: ActivationLayer(),
     **{cls: _PASS for cls in (
         L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
         L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
         L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-        L.Identity, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
         L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
         L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
         L.GlobalAveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,

@@ -9,11 +9,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from tf_prunetrain import cost
 from tf_prunetrain import coupling
 from tf_prunetrain import inplace
 from tf_prunetrain import surgery
 from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain.runlog import RunLog
 
 
 @dataclasses.dataclass
@@ -29,7 +29,7 @@ class Reconfiguration:
     changes: list[tuple[str, int, int]]  # (layer, channels before, after)
 
 
-class Reconfigure(keras.callbacks.Callback):
+class Reconfigure(RunLog):
     """Prunes dead channels every `interval` epochs, in place, during `fit`.
 
     At the first training step the GroupLasso strength λ of every regularized
@@ -44,11 +44,13 @@ class Reconfigure(keras.callbacks.Callback):
     model. Dead residual branches keep `min_channels` channels (removing them
     needs a rebuild: `prune_channels` after training does it).
 
-    Epoch logs get `prunetrain_params`, `prunetrain_flops` (forward FLOPs per
-    example; the paper's training FLOPs per step are about 3 × batch × this)
-    and `prunetrain_lambda`, so `History`,
-    `CSVLogger` and `TensorBoard` see them; put `Reconfigure` before such
-    callbacks in the list. `reconfigurations` lists what each run did.
+    It is a `RunLog`: it accounts the training FLOPs spent against the dense
+    model's and logs the cost every epoch (see `RunLog`), plus
+    `prunetrain_lambda`, `prunetrain_penalty` (λ·group lasso, end of epoch)
+    and `prunetrain_penalty_share` (its fraction of the epoch's loss); put
+    `Reconfigure` before `CSVLogger`/`TensorBoard` in the callback list.
+    `reconfigurations` lists what each reconfiguration did; `summary()`
+    prints channels initial → now per layer.
 
     Args:
       interval: epochs between reconfigurations (the paper: 10 on CIFAR).
@@ -58,6 +60,8 @@ class Reconfigure(keras.callbacks.Callback):
       min_channels: fewest channels a layer keeps.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
+      log_dir: TensorBoard summaries and run log directory (see `RunLog`).
+      batch_size: examples per step for absolute FLOPs (see `RunLog`).
 
     Example:
     >>> import keras, numpy as np, tf_prunetrain
@@ -75,8 +79,9 @@ class Reconfigure(keras.callbacks.Callback):
 
     def __init__(self, interval: int = 10, threshold: float = 1e-4,
                  penalty_ratio: float | None = 0.2, round_to: int = 1,
-                 min_channels: int = 1, verbose: int = 1):
-        super().__init__()
+                 min_channels: int = 1, verbose: int = 1,
+                 log_dir: str | None = None, batch_size: int | None = None):
+        super().__init__(log_dir=log_dir, batch_size=batch_size)
         for name, value in (("interval", interval), ("round_to", round_to),
                             ("min_channels", min_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -116,11 +121,13 @@ class Reconfigure(keras.callbacks.Callback):
             for _, reg in pairs:
                 reg.strength = 0.0
             self._calibrating = True
+        super().on_train_begin(logs)
 
     def _calibrated(self) -> bool:
         return getattr(self.model, "_prunetrain_calibrated", False)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        super().on_train_batch_end(batch, logs)
         if not self._calibrating:
             return
         self._calibrating = False
@@ -137,6 +144,8 @@ class Reconfigure(keras.callbacks.Callback):
         for _, reg in pairs:
             reg.strength = strength
         self.model._prunetrain_calibrated = True
+        self.record("calibration", strength=strength, penalty_ratio=r,
+                    loss=loss, group_lasso=penalty)
         if self.verbose:
             print(f"Reconfigure: λ = {strength:.3g} (penalty ratio {r:g}: "
                   f"loss {loss:.4g}, group lasso {penalty:.4g})")
@@ -145,22 +154,27 @@ class Reconfigure(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.interval == 0:
             self.reconfigure(epoch + 1)
-        if logs is not None:
-            logs["prunetrain_params"] = self.model.count_params()
-            flops = self._flops()
-            if flops is not None:
-                logs["prunetrain_flops"] = flops
-            logs["prunetrain_lambda"] = self.strength
+        super().on_epoch_end(epoch, logs)
+
+    def scalars(self, logs: dict) -> dict[str, float]:
+        out = super().scalars(logs)
+        pairs = self._regularized()
+        penalty = float(sum(reg.strength * float(reg.penalty(v))
+                            for v, reg in pairs))
+        out.update({"lambda": self.strength, "penalty": penalty})
+        loss = logs.get("loss")
+        if loss is not None and float(loss) > 0:
+            out["penalty_share"] = penalty / float(loss)
+        return out
 
     def _flops(self) -> int | None:
-        try:
-            return cost.forward_flops(self.model)
-        except ValueError:  # dynamic spatial input dimensions
-            return None
+        return None if self.cost is None else self.cost.inference_flops
 
     def reconfigure(self, epoch: int = 0) -> Reconfiguration:
         """Removes the dead channels now (also callable outside `fit`)."""
         start = time.perf_counter()
+        if self.cost is None and self.initial_cost is None:
+            self.refresh()  # called before any fit
         before, flops_before = self.model.count_params(), self._flops()
         plan = surgery.plan_pruning(
             coupling.channel_groups(self.model), self.threshold,
@@ -169,10 +183,12 @@ class Reconfigure(keras.callbacks.Callback):
         changes = plan.changes()
         if changes:
             inplace.reconfigure_in_place(self.model, plan)
+            self.refresh()
         seconds = time.perf_counter() - start
         done = Reconfiguration(epoch, before, self.model.count_params(),
                                flops_before, self._flops(), seconds, changes)
         self.reconfigurations.append(done)
+        self.record("reconfiguration", **dataclasses.asdict(done))
         if self.verbose:
             self._print(done)
         return done
@@ -192,7 +208,8 @@ class Reconfigure(keras.callbacks.Callback):
         print(f"Reconfigure (epoch {done.epoch}): parameters "
               f"{done.params_before:,} -> {done.params_after:,} ({share:+.1f}%)"
               f"{flops}, {len(done.changes)} layer outputs narrowed, "
-              f"{done.seconds:.2f} s")
+              f"{done.seconds:.2f} s; training FLOPs saved so far "
+              f"{100.0 * self.train_flops_saved:.1f}%")
         if self.verbose > 1:
             width = max(len(path) for path, _, _ in done.changes)
             for path, old, new in done.changes:

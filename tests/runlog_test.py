@@ -1,0 +1,220 @@
+"""RunLog / Reconfigure cost accounting, TensorBoard summaries, the run log
+and tools/report.py, on short real runs."""
+
+import functools
+import glob
+import importlib.util
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model_zoo
+import pruning_testing as pt
+import tf_prunetrain
+
+EPOCHS, BATCH = 4, 16
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@functools.lru_cache(maxsize=None)  # absl flags may be defined once
+def _report_module():
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "report.py")
+    spec = importlib.util.spec_from_file_location("report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Kill(keras.callbacks.Callback):
+    """Zeroes more channel groups after the second epoch (what the group
+    lasso does over an interval), so a later reconfiguration shrinks too."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            pt.zero_random_groups(self.model, 0.3, seed=4)
+
+
+def _fit(model, callbacks):
+    x = model_zoo.random_input(model, batch_size=2 * BATCH, seed=0)
+    xv = model_zoo.random_input(model, batch_size=BATCH, seed=1)
+    y, yv = np.arange(2 * BATCH) % 10, np.arange(BATCH) % 10
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS,
+                  metrics=["accuracy"])
+    return model.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS,
+                     batch_size=BATCH, verbose=0, callbacks=callbacks).history
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    pruned_dir, dense_dir = str(root / "prunetrain"), str(root / "dense")
+    model = tf_prunetrain.add_group_lasso(
+        model_zoo.randomize_batchnorm(model_zoo.resnet_basic()), 1e-3)
+    pt.zero_random_groups(model, 0.4, seed=3)
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0,
+                                   log_dir=pruned_dir, batch_size=BATCH)
+    history = _fit(model, [_Kill(), cb,
+                           keras.callbacks.TensorBoard(pruned_dir)])
+    dense = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
+    log = tf_prunetrain.RunLog(log_dir=dense_dir, batch_size=BATCH)
+    dense_history = _fit(dense, [log])
+    return {"model": model, "cb": cb, "history": history, "dir": pruned_dir,
+            "dense": dense, "log": log, "dense_history": dense_history,
+            "dense_dir": dense_dir, "root": str(root)}
+
+
+def _records(directory):
+    with open(os.path.join(directory, "prunetrain.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_training_flops_are_accounted_step_by_step(runs):
+    cb, records = runs["cb"], _records(runs["dir"])
+    steps = 2  # 32 examples, batch 16
+    dense = tf_prunetrain.training_cost(model_zoo.resnet_basic(), BATCH)
+    assert cb.initial_cost.train_flops == dense.train_flops
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == EPOCHS
+    previous = {"train_flops_spent": 0, "train_flops_dense": 0,
+                "cost": records[0]["cost"]}
+    for record in epochs:
+        # Each epoch ran the architecture of the previous record.
+        assert record["train_flops_spent"] - previous["train_flops_spent"] \
+            == steps * previous["cost"]["train_flops"]
+        assert record["train_flops_dense"] - previous["train_flops_dense"] \
+            == steps * dense.train_flops
+        previous = record
+    assert cb.train_flops_spent == epochs[-1]["train_flops_spent"]
+    saved = runs["history"]["prunetrain_train_flops_saved"]
+    assert saved[-1] == pytest.approx(100 * cb.train_flops_saved)
+    # Epoch 1 ran the dense model; the first reconfiguration follows it.
+    assert saved[0] == 0 < saved[1] < saved[-1] < 100
+    assert cb.cost.train_flops < cb.initial_cost.train_flops
+    assert cb.cost.gradient_bytes < cb.initial_cost.gradient_bytes
+    assert runs["history"]["prunetrain_train_flops"][-1] == \
+        tf_prunetrain.training_cost(runs["model"], BATCH).train_flops
+    # The dense baseline's RunLog saves nothing.
+    assert runs["dense_history"]["prunetrain_train_flops_saved"] == \
+        [0.0] * EPOCHS
+    assert runs["log"].train_flops_spent == runs["log"].train_flops_dense
+
+
+def test_penalty_and_its_share_of_the_loss(runs):
+    history, cb = runs["history"], runs["cb"]
+    assert history["prunetrain_lambda"] == [pytest.approx(1e-3)] * EPOCHS
+    penalty = history["prunetrain_penalty"]
+    assert all(p > 0 for p in penalty)
+    share = history["prunetrain_penalty_share"]
+    assert share == pytest.approx(
+        [p / l for p, l in zip(penalty, history["loss"])])
+    # λ·GL of the final model, recomputed independently.
+    final = sum(cb.strength * float(v.regularizer.penalty(v))
+                for v in runs["model"].trainable_variables
+                if isinstance(v.regularizer, tf_prunetrain.GroupLasso))
+    assert penalty[-1] == pytest.approx(final, rel=1e-5)
+
+
+def _scalars(directory):
+    out = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "scalars":
+                    continue
+                out.setdefault(value.tag, {})[event.step] = float(
+                    tf.make_ndarray(value.tensor))
+    return out
+
+
+def test_tensorboard_files_hold_the_scalars(runs):
+    history = runs["history"]
+    ours = _scalars(os.path.join(runs["dir"], "prunetrain"))
+    for name in ("params", "flops", "train_flops", "train_flops_saved",
+                 "gradient_bytes", "memory_traffic_bytes", "lambda", "penalty", "penalty_share"):
+        assert ours[name] == pytest.approx(
+            dict(enumerate(history[f"prunetrain_{name}"])), rel=1e-6), name
+    channels = {tag: v for tag, v in ours.items() if tag.startswith("channels/")}
+    final = runs["cb"].cost.channels()
+    assert {tag[len("channels/"):]: v[EPOCHS - 1]
+            for tag, v in channels.items()} == final
+    assert any(v[EPOCHS - 1] < v[0] for v in channels.values())
+    # Keras' own TensorBoard callback picked the log entries up as well.
+    keras_tb = _scalars(os.path.join(runs["dir"], "train"))
+    assert keras_tb["epoch_prunetrain_train_flops_saved"] == pytest.approx(
+        dict(enumerate(history["prunetrain_train_flops_saved"])), rel=1e-6)
+
+
+def test_run_log_records_and_summary_table(runs):
+    records, cb = _records(runs["dir"]), runs["cb"]
+    assert records[0]["event"] == "start"
+    assert records[0]["batch_size"] == BATCH
+    done = [r for r in records if r["event"] == "reconfiguration"]
+    assert [r["epoch"] for r in done] == list(range(1, EPOCHS + 1))
+    assert done[-1]["params_after"] == runs["model"].count_params()
+    assert done[-1]["channels"] == cb.cost.channels()
+    shrunk = [r for r in done if r["changes"]]
+    assert shrunk and all(r["params_after"] < r["params_before"]
+                          for r in shrunk)
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["logs"]["loss"] for r in epochs] == pytest.approx(
+        runs["history"]["loss"])
+    table = cb.summary()
+    changed = next(path for path, old, new in shrunk[0]["changes"]
+                   if path in cb.cost.channels())
+    line = next(l for l in table.splitlines() if l.startswith(changed + " "))
+    assert f"{cb.initial_cost.channels()[changed]} -> " in line
+    assert f"Parameters: {runs['model'].count_params():,} (initial" in table
+
+
+def test_report_draws_the_figures(runs, tmp_path):
+    report = _report_module()
+    figures = report.render([("PruneTrain", report.load(runs["dir"])),
+                             ("dense", report.load(runs["dense_dir"]))],
+                            str(tmp_path))
+    assert sorted(map(os.path.basename, figures)) == [
+        "channels.png", "curves.png", "flops.png"]
+    import matplotlib.image
+    for path in figures:
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 600, path
+        assert image[..., :3].std() > 0.05, path  # not a blank canvas
+
+
+def test_report_reads_torn_and_rejects_bad_logs(runs, tmp_path):
+    report = _report_module()
+    torn = tmp_path / "torn.jsonl"
+    with open(os.path.join(runs["dir"], "prunetrain.jsonl")) as f:
+        text = f.read()
+    torn.write_text(text + '{"event": "epo')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert report.load(str(torn)) == _records(runs["dir"])
+    assert "torn last line" in str(caught[0].message)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n" + text)
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        report.load(str(bad))
+    with pytest.raises(FileNotFoundError, match="no run log"):
+        report.load(str(tmp_path / "missing"))
+
+
+def test_run_log_validates_and_handles_dynamic_sizes(tmp_path):
+    with pytest.raises(ValueError, match="RunLog: batch_size"):
+        tf_prunetrain.RunLog(batch_size=0)
+    with pytest.raises(ValueError, match="Reconfigure: batch_size"):
+        tf_prunetrain.Reconfigure(batch_size=1.5)
+    x = keras.Input((None, None, 1))
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(x))
+    model = keras.Model(x, y)
+    model.compile("sgd", "mse")
+    log = tf_prunetrain.RunLog(log_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="no cost accounting"):
+        history = model.fit(np.ones((4, 6, 6, 1)), np.ones((4, 2)), epochs=1,
+                            verbose=0, callbacks=[log]).history
+    assert history["prunetrain_params"] == [model.count_params()]
+    assert "prunetrain_train_flops" not in history
