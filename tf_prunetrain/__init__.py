@@ -8,6 +8,8 @@ Public API:
   training_cost     training/inference FLOPs, gradient, activation and
                     memory-traffic bytes, per layer (TrainingCost, LayerCost).
   RunLog            Keras callback: training cost spent, TensorBoard, run log.
+  make_strategy, synchronize_batchnorm, broadcast
+                    data-parallel training with tf.distribute.
   prune_channels    a physically smaller copy without the dead channels.
   plan_pruning      the pruning decision that `prune_channels` applies.
   Reconfigure       Keras callback: calibrate λ, shrink the model in place.
@@ -23,6 +25,7 @@ except ImportError as e:
 
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
+from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
@@ -44,10 +47,13 @@ __all__ = [
     "Slice",
     "TrainingCost",
     "add_group_lasso",
+    "broadcast",
     "channel_groups",
     "forward_flops",
+    "make_strategy",
     "plan_pruning",
     "prune_channels",
     "reconfigure_in_place",
+    "synchronize_batchnorm",
     "training_cost",
 ]

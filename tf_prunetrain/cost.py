@@ -208,17 +208,23 @@ def training_cost(model: keras.Model, batch_size: int = 1) -> TrainingCost:
     layers = tuple(LayerCost(**row) for row in rows.values())
     inputs = sum(_elements(t, graph_lib.input_name(t)) * _bytes(t.dtype)
                  for t in top.inputs)
-    unique = {id(v): v for v in model.trainable_variables}.values()
     return TrainingCost(
         batch_size=batch_size,
         train_flops=batch_size * sum(r.train_flops for r in layers),
         inference_flops=sum(r.forward_flops for r in layers),
         params=model.count_params(),
-        gradient_bytes=sum(_size([v]) * _bytes(v.dtype) for v in unique),
+        gradient_bytes=gradient_bytes(model),
         activation_bytes=inputs + sum(r.activation_bytes for r in layers),
         memory_traffic_bytes=batch_size * sum(r.memory_traffic_bytes
                                               for r in layers),
         layers=layers)
+
+
+def gradient_bytes(model: keras.Model) -> int:
+    """Bytes of the trainable variables: what data-parallel training
+    all-reduces every step (works for any model, dynamic sizes included)."""
+    unique = {id(v): v for v in model.trainable_variables}.values()
+    return sum(_size([v]) * _bytes(v.dtype) for v in unique)
 
 
 def forward_flops(model: keras.Model) -> int:

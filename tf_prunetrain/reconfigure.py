@@ -9,7 +9,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
+from tf_prunetrain import distribute
 from tf_prunetrain import inplace
 from tf_prunetrain import surgery
 from tf_prunetrain.regularizers import GroupLasso
@@ -25,6 +27,8 @@ class Reconfiguration:
     params_after: int
     flops_before: int | None  # forward FLOPs per example (None: dynamic
     flops_after: int | None   # input sizes)
+    gradient_bytes_before: int  # all-reduced per data-parallel step
+    gradient_bytes_after: int
     seconds: float
     changes: list[tuple[str, int, int]]  # (layer, channels before, after)
 
@@ -140,7 +144,10 @@ class Reconfigure(RunLog):
                 f"penalty {penalty}; fix the input or pass penalty_ratio=None "
                 "with a strength set by add_group_lasso(strength=...).")
         r = self.penalty_ratio
-        strength = r * loss / ((1.0 - r) * penalty)
+        # Every worker uses the first replica's λ (see `distribute`).
+        strength = float(distribute.broadcast(
+            self.model.distribute_strategy,
+            np.float64(r * loss / ((1.0 - r) * penalty))))
         for _, reg in pairs:
             reg.strength = strength
         self.model._prunetrain_calibrated = True
@@ -170,23 +177,31 @@ class Reconfigure(RunLog):
     def _flops(self) -> int | None:
         return None if self.cost is None else self.cost.inference_flops
 
+    def _gradient_bytes(self) -> int:
+        return cost_lib.gradient_bytes(self.model)
+
     def reconfigure(self, epoch: int = 0) -> Reconfiguration:
         """Removes the dead channels now (also callable outside `fit`)."""
         start = time.perf_counter()
         if self.cost is None and self.initial_cost is None:
             self.refresh()  # called before any fit
         before, flops_before = self.model.count_params(), self._flops()
+        bytes_before = self._gradient_bytes()
         plan = surgery.plan_pruning(
             coupling.channel_groups(self.model), self.threshold,
             round_to=self.round_to, min_channels=self.min_channels,
             remove_blocks=False)
+        # One decision for all replicas and workers: the first replica's.
+        plan.keep = distribute.broadcast(self.model.distribute_strategy,
+                                         plan.keep)
         changes = plan.changes()
         if changes:
             inplace.reconfigure_in_place(self.model, plan)
             self.refresh()
         seconds = time.perf_counter() - start
         done = Reconfiguration(epoch, before, self.model.count_params(),
-                               flops_before, self._flops(), seconds, changes)
+                               flops_before, self._flops(), bytes_before,
+                               self._gradient_bytes(), seconds, changes)
         self.reconfigurations.append(done)
         self.record("reconfiguration", **dataclasses.asdict(done))
         if self.verbose:
@@ -207,7 +222,9 @@ class Reconfigure(RunLog):
                      f"{done.flops_after:,} ({100.0 * change:+.1f}%)")
         print(f"Reconfigure (epoch {done.epoch}): parameters "
               f"{done.params_before:,} -> {done.params_after:,} ({share:+.1f}%)"
-              f"{flops}, {len(done.changes)} layer outputs narrowed, "
+              f"{flops}, all-reduce bytes/step {done.gradient_bytes_before:,}"
+              f" -> {done.gradient_bytes_after:,}, {len(done.changes)} layer "
+              "outputs narrowed, "
               f"{done.seconds:.2f} s; training FLOPs saved so far "
               f"{100.0 * self.train_flops_saved:.1f}%")
         if self.verbose > 1:

@@ -160,8 +160,8 @@ class GroupLasso(keras.regularizers.Regularizer):
         """Current coefficient as a Python float (settable)."""
         # Shortest decimal that round-trips the stored float32 (0.3, not
         # 0.30000001192092896), so configs read naturally.
-        value = float(ops.convert_to_tensor(self._strength))
-        return float(str(np.float32(value)))
+        # numpy() also reads a mirrored variable (tf.distribute).
+        return float(str(np.float32(self._strength.numpy())))
 
     @strength.setter
     def strength(self, value: float) -> None:

@@ -1,0 +1,162 @@
+"""Data-parallel PruneTrain on `tf.distribute`: strategies, synchronized
+BatchNorm, and one pruning decision for every replica and worker.
+
+* `make_strategy("mirrored" | "multi_worker" | "default")` builds the
+  strategy (multi-worker reads `TF_CONFIG`). Build and compile the model
+  inside `strategy.scope()`; `Reconfigure` then creates the smaller variables
+  and the rebuilt optimizer in that scope, as mirrored variables.
+* `synchronize_batchnorm(model)`: plain `BatchNormalization` keeps per-replica
+  moving statistics that drift apart (and an exported model then differs from
+  what was trained); synchronized BatchNorm normalizes with the global batch
+  and keeps the statistics equal everywhere.
+* `broadcast(strategy, value)`: the first replica's value everywhere, through
+  an all-reduce. `Reconfigure` broadcasts λ and the pruning decision, so all
+  workers shrink the same channels by construction — not by trusting that
+  every worker computes the same floats.
+
+Keras 3.15's `fit` fails under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585: its first-batch build and its logs reduce nested or
+scalar per-replica values in ways the collective strategy rejects).
+`make_strategy("multi_worker")` therefore installs a narrow fix (see
+`fix_multi_worker_fit`); it changes nothing for other strategies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_prunetrain import coupling
+from tf_prunetrain import surgery
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str = "default",
+                  devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy called `name`.
+
+    Args:
+      name: "default" (one device), "mirrored" (every local GPU, or
+        `devices`) or "multi_worker" (`MultiWorkerMirroredStrategy`; each
+        process reads its cluster and index from the `TF_CONFIG` variable).
+      devices: for "mirrored", the devices to use, e.g. ["/gpu:0", "/gpu:1"].
+
+    Example:
+    >>> import tf_prunetrain
+    >>> strategy = tf_prunetrain.make_strategy("mirrored", ["/cpu:0"])
+    >>> strategy.num_replicas_in_sync
+    1
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"make_strategy: name must be one of {STRATEGIES}, "
+                         f"got {name!r}.")
+    if devices is not None and name != "mirrored":
+        raise ValueError("make_strategy: devices= applies to 'mirrored' only.")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(
+            None if devices is None else list(devices))
+    if name == "multi_worker":
+        fix_multi_worker_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def synchronize_batchnorm(model: keras.Model) -> keras.Model:
+    """An equivalent model whose BatchNormalization layers are synchronized
+    across replicas (same names, weights and regularizers). Call it inside
+    `strategy.scope()`, before `compile`.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((4, 4, 3))
+    >>> y = keras.layers.BatchNormalization(name="bn")(x)
+    >>> model = tf_prunetrain.synchronize_batchnorm(keras.Model(x, y))
+    >>> model.get_layer("bn").synchronized
+    True
+    """
+    def config_fn(layer: Any, config: dict) -> dict:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return {**config, "synchronized": True}
+        return config
+
+    graph = coupling.channel_groups(model)
+    return surgery.Plan.keep_all(graph).apply(config_fn)
+
+
+def broadcast(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
+    """The first replica's `value` on every replica and worker.
+
+    Every worker must call it at the same point (it is a collective). Values
+    are sent as float64, exact for booleans, integers below 2**53 and float32.
+
+    Example:
+    >>> import numpy as np, tensorflow as tf, tf_prunetrain
+    >>> tf_prunetrain.broadcast(tf.distribute.get_strategy(), np.array([1, 0]))
+    array([1, 0])
+    """
+    value = np.asarray(value)
+    if strategy.num_replicas_in_sync == 1:
+        return value
+    flat = value.astype(np.float64).ravel()
+
+    def first_replica_only() -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        mine = tf.constant(flat)
+        return tf.where(tf.equal(context.replica_id_in_sync_group, 0), mine,
+                        tf.zeros_like(mine))
+
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                            strategy.run(tf.function(first_replica_only)),
+                            axis=None)
+    return np.asarray(total).astype(value.dtype).reshape(value.shape)
+
+
+def _multi_worker(strategy: Any) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def fix_multi_worker_fit() -> None:
+    """Makes Keras 3.15's `fit` run under `MultiWorkerMirroredStrategy`.
+
+    Two spots of Keras' TensorFlow trainer reduce per-replica values in ways
+    the collective strategy rejects (keras-team/keras#20585): the first-batch
+    build reduces the whole (x, y) tuple at once, and the step's logs reduce
+    scalars along axis 0. Under a multi-worker strategy the fix reduces each
+    tensor separately and averages logs over replicas (what Keras does for a
+    single worker); under any other strategy Keras' own code runs. Idempotent.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_prunetrain_fixed", False):
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if _multi_worker(strategy) and reduction in ("auto", "mean"):
+            return keras.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or not _multi_worker(
+                self.distribute_strategy) or iterator is None:
+            return original_build(self, iterator=iterator,
+                                  data_batch=data_batch)
+        strategy = self.distribute_strategy
+        for _, _, batches in iterator:
+            data_batch = keras.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None)
+                if isinstance(v, tf.distribute.DistributedValues) else v,
+                next(batches))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer._prunetrain_fixed = True
