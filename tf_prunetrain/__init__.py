@@ -8,6 +8,7 @@ Public API:
   training_cost     training/inference FLOPs, gradient, activation and
                     memory-traffic bytes, per layer (TrainingCost, LayerCost).
   RunLog            Keras callback: training cost spent, TensorBoard, run log.
+  dynamic_batch_size  memory-aware mini-batch growth after a reconfiguration.
   make_strategy, synchronize_batchnorm, broadcast
                     data-parallel training with tf.distribute.
   prune_channels    a physically smaller copy without the dead channels.
@@ -26,6 +27,7 @@ except ImportError as e:
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
+from tf_prunetrain.dynamic_batch import dynamic_batch_size
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
@@ -49,6 +51,7 @@ __all__ = [
     "add_group_lasso",
     "broadcast",
     "channel_groups",
+    "dynamic_batch_size",
     "forward_flops",
     "make_strategy",
     "plan_pruning",

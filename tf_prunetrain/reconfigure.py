@@ -102,6 +102,7 @@ class Reconfigure(RunLog):
         self.min_channels, self.verbose = min_channels, verbose
         self.reconfigurations: list[Reconfiguration] = []
         self._calibrating = False
+        self._restored_calibration = False
 
     # -- λ -------------------------------------------------------------------
     def _regularized(self) -> list[tuple[Any, GroupLasso]]:
@@ -128,7 +129,26 @@ class Reconfigure(RunLog):
         super().on_train_begin(logs)
 
     def _calibrated(self) -> bool:
-        return getattr(self.model, "_prunetrain_calibrated", False)
+        return self._restored_calibration or getattr(
+            self.model, "_prunetrain_calibrated", False)
+
+    def state(self) -> dict[str, Any]:
+        """`RunLog.state()` plus whether λ is calibrated and what the
+        reconfigurations did."""
+        return {**super().state(),
+                "calibrated": bool(self.model is not None
+                                   and self._calibrated()),
+                "reconfigurations": [dataclasses.asdict(r)
+                                     for r in self.reconfigurations]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continues a run (see `RunLog.restore`); a calibrated λ is kept
+        (the model's regularizers carry it)."""
+        super().restore(state)
+        self._restored_calibration = bool(state.get("calibrated"))
+        self.reconfigurations = [
+            Reconfiguration(**{**r, "changes": [tuple(c) for c in r["changes"]]})
+            for r in state.get("reconfigurations", [])]
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         super().on_train_batch_end(batch, logs)

@@ -3,6 +3,7 @@ summaries and a JSON-lines run log (what `tools/report.py` draws)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -44,7 +45,7 @@ class RunLog(keras.callbacks.Callback):
       log_dir: directory for the summaries and the run log, or None.
       batch_size: examples per step, for the absolute per-step figures. None
         counts one example per step: savings are the same, absolute FLOPs are
-        per example.
+        per example. May be changed between `fit` calls (dynamic batch).
 
     Example:
     >>> import keras, numpy as np, tf_prunetrain
@@ -78,6 +79,7 @@ class RunLog(keras.callbacks.Callback):
         self.steps = 0
         self.seconds = 0.0  # training wall time over all fits
         self._started = False
+        self._restored = False
         self._fit_start = 0.0
         self._writer: Any = None
 
@@ -101,6 +103,30 @@ class RunLog(keras.callbacks.Callback):
         """Re-measures the model (call after changing its architecture)."""
         self.cost = self._measure()
 
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on accounting (JSON-ready): the
+        initial model's cost and the totals so far. See `restore`."""
+        initial = self.initial_cost
+        return {"initial_cost": None if initial is None else
+                dataclasses.asdict(initial),
+                "train_flops_spent": self.train_flops_spent,
+                "train_flops_dense": self.train_flops_dense,
+                "steps": self.steps, "seconds": self.seconds}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continues the run that `state()` described (before `fit`): the
+        totals go on and the run log is appended to, not started afresh."""
+        initial = state.get("initial_cost")
+        if initial is not None:
+            initial = cost_lib.TrainingCost(**{
+                **initial, "layers": tuple(cost_lib.LayerCost(**row)
+                                           for row in initial["layers"])})
+        self.initial_cost = initial
+        self.train_flops_spent = int(state["train_flops_spent"])
+        self.train_flops_dense = int(state["train_flops_dense"])
+        self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
+        self._restored = True
+
     def summary(self) -> str:
         """Per-layer table of the model now: channels initial → now, params,
         share of the training FLOPs, and totals vs the initial model."""
@@ -115,20 +141,26 @@ class RunLog(keras.callbacks.Callback):
         if self._started:
             return
         self._started = True
-        self.initial_cost = self.cost
+        if not self._restored:
+            self.initial_cost = self.cost
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
-            open(os.path.join(self.log_dir, LOG_FILE), "w").close()
+            if not self._restored:
+                open(os.path.join(self.log_dir, LOG_FILE), "w").close()
             self._writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, SUMMARY_DIR))
-        self.record("start", model=self.model.name,
-                    batch_size=self.batch_size)
+        self.record("resume" if self._restored else "start",
+                    model=self.model.name, batch_size=self.batch_size)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps += 1
         if self.cost is not None and self.initial_cost is not None:
+            # The dense model on this step's batch (which may have grown since
+            # the start: see `dynamic_batch`).
             self.train_flops_spent += self.cost.train_flops
-            self.train_flops_dense += self.initial_cost.train_flops
+            self.train_flops_dense += (self.initial_cost.train_flops
+                                       // self.initial_cost.batch_size
+                                       * self.cost.batch_size)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scalars = self.scalars(logs or {})

@@ -1,0 +1,411 @@
+"""What every recipe shares: flags, model and data builders, and `run`.
+
+A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
+trains one interval (`--interval` epochs) per `model.fit` call, so that
+between calls it can checkpoint (for `--resume`) and, with
+`--dynamic_batch`, grow the per-replica batch into the activation memory the
+reconfiguration freed (`tf_prunetrain.dynamic_batch_size`) and scale the
+learning rate with it. With `--noprunetrain` everything is identical except
+that the model carries no group lasso and is never reconfigured: the dense
+baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+
+import tf_prunetrain
+from tf_prunetrain import data as data_lib
+from tf_prunetrain import models
+
+MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
+          "vgg13", "vgg16", "resnet50")
+DATA = ("mnist5k", "digits", "cifar10", "cifar100", "imagenet", "synthetic")
+STATE_FILE, CHECKPOINT_FILE = "recipe_state.json", "checkpoint.keras"
+
+
+@dataclasses.dataclass
+class Config:
+    """One training run; every field is also a flag of the same name."""
+
+    model: str = "resnet32"
+    data: str = "mnist5k"
+    data_dir: str | None = None
+    prunetrain: bool = True
+    penalty_ratio: float = 0.2
+    interval: int = 10
+    threshold: float = 1e-4
+    round_to: int = 1
+    epochs: int = 182
+    batch_size: int = 128  # per replica
+    learning_rate: float = 0.1  # for batch_size on one replica
+    lr_decay_epochs: tuple[int, ...] = (91, 136)
+    lr_decay: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    width_multiplier: float = 1.0
+    image_size: int | None = None
+    num_classes: int | None = None  # synthetic data only
+    synthetic_size: int = 1024
+    steps_per_epoch: int | None = None
+    strategy: str = "default"
+    mixed_precision: bool = False
+    dynamic_batch: bool = False
+    max_batch_size: int | None = None
+    log_dir: str | None = None
+    export_dir: str | None = None
+    resume: bool = False
+    seed: int = 0
+    verbose: int = 1
+
+
+_HELP = {
+    "model": f"Network: one of {', '.join(MODELS)}.",
+    "data": f"Data source: one of {', '.join(DATA)} (mnist5k and digits "
+            "install with the package; cifar*/imagenet need --data_dir).",
+    "data_dir": "Directory of the CIFAR python batches or ImageNet "
+                "TFRecords / TFDS files / class folders.",
+    "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
+    "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
+    "interval": "Epochs between reconfigurations (one fit call each).",
+    "threshold": "A channel is dead when all its kernel slices are below.",
+    "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
+    "epochs": "Training epochs.",
+    "batch_size": "Mini-batch per replica (global = this × replicas).",
+    "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
+                     "linearly by replicas and dynamic batch growth).",
+    "lr_decay_epochs": "Epochs at which the learning rate is multiplied by "
+                       "--lr_decay.",
+    "lr_decay": "Learning-rate decay factor.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "Decoupled SGD weight decay.",
+    "width_multiplier": "Scales every convolution width (small test models).",
+    "image_size": "Resize/crop images to this (ImageNet: 224).",
+    "num_classes": "Classes of synthetic data (default 10; 1000 at 224 px) "
+                   "or of --data=imagenet (default 1000).",
+    "synthetic_size": "Examples of synthetic data.",
+    "steps_per_epoch": "Limit each epoch to this many steps (smoke tests).",
+    "strategy": f"tf.distribute strategy: one of {tf_prunetrain.distribute.STRATEGIES}.",
+    "mixed_precision": "Train with the mixed_float16 policy.",
+    "dynamic_batch": "Grow the batch into freed activation memory after each "
+                     "reconfiguration (multiples of 8, learning rate scaled).",
+    "max_batch_size": "Cap of --dynamic_batch (per replica).",
+    "log_dir": "TensorBoard summaries, run log and checkpoints.",
+    "export_dir": "Write the final model here as a SavedModel.",
+    "resume": "Continue from the checkpoint in --log_dir.",
+    "seed": "Seed of weights, data order and augmentation.",
+    "verbose": "Keras fit verbosity (0, 1 progress bar, 2 one line/epoch).",
+}
+
+
+def define_flags(defaults: Config) -> None:
+    """Defines one absl flag per `Config` field, with `defaults`."""
+    for field in dataclasses.fields(Config):
+        value = getattr(defaults, field.name)
+        help_text = _HELP[field.name]
+        if field.name in flags.FLAGS:  # absl.logging's --log_dir: share it
+            flags.FLAGS.set_default(field.name, value)
+            continue
+        if field.type in ("bool",):
+            flags.DEFINE_boolean(field.name, value, help_text)
+        elif field.name == "lr_decay_epochs":
+            flags.DEFINE_list(field.name, [str(v) for v in value], help_text)
+        elif field.type in ("int", "int | None"):
+            flags.DEFINE_integer(field.name, value, help_text)
+        elif field.type in ("float",):
+            flags.DEFINE_float(field.name, value, help_text)
+        else:
+            flags.DEFINE_string(field.name, value, help_text)
+
+
+def config_from_flags() -> Config:
+    values = {f.name: flags.FLAGS[f.name].value
+              for f in dataclasses.fields(Config)}
+    values["lr_decay_epochs"] = tuple(int(v) for v in values["lr_decay_epochs"])
+    return Config(**values)
+
+
+def main(argv: list[str]) -> None:
+    """The recipes' absl main: runs the flags' configuration."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's export chatter
+    run(config_from_flags())
+
+
+def validate(config: Config) -> None:
+    """Raises ValueError naming the flag for settings that cannot work."""
+    if config.model not in MODELS:
+        raise ValueError(f"--model must be one of {MODELS}, got {config.model!r}.")
+    if config.data not in DATA:
+        raise ValueError(f"--data must be one of {DATA}, got {config.data!r}.")
+    if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
+        raise ValueError(f"--data={config.data} needs --data_dir (the data "
+                         "cannot be downloaded here); or use --data=mnist5k.")
+    for name in ("interval", "epochs", "batch_size", "round_to"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name} must be >= 1.")
+    if not 0 < config.penalty_ratio < 1:
+        raise ValueError("--penalty_ratio must be in (0, 1).")
+    if config.resume and not config.log_dir:
+        raise ValueError("--resume needs the --log_dir of the interrupted run.")
+    if config.max_batch_size is not None and config.max_batch_size < config.batch_size:
+        raise ValueError("--max_batch_size must be >= --batch_size.")
+
+
+# -- data ------------------------------------------------------------------------
+@dataclasses.dataclass
+class Data:
+    """Training/evaluation datasets (built per batch size) and the shape."""
+
+    shape: tuple[int, int, int]
+    num_classes: int
+    train: Callable[[int], tf.data.Dataset]  # global batch -> dataset
+    test: Callable[[int], tf.data.Dataset]
+
+
+def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
+                 classes: int, augment: str | None, config: Config,
+                 mean: Any = None, std: Any = None) -> Data:
+    size = config.image_size
+    if mean is None:  # per-channel statistics of the training images
+        scale = 255.0 if train[0].dtype == np.uint8 else 1.0
+        pixels = train[0].reshape(-1, train[0].shape[-1]) / scale
+        mean, std = pixels.mean(axis=0), pixels.std(axis=0) + 1e-6
+    shape = (size or train[0].shape[1], size or train[0].shape[2],
+             train[0].shape[3])
+
+    def make(arrays: data_lib.Arrays, training: bool):
+        return lambda batch: _shardable(data_lib.pipeline(
+            arrays, batch, training=training, augment=augment,
+            image_size=size, mean=mean, std=std, seed=config.seed))
+
+    return Data(shape, classes, make(train, True), make(test, False))
+
+
+def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Lets multi-worker training shard in-memory data by example."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
+
+
+def load_data(config: Config) -> Data:
+    if config.data == "mnist5k":
+        return _arrays_data(*data_lib.mnist5k(seed=config.seed), 10, None,
+                            config)
+    if config.data == "digits":
+        return _arrays_data(*data_lib.digits(seed=config.seed), 10, None,
+                            config)
+    if config.data in ("cifar10", "cifar100"):
+        classes = 10 if config.data == "cifar10" else 100
+        train, test = data_lib.cifar(config.data_dir, classes)
+        return _arrays_data(train, test, classes, "cifar", config,
+                            data_lib.CIFAR10_MEAN, data_lib.CIFAR10_STD)
+    if config.data == "synthetic":
+        size = config.image_size or 32
+        classes = config.num_classes or (1000 if size >= 224 else 10)
+        shape = (size, size, 3)
+        train = data_lib.synthetic(shape, classes, config.synthetic_size,
+                                   config.seed)
+        test = data_lib.synthetic(shape, classes,
+                                  max(config.synthetic_size // 8, 1),
+                                  config.seed + 1)
+        return _arrays_data(train, test, classes, None, config, (0.0,) * 3,
+                            (1.0,) * 3)
+    size = config.image_size or 224
+
+    def make(split: str, training: bool):
+        return lambda batch: _shardable(data_lib.pipeline(
+            data_lib.imagenet(config.data_dir, split), batch,
+            training=training, augment="imagenet", image_size=size,
+            mean=data_lib.IMAGENET_MEAN, std=data_lib.IMAGENET_STD,
+            seed=config.seed))
+
+    return Data((size, size, 3), config.num_classes or 1000,
+                make("train", True), make("validation", False))
+
+
+# -- model -------------------------------------------------------------------------
+def build_model(config: Config, shape: tuple[int, int, int],
+                num_classes: int) -> keras.Model:
+    m = config.width_multiplier
+    seed = config.seed
+    if config.model.startswith("vgg"):
+        if min(shape[:2]) < 32:
+            raise ValueError(f"--model={config.model} needs images of at least "
+                             f"32x32 (five poolings); {config.data} is "
+                             f"{shape[0]}x{shape[1]}: add --image_size=32.")
+        return models.vgg_cifar(int(config.model[3:]), num_classes, shape,
+                                width_multiplier=m, seed=seed)
+    if config.model == "resnet50":
+        return keras.applications.ResNet50(weights=None, input_shape=shape,
+                                           classes=num_classes,
+                                           classifier_activation=None)
+    widths = tuple(max(1, round(w * m)) for w in (16, 32, 64))
+    if config.model == "resnet50_cifar":
+        return models.resnet_cifar(50, num_classes, shape, widths,
+                                   bottleneck=True, blocks_per_stage=8,
+                                   seed=seed)
+    return models.resnet_cifar(int(config.model[6:]), num_classes, shape,
+                               widths, seed=seed)
+
+
+class _StepLearningRate(keras.callbacks.Callback):
+    """lr(epoch) = base × scale × decay^(drops passed), set every epoch."""
+
+    def __init__(self, config: Config, base: float):
+        super().__init__()
+        self.config, self.base, self.scale = config, base, 1.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        drops = sum(epoch >= e for e in self.config.lr_decay_epochs)
+        self.model.optimizer.learning_rate = (
+            self.base * self.scale * self.config.lr_decay ** drops)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def _atomic_json(path: str, value: dict) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+
+
+# -- the run -----------------------------------------------------------------------
+def run(config: Config) -> dict[str, Any]:
+    """Trains as `config` says; returns the final figures (and the model)."""
+    validate(config)
+    start = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _run(config, start)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(config: Config, start: float) -> dict[str, Any]:
+    strategy = tf_prunetrain.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    data = load_data(config)
+    state: dict[str, Any] = {"epoch": 0, "batch_size": config.batch_size}
+    checkpoint = os.path.join(config.log_dir or "", CHECKPOINT_FILE)
+    with strategy.scope():
+        if config.resume and os.path.exists(checkpoint):
+            with open(os.path.join(config.log_dir, STATE_FILE)) as f:
+                state = json.load(f)
+            model = keras.models.load_model(checkpoint)
+        else:
+            model = build_model(config, data.shape, data.num_classes)
+            if replicas > 1:
+                model = tf_prunetrain.synchronize_batchnorm(model)
+            if config.prunetrain:
+                model = tf_prunetrain.add_group_lasso(model)
+            model.compile(
+                keras.optimizers.SGD(config.learning_rate,
+                                     momentum=config.momentum,
+                                     weight_decay=config.weight_decay or None),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    common = dict(log_dir=config.log_dir,
+                  batch_size=state["batch_size"] * replicas)
+    if config.prunetrain:
+        tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
+            interval=config.interval, threshold=config.threshold,
+            round_to=config.round_to, verbose=1 if config.verbose else 0,
+            penalty_ratio=config.penalty_ratio, **common)
+    else:
+        tracker = tf_prunetrain.RunLog(**common)
+    if "tracker" in state:
+        tracker.restore(state["tracker"])
+    schedule = _StepLearningRate(config, config.learning_rate * replicas)
+    # The dense model's cost at the base batch: the dynamic batch's budget.
+    initial = (tracker.initial_cost if tracker.initial_cost is not None else
+               tf_prunetrain.training_cost(model, config.batch_size))
+    initial = dataclasses.replace(
+        initial, batch_size=config.batch_size,
+        activation_bytes=initial.activation_bytes)
+    callbacks: list[Any] = [tracker, schedule]
+    if config.log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
+    history: dict[str, list] = {}
+    epoch = state["epoch"]
+    while epoch < config.epochs:
+        end = min(config.epochs, (epoch // config.interval + 1) * config.interval)
+        batch = state["batch_size"]
+        schedule.scale = batch / config.batch_size
+        tracker.batch_size = batch * replicas
+        if config.verbose:
+            print(f"epochs {epoch + 1}-{end}: batch {batch} per replica × "
+                  f"{replicas}, learning rate × {schedule.scale:g}", flush=True)
+        fit = model.fit(data.train(batch * replicas), epochs=end,
+                        initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch,
+                        validation_data=data.test(batch * replicas),
+                        validation_steps=config.steps_per_epoch,
+                        callbacks=callbacks, verbose=config.verbose,
+                        shuffle=False)  # the pipeline shuffles
+        for key, values in fit.history.items():
+            history.setdefault(key, []).extend(values)
+        epoch = end
+        if config.dynamic_batch and config.prunetrain:
+            state["batch_size"] = tf_prunetrain.dynamic_batch_size(
+                initial, model, multiple=8,
+                max_batch_size=config.max_batch_size)
+        state.update(epoch=epoch, tracker=tracker.state())
+        if config.log_dir:  # the model first: the state names a done epoch
+            model.save(checkpoint + ".tmp.keras")
+            os.replace(checkpoint + ".tmp.keras", checkpoint)
+            _atomic_json(os.path.join(config.log_dir, STATE_FILE), state)
+    evaluation = model.evaluate(data.test(config.batch_size * replicas),
+                                steps=config.steps_per_epoch, verbose=0,
+                                return_dict=True)
+    if config.export_dir:
+        model.export(config.export_dir, verbose=False)
+    cost = tracker.cost
+    result = {
+        "model": model, "history": history,
+        "accuracy": float(evaluation["accuracy"]),
+        "loss": float(evaluation["loss"]),
+        "params": model.count_params(),
+        "initial_params": tracker.initial_cost.params
+        if tracker.initial_cost else None,
+        "inference_flops": cost.inference_flops if cost else None,
+        "initial_inference_flops": tracker.initial_cost.inference_flops
+        if tracker.initial_cost else None,
+        "train_flops_spent": tracker.train_flops_spent,
+        "train_flops_dense": tracker.train_flops_dense,
+        "train_flops_saved": tracker.train_flops_saved,
+        "batch_size": state["batch_size"],
+        "seconds": time.perf_counter() - start,
+    }
+    if config.verbose:
+        print(summary_line(config, result), flush=True)
+    return result
+
+
+def summary_line(config: Config, result: dict[str, Any]) -> str:
+    return (f"{'PruneTrain' if config.prunetrain else 'dense'} "
+            f"{config.model} on {config.data}: accuracy {result['accuracy']:.4f}"
+            f", parameters {result['initial_params'] or 0:,} -> "
+            f"{result['params']:,}, training FLOPs saved "
+            f"{100 * result['train_flops_saved']:.1f}%, "
+            f"{result['seconds']:.0f} s")
+

