@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["tf_prunetrain.cost", "tf_prunetrain.coupling",
            "tf_prunetrain.data", "tf_prunetrain.distribute",
-           "tf_prunetrain.dynamic_batch", "tf_prunetrain.group_lasso",
+           "tf_prunetrain.dynamic_batch", "tf_prunetrain.export",
+           "tf_prunetrain.group_lasso",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.runlog", "tf_prunetrain.surgery",
            "tf_prunetrain.models"]

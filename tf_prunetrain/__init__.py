@@ -9,6 +9,7 @@ Public API:
                     memory-traffic bytes, per layer (TrainingCost, LayerCost).
   RunLog            Keras callback: training cost spent, TensorBoard, run log.
   dynamic_batch_size  memory-aware mini-batch growth after a reconfiguration.
+  export_saved_model  SavedModel (and TFLite), verified, with pruning metadata.
   make_strategy, synchronize_batchnorm, broadcast
                     data-parallel training with tf.distribute.
   prune_channels    a physically smaller copy without the dead channels.
@@ -28,6 +29,7 @@ from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
 from tf_prunetrain.dynamic_batch import dynamic_batch_size
+from tf_prunetrain.export import Export, export_saved_model
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelGraph",
     "ChannelGroup",
+    "Export",
     "GroupLasso",
     "LayerCost",
     "Plan",
@@ -52,6 +55,7 @@ __all__ = [
     "broadcast",
     "channel_groups",
     "dynamic_batch_size",
+    "export_saved_model",
     "forward_flops",
     "make_strategy",
     "plan_pruning",
