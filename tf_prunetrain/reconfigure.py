@@ -201,7 +201,11 @@ class Reconfigure(RunLog):
         return cost_lib.gradient_bytes(self.model)
 
     def reconfigure(self, epoch: int = 0) -> Reconfiguration:
-        """Removes the dead channels now (also callable outside `fit`)."""
+        """Removes the dead channels now (also callable outside `fit`, after
+        `set_model(model)`)."""
+        if self.model is None:
+            raise ValueError("Reconfigure.reconfigure: no model; pass the "
+                             "callback to model.fit or call set_model(model).")
         start = time.perf_counter()
         if self.cost is None and self.initial_cost is None:
             self.refresh()  # called before any fit

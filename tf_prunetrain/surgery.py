@@ -121,6 +121,8 @@ def plan_pruning(
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold!r}.")
     max_abs, score = graph.group_strength()
+    if not np.all(np.isfinite(score)):
+        _raise_non_finite(graph)
     alive = max_abs >= threshold
     if keep is not None:
         _apply_explicit(graph, keep, alive)
@@ -130,6 +132,16 @@ def plan_pruning(
         _remove_dead_branches(plan)
     _restore_minimum(plan, score, round_to, min_channels)
     return plan
+
+
+def _raise_non_finite(graph: coupling.ChannelGraph) -> None:
+    bad = sorted({f"{b.layer.name}/{b.weight}" for b in graph.bindings.values()
+                  if b.judge and not np.all(np.isfinite(
+                      coupling.weight(b.layer, b.weight).numpy()))})
+    raise ValueError(
+        f"plan_pruning: NaN or infinite values in {', '.join(bad)}: training "
+        "has diverged, so no channel can be judged dead; nothing was pruned. "
+        "Lower the learning rate or λ and resume from a checkpoint.")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

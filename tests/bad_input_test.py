@@ -1,0 +1,168 @@
+"""Bad input on every public entry point: the error type, a message that
+names the argument/layer and the fix, and a model left exactly as it was."""
+
+import keras
+import numpy as np
+import pytest
+
+import model_zoo
+import pruning_testing as pt
+import tf_prunetrain
+from tf_prunetrain import data
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _model():
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    return model
+
+
+def _snapshot(model):
+    return ([l for l in model.layers], [w.numpy().copy() for w in model.weights],
+            model.to_json())
+
+
+def _assert_unchanged(model, snapshot):
+    layers, weights, config = snapshot
+    assert all(a is b for a, b in zip(layers, model.layers))
+    assert len(weights) == len(model.weights)
+    for before, after in zip(weights, model.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert model.to_json() == config
+
+
+def _dynamic_model():
+    x = keras.Input((None, None, 3))
+    return keras.Model(x, keras.layers.Conv2D(2, 3, name="c")(x))
+
+
+def _keep(model, mask_fn):
+    graph = tf_prunetrain.channel_groups(model)
+    return lambda: tf_prunetrain.plan_pruning(graph, keep=mask_fn(model))
+
+
+def _in_place_with_removed_branch(model):
+    pruned = model_zoo.resnet_basic()
+    pt.zero_random_groups(pruned, 0.95, seed=0)
+    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(pruned))
+    assert plan.removed  # a residual branch died
+    return lambda: tf_prunetrain.reconfigure_in_place(pruned, plan)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def _no_model_reconfigure(model):
+    return lambda: tf_prunetrain.Reconfigure().reconfigure()
+
+
+def _nan_weights_reconfigure(model):
+    model.get_layer("stage2_block1_conv1").kernel.assign(
+        np.full(model.get_layer("stage2_block1_conv1").kernel.shape, np.nan))
+    callback = tf_prunetrain.Reconfigure(verbose=0)
+    callback.set_model(model)
+    return callback.reconfigure
+
+
+def _fit_without_group_lasso(model):
+    plain = model_zoo.plain_cnn()
+    plain.compile("sgd", LOSS)
+    x = model_zoo.random_input(plain, 4)
+    return lambda: plain.fit(x, np.arange(4), verbose=0,
+                             callbacks=[tf_prunetrain.Reconfigure()])
+
+
+def _existing_regularizer(model):
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv",
+                            kernel_regularizer=keras.regularizers.L2(1e-4))(x)
+    other = keras.Model(x, keras.layers.Conv2D(2, 1)(h))
+    return lambda: tf_prunetrain.add_group_lasso(other)
+
+
+CASES = {
+    # name: (make the call from the model, error type, message pattern)
+    "interval": (lambda m: lambda: tf_prunetrain.Reconfigure(interval=0),
+                 ValueError, "interval must be an integer >= 1"),
+    "threshold": (lambda m: lambda: tf_prunetrain.Reconfigure(threshold=-1.0),
+                  ValueError, "threshold must be >= 0"),
+    "penalty_ratio": (lambda m: lambda: tf_prunetrain.Reconfigure(
+        penalty_ratio=1.5), ValueError, r"penalty_ratio must be in \(0, 1\)"),
+    "round_to": (lambda m: lambda: tf_prunetrain.Reconfigure(round_to=0),
+                 ValueError, "round_to"),
+    "min_channels": (lambda m: lambda: tf_prunetrain.Reconfigure(
+        min_channels=0), ValueError, "min_channels"),
+    "callback batch_size": (lambda m: lambda: tf_prunetrain.Reconfigure(
+        batch_size=0), ValueError, "batch_size must be an integer"),
+    "reconfigure without model": (_no_model_reconfigure, ValueError,
+                                  "set_model"),
+    "NaN weights": (_nan_weights_reconfigure, ValueError,
+                    "stage2_block1_conv1/kernel.*diverged"),
+    "no GroupLasso": (_fit_without_group_lasso, ValueError,
+                      "add_group_lasso"),
+    "subclassed": (lambda m: lambda: tf_prunetrain.channel_groups(
+        _Subclassed()), TypeError, "subclassed model.*functional API"),
+    "prune threshold": (lambda m: lambda: tf_prunetrain.prune_channels(
+        m, threshold=-1.0), ValueError, "threshold"),
+    "keep unknown layer": (lambda m: _keep(m, lambda _: {"nope": [True]}),
+                           ValueError, "no layer 'nope'"),
+    "keep wrong length": (lambda m: _keep(m, lambda _: {
+        "stem_conv": [True] * 3}), ValueError, "stem_conv.*output channels"),
+    "keep frozen": (lambda m: _keep(m, lambda _: {
+        "classifier": [False] + [True] * 9}), ValueError, "frozen"),
+    "in place branch removal": (_in_place_with_removed_branch, ValueError,
+                                "remove_blocks=False"),
+    "negative strength": (lambda m: lambda: tf_prunetrain.add_group_lasso(
+        m, strength=-1.0), ValueError, "strength"),
+    "existing regularizer": (_existing_regularizer, ValueError,
+                             "conv.*replace_existing"),
+    "GroupLasso axes": (lambda m: lambda: tf_prunetrain.GroupLasso(
+        1.0, axes=(5,))(np.ones((3, 4), "float32")), ValueError,
+        "out of range"),
+    "cost batch_size": (lambda m: lambda: tf_prunetrain.training_cost(
+        m, batch_size=0), ValueError, "batch_size"),
+    "cost dynamic sizes": (lambda m: lambda: tf_prunetrain.training_cost(
+        _dynamic_model()), ValueError, "layer 'c'.*static spatial"),
+    "export tolerance": (lambda m: lambda: tf_prunetrain.export_saved_model(
+        m, "unused", tolerance=-1.0), ValueError, "tolerance"),
+    "export dynamic sizes": (lambda m: lambda: tf_prunetrain.export_saved_model(
+        _dynamic_model(), "unused"), ValueError, "sample_inputs"),
+    "dynamic batch multiple": (lambda m: lambda: tf_prunetrain.dynamic_batch_size(
+        tf_prunetrain.training_cost(m, 8), m, multiple=0), ValueError,
+        "multiple"),
+    "dynamic batch cap": (lambda m: lambda: tf_prunetrain.dynamic_batch_size(
+        tf_prunetrain.training_cost(m, 8), m, max_batch_size=4), ValueError,
+        "max_batch_size"),
+    "strategy": (lambda m: lambda: tf_prunetrain.make_strategy("tpu"),
+                 ValueError, "one of"),
+    "RunLog batch_size": (lambda m: lambda: tf_prunetrain.RunLog(
+        batch_size=-1), ValueError, "RunLog: batch_size"),
+    "pipeline batch_size": (lambda m: lambda: data.pipeline(
+        data.synthetic((4, 4, 3), 2, 4), batch_size=0, training=True),
+        ValueError, "batch_size"),
+    "CIFAR directory": (lambda m: lambda: data.cifar("/nonexistent/cifar"),
+                        FileNotFoundError, "data_batch_1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_refused_and_the_model_is_unchanged(name):
+    make, error, pattern = CASES[name]
+    model = _model()
+    call = make(model)  # may set up bad state (NaN weights) on the model
+    snapshot = _snapshot(model)
+    with pytest.raises(error, match=pattern):
+        call()
+    _assert_unchanged(model, snapshot)
+
+
+def test_there_are_at_least_twenty_cases():
+    assert len(CASES) >= 20
