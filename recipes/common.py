@@ -2,18 +2,18 @@
 
 A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
 trains one interval (`--interval` epochs) per `model.fit` call, so that
-between calls it can checkpoint (for `--resume`) and, with
-`--dynamic_batch`, grow the per-replica batch into the activation memory the
-reconfiguration freed (`tf_prunetrain.dynamic_batch_size`) and scale the
-learning rate with it. With `--noprunetrain` everything is identical except
-that the model carries no group lasso and is never reconfigured: the dense
-baseline.
+between calls it can, with `--dynamic_batch`, grow the per-replica batch
+into the activation memory the reconfiguration freed
+(`tf_prunetrain.dynamic_batch_size`) and scale the learning rate with it.
+With `--log_dir`, a `tf_prunetrain.Checkpoint` saves every epoch and
+`--resume` continues from the latest intact one. With `--noprunetrain`
+everything is identical except that the model carries no group lasso and is
+never reconfigured: the dense baseline.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable
@@ -32,7 +32,7 @@ from tf_prunetrain import models
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50")
 DATA = ("mnist5k", "digits", "cifar10", "cifar100", "imagenet", "synthetic")
-STATE_FILE, CHECKPOINT_FILE = "recipe_state.json", "checkpoint.keras"
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass
@@ -281,10 +281,18 @@ class _StepLearningRate(keras.callbacks.Callback):
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def _atomic_json(path: str, value: dict) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f)
-    os.replace(path + ".tmp", path)
+def _compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
+    model = build_model(config, data.shape, data.num_classes)
+    if replicas > 1:
+        model = tf_prunetrain.synchronize_batchnorm(model)
+    if config.prunetrain:
+        model = tf_prunetrain.add_group_lasso(model)
+    model.compile(
+        keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
+                             weight_decay=config.weight_decay or None),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    return model
 
 
 # -- the run -----------------------------------------------------------------------
@@ -306,27 +314,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     strategy = tf_prunetrain.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     data = load_data(config)
-    state: dict[str, Any] = {"epoch": 0, "batch_size": config.batch_size}
-    checkpoint = os.path.join(config.log_dir or "", CHECKPOINT_FILE)
-    with strategy.scope():
-        if config.resume and os.path.exists(checkpoint):
-            with open(os.path.join(config.log_dir, STATE_FILE)) as f:
-                state = json.load(f)
-            model = keras.models.load_model(checkpoint)
-        else:
-            model = build_model(config, data.shape, data.num_classes)
-            if replicas > 1:
-                model = tf_prunetrain.synchronize_batchnorm(model)
-            if config.prunetrain:
-                model = tf_prunetrain.add_group_lasso(model)
-            model.compile(
-                keras.optimizers.SGD(config.learning_rate,
-                                     momentum=config.momentum,
-                                     weight_decay=config.weight_decay or None),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
     common = dict(log_dir=config.log_dir,
-                  batch_size=state["batch_size"] * replicas)
+                  batch_size=config.batch_size * replicas)
     if config.prunetrain:
         tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
             interval=config.interval, threshold=config.threshold,
@@ -334,23 +323,35 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             penalty_ratio=config.penalty_ratio, **common)
     else:
         tracker = tf_prunetrain.RunLog(**common)
-    if "tracker" in state:
-        tracker.restore(state["tracker"])
+    callbacks: list[Any] = [tracker]
+    restored = None
+    with strategy.scope():
+        if config.log_dir:
+            backup = tf_prunetrain.Checkpoint(
+                os.path.join(config.log_dir, CHECKPOINT_DIR), tracker=tracker)
+            callbacks.append(backup)
+            restored = backup.restore() if config.resume else None
+        if restored:
+            model, epoch = restored
+        else:
+            model, epoch = _compiled_model(config, data, replicas), 0
     schedule = _StepLearningRate(config, config.learning_rate * replicas)
-    # The dense model's cost at the base batch: the dynamic batch's budget.
-    initial = (tracker.initial_cost if tracker.initial_cost is not None else
-               tf_prunetrain.training_cost(model, config.batch_size))
-    initial = dataclasses.replace(
-        initial, batch_size=config.batch_size,
-        activation_bytes=initial.activation_bytes)
-    callbacks: list[Any] = [tracker, schedule]
+    callbacks.append(schedule)
     if config.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
+    # The dense model's activation memory at the base batch: the budget the
+    # dynamic batch grows into.
+    initial = dataclasses.replace(
+        tracker.initial_cost or tf_prunetrain.training_cost(model),
+        batch_size=config.batch_size)
     history: dict[str, list] = {}
-    epoch = state["epoch"]
+    batch = config.batch_size
     while epoch < config.epochs:
         end = min(config.epochs, (epoch // config.interval + 1) * config.interval)
-        batch = state["batch_size"]
+        if config.dynamic_batch and config.prunetrain:
+            batch = tf_prunetrain.dynamic_batch_size(
+                initial, model, multiple=8,
+                max_batch_size=config.max_batch_size)
         schedule.scale = batch / config.batch_size
         tracker.batch_size = batch * replicas
         if config.verbose:
@@ -365,15 +366,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(values)
         epoch = end
-        if config.dynamic_batch and config.prunetrain:
-            state["batch_size"] = tf_prunetrain.dynamic_batch_size(
-                initial, model, multiple=8,
-                max_batch_size=config.max_batch_size)
-        state.update(epoch=epoch, tracker=tracker.state())
-        if config.log_dir:  # the model first: the state names a done epoch
-            model.save(checkpoint + ".tmp.keras")
-            os.replace(checkpoint + ".tmp.keras", checkpoint)
-            _atomic_json(os.path.join(config.log_dir, STATE_FILE), state)
+    if config.dynamic_batch and config.prunetrain:  # what the next one gets
+        batch = tf_prunetrain.dynamic_batch_size(
+            initial, model, multiple=8, max_batch_size=config.max_batch_size)
     evaluation = model.evaluate(data.test(config.batch_size * replicas),
                                 steps=config.steps_per_epoch, verbose=0,
                                 return_dict=True)
@@ -393,7 +388,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "train_flops_spent": tracker.train_flops_spent,
         "train_flops_dense": tracker.train_flops_dense,
         "train_flops_saved": tracker.train_flops_saved,
-        "batch_size": state["batch_size"],
+        "batch_size": batch,
         "seconds": time.perf_counter() - start,
     }
     if config.verbose:

@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["tf_prunetrain.cost", "tf_prunetrain.coupling",
+MODULES = ["tf_prunetrain.checkpoint", "tf_prunetrain.cost",
+           "tf_prunetrain.coupling",
            "tf_prunetrain.data", "tf_prunetrain.distribute",
            "tf_prunetrain.dynamic_batch", "tf_prunetrain.export",
            "tf_prunetrain.group_lasso",

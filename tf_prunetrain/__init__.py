@@ -8,6 +8,7 @@ Public API:
   training_cost     training/inference FLOPs, gradient, activation and
                     memory-traffic bytes, per layer (TrainingCost, LayerCost).
   RunLog            Keras callback: training cost spent, TensorBoard, run log.
+  Checkpoint        Keras callback: crash-safe checkpoints of a shrinking run.
   dynamic_batch_size  memory-aware mini-batch growth after a reconfiguration.
   export_saved_model  SavedModel (and TFLite), verified, with pruning metadata.
   make_strategy, synchronize_batchnorm, broadcast
@@ -25,6 +26,7 @@ except ImportError as e:
         "tf_prunetrain needs TensorFlow 2.21: install the package with the "
         "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
 
+from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
@@ -41,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelGraph",
+    "Checkpoint",
     "ChannelGroup",
     "Export",
     "GroupLasso",

@@ -1,0 +1,101 @@
+"""Fault-tolerant resume: SIGKILL at several points, resume, and end like an
+uninterrupted run; damaged checkpoints are skipped."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tf_prunetrain
+
+JOB = os.path.join(os.path.dirname(__file__), "resume_job.py")
+
+
+def _job(directory, kill_at):
+    return subprocess.run([sys.executable, JOB, str(directory), kill_at],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _result(directory):
+    with open(os.path.join(directory, "result.json")) as f:
+        result = json.load(f)
+    return result, np.load(os.path.join(directory, "weights.npz"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    done = _job(directory, "none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _result(directory)
+
+
+@pytest.mark.parametrize("kill_at, resumed_from", [
+    ("mid_epoch", 2),          # killed in epoch 3: back to the end of 2
+    ("reconfiguration", 1),    # killed inside epoch 2's reconfiguration
+    ("checkpoint_write", 2),   # killed writing ckpt-3: ckpt-2 is used
+])
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(
+        tmp_path, uninterrupted, kill_at, resumed_from):
+    killed = _job(tmp_path, kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "result.json")
+    done = _job(tmp_path, "none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result, weights = _result(tmp_path)
+    expected, expected_weights = uninterrupted
+    assert result["resumed_from"] == resumed_from
+    # Architecture, λ, the reconfiguration history and the cost totals.
+    for key in ("channels", "params", "strength", "reconfigured",
+                "train_flops_spent", "train_flops_dense", "steps"):
+        assert result[key] == expected[key], key
+    # Deterministic ops, same data order: the weights agree as well.
+    assert weights.files == expected_weights.files
+    for name in weights.files:
+        np.testing.assert_allclose(weights[name], expected_weights[name],
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _build():
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_damaged_and_partial_checkpoints_are_skipped(tmp_path):
+    backup = tf_prunetrain.Checkpoint(str(tmp_path), keep=3)
+    model = _build()
+    model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=3, verbose=0,
+              callbacks=[backup])
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1", "ckpt-2", "ckpt-3"]
+    shutil.copytree(tmp_path / "ckpt-3", tmp_path / "ckpt-4.tmp")  # torn
+    with open(tmp_path / "ckpt-3" / "model.keras", "r+b") as f:
+        f.seek(100)
+        f.write(b"garbage")
+    with pytest.warns(UserWarning, match="skipping damaged.*ckpt-3.*checksum"):
+        restored, epoch = backup.restore()
+    assert epoch == 2
+    np.testing.assert_allclose(restored.predict(np.ones((1, 4)), verbose=0),
+                               _predict_saved(tmp_path / "ckpt-2"))
+    os.remove(tmp_path / "ckpt-2" / "manifest.json")
+    with pytest.warns(UserWarning, match="ckpt-2"):
+        assert backup.restore()[1] == 1
+
+
+def _predict_saved(folder):
+    model = keras.models.load_model(folder / "model.keras")
+    return model.predict(np.ones((1, 4)), verbose=0)
+
+
+def test_checkpoint_arguments():
+    for kwargs in ({"every": 0}, {"keep": 0}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            tf_prunetrain.Checkpoint("unused", **kwargs)
+    assert tf_prunetrain.Checkpoint("/nonexistent/dir").restore() is None

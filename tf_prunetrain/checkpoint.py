@@ -1,0 +1,137 @@
+"""`Checkpoint`: crash-safe checkpoints of a run whose model changes shape.
+
+Keras' `BackupAndRestore` restores weights into the model object `fit` was
+given, which cannot work once reconfigurations have changed its shapes. A
+`Checkpoint` saves, at every epoch end (after `Reconfigure`), the whole model
+(architecture, weights, BatchNorm statistics, optimizer state, λ in its
+regularizers) as a `.keras` file plus the `RunLog`/`Reconfigure` state (cost
+totals, calibration, reconfigurations) and the epoch, into
+`<directory>/ckpt-<epoch>/`. Each checkpoint is written into a `.tmp`
+directory and renamed into place, and its manifest carries the SHA-256 of
+the model file: a checkpoint cut short by a crash is never seen, a corrupt
+one is skipped with a warning. `restore()` returns the latest good model and
+the epoch to pass as `initial_epoch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from typing import Any
+
+import keras
+
+from tf_prunetrain.runlog import RunLog
+
+MODEL_FILE, MANIFEST_FILE, PREFIX = "model.keras", "manifest.json", "ckpt-"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves a restorable checkpoint every `every` epochs; keeps `keep`.
+
+    Put it after `Reconfigure` (and any `RunLog`) in the callback list, and
+    give it that callback as `tracker` so the cost totals and λ calibration
+    come back too.
+
+    Example:
+    >>> import keras, numpy as np, tempfile, tf_prunetrain
+    >>> def build():
+    ...     x = keras.Input((4,))
+    ...     model = keras.Model(x, keras.layers.Dense(2)(x))
+    ...     model.compile("sgd", "mse")
+    ...     return model
+    >>> backup = tf_prunetrain.Checkpoint(tempfile.mkdtemp())
+    >>> restored = backup.restore()  # None: nothing saved yet
+    >>> model, initial_epoch = restored or (build(), 0)
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=2, verbose=0,
+    ...               initial_epoch=initial_epoch, callbacks=[backup])
+    >>> backup.restore()[1]  # a rerun would go on after epoch 2
+    2
+    """
+
+    def __init__(self, directory: str, tracker: RunLog | None = None,
+                 every: int = 1, keep: int = 2):
+        super().__init__()
+        for name, value in (("every", every), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Checkpoint: {name} must be an integer >= 1, "
+                                 f"got {value!r}.")
+        self.directory, self.tracker = directory, tracker
+        self.every, self.keep = every, keep
+
+    # -- saving ---------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every == 0:
+            self.save(epoch + 1)
+
+    def save(self, epoch: int) -> str:
+        """Writes `ckpt-<epoch>` atomically; returns its path."""
+        final = os.path.join(self.directory, f"{PREFIX}{epoch}")
+        temporary = final + ".tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(temporary)
+        model_path = os.path.join(temporary, MODEL_FILE)
+        self.model.save(model_path)
+        manifest = {"epoch": epoch, "sha256": _sha256(model_path),
+                    "tracker": None if self.tracker is None
+                    else self.tracker.state()}
+        with open(os.path.join(temporary, MANIFEST_FILE), "w",
+                  encoding="utf-8") as f:
+            json.dump(manifest, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        for old in self._epochs()[:-self.keep]:
+            shutil.rmtree(os.path.join(self.directory, f"{PREFIX}{old}"),
+                          ignore_errors=True)
+        return final
+
+    def _epochs(self) -> list[int]:
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            suffix = name[len(PREFIX):]
+            if name.startswith(PREFIX) and suffix.isdigit():
+                found.append(int(suffix))
+        return sorted(found)
+
+    # -- restoring --------------------------------------------------------------
+    def restore(self) -> tuple[keras.Model, int] | None:
+        """The latest intact checkpoint as `(model, epoch)`, or None.
+
+        The model is loaded (compiled, with its optimizer state) inside the
+        current `tf.distribute` scope; the tracker gets its saved state. A
+        checkpoint whose model file does not match its manifest, or that
+        does not load, is skipped with a warning.
+        """
+        for epoch in reversed(self._epochs()):
+            folder = os.path.join(self.directory, f"{PREFIX}{epoch}")
+            try:
+                return self._load(folder)
+            except Exception as e:  # noqa: BLE001 - any damage means skip
+                warnings.warn(f"Checkpoint: skipping damaged checkpoint "
+                              f"'{folder}': {type(e).__name__}: {e}",
+                              stacklevel=2)
+        return None
+
+    def _load(self, folder: str) -> tuple[keras.Model, int]:
+        with open(os.path.join(folder, MANIFEST_FILE), encoding="utf-8") as f:
+            manifest = json.load(f)
+        model_path = os.path.join(folder, MODEL_FILE)
+        if _sha256(model_path) != manifest["sha256"]:
+            raise ValueError("the model file does not match its checksum")
+        model = keras.models.load_model(model_path)
+        if self.tracker is not None and manifest["tracker"] is not None:
+            self.tracker.restore(manifest["tracker"])
+        return model, int(manifest["epoch"])
