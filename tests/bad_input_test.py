@@ -166,3 +166,22 @@ def test_bad_input_is_refused_and_the_model_is_unchanged(name):
 
 def test_there_are_at_least_twenty_cases():
     assert len(CASES) >= 20
+
+
+def test_nan_loss_at_calibration_stops_with_a_clear_error():
+    model = _model()
+    x = model_zoo.random_input(model, 8)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="cannot calibrate λ.*penalty_ratio=None"):
+        model.fit(x, np.arange(8), verbose=0,
+                  callbacks=[tf_prunetrain.Reconfigure(verbose=0)])
+
+
+def test_group_lasso_on_a_weight_it_cannot_group():
+    x = keras.Input((4,))
+    layer = keras.layers.Dense(3, bias_regularizer=tf_prunetrain.GroupLasso(
+        1e-3, axes=(-2, -1)))
+    model = keras.Model(x, layer(x))
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match=r"do not fit a weight of shape \(3,\)"):
+        model.fit(np.ones((4, 4)), np.ones((4, 3)), verbose=0)
