@@ -167,12 +167,17 @@ def validate(config: Config) -> None:
 # -- data ------------------------------------------------------------------------
 @dataclasses.dataclass
 class Data:
-    """Training/evaluation datasets (built per batch size) and the shape."""
+    """Training/evaluation datasets (built per batch size) and the shape.
+
+    `train(batch, even)` / `test(batch, even)` take the global batch size
+    and whether to drop a last partial batch: with several replicas they do,
+    since a batch that does not split evenly breaks synchronized BatchNorm's
+    collectives."""
 
     shape: tuple[int, int, int]
     num_classes: int
-    train: Callable[[int], tf.data.Dataset]  # global batch -> dataset
-    test: Callable[[int], tf.data.Dataset]
+    train: Callable[[int, bool], tf.data.Dataset]
+    test: Callable[[int, bool], tf.data.Dataset]
 
 
 def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
@@ -187,9 +192,10 @@ def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
              train[0].shape[3])
 
     def make(arrays: data_lib.Arrays, training: bool):
-        return lambda batch: _shardable(data_lib.pipeline(
+        return lambda batch, even: _shardable(data_lib.pipeline(
             arrays, batch, training=training, augment=augment,
-            image_size=size, mean=mean, std=std, seed=config.seed))
+            image_size=size, mean=mean, std=std, seed=config.seed,
+            drop_remainder=even))
 
     return Data(shape, classes, make(train, True), make(test, False))
 
@@ -221,18 +227,18 @@ def load_data(config: Config) -> Data:
         train = data_lib.synthetic(shape, classes, config.synthetic_size,
                                    config.seed)
         test = data_lib.synthetic(shape, classes,
-                                  max(config.synthetic_size // 8, 1),
+                                  max(config.synthetic_size // 4, 1),
                                   config.seed + 1)
         return _arrays_data(train, test, classes, None, config, (0.0,) * 3,
                             (1.0,) * 3)
     size = config.image_size or 224
 
     def make(split: str, training: bool):
-        return lambda batch: _shardable(data_lib.pipeline(
+        return lambda batch, even: _shardable(data_lib.pipeline(
             data_lib.imagenet(config.data_dir, split), batch,
             training=training, augment="imagenet", image_size=size,
             mean=data_lib.IMAGENET_MEAN, std=data_lib.IMAGENET_STD,
-            seed=config.seed))
+            seed=config.seed, drop_remainder=even))
 
     return Data((size, size, 3), config.num_classes or 1000,
                 make("train", True), make("validation", False))
@@ -357,9 +363,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         if config.verbose:
             print(f"epochs {epoch + 1}-{end}: batch {batch} per replica × "
                   f"{replicas}, learning rate × {schedule.scale:g}", flush=True)
-        fit = model.fit(data.train(batch * replicas), epochs=end,
+        even = replicas > 1
+        fit = model.fit(data.train(batch * replicas, even), epochs=end,
                         initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch,
-                        validation_data=data.test(batch * replicas),
+                        validation_data=data.test(batch * replicas, even),
                         validation_steps=config.steps_per_epoch,
                         callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)  # the pipeline shuffles
@@ -369,7 +376,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     if config.dynamic_batch and config.prunetrain:  # what the next one gets
         batch = tf_prunetrain.dynamic_batch_size(
             initial, model, multiple=8, max_batch_size=config.max_batch_size)
-    evaluation = model.evaluate(data.test(config.batch_size * replicas),
+    evaluation = model.evaluate(data.test(config.batch_size * replicas,
+                                          replicas > 1),
                                 steps=config.steps_per_epoch, verbose=0,
                                 return_dict=True)
     if config.export_dir:

@@ -97,7 +97,8 @@ def test_imagenet_resnet50_on_tfrecords(tmp_path):
 
 
 def test_synthetic_mirrored_mixed_precision():
-    result = _run(model="resnet20", data="synthetic", synthetic_size=64,
+    # 128 examples: 8 batches of 16, 32 test examples (even splits).
+    result = _run(model="resnet20", data="synthetic", synthetic_size=128,
                   strategy="mirrored", mixed_precision=True, epochs=1)
     model = result["model"]
     assert model.distribute_strategy.num_replicas_in_sync == 2  # conftest
