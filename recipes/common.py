@@ -351,7 +351,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         tracker.initial_cost or tf_prunetrain.training_cost(model),
         batch_size=config.batch_size)
     history: dict[str, list] = {}
-    batch = config.batch_size
+    batch, train_seconds = config.batch_size, 0.0
     while epoch < config.epochs:
         end = min(config.epochs, (epoch // config.interval + 1) * config.interval)
         if config.dynamic_batch and config.prunetrain:
@@ -364,12 +364,14 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             print(f"epochs {epoch + 1}-{end}: batch {batch} per replica × "
                   f"{replicas}, learning rate × {schedule.scale:g}", flush=True)
         even = replicas > 1
+        fit_start = time.perf_counter()
         fit = model.fit(data.train(batch * replicas, even), epochs=end,
                         initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch,
                         validation_data=data.test(batch * replicas, even),
                         validation_steps=config.steps_per_epoch,
                         callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)  # the pipeline shuffles
+        train_seconds += time.perf_counter() - fit_start
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(values)
         epoch = end
@@ -396,7 +398,13 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "train_flops_spent": tracker.train_flops_spent,
         "train_flops_dense": tracker.train_flops_dense,
         "train_flops_saved": tracker.train_flops_saved,
+        "gradient_bytes": cost.gradient_bytes if cost else None,
+        "initial_gradient_bytes": tracker.initial_cost.gradient_bytes
+        if tracker.initial_cost else None,
+        "reconfiguration_seconds": sum(
+            r.seconds for r in getattr(tracker, "reconfigurations", [])),
         "batch_size": batch,
+        "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,
     }
     if config.verbose:
