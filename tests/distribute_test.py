@@ -46,8 +46,9 @@ def _train(strategy):
 
 @pytest.fixture(scope="module")
 def mirrored():
-    strategy = tf_prunetrain.make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
-    assert strategy.num_replicas_in_sync == 2
+    # The recipes' strategy: one per process (see make_strategy).
+    strategy = tf_prunetrain.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # the two logical CPUs
     return (strategy, *_train(strategy))
 
 
@@ -110,6 +111,7 @@ def test_synchronize_batchnorm_keeps_the_function():
 
 def test_broadcast_and_make_strategy(mirrored):
     strategy = mirrored[0]
+    assert tf_prunetrain.make_strategy("mirrored") is strategy
     keep = np.array([True, False, True])
     assert tf_prunetrain.broadcast(strategy, keep).tolist() == keep.tolist()
     assert float(tf_prunetrain.broadcast(strategy, np.float64(0.125))) == 0.125

@@ -33,11 +33,16 @@ from tf_prunetrain import coupling
 from tf_prunetrain import surgery
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+_STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
 
 
 def make_strategy(name: str = "default",
                   devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy called `name`.
+
+    The same arguments give the same strategy object within a process: two
+    strategies over the same devices would reuse collective keys and their
+    all-reduces could collide.
 
     Args:
       name: "default" (one device), "mirrored" (every local GPU, or
@@ -56,13 +61,17 @@ def make_strategy(name: str = "default",
                          f"got {name!r}.")
     if devices is not None and name != "mirrored":
         raise ValueError("make_strategy: devices= applies to 'mirrored' only.")
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(
-            None if devices is None else list(devices))
-    if name == "multi_worker":
-        fix_multi_worker_fit()
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    key = (name, None if devices is None else tuple(devices))
+    if key not in _STRATEGIES:
+        if name == "mirrored":
+            _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+                None if devices is None else list(devices))
+        else:
+            fix_multi_worker_fit()
+            _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGIES[key]
 
 
 def synchronize_batchnorm(model: keras.Model) -> keras.Model:
