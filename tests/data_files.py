@@ -8,38 +8,52 @@ import numpy as np
 import tensorflow as tf
 
 
-def cifar_records(n: int, num_classes: int, seed: int) -> dict:
-    """One CIFAR "python version" batch: channel-major uint8 rows."""
-    rng = np.random.default_rng(seed)
-    label_key = b"labels" if num_classes == 10 else b"fine_labels"
-    return {b"batch_label": b"synthetic batch",
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            label_key: [int(v) for v in rng.integers(0, num_classes, n)],
-            b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+def write_cifar_file(path, rows: np.ndarray, labels: list[int],
+                     label_key: bytes, protocol: int = 2) -> None:
+    """One batch laid out like the official CIFAR "python version" pickles:
+    channel-major uint8 rows (1024 red, 1024 green, 1024 blue values)."""
+    batch = {b"batch_label": b"testing batch",
+             b"data": rows,
+             label_key: labels,
+             b"filenames": [f"img_{i}.png".encode() for i in range(len(rows))]}
+    if label_key == b"fine_labels":
+        batch[b"coarse_labels"] = [label // 5 for label in labels]
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
 
 
 def write_cifar(directory: str, num_classes: int = 10,
-                per_batch: int = 4) -> dict[str, dict]:
+                per_batch: int = 4) -> None:
     """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test)
-    pickles in `directory`; returns what was written, by file name."""
+    files of random images in `directory`."""
     names = ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
              if num_classes == 10 else ["train", "test"])
-    written = {}
-    for seed, name in enumerate(names):
-        written[name] = cifar_records(per_batch, num_classes, seed)
-        with open(os.path.join(directory, name), "wb") as f:
-            pickle.dump(written[name], f, protocol=2)
-    return written
+    label_key = b"labels" if num_classes == 10 else b"fine_labels"
+    rng = np.random.default_rng(0)
+    for name in names:
+        rows = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, num_classes, per_batch)]
+        write_cifar_file(os.path.join(directory, name), rows, labels, label_key)
 
 
-def _example(image: np.ndarray, label: int) -> bytes:
-    encoded = tf.io.encode_jpeg(image).numpy()
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[encoded])),
-        "image/class/label": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[label])),
-    })).SerializeToString()
+def example(features: dict[str, bytes | int]) -> bytes:
+    """A serialized tf.train.Example of bytes and int64 features."""
+    feature = {}
+    for key, value in features.items():
+        if isinstance(value, bytes):
+            feature[key] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[value]))
+        else:
+            feature[key] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Example(
+        features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_records(path, records: list[bytes]) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
 
 
 def write_imagenet_tfrecords(directory: str, classes: int = 3,
@@ -49,10 +63,11 @@ def write_imagenet_tfrecords(directory: str, classes: int = 3,
     rng = np.random.default_rng(0)
     for split in ("train", "validation"):
         for shard in range(shards):
-            path = os.path.join(directory,
-                                f"{split}-{shard:05d}-of-{shards:05d}")
-            with tf.io.TFRecordWriter(path) as writer:
-                for i in range(per_split // shards):
-                    size = (40 + 4 * i, 48 - 2 * i, 3)
-                    image = rng.integers(0, 256, size, dtype=np.uint8)
-                    writer.write(_example(image, 1 + i % classes))
+            images = [rng.integers(0, 256, (40 + 4 * i, 48 - 2 * i, 3),
+                                   dtype=np.uint8)
+                      for i in range(per_split // shards)]
+            write_records(
+                os.path.join(directory, f"{split}-{shard:05d}-of-{shards:05d}"),
+                [example({"image/encoded": tf.io.encode_jpeg(img).numpy(),
+                          "image/class/label": 1 + i % classes})
+                 for i, img in enumerate(images)])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_files import example, write_cifar_file, write_records
 from tf_prunetrain import data
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -20,19 +21,6 @@ PER_FILE = 4
 # --------------------------------------------------------------------------- #
 # CIFAR
 # --------------------------------------------------------------------------- #
-
-def write_cifar_file(path, rows: np.ndarray, labels: list[int], label_key: bytes,
-                     protocol: int = 2) -> None:
-    """One batch laid out like the official python-version pickles."""
-    batch = {b"batch_label": b"testing batch",
-             b"data": rows,
-             label_key: labels,
-             b"filenames": [f"img_{i}.png".encode() for i in range(len(rows))]}
-    if label_key == b"fine_labels":
-        batch[b"coarse_labels"] = [label // 5 for label in labels]
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=protocol)
-
 
 def write_cifar10(folder) -> dict[str, tuple[np.ndarray, list[int]]]:
     """data_batch_1..5 and test_batch with random rows; returns their contents."""
@@ -170,25 +158,6 @@ def test_cifar_rejects_other_class_counts(tmp_path):
 
 def image(height: int, width: int, value: int) -> np.ndarray:
     return np.full((height, width, 3), value, np.uint8)
-
-
-def example(features: dict[str, bytes | int]) -> bytes:
-    feature = {}
-    for key, value in features.items():
-        if isinstance(value, bytes):
-            feature[key] = tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[value]))
-        else:
-            feature[key] = tf.train.Feature(
-                int64_list=tf.train.Int64List(value=[value]))
-    return tf.train.Example(
-        features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def write_records(path, records: list[bytes]) -> None:
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in records:
-            writer.write(record)
 
 
 def collect(dataset: tf.data.Dataset) -> list[tuple[np.ndarray, int]]:

@@ -85,6 +85,25 @@ def test_variables_stay_mirrored_and_equal_across_replicas(mirrored):
     assert checked > len(model.weights)
 
 
+def test_reconfiguration_under_the_strategy_keeps_the_function(mirrored):
+    strategy = mirrored[0]
+    with strategy.scope():
+        model = tf_prunetrain.add_group_lasso(tf_prunetrain.synchronize_batchnorm(
+            model_zoo.randomize_batchnorm(model_zoo.resnet_basic())))
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+    pt.zero_random_groups(model, 0.5, seed=5)
+    x = model_zoo.random_input(model, batch_size=8)
+    with strategy.scope():
+        before = model.predict(x, verbose=0)
+    callback = tf_prunetrain.Reconfigure(verbose=0)
+    callback.set_model(model)
+    done = callback.reconfigure()
+    assert done.params_after < done.params_before
+    with strategy.scope():
+        after = model.predict(x, verbose=0)
+    assert pt.relative_error(before, after) < 1e-5
+
+
 def test_exported_model_equals_in_strategy_predictions(mirrored, tmp_path):
     strategy, model, _, x = mirrored
     with strategy.scope():

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import warnings
-from typing import Any
 
 import keras
 

@@ -144,6 +144,10 @@ def _size(weights: list) -> int:
     return sum(int(np.prod(w.shape, dtype=np.int64)) for w in weights)
 
 
+def _weight_bytes(weights: Any) -> int:
+    return sum(_size([w]) * _bytes(w.dtype) for w in weights)
+
+
 def training_cost(model: keras.Model, batch_size: int = 1) -> TrainingCost:
     """The training and inference cost of `model` at `batch_size`.
 
@@ -194,8 +198,7 @@ def training_cost(model: keras.Model, batch_size: int = 1) -> TrainingCost:
         if id(op) not in seen:  # a shared layer's weights count once
             seen.add(id(op))
             row["params"] += _size(getattr(op, "weights", []))
-            row["gradient_bytes"] += sum(
-                _size([w]) * _bytes(w.dtype) for w in trainable)
+            row["gradient_bytes"] += _weight_bytes(trainable)
         row["forward_flops"] += flops.forward
         row["train_flops"] += train
         row["activation_bytes"] += out_bytes
@@ -223,8 +226,7 @@ def training_cost(model: keras.Model, batch_size: int = 1) -> TrainingCost:
 def gradient_bytes(model: keras.Model) -> int:
     """Bytes of the trainable variables: what data-parallel training
     all-reduces every step (works for any model, dynamic sizes included)."""
-    unique = {id(v): v for v in model.trainable_variables}.values()
-    return sum(_size([v]) * _bytes(v.dtype) for v in unique)
+    return _weight_bytes({id(v): v for v in model.trainable_variables}.values())
 
 
 def forward_flops(model: keras.Model) -> int:

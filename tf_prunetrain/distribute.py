@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_prunetrain import coupling
+from tf_prunetrain import handlers
 from tf_prunetrain import surgery
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -75,8 +76,9 @@ def make_strategy(name: str = "default",
 
 
 def synchronize_batchnorm(model: keras.Model) -> keras.Model:
-    """An equivalent model whose BatchNormalization layers are synchronized
-    across replicas (same names, weights and regularizers). Call it inside
+    """An equivalent model whose BatchNormalization layers (every layer kind
+    with `replica_sync` in the handler table) are synchronized across
+    replicas (same names, weights and regularizers). Call it inside
     `strategy.scope()`, before `compile`.
 
     Example:
@@ -88,9 +90,7 @@ def synchronize_batchnorm(model: keras.Model) -> keras.Model:
     True
     """
     def config_fn(layer: Any, config: dict) -> dict:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return {**config, "synchronized": True}
-        return config
+        return {**config, **handlers.handler_for(layer).replica_sync}
 
     graph = coupling.channel_groups(model)
     return surgery.Plan.keep_all(graph).apply(config_fn)

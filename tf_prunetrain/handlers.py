@@ -111,6 +111,9 @@ class Handler:
     # True when the output is a view of the input (no new activation memory,
     # no memory traffic), e.g. Flatten.
     view = False
+    # Config changes that make the layer compute its statistics over all
+    # replicas under tf.distribute (BatchNormalization's `synchronized`).
+    replica_sync: dict[str, Any] = {}
     # Judged weight name -> config key of its regularizer (add_group_lasso).
     regularizers: dict[str, str] = {}
     # Config key holding the output channel count (filters/units), if any:
@@ -147,8 +150,10 @@ class PerChannel(Handler):
     channel axis) are sliced with them. A weight broadcast over channels
     (PReLU with `shared_axes` covering them) has last axis 1: not sliced."""
 
-    def __init__(self, *weights: str):
+    def __init__(self, *weights: str, replica_sync: dict | None = None):
         self.weights = weights
+        if replica_sync:
+            self.replica_sync = replica_sync
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
         outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
@@ -424,7 +429,8 @@ _TABLE: dict[type, Handler] = {
     # Per-channel parameters.
     L.BatchNormalization: PerChannel(
         "gamma", "beta", "moving_mean", "moving_variance", "moving_stddev",
-        "renorm_mean", "renorm_stddev"),
+        "renorm_mean", "renorm_stddev",
+        replica_sync={"synchronized": True}),
     L.PReLU: PerChannel("alpha"),
     # Channel-mixing normalizations: removing a channel changes statistics.
     L.LayerNormalization: FREEZE,

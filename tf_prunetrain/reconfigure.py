@@ -6,7 +6,6 @@ import dataclasses
 import time
 from typing import Any
 
-import keras
 import numpy as np
 
 from tf_prunetrain import cost as cost_lib
