@@ -44,6 +44,8 @@ class Config:
     data_dir: str | None = None
     prunetrain: bool = True
     penalty_ratio: float = 0.2
+    proximal: bool = False
+    strength: float | None = None
     interval: int = 10
     threshold: float = 1e-4
     round_to: int = 1
@@ -78,6 +80,11 @@ _HELP = {
                 "TFRecords / TFDS files / class folders.",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
+    "proximal": "Apply the group lasso as a proximal step after each update "
+                "(channels die at a high learning rate) instead of a loss "
+                "term.",
+    "strength": "Fixed group-lasso coefficient λ (replaces the "
+                "--penalty_ratio calibration).",
     "interval": "Epochs between reconfigurations (one fit call each).",
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
@@ -158,6 +165,9 @@ def validate(config: Config) -> None:
             raise ValueError(f"--{name} must be >= 1.")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
+    if config.strength is not None and not config.strength >= 0:
+        raise ValueError("--strength must be >= 0 (or unset for the "
+                         "--penalty_ratio calibration).")
     if config.resume and not config.log_dir:
         raise ValueError("--resume needs the --log_dir of the interrupted run.")
     if config.max_batch_size is not None and config.max_batch_size < config.batch_size:
@@ -292,7 +302,8 @@ def _compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
     if replicas > 1:
         model = tf_prunetrain.synchronize_batchnorm(model)
     if config.prunetrain:
-        model = tf_prunetrain.add_group_lasso(model)
+        model = tf_prunetrain.add_group_lasso(
+            model, strength=config.strength or 0.0, proximal=config.proximal)
     model.compile(
         keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
                              weight_decay=config.weight_decay or None),
@@ -326,7 +337,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
             interval=config.interval, threshold=config.threshold,
             round_to=config.round_to, verbose=1 if config.verbose else 0,
-            penalty_ratio=config.penalty_ratio, **common)
+            penalty_ratio=None if config.strength is not None
+            else config.penalty_ratio, **common)
     else:
         tracker = tf_prunetrain.RunLog(**common)
     callbacks: list[Any] = [tracker]

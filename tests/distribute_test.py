@@ -104,6 +104,39 @@ def test_reconfiguration_under_the_strategy_keeps_the_function(mirrored):
     assert pt.relative_error(before, after) < 1e-5
 
 
+def _train_proximal(strategy):
+    with strategy.scope():
+        model = tf_prunetrain.add_group_lasso(
+            tf_prunetrain.synchronize_batchnorm(model_zoo.resnet_basic()),
+            strength=2.0, proximal=True)
+        model.compile(keras.optimizers.SGD(0.1), LOSS)
+    x = model_zoo.random_input(model, batch_size=32, seed=1)
+    callback = tf_prunetrain.Reconfigure(interval=2, penalty_ratio=None,
+                                         verbose=0)
+    model.fit(x, np.arange(32) % 10, epochs=4, batch_size=16, shuffle=False,
+              verbose=0, callbacks=[callback])
+    return model, callback
+
+
+def test_proximal_step_under_the_strategy(mirrored):
+    """The proximal step runs on every replica identically and as on one
+    device: same reconfigurations, same (exactly zeroed) weights."""
+    model, callback = _train_proximal(mirrored[0])
+    single, single_callback = _train_proximal(tf.distribute.get_strategy())
+    assert any(r.changes for r in callback.reconfigurations)
+    assert [r.changes for r in callback.reconfigurations] == \
+        [r.changes for r in single_callback.reconfigurations]
+    zeros = 0
+    for variable, reference in zip(model.weights, single.weights):
+        copies = [np.asarray(v) for v in variable.value.values]
+        np.testing.assert_array_equal(copies[0], copies[1],
+                                      err_msg=variable.path)
+        np.testing.assert_allclose(copies[0], reference.numpy(), rtol=1e-3,
+                                   atol=1e-4, err_msg=variable.path)
+        zeros += int(np.sum(copies[0] == 0.0))
+    assert zeros > 0
+
+
 def test_exported_model_equals_in_strategy_predictions(mirrored, tmp_path):
     strategy, model, _, x = mirrored
     with strategy.scope():

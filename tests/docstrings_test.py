@@ -9,7 +9,7 @@ MODULES = ["tf_prunetrain.checkpoint", "tf_prunetrain.cost",
            "tf_prunetrain.coupling",
            "tf_prunetrain.data", "tf_prunetrain.distribute",
            "tf_prunetrain.dynamic_batch", "tf_prunetrain.export",
-           "tf_prunetrain.group_lasso",
+           "tf_prunetrain.group_lasso", "tf_prunetrain.proximal",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.runlog", "tf_prunetrain.surgery",
            "tf_prunetrain.models"]

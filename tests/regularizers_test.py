@@ -271,7 +271,8 @@ def test_config_round_trip():
     reg = GroupLasso(strength=0.3, axes=(-2,), epsilon=1e-10)
     reg.strength = 1e-4
     config = reg.get_config()
-    assert config == {"strength": 1e-4, "axes": [-2], "epsilon": 1e-10}
+    assert config == {"strength": 1e-4, "axes": [-2], "epsilon": 1e-10,
+                      "proximal": False}
     assert type(config["strength"]) is float
     clone = GroupLasso.from_config(config)
     assert clone.get_config() == config

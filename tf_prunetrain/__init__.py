@@ -3,6 +3,8 @@
 Public API:
   GroupLasso        channel group-lasso regularizer.
   add_group_lasso   attach GroupLasso to every prunable kernel of a model.
+  attach_proximal_step  apply proximal GroupLasso after each update
+                    (ProximalStep; Reconfigure does it for you).
   channel_groups    which weight slices of a model are coupled.
   forward_flops     forward FLOPs of one example (handler-table formulas).
   training_cost     training/inference FLOPs, gradient, activation and
@@ -34,6 +36,7 @@ from tf_prunetrain.dynamic_batch import dynamic_batch_size
 from tf_prunetrain.export import Export, export_saved_model
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
+from tf_prunetrain.proximal import ProximalStep, attach_proximal_step
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
 from tf_prunetrain.regularizers import GroupLasso
 from tf_prunetrain.runlog import RunLog
@@ -49,12 +52,14 @@ __all__ = [
     "GroupLasso",
     "LayerCost",
     "Plan",
+    "ProximalStep",
     "Reconfiguration",
     "Reconfigure",
     "RunLog",
     "Slice",
     "TrainingCost",
     "add_group_lasso",
+    "attach_proximal_step",
     "broadcast",
     "channel_groups",
     "dynamic_batch_size",

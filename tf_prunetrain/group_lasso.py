@@ -18,6 +18,7 @@ def add_group_lasso(
     strength: float = 0.0,
     epsilon: float = 1e-8,
     replace_existing: bool = False,
+    proximal: bool = False,
 ) -> keras.Model:
     """Returns an equivalent model with `GroupLasso` on every prunable kernel.
 
@@ -41,6 +42,9 @@ def add_group_lasso(
         callback calibrates it from a penalty ratio at the first step).
       epsilon: added inside each group's square root.
       replace_existing: replace kernels' existing regularizers.
+      proximal: apply the penalty as a proximal step after each update
+        (`GroupLasso(proximal=True)`, see there) instead of a loss term;
+        channels then die while the learning rate is still high.
 
     Example:
     >>> import keras, tf_prunetrain
@@ -69,7 +73,7 @@ def add_group_lasso(
 
     def config_fn(layer: Any, config: dict) -> dict:
         for key, layer_axes in axes.get(id(layer), {}).items():
-            config[key] = GroupLasso(strength, layer_axes, epsilon)
+            config[key] = GroupLasso(strength, layer_axes, epsilon, proximal)
         return config
 
     return surgery.Plan.keep_all(graph).apply(config_fn)

@@ -160,6 +160,9 @@ def _apply(change: _LayerChange) -> None:
     if change.values is None:
         layer._build_shapes_dict = _build_record(layer, change.shapes)
         return
+    # Constraints bound to variables, not to the layer's config
+    # (`ProximalStep`), go over to the new variables.
+    constraints = [w.constraint for w in layer.weights]
     layer._tracker.unlock()
     layer._trainable_variables.clear()
     layer._non_trainable_variables.clear()
@@ -170,8 +173,10 @@ def _apply(change: _LayerChange) -> None:
             f"layer '{layer.name}' rebuilt with weights "
             f"{[tuple(w.shape) for w in layer.weights]}, expected "
             f"{[v.shape for v in change.values]}")
-    for variable, value in zip(layer.weights, change.values):
+    for variable, value, constraint in zip(layer.weights, change.values,
+                                           constraints):
         variable.assign(value)
+        variable.constraint = constraint
 
 
 def _build_record(layer: Any, shapes: list[tuple]) -> Any:

@@ -12,6 +12,7 @@ from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import distribute
 from tf_prunetrain import inplace
+from tf_prunetrain import proximal
 from tf_prunetrain import surgery
 from tf_prunetrain.regularizers import GroupLasso
 from tf_prunetrain.runlog import RunLog
@@ -45,7 +46,9 @@ class Reconfigure(RunLog):
     smaller variables, weights/BatchNorm statistics/optimizer state keep
     their surviving slices and the rest of the same `fit` runs the smaller
     model. Dead residual branches keep `min_channels` channels (removing them
-    needs a rebuild: `prune_channels` after training does it).
+    needs a rebuild: `prune_channels` after training does it). Kernels with
+    `GroupLasso(proximal=True)` get their proximal step
+    (`attach_proximal_step`) at the start of `fit`.
 
     It is a `RunLog`: it accounts the training FLOPs spent against the dense
     model's and logs the cost every epoch (see `RunLog`), plus
@@ -121,6 +124,7 @@ class Reconfigure(RunLog):
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "
                 "regularizer, so no channel would ever die. Wrap it first: "
                 "model = tf_prunetrain.add_group_lasso(model).")
+        proximal.attach_proximal_step(self.model)
         if self.penalty_ratio is not None and not self._calibrated():
             for _, reg in pairs:
                 reg.strength = 0.0

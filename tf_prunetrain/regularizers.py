@@ -114,11 +114,26 @@ class GroupLasso(keras.regularizers.Regularizer):
     pure `"float16"` policy. Under `"mixed_float16"` the variables are float32
     anyway. float64 weights are computed and returned in float64.
 
+    Proximal mode (`proximal=True`): the penalty adds nothing to the loss;
+    instead, after every optimizer update, each group is shrunk towards zero
+    by `learning_rate * strength` in L2 norm and set exactly to zero when its
+    norm is below that (group soft-thresholding, the proximal operator of
+    the penalty; see `tf_prunetrain.attach_proximal_step`, which
+    `Reconfigure` calls for you). A plain sub-gradient step only makes a
+    group oscillate around zero with an amplitude of about
+    `learning_rate * strength / (1 - momentum)`, so channels fall below the
+    pruning threshold only once the learning rate is tiny; the proximal step
+    zeroes them while the learning rate is still high, which is what turns
+    pruning into training-time savings. With both input- and
+    output-channel axes the two shrinkages are applied one after the other.
+
     Args:
         strength: Coefficient `lambda >= 0`. May be changed later.
         axes: Axes along which groups are formed; one group per index.
         epsilon: `> 0`, added inside each square root so that an all-zero
             group has a finite (zero) gradient.
+        proximal: Apply the penalty as a proximal step after each update
+            instead of as a loss term.
 
     Example:
 
@@ -133,6 +148,12 @@ class GroupLasso(keras.regularizers.Regularizer):
     >>> round(float(reg(w)), 3)
     0.5
     >>> layer = keras.layers.Dense(4, kernel_regularizer=GroupLasso(1e-4, (-2,)))
+    >>> prox = GroupLasso(strength=1.0, axes=(-1,), proximal=True)
+    >>> float(prox(w))  # no loss term
+    0.0
+    >>> prox.shrink(w, 1.0).numpy().round(3)  # column norm 5 -> 4, ~0 -> 0
+    array([[2.4, 0. ],
+           [3.2, 0. ]], dtype=float32)
     """
 
     def __init__(
@@ -140,7 +161,14 @@ class GroupLasso(keras.regularizers.Regularizer):
         strength: float = 0.0,
         axes: Sequence[int] = (-2, -1),
         epsilon: float = 1e-8,
+        proximal: bool = False,
     ) -> None:
+        if not isinstance(proximal, (bool, np.bool_)):
+            raise TypeError(
+                "Argument `proximal` must be True or False. "
+                f"Received: proximal={proximal!r}"
+            )
+        self._proximal = bool(proximal)
         strength = _validate_strength(strength)
         self._axes = _validate_axes(axes)
         self._epsilon = _validate_epsilon(epsilon)
@@ -181,6 +209,11 @@ class GroupLasso(keras.regularizers.Regularizer):
     def epsilon(self) -> float:
         """Constant added inside each group's square root."""
         return self._epsilon
+
+    @property
+    def proximal(self) -> bool:
+        """Whether the penalty is applied as a proximal step (no loss term)."""
+        return self._proximal
 
     # ------------------------------------------------------------------
     # Math
@@ -240,7 +273,25 @@ class GroupLasso(keras.regularizers.Regularizer):
             total = term if total is None else total + term
         return total
 
+    def shrink(self, x: Any, threshold: Any) -> Any:
+        """Group soft-thresholding: every group's L2 norm shrinks by
+        `threshold` (a scalar, maybe a tensor), groups below it become
+        exactly zero. Returns a tensor of `x`'s dtype."""
+        dtype = keras.backend.standardize_dtype(getattr(x, "dtype", None))
+        compute_dtype = "float64" if dtype == "float64" else "float32"
+        w = ops.cast(ops.convert_to_tensor(x), compute_dtype)
+        threshold = ops.cast(threshold, compute_dtype)
+        rank = len(w.shape)
+        for axis in self._normalized_axes(w.shape):
+            others = [i for i in range(rank) if i != axis]
+            norms = ops.sqrt(ops.sum(ops.square(w), axis=others, keepdims=True))
+            scale = ops.relu(1.0 - threshold / ops.maximum(norms, 1e-30))
+            w = w * scale
+        return ops.cast(w, dtype)
+
     def __call__(self, x: Any) -> Any:
+        if self._proximal:
+            return ops.zeros((), "float32")
         value = self.penalty(x)
         strength = self._strength.value
         if keras.backend.standardize_dtype(value.dtype) != "float32":
@@ -254,6 +305,7 @@ class GroupLasso(keras.regularizers.Regularizer):
             "strength": self.strength,
             "axes": list(self._axes),
             "epsilon": self._epsilon,
+            "proximal": self._proximal,
         }
 
     @classmethod
@@ -267,11 +319,12 @@ class GroupLasso(keras.regularizers.Regularizer):
         # Copies (copy/deepcopy/pickle) get their own strength variable.
         return (
             self.__class__,
-            (self.strength, self._axes, self._epsilon),
+            (self.strength, self._axes, self._epsilon, self._proximal),
         )
 
     def __repr__(self) -> str:
         return (
             f"GroupLasso(strength={self.strength:g}, axes={self._axes}, "
-            f"epsilon={self._epsilon:g})"
+            f"epsilon={self._epsilon:g}"
+            + (", proximal=True)" if self._proximal else ")")
         )
