@@ -45,7 +45,9 @@ class Config:
     prunetrain: bool = True
     penalty_ratio: float = 0.2
     proximal: bool = False
+    scales: bool = False
     strength: float | None = None
+    penalty_epochs: int | None = None
     interval: int = 10
     threshold: float = 1e-4
     round_to: int = 1
@@ -83,8 +85,12 @@ _HELP = {
     "proximal": "Apply the group lasso as a proximal step after each update "
                 "(channels die at a high learning rate) instead of a loss "
                 "term.",
+    "scales": "Also regularize BatchNorm gamma of prunable channels "
+              "(element-wise lasso).",
     "strength": "Fixed group-lasso coefficient λ (replaces the "
                 "--penalty_ratio calibration).",
+    "penalty_epochs": "Group lasso on for this many epochs only, then "
+                      "off and no more reconfiguration (default: always on).",
     "interval": "Epochs between reconfigurations (one fit call each).",
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
@@ -130,7 +136,7 @@ def define_flags(defaults: Config) -> None:
             flags.DEFINE_list(field.name, [str(v) for v in value], help_text)
         elif field.type in ("int", "int | None"):
             flags.DEFINE_integer(field.name, value, help_text)
-        elif field.type in ("float",):
+        elif field.type in ("float", "float | None"):
             flags.DEFINE_float(field.name, value, help_text)
         else:
             flags.DEFINE_string(field.name, value, help_text)
@@ -165,6 +171,8 @@ def validate(config: Config) -> None:
             raise ValueError(f"--{name} must be >= 1.")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
+    if config.penalty_epochs is not None and config.penalty_epochs < 1:
+        raise ValueError("--penalty_epochs must be >= 1 (or unset: always on).")
     if config.strength is not None and not config.strength >= 0:
         raise ValueError("--strength must be >= 0 (or unset for the "
                          "--penalty_ratio calibration).")
@@ -303,7 +311,8 @@ def _compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
         model = tf_prunetrain.synchronize_batchnorm(model)
     if config.prunetrain:
         model = tf_prunetrain.add_group_lasso(
-            model, strength=config.strength or 0.0, proximal=config.proximal)
+            model, strength=config.strength or 0.0, proximal=config.proximal,
+            scales=config.scales)
     model.compile(
         keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
                              weight_decay=config.weight_decay or None),
@@ -338,7 +347,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             interval=config.interval, threshold=config.threshold,
             round_to=config.round_to, verbose=1 if config.verbose else 0,
             penalty_ratio=None if config.strength is not None
-            else config.penalty_ratio, **common)
+            else config.penalty_ratio, penalty_epochs=config.penalty_epochs,
+            **common)
     else:
         tracker = tf_prunetrain.RunLog(**common)
     callbacks: list[Any] = [tracker]
@@ -415,6 +425,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         if tracker.initial_cost else None,
         "reconfiguration_seconds": sum(
             r.seconds for r in getattr(tracker, "reconfigurations", [])),
+        "retrace_seconds": sum(
+            r.retrace_seconds
+            for r in getattr(tracker, "reconfigurations", [])),
         "batch_size": batch,
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,

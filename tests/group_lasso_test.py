@@ -31,6 +31,40 @@ def test_same_names_weights_outputs_and_paper_axes():
     assert _reg(reg, "stem_conv").strength == pytest.approx(1e-3)
 
 
+def test_scales_regularize_batchnorm_gamma_of_prunable_channels_only():
+    model = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
+    x = model_zoo.random_input(model)
+    plain = tf_prunetrain.add_group_lasso(model, strength=1e-3)
+    assert all(l.gamma_regularizer is None for l in plain.layers
+               if isinstance(l, keras.layers.BatchNormalization))
+    reg = tf_prunetrain.add_group_lasso(model, strength=1e-3, scales=True,
+                                        proximal=True)
+    assert pt.relative_error(model.predict(x, verbose=0),
+                             reg.predict(x, verbose=0)) == 0.0
+    batchnorms = [l for l in reg.layers
+                  if isinstance(l, keras.layers.BatchNormalization)]
+    assert batchnorms
+    for layer in batchnorms:
+        gamma = layer.gamma_regularizer
+        assert isinstance(gamma, tf_prunetrain.GroupLasso), layer.name
+        assert (gamma.axes, gamma.proximal) == ((-1,), True)
+        assert layer.beta_regularizer is None
+    # Element-wise groups: the penalty of a vector is its L1 norm.
+    g = np.array([0.5, -2.0, 0.0], "float32")
+    assert float(batchnorms[0].gamma_regularizer.penalty(g)) == \
+        pytest.approx(2.5, abs=1e-3)
+    # The stem has frozen image-channel inputs, but its BatchNorm's channels
+    # are prunable; an input-channel BatchNorm of a frozen tensor is not.
+    x_in = keras.Input((8, 8, 3))
+    h = keras.layers.BatchNormalization(name="input_bn")(x_in)
+    h = keras.layers.Conv2D(4, 3, name="conv")(h)
+    h = keras.layers.BatchNormalization(name="conv_bn")(h)
+    y = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h))
+    small = tf_prunetrain.add_group_lasso(keras.Model(x_in, y), scales=True)
+    assert small.get_layer("input_bn").gamma_regularizer is None
+    assert small.get_layer("conv_bn").gamma_regularizer is not None
+
+
 def test_depthwise_and_separable_kernels_get_channel_groups():
     reg = tf_prunetrain.add_group_lasso(model_zoo.mobilenetv2_like())
     dws = [l for l in reg.layers if isinstance(l, keras.layers.DepthwiseConv2D)]

@@ -111,6 +111,8 @@ def test_bad_flags_are_named():
                          ({"data": "cifar10"}, "--data_dir"),
                          ({"penalty_ratio": 1.0}, "--penalty_ratio"),
                          ({"resume": True}, "--log_dir"),
+                         ({"strength": -1.0}, "--strength"),
+                         ({"penalty_epochs": 0}, "--penalty_epochs"),
                          ({"model": "vgg11", "data": "digits"}, "image_size")):
         with pytest.raises(ValueError, match=flag):
             _run(**kwargs)
@@ -123,10 +125,15 @@ def test_command_line(tmp_path):
         [sys.executable, os.path.join(RECIPES, "cifar.py"), "--data=synthetic",
          "--model=resnet20", "--width_multiplier=0.25", "--epochs=1",
          "--steps_per_epoch=2", "--synthetic_size=32", "--batch_size=8",
-         "--verbose=0", f"--log_dir={tmp_path}"],
+         "--verbose=0", f"--log_dir={tmp_path}", "--proximal", "--scales",
+         "--strength=0.5", "--penalty_epochs=1"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert os.path.exists(tmp_path / "prunetrain.jsonl")
+    events = [json.loads(line) for line in
+              open(tmp_path / "prunetrain.jsonl")]
+    # A fixed λ (no calibration), the lasso switched off after epoch 1.
+    assert [e["event"] for e in events if e["event"] in (
+        "calibration", "penalty_end")] == ["penalty_end"]
     help_text = subprocess.run(
         [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300).stdout

@@ -176,6 +176,26 @@ def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
     assert os.listdir(os.path.join(tmp_path, "tb"))
 
 
+def test_penalty_epochs_ends_the_lasso_and_the_reconfigurations():
+    model = _compiled(model_zoo.resnet_basic, strength=3e-3)
+    x, y = _batch(model, 32)
+    pt.zero_random_groups(model, 0.3, seed=1)
+    cb = tf_prunetrain.Reconfigure(interval=10, penalty_ratio=None,
+                                   penalty_epochs=2, verbose=0)
+    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0,
+                        callbacks=[cb])
+    # Forced at the end of the penalty phase (not an interval multiple), and
+    # never again; λ is 0 from there on.
+    assert [r.epoch for r in cb.reconfigurations] == [2]
+    assert cb.reconfigurations[0].params_after < \
+        cb.reconfigurations[0].params_before
+    assert history.history["prunetrain_lambda"] == pytest.approx(
+        [3e-3, 0.0, 0.0, 0.0, 0.0])
+    assert all(float(v.regularizer(v)) == 0.0
+               for v in model.trainable_variables
+               if isinstance(v.regularizer, tf_prunetrain.GroupLasso))
+
+
 def test_after_fit_save_load_export_and_summary_show_the_pruned_model(tmp_path):
     model = _compiled(model_zoo.mobilenetv2_like)
     x, y = _batch(model)
@@ -249,7 +269,8 @@ def test_failed_reconfiguration_leaves_the_model_untouched(monkeypatch):
 def test_bad_arguments_and_models():
     for kwargs in ({"interval": 0}, {"threshold": -1.0},
                    {"penalty_ratio": 1.0}, {"penalty_ratio": 0.0},
-                   {"round_to": 0}, {"min_channels": 0}):
+                   {"round_to": 0}, {"min_channels": 0},
+                   {"penalty_epochs": 0}, {"penalty_epochs": 2.5}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             tf_prunetrain.Reconfigure(**kwargs)
     plain = model_zoo.plain_cnn()

@@ -19,6 +19,7 @@ def add_group_lasso(
     epsilon: float = 1e-8,
     replace_existing: bool = False,
     proximal: bool = False,
+    scales: bool = False,
 ) -> keras.Model:
     """Returns an equivalent model with `GroupLasso` on every prunable kernel.
 
@@ -45,6 +46,13 @@ def add_group_lasso(
       proximal: apply the penalty as a proximal step after each update
         (`GroupLasso(proximal=True)`, see there) instead of a loss term;
         channels then die while the learning rate is still high.
+      scales: also put an element-wise `GroupLasso` (L1) on the per-channel
+        scales of prunable channels (BatchNormalization's `gamma`). A
+        convolution followed by BatchNorm is scale-invariant, so the lasso
+        on its kernel alone cannot tell a useless channel from a useful one;
+        a zero `gamma` silences the channel, after which its kernel slices
+        get no gradient and the lasso zeroes them (the paper leaves gamma
+        alone: off by default).
 
     Example:
     >>> import keras, tf_prunetrain
@@ -59,7 +67,7 @@ def add_group_lasso(
     (-2,)
     """
     graph = coupling.channel_groups(model)
-    axes = _prunable_axes(graph)
+    axes = _prunable_axes(graph, scales)
     clashes = [
         f"'{layer.name}'.{key}" for layer in _layers(graph)
         for key in axes.get(id(layer), {})
@@ -84,12 +92,15 @@ def _layers(graph: coupling.ChannelGraph) -> list[Any]:
     return list({id(b.layer): b.layer for b in graph.bindings.values()}.values())
 
 
-def _prunable_axes(graph: coupling.ChannelGraph) -> dict[int, dict[str, tuple[int, ...]]]:
-    """id(layer) -> {regularizer config key: kernel axes to regularize}."""
+def _prunable_axes(graph: coupling.ChannelGraph, scales: bool
+                   ) -> dict[int, dict[str, tuple[int, ...]]]:
+    """id(layer) -> {regularizer config key: weight axes to regularize}."""
     found: dict[int, dict[str, tuple[int, ...]]] = {}
     for b in graph.bindings.values():
-        key = handlers.handler_for(b.layer).regularizers.get(b.weight)
-        if not b.judge or key is None or np.all(graph.is_frozen(b.ids)):
+        handler = handlers.handler_for(b.layer)
+        key = (handler.regularizers if b.judge else
+               handler.scale_regularizers if scales else {}).get(b.weight)
+        if key is None or np.all(graph.is_frozen(b.ids)):
             continue
         rank = len(coupling.weight(b.layer, b.weight).shape)
         layer_axes = found.setdefault(id(b.layer), {})

@@ -116,6 +116,10 @@ class Handler:
     replica_sync: dict[str, Any] = {}
     # Judged weight name -> config key of its regularizer (add_group_lasso).
     regularizers: dict[str, str] = {}
+    # Per-channel scale weight name -> config key of its regularizer: a zero
+    # scale silences the channel (BatchNormalization's gamma). Regularized by
+    # add_group_lasso(scales=True).
+    scale_regularizers: dict[str, str] = {}
     # Config key holding the output channel count (filters/units), if any:
     # such outputs are rounded to `round_to`.
     count_key: str | None = None
@@ -150,10 +154,13 @@ class PerChannel(Handler):
     channel axis) are sliced with them. A weight broadcast over channels
     (PReLU with `shared_axes` covering them) has last axis 1: not sliced."""
 
-    def __init__(self, *weights: str, replica_sync: dict | None = None):
+    def __init__(self, *weights: str, replica_sync: dict | None = None,
+                 scale_regularizers: dict | None = None):
         self.weights = weights
         if replica_sync:
             self.replica_sync = replica_sync
+        if scale_regularizers:
+            self.scale_regularizers = scale_regularizers
 
     def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
         outs = super().propagate(ctx, layer, ins, in_shapes, out_shapes)
@@ -430,7 +437,8 @@ _TABLE: dict[type, Handler] = {
     L.BatchNormalization: PerChannel(
         "gamma", "beta", "moving_mean", "moving_variance", "moving_stddev",
         "renorm_mean", "renorm_stddev",
-        replica_sync={"synchronized": True}),
+        replica_sync={"synchronized": True},
+        scale_regularizers={"gamma": "gamma_regularizer"}),
     L.PReLU: PerChannel("alpha"),
     # Channel-mixing normalizations: removing a channel changes statistics.
     L.LayerNormalization: FREEZE,

@@ -29,8 +29,11 @@ class Reconfiguration:
     flops_after: int | None   # input sizes)
     gradient_bytes_before: int  # all-reduced per data-parallel step
     gradient_bytes_after: int
-    seconds: float
+    seconds: float  # the surgery itself
     changes: list[tuple[str, int, int]]  # (layer, channels before, after)
+    # Extra time of the first train step after it (re-tracing the train
+    # function for the new shapes): that step's time minus the next one's.
+    retrace_seconds: float = 0.0
 
 
 class Reconfigure(RunLog):
@@ -60,6 +63,11 @@ class Reconfigure(RunLog):
 
     Args:
       interval: epochs between reconfigurations (the paper: 10 on CIFAR).
+      penalty_epochs: None (the paper: the group lasso acts for the whole
+        run), or the number of epochs it acts for: after that epoch the
+        model is reconfigured one last time, every GroupLasso strength is set
+        to 0 and the smaller model trains on without penalty (a short,
+        strong pruning phase, then plain training of what is left).
       threshold: deadness threshold on absolute kernel values.
       penalty_ratio: r in (0, 1), or None to keep the model's λ.
       round_to: keep convolution/Dense widths multiples of this.
@@ -86,8 +94,15 @@ class Reconfigure(RunLog):
     def __init__(self, interval: int = 10, threshold: float = 1e-4,
                  penalty_ratio: float | None = 0.2, round_to: int = 1,
                  min_channels: int = 1, verbose: int = 1,
-                 log_dir: str | None = None, batch_size: int | None = None):
+                 log_dir: str | None = None, batch_size: int | None = None,
+                 penalty_epochs: int | None = None):
         super().__init__(log_dir=log_dir, batch_size=batch_size)
+        if penalty_epochs is not None and (
+                isinstance(penalty_epochs, bool)
+                or not isinstance(penalty_epochs, int) or penalty_epochs < 1):
+            raise ValueError("Reconfigure: penalty_epochs must be an integer "
+                             f">= 1 or None, got {penalty_epochs!r}.")
+        self.penalty_epochs = penalty_epochs
         for name, value in (("interval", interval), ("round_to", round_to),
                             ("min_channels", min_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -105,6 +120,8 @@ class Reconfigure(RunLog):
         self.reconfigurations: list[Reconfiguration] = []
         self._calibrating = False
         self._restored_calibration = False
+        self._retrace: list[float] | None = None  # step times after a change
+        self._step_start = 0.0
 
     # -- λ -------------------------------------------------------------------
     def _regularized(self) -> list[tuple[Any, GroupLasso]]:
@@ -153,8 +170,13 @@ class Reconfigure(RunLog):
             Reconfiguration(**{**r, "changes": [tuple(c) for c in r["changes"]]})
             for r in state.get("reconfigurations", [])]
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._step_start = time.perf_counter()
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         super().on_train_batch_end(batch, logs)
+        if self._retrace is not None:
+            self._time_retrace(time.perf_counter() - self._step_start)
         if not self._calibrating:
             return
         self._calibrating = False
@@ -180,10 +202,30 @@ class Reconfigure(RunLog):
             print(f"Reconfigure: λ = {strength:.3g} (penalty ratio {r:g}: "
                   f"loss {loss:.4g}, group lasso {penalty:.4g})")
 
+    def _time_retrace(self, step_seconds: float) -> None:
+        self._retrace.append(step_seconds)
+        if len(self._retrace) == 2:
+            first, second = self._retrace
+            done = self.reconfigurations[-1]
+            done.retrace_seconds = max(0.0, first - second)
+            self._retrace = None
+            self.record("retrace", epoch=done.epoch,
+                        seconds=done.retrace_seconds)
+
     # -- reconfiguration ------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.interval == 0:
-            self.reconfigure(epoch + 1)
+        done = epoch + 1
+        last = self.penalty_epochs
+        if last is None or done <= last:
+            if done % self.interval == 0 or done == last:
+                self.reconfigure(done)
+            if done == last:
+                for _, reg in self._regularized():
+                    reg.strength = 0.0
+                self.record("penalty_end", epoch=done)
+                if self.verbose:
+                    print(f"Reconfigure (epoch {done}): group lasso off, "
+                          "no further reconfiguration")
         super().on_epoch_end(epoch, logs)
 
     def scalars(self, logs: dict) -> dict[str, float]:
@@ -225,6 +267,7 @@ class Reconfigure(RunLog):
         if changes:
             inplace.reconfigure_in_place(self.model, plan)
             self.refresh()
+            self._retrace = []
         seconds = time.perf_counter() - start
         done = Reconfiguration(epoch, before, self.model.count_params(),
                                flops_before, self._flops(), bytes_before,
