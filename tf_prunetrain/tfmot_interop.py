@@ -19,6 +19,7 @@ import types
 from typing import Any
 
 import keras
+import numpy as np
 
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import handlers
@@ -189,9 +190,10 @@ def _layer(layer: Any, path: str, tf_keras: types.ModuleType) -> Any:
 
 def _plain(value: Any) -> Any:
     """A config value as tf_keras takes it: serialized arrays (a per-channel
-    `Rescaling` offset) become arrays; anything else is left as it is."""
+    `Rescaling` offset) become nested lists, which tf_keras can clone and
+    save; anything else is left as it is."""
     if isinstance(value, dict) and value.get("class_name") == "__numpy__":
-        return keras.saving.deserialize_keras_object(value)
+        return np.asarray(keras.saving.deserialize_keras_object(value)).tolist()
     return value
 
 

