@@ -109,15 +109,7 @@ def test_removed_block_offset_converts_saves_and_is_named_by_tfmot(tmp_path):
 
 @needs_extra
 def test_model_pruned_in_place_during_fit_converts():
-    model = tf_prunetrain.add_group_lasso(
-        model_zoo.randomize_batchnorm(model_zoo.mobilenetv2_like()), 1e-3)
-    model.compile(keras.optimizers.SGD(0.01), LOSS)
-    pt.zero_random_groups(model, 0.5, seed=1)
-    x = model_zoo.random_input(model, batch_size=16)
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         verbose=0)
-    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
-    assert callback.reconfigurations[0].changes
+    model, _, x = pt.pruned_in_fit(model_zoo.mobilenetv2_like)
     twin = tfmot_interop.to_tf_keras(model, sample_inputs=x[:4])
     _assert_twin(model, twin, x[:4])
     assert not twin.losses  # GroupLasso is a Keras 3 training object
@@ -136,6 +128,26 @@ def test_sequential_and_shared_layers_convert():
     _assert_twin(model, twin, data)
     assert twin.get_layer("leaky").alpha == pytest.approx(0.2)
     assert len(twin.get_layer("shared").weights) == 2  # one layer, twice
+
+
+@needs_extra
+def test_several_named_inputs_and_outputs_convert():
+    image, scale = keras.Input((8, 8, 3), name="image"), keras.Input(
+        (4,), name="scale")
+    h = keras.layers.Conv2D(4, 3, name="conv")(image)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model({"image": image, "scale": scale},
+                        {"gated": keras.layers.Multiply(name="gate")(
+                            [pooled, scale]), "pooled": pooled})
+    rng = np.random.default_rng(0)
+    data = {"image": rng.normal(size=(2, 8, 8, 3)).astype("float32"),
+            "scale": rng.normal(size=(2, 4)).astype("float32")}
+    twin = tfmot_interop.to_tf_keras(model, sample_inputs=data)
+    expected, got = model(data), twin(data)
+    assert sorted(got) == ["gated", "pooled"]
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6,
+                                   atol=1e-6)
 
 
 @needs_extra
@@ -164,18 +176,8 @@ def test_layers_tf_keras_cannot_express_are_named():
 
 @needs_extra
 def test_subclassed_model_and_bad_tolerance_are_rejected():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = keras.layers.Dense(3)
-
-        def call(self, x):
-            return self.dense(x)
-
-    net = Net()
-    net(np.zeros((1, 4), "float32"))
     with pytest.raises(TypeError, match="subclassed"):
-        tfmot_interop.to_tf_keras(net)
+        tfmot_interop.to_tf_keras(model_zoo.Subclassed())
     x = keras.Input((3,))
     with pytest.raises(ValueError, match="tolerance"):
         tfmot_interop.to_tf_keras(keras.Model(x, x), tolerance=-1.0)
