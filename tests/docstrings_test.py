@@ -22,7 +22,8 @@ NEEDS = {"tf_prunetrain.tfmot_interop": (
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    missing = [p for p in NEEDS.get(name, ()) if not importlib.util.find_spec(p)]
+    missing = [package for package in NEEDS.get(name, ())
+               if not importlib.util.find_spec(package)]
     if missing:
         pytest.skip(f"{name}'s examples need {', '.join(missing)}: the "
                     "optional extra its docstring names is not installed")

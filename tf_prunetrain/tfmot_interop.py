@@ -42,7 +42,7 @@ def _missing(package: str, error: ImportError) -> ImportError:
 def load_tf_keras() -> types.ModuleType:
     """The `tf_keras` module, or an ImportError that says how to install it."""
     try:
-        import tf_keras  # pylint: disable=import-outside-toplevel
+        import tf_keras
     except ImportError as e:
         raise _missing("tf_keras", e) from e
     return tf_keras
@@ -61,7 +61,7 @@ def load_tfmot() -> types.ModuleType:
     """
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
-        import tensorflow_model_optimization  # pylint: disable=import-outside-toplevel
+        import tensorflow_model_optimization as tfmot
     except ImportError as e:
         raise _missing("tensorflow-model-optimization", e) from e
     finally:
@@ -69,7 +69,7 @@ def load_tfmot() -> types.ModuleType:
             os.environ.pop("TF_USE_LEGACY_KERAS", None)
         else:
             os.environ["TF_USE_LEGACY_KERAS"] = before
-    return tensorflow_model_optimization
+    return tfmot
 
 
 def to_tf_keras(model: keras.Model, sample_inputs: Any = None,
