@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import model_zoo  # noqa: E402
 import pruning_testing as pt  # noqa: E402
 import tf_prunetrain  # noqa: E402
-from tf_prunetrain import demo  # noqa: E402
+from tf_prunetrain import demo, handlers  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
 import tfmot_paths  # noqa: E402  (tools/tfmot_paths.py)
 from tf_prunetrain import tfmot_interop  # noqa: E402
@@ -54,6 +54,69 @@ def _assert_twin(model, twin, x):
     assert [layer.name for layer in twin.layers] == [
         layer.name for layer in model.layers]
     assert twin.count_params() == model.count_params()
+
+
+L = keras.layers
+SEQ, IMAGE, VOLUME, VECTOR = (8, 3), (8, 8, 3), (6, 6, 6, 3), (5,)
+# Every Keras layer class of the handler table: (a new layer, input shape).
+TABLE_LAYERS = {
+    L.Conv1D: (lambda: L.Conv1D(4, 3), SEQ),
+    L.Conv2D: (lambda: L.Conv2D(4, 3), IMAGE),
+    L.Conv3D: (lambda: L.Conv3D(4, 3), VOLUME),
+    L.Conv1DTranspose: (lambda: L.Conv1DTranspose(4, 3), SEQ),
+    L.Conv2DTranspose: (lambda: L.Conv2DTranspose(4, 3), IMAGE),
+    L.Conv3DTranspose: (lambda: L.Conv3DTranspose(4, 3), VOLUME),
+    L.Dense: (lambda: L.Dense(4, activation="relu"), VECTOR),
+    L.DepthwiseConv1D: (lambda: L.DepthwiseConv1D(3, depth_multiplier=2), SEQ),
+    L.DepthwiseConv2D: (lambda: L.DepthwiseConv2D(3), IMAGE),
+    L.SeparableConv1D: (lambda: L.SeparableConv1D(4, 3), SEQ),
+    L.SeparableConv2D: (lambda: L.SeparableConv2D(4, 3), IMAGE),
+    L.BatchNormalization: (L.BatchNormalization, IMAGE),
+    L.PReLU: (L.PReLU, IMAGE),
+    L.LayerNormalization: (L.LayerNormalization, SEQ),
+    L.GroupNormalization: (lambda: L.GroupNormalization(groups=3), SEQ),
+    L.UnitNormalization: (L.UnitNormalization, VECTOR),
+    L.Normalization: (lambda: L.Normalization(mean=0.5, variance=2.0),
+                      VECTOR),
+    L.Softmax: (L.Softmax, VECTOR),
+    L.Masking: (L.Masking, SEQ),
+    L.Flatten: (L.Flatten, IMAGE),
+    L.Reshape: (lambda: L.Reshape((64, 3)), IMAGE),
+    L.Permute: (lambda: L.Permute((2, 1, 3)), IMAGE),
+    L.Rescaling: (lambda: L.Rescaling(0.5, offset=0.1), IMAGE),
+    L.Identity: (L.Identity, VECTOR),
+    L.Activation: (lambda: L.Activation("tanh"), VECTOR),
+    L.LeakyReLU: (lambda: L.LeakyReLU(0.2), VECTOR),
+    L.Resizing: (lambda: L.Resizing(4, 4), IMAGE),
+    L.CenterCrop: (lambda: L.CenterCrop(4, 4), IMAGE),
+    L.RandomFlip: (L.RandomFlip, IMAGE),
+    L.RandomTranslation: (lambda: L.RandomTranslation(0.1, 0.1), IMAGE),
+    L.RandomRotation: (lambda: L.RandomRotation(0.1), IMAGE),
+    L.RandomZoom: (lambda: L.RandomZoom(0.1), IMAGE),
+    L.RepeatVector: (lambda: L.RepeatVector(2), VECTOR),
+    **{cls: (lambda cls=cls: cls(0.5), IMAGE) for cls in (
+        L.Dropout, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
+        L.AlphaDropout)},
+    L.SpatialDropout1D: (lambda: L.SpatialDropout1D(0.5), SEQ),
+    L.SpatialDropout3D: (lambda: L.SpatialDropout3D(0.5), VOLUME),
+    **{cls: (cls, IMAGE) for cls in (L.ReLU, L.ELU, L.ActivityRegularization)},
+    **{cls: (lambda cls=cls: cls(2), shape) for cls, shape in (
+        (L.MaxPooling1D, SEQ), (L.MaxPooling2D, IMAGE),
+        (L.MaxPooling3D, VOLUME), (L.AveragePooling1D, SEQ),
+        (L.AveragePooling2D, IMAGE), (L.AveragePooling3D, VOLUME),
+        (L.UpSampling1D, SEQ), (L.UpSampling2D, IMAGE),
+        (L.UpSampling3D, VOLUME))},
+    **{cls: (lambda cls=cls: cls(1), shape) for cls, shape in (
+        (L.ZeroPadding1D, SEQ), (L.ZeroPadding2D, IMAGE),
+        (L.ZeroPadding3D, VOLUME), (L.Cropping1D, SEQ),
+        (L.Cropping2D, IMAGE), (L.Cropping3D, VOLUME))},
+    **{cls: (cls, shape) for cls, shape in (
+        (L.GlobalAveragePooling1D, SEQ), (L.GlobalAveragePooling2D, IMAGE),
+        (L.GlobalAveragePooling3D, VOLUME), (L.GlobalMaxPooling1D, SEQ),
+        (L.GlobalMaxPooling2D, IMAGE), (L.GlobalMaxPooling3D, VOLUME))},
+}
+MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum,
+          L.Concatenate)
 
 
 def test_missing_extra_names_the_install_commands(monkeypatch):
@@ -131,6 +194,43 @@ def test_sequential_and_shared_layers_convert():
 
 
 @needs_extra
+def test_every_layer_kind_of_the_handler_table_converts():
+    layers = {cls for cls in handlers._TABLE if issubclass(cls, L.Layer)}
+    # None left untested; RandomCrop has no faithful twin (handlers.py).
+    assert layers == set(TABLE_LAYERS) | set(MERGES) | {L.RandomCrop}
+    x = keras.Input(IMAGE)
+    with pytest.raises(ValueError, match="'crop' .* no faithful tf_keras"):
+        tfmot_interop.to_tf_keras(
+            keras.Model(x, L.RandomCrop(4, 4, name="crop")(x)))
+    rng = np.random.default_rng(0)
+    for cls in MERGES:
+        a, b = keras.Input(IMAGE), keras.Input(IMAGE)
+        tfmot_interop.to_tf_keras(keras.Model([a, b], cls()([a, b])))
+    for cls, (make, shape) in TABLE_LAYERS.items():
+        x = keras.Input(shape)
+        model = keras.Model(x, make()(x))
+        for w in model.weights:  # non-trivial weights (variances > 0)
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
+        twin = tfmot_interop.to_tf_keras(model)  # raises on any difference
+        assert type(twin.layers[-1]).__name__ == cls.__name__
+
+
+@needs_extra
+def test_random_augmentation_is_off_in_inference_and_on_in_training():
+    x = keras.Input(IMAGE)
+    model = keras.Model(x, L.RandomFlip("horizontal", name="flip")(x))
+    data = np.random.default_rng(0).normal(size=(32, *IMAGE)).astype(
+        "float32")
+    twin = tfmot_interop.to_tf_keras(model, sample_inputs=data)
+    np.testing.assert_array_equal(twin(data, training=False), data)
+    flipped = twin(data, training=True).numpy()
+    assert not np.array_equal(flipped, data)
+    for image, out in zip(data, flipped):
+        assert (np.array_equal(out, image)
+                or np.array_equal(out, image[:, ::-1]))
+
+
+@needs_extra
 def test_several_named_inputs_and_outputs_convert():
     image, scale = keras.Input((8, 8, 3), name="image"), keras.Input(
         (4,), name="scale")
@@ -169,7 +269,7 @@ def test_layers_tf_keras_cannot_express_are_named():
         saved = _weights(model)
         with pytest.raises(ValueError, match=rf"layer '{name}.*") as error:
             tfmot_interop.to_tf_keras(model)
-        assert ("no tf_keras counterpart" in str(error.value)
+        assert ("no faithful tf_keras counterpart" in str(error.value)
                 or "pad_to_aspect_ratio=True" in str(error.value))
         assert _unchanged(model, saved)
 

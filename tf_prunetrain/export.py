@@ -68,11 +68,13 @@ def _metadata(model: keras.Model, callback: Any) -> dict[str, Any]:
 
 
 def largest_difference(expected: Any, served: Any) -> float:
-    """max |expected - served| over all outputs (float64)."""
-    diffs = [float(np.max(np.abs(np.asarray(a, np.float64)
-                                 - np.asarray(b, np.float64))))
+    """max |expected - served| over all outputs (float64); infinite when
+    two outputs differ in shape."""
+    pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64))
              for a, b in zip(keras.tree.flatten(expected),
                              keras.tree.flatten(served))]
+    diffs = [float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf
+             for a, b in pairs]
     return max(diffs, default=0.0)
 
 

@@ -492,8 +492,11 @@ _TABLE: dict[type, Handler] = {
         "data_format": "channels_last", "pad_to_aspect_ratio": False,
         "fill_mode": "constant", "fill_value": 0.0, "antialias": False})),
     **{cls: _CHANNELS_LAST for cls in (
-        L.ZeroPadding1D, L.CenterCrop, L.RandomFlip, L.RandomCrop,
-        L.RandomTranslation, L.RandomRotation, L.RandomZoom)},
+        L.ZeroPadding1D, L.CenterCrop, L.RandomFlip, L.RandomTranslation,
+        L.RandomRotation, L.RandomZoom)},
+    # At inference Keras 3.15 passes the image through uncropped (its output
+    # shape says cropped); tf_keras crops: no faithful counterpart.
+    L.RandomCrop: _in_tf_keras(_PASS, None),
     **{cls: _PASS for cls in (
         L.ReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
         L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,

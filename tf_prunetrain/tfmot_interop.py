@@ -145,6 +145,11 @@ def _convert(graph: Any, name: str, tf_keras: types.ModuleType,
                     else _layer(operation, view.path, tf_keras))
             done[id(operation)] = twin
         args, kwargs = view.call_args(values)
+        # Keras 3 lets the model's `training` override the one a layer call
+        # recorded (even random augmentation's default `training=True`);
+        # tf_keras would keep a recorded one for good. As in Keras 3, the
+        # model's call decides.
+        kwargs.pop("training", None)
         outputs = keras.tree.flatten(twin(*args, **kwargs))
         if new and not graph_lib.is_model(operation):
             _copy_weights(operation, twin, view.path)
@@ -163,12 +168,12 @@ def _layer(layer: Any, path: str, tf_keras: types.ModuleType) -> Any:
     cls = None if spec is None else getattr(tf_keras.layers, kind, None)
     if cls is None:
         raise ValueError(
-            f"to_tf_keras: layer '{path}' ({kind}) has no tf_keras "
-            "counterpart, so TFMOT cannot take this model. tf_keras can "
-            "express the Keras layer classes of tf_prunetrain's handler table "
-            "(README, 'Supported layers'), not custom layers, subclasses of "
-            "them or keras.ops calls: rebuild that part with such layers "
-            "(e.g. keras.layers.ReLU instead of keras.ops.relu).")
+            f"to_tf_keras: layer '{path}' ({kind}) has no faithful tf_keras "
+            "counterpart, so TFMOT cannot take this model. Custom layers, "
+            "subclasses of Keras layers and keras.ops calls have none, nor "
+            "a few Keras layers (README, 'Handing the pruned model to "
+            "TFMOT'): rebuild that part with Keras layers that convert (e.g. "
+            "keras.layers.ReLU instead of keras.ops.relu).")
     config = layer.get_config()
     for key, value in spec.drop.items():
         if key in config and config.pop(key) != value:
