@@ -264,6 +264,10 @@ def test_layers_tf_keras_cannot_express_are_named():
         "resize": keras.layers.Resizing(4, 4, pad_to_aspect_ratio=True,
                                         name="resize")(x),
     }
+    inner_x = keras.Input((8, 8, 3))
+    inner = keras.Model(inner_x, keras.layers.Lambda(
+        lambda t: t * 2.0, name="double")(inner_x), name="inner")
+    cases["inner/double"] = inner(x)  # named with its enclosing model
     for name, y in cases.items():
         model = keras.Model(x, y)
         saved = _weights(model)

@@ -126,9 +126,10 @@ def to_tf_keras(model: keras.Model, sample_inputs: Any = None,
 
 
 def _convert(graph: Any, name: str, tf_keras: types.ModuleType,
-             done: dict[int, Any]) -> Any:
+             done: dict[int, Any], prefix: str = "") -> Any:
     """Rebuilds one functional graph in tf_keras; `done` maps Keras 3 layers
-    (by id) to their tf_keras twins, so shared layers stay shared."""
+    (by id) to their tf_keras twins, so shared layers stay shared; `prefix`
+    names the enclosing models in errors."""
     inputs = [tf_keras.Input(shape=tuple(t.shape)[1:],
                              dtype=keras.backend.standardize_dtype(t.dtype),
                              name=graph_lib.input_name(t))
@@ -140,7 +141,7 @@ def _convert(graph: Any, name: str, tf_keras: types.ModuleType,
         new = twin is None
         if new:
             twin = (_convert(graph_lib.functional_of(operation),
-                             operation.name, tf_keras, done)
+                             operation.name, tf_keras, done, view.path + "/")
                     if graph_lib.is_model(operation)
                     else _layer(operation, view.path, tf_keras))
             done[id(operation)] = twin
@@ -155,7 +156,7 @@ def _convert(graph: Any, name: str, tf_keras: types.ModuleType,
             _copy_weights(operation, twin, view.path)
         return outputs
 
-    outputs = graph_lib.walk(graph, inputs, visit)
+    outputs = graph_lib.walk(graph, inputs, visit, prefix)
     return tf_keras.Model(graph_lib.input_structure(graph, inputs),
                           graph_lib.output_structure(graph, outputs),
                           name=name)
@@ -198,7 +199,8 @@ def _plain(value: Any) -> Any:
     `Rescaling` offset) become nested lists, which tf_keras can clone and
     save; anything else is left as it is."""
     if isinstance(value, dict) and value.get("class_name") == "__numpy__":
-        return np.asarray(keras.saving.deserialize_keras_object(value)).tolist()
+        array = keras.saving.deserialize_keras_object(value)
+        return np.asarray(array).tolist()
     return value
 
 
@@ -210,6 +212,7 @@ def _copy_weights(layer: Any, twin: Any, path: str) -> None:
     names = [w.name.split("/")[-1].split(":")[0] for w in twin.weights]
     if sorted(names) != sorted(values):
         raise ValueError(
-            f"to_tf_keras: layer '{path}' ({type(layer).__name__}) has weights "
-            f"{sorted(values)} in Keras 3 but {sorted(names)} in tf_keras.")
+            f"to_tf_keras: layer '{path}' ({type(layer).__name__}) has "
+            f"weights {sorted(values)} in Keras 3 but {sorted(names)} in "
+            "tf_keras.")
     twin.set_weights([values[n] for n in names])
