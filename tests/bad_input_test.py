@@ -51,15 +51,6 @@ def _in_place_with_removed_branch(model):
     return lambda: tf_prunetrain.reconfigure_in_place(pruned, plan)
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(2)
-
-    def call(self, x):
-        return self.dense(x)
-
-
 def _no_model_reconfigure(model):
     return lambda: tf_prunetrain.Reconfigure().reconfigure()
 
@@ -109,7 +100,7 @@ CASES = {
     "no GroupLasso": (_fit_without_group_lasso, ValueError,
                       "add_group_lasso"),
     "subclassed": (lambda m: lambda: tf_prunetrain.channel_groups(
-        _Subclassed()), TypeError, "subclassed model.*functional API"),
+        model_zoo.Subclassed()), TypeError, "subclassed model.*functional API"),
     "prune threshold": (lambda m: lambda: tf_prunetrain.prune_channels(
         m, threshold=-1.0), ValueError, "threshold"),
     "keep unknown layer": (lambda m: _keep(m, lambda _: {"nope": [True]}),

@@ -13,24 +13,9 @@ import model_zoo
 import pruning_testing as pt
 import tf_prunetrain
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _pruned_in_fit(build):
-    model = tf_prunetrain.add_group_lasso(
-        model_zoo.randomize_batchnorm(build()), 1e-3)
-    model.compile(keras.optimizers.SGD(0.01), LOSS)
-    pt.zero_random_groups(model, 0.5, seed=1)
-    x = model_zoo.random_input(model, batch_size=16)
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         verbose=0)
-    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
-    assert callback.reconfigurations[0].changes
-    return model, callback, x
-
 
 def test_pruned_resnet_exports_verified_with_metadata_and_tflite(tmp_path):
-    model, callback, x = _pruned_in_fit(model_zoo.resnet_basic)
+    model, callback, x = pt.pruned_in_fit(model_zoo.resnet_basic)
     done = tf_prunetrain.export_saved_model(model, str(tmp_path / "saved"),
                                             sample_inputs=x[:4],
                                             callback=callback, tflite=True)

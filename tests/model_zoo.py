@@ -39,6 +39,7 @@ __all__ = [
     "separable_net",
     "nested_model",
     "with_preprocessing",
+    "Subclassed",
     "ALL_BUILDERS",
     "APPLICATIONS",
     "random_input",
@@ -404,6 +405,19 @@ def with_preprocessing(seed: int = 0) -> keras.Model:
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = _classifier(x, init)
     return keras.Model(inputs, outputs, name="with_preprocessing")
+
+
+class Subclassed(keras.Model):
+    """A subclassed model (no layer graph): what the library must reject.
+    Built on (1, 4) inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+        self(np.zeros((1, 4), "float32"))
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
 
 
 ALL_BUILDERS: dict[str, Callable[[], keras.Model]] = {

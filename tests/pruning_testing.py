@@ -8,6 +8,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 from tensorflow.python.profiler import model_analyzer, option_builder
 
+import model_zoo
 import tf_prunetrain
 from tf_prunetrain import coupling
 
@@ -62,3 +63,21 @@ def forward_flops(model: keras.Model) -> int:
     builder = option_builder.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()
     return model_analyzer.profile(graph, options=options).total_float_ops
+
+
+def pruned_in_fit(build) -> tuple[keras.Model, tf_prunetrain.Reconfigure,
+                                  np.ndarray]:
+    """A model_zoo model with GroupLasso, half its channel groups zeroed and
+    removed in place by `Reconfigure` during one epoch of `fit`; returns the
+    model, the callback and the 16 inputs it was fitted on."""
+    model = tf_prunetrain.add_group_lasso(
+        model_zoo.randomize_batchnorm(build()), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    zero_random_groups(model, 0.5, seed=1)
+    x = model_zoo.random_input(model, batch_size=16)
+    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
+                                         verbose=0)
+    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.reconfigurations[0].changes
+    return model, callback, x

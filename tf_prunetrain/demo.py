@@ -73,8 +73,10 @@ def _parse_widths(widths: Sequence[Any]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _train(prunetrain: bool, data: tuple, settings: dict[str, Any],
-           log_dir: str) -> dict[str, Any]:
+def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
+          log_dir: str) -> dict[str, Any]:
+    """One demo run (`settings`: the keyword arguments of `run` that shape
+    training) on `data`; returns the model, its tracker and its figures."""
     (x_train, y_train), (x_test, y_test) = data
     s = settings
     keras.utils.set_random_seed(s["seed"])
@@ -174,8 +176,8 @@ def run(
           f" to 0; PruneTrain: λ {strength:g},"
           f" reconfiguration every {interval} epochs, dead = max|w| < "
           f"{threshold:g}")
-    dense = _train(False, data, settings, os.path.join(out_dir, "dense"))
-    pruned = _train(True, data, settings, os.path.join(out_dir, "prunetrain"))
+    dense = train(False, data, settings, os.path.join(out_dir, "dense"))
+    pruned = train(True, data, settings, os.path.join(out_dir, "prunetrain"))
 
     print("\nResults\n" + _table(dense, pruned))
     tracker = pruned["tracker"]

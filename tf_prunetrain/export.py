@@ -29,14 +29,17 @@ class Export:
     tflite_max_difference: float | None = None
 
 
-def _sample_inputs(model: keras.Model, seed: int) -> list[np.ndarray]:
+def random_inputs(model: keras.Model, seed: int,
+                  caller: str = "export_saved_model") -> list[np.ndarray]:
+    """Four standard-normal examples per input of `model`, to compare a
+    converted model with it; `caller` names the function in errors."""
     rng = np.random.default_rng(seed)
     samples = []
     for tensor in model.inputs:
         shape = tuple(tensor.shape)[1:]
         if None in shape:
             raise ValueError(
-                f"export_saved_model: input '{tensor.name}' of model "
+                f"{caller}: input '{tensor.name}' of model "
                 f"'{model.name}' has shape {tuple(tensor.shape)}; pass "
                 "sample_inputs= with real examples to verify the export.")
         samples.append(rng.standard_normal((4, *shape)).astype(
@@ -64,11 +67,14 @@ def _metadata(model: keras.Model, callback: Any) -> dict[str, Any]:
     return out
 
 
-def _difference(expected: Any, served: Any) -> float:
-    diffs = [float(np.max(np.abs(np.asarray(a, np.float64)
-                                 - np.asarray(b, np.float64))))
+def largest_difference(expected: Any, served: Any) -> float:
+    """max |expected - served| over all outputs (float64); infinite when
+    two outputs differ in shape."""
+    pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64))
              for a, b in zip(keras.tree.flatten(expected),
                              keras.tree.flatten(served))]
+    diffs = [float(np.max(np.abs(a - b))) if a.shape == b.shape else np.inf
+             for a, b in pairs]
     return max(diffs, default=0.0)
 
 
@@ -100,13 +106,13 @@ def export_saved_model(model: keras.Model, path: str,
     if not tolerance >= 0:
         raise ValueError(f"export_saved_model: tolerance must be >= 0, got "
                          f"{tolerance!r}.")
-    samples = (_sample_inputs(model, seed) if sample_inputs is None
+    samples = (random_inputs(model, seed) if sample_inputs is None
                else keras.tree.flatten(sample_inputs))
     args = samples[0] if len(samples) == 1 else samples
     expected = model(args, training=False)
     model.export(path, verbose=False)
     loaded = tf.saved_model.load(path)  # keep it: it owns the variables
-    difference = _difference(expected, loaded.serve(args))
+    difference = largest_difference(expected, loaded.serve(args))
     if difference > tolerance:
         raise ValueError(
             f"export_saved_model: the SavedModel at '{path}' differs from "
@@ -126,18 +132,35 @@ def export_saved_model(model: keras.Model, path: str,
 
 def _tflite(path: str, samples: list[np.ndarray], expected: Any,
             tolerance: float) -> tuple[str, float]:
-    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    content = tf.lite.TFLiteConverter.from_saved_model(path).convert()
     target = os.path.join(path, "model.tflite")
     with open(target, "wb") as f:
-        f.write(converter.convert())
-    interpreter = tf.lite.Interpreter(model_path=target)
-    key, signature = next(iter(interpreter.get_signature_list().items()))
-    runner = interpreter.get_signature_runner(key)
-    names = sorted(signature["inputs"])
-    outputs = runner(**dict(zip(names, samples)))
-    served = [outputs[k] for k in sorted(outputs)]
-    difference = _difference(keras.tree.flatten(expected), served)
+        f.write(content)
+    difference = largest_difference(keras.tree.flatten(expected),
+                                    run_tflite(content, samples))
     if difference > tolerance:
         raise ValueError(f"export_saved_model: the TFLite model '{target}' "
                          f"differs by {difference:.3g} (> {tolerance:g}).")
     return target, difference
+
+
+def run_tflite(content: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Runs a TFLite model (its first signature) on a batch of `inputs`,
+    given and returned in the order of the signature's sorted tensor names.
+
+    Example:
+    >>> import tempfile, numpy as np, tensorflow as tf
+    >>> from tf_prunetrain.export import run_tflite
+    >>> module, path = tf.Module(), tempfile.mkdtemp()
+    >>> module.double = tf.function(lambda x: 2 * x,
+    ...                             input_signature=[tf.TensorSpec((None, 3))])
+    >>> tf.saved_model.save(module, path)
+    >>> content = tf.lite.TFLiteConverter.from_saved_model(path).convert()
+    >>> run_tflite(content, [np.ones((2, 3), "float32")])[0].tolist()
+    [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    interpreter = tf.lite.Interpreter(model_content=content)
+    key, signature = next(iter(interpreter.get_signature_list().items()))
+    outputs = interpreter.get_signature_runner(key)(
+        **dict(zip(sorted(signature["inputs"]), inputs)))
+    return [outputs[k] for k in sorted(outputs)]

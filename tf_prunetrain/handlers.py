@@ -7,7 +7,9 @@ follow. A handler tells, for one layer kind,
 * `propagate`: which ids the layer's outputs carry, given its inputs' ids, and
   which weight axes are bound to which ids (through a `Context`);
 * `config`: how the layer's config changes when channels are removed;
-* `flops`: the layer's forward and backward FLOPs for one example.
+* `flops`: the layer's forward and backward FLOPs for one example;
+* `tf_keras`: how `tfmot_interop.to_tf_keras` writes the layer in tf_keras
+  (Keras 2), or None when tf_keras has no such layer.
 
 Ids that must never be removed are *frozen*. Layers not in the table are
 handled by `FREEZE_UNKNOWN`: their channels are frozen and a warning names the
@@ -17,7 +19,8 @@ layer — never a wrong model. Only channels-last layouts are followed;
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Protocol, Sequence
+import copy
+from typing import Any, Mapping, NamedTuple, Optional, Protocol, Sequence
 
 import keras
 import numpy as np
@@ -68,6 +71,18 @@ class Flops(NamedTuple):
     forward: int = 0
     weight_grad: int = 0  # gradients of the kernel(s) and bias
     input_grad: int = 0   # gradient with respect to the layer's input
+
+
+class TfKeras(NamedTuple):
+    """A layer kind in tf_keras (Keras 2): the class of the same name in
+    `tf_keras.layers`, built from the Keras 3 config with the keys in `rename`
+    renamed and the Keras 3-only keys in `drop` removed. A dropped key must
+    hold the value given in `drop`: the only one tf_keras can express.
+    `weights` maps Keras 3 weight names to tf_keras ones where they differ."""
+
+    drop: Mapping[str, Any] = {}
+    rename: Mapping[str, str] = {}
+    weights: Mapping[str, str] = {}
 
 
 def _weight_names(layer: Any) -> set[str]:
@@ -123,6 +138,8 @@ class Handler:
     # Config key holding the output channel count (filters/units), if any:
     # such outputs are rounded to `round_to`.
     count_key: str | None = None
+    # The tf_keras counterpart (`tfmot_interop`); None: tf_keras has none.
+    tf_keras: TfKeras | None = TfKeras()
 
 
 class Freeze(Handler):
@@ -144,9 +161,17 @@ class Freeze(Handler):
         return outs
 
 
+def _in_tf_keras(handler: Handler, spec: TfKeras | None) -> Handler:
+    """A copy of `handler` whose tf_keras counterpart is `spec`."""
+    twin = copy.copy(handler)
+    twin.tf_keras = spec
+    return twin
+
+
 FREEZE = Freeze()
-FREEZE_UNKNOWN = Freeze(
-    "layer kind not in tf_prunetrain's handler table: its channels are kept")
+FREEZE_UNKNOWN = _in_tf_keras(Freeze(
+    "layer kind not in tf_prunetrain's handler table: its channels are kept"),
+    None)
 
 
 class PerChannel(Handler):
@@ -420,6 +445,9 @@ class Rescaling(Handler):
 
 L = keras.layers
 _PASS = Handler()
+# tf_keras spellings of Keras 3 layers (see `TfKeras`).
+_CHANNELS_LAST = _in_tf_keras(
+    _PASS, TfKeras(drop={"data_format": "channels_last"}))
 _TABLE: dict[type, Handler] = {
     # Producers: their kernels define channels.
     L.Conv1D: Kernel(-2, -1, "filters"),
@@ -428,9 +456,11 @@ _TABLE: dict[type, Handler] = {
     L.Conv1DTranspose: Kernel(-1, -2, "filters"),
     L.Conv2DTranspose: Kernel(-1, -2, "filters"),
     L.Conv3DTranspose: Kernel(-1, -2, "filters"),
-    L.Dense: Kernel(0, 1, "units"),
-    L.DepthwiseConv1D: Depthwise(),
-    L.DepthwiseConv2D: Depthwise(),
+    L.Dense: _in_tf_keras(Kernel(0, 1, "units"),
+                          TfKeras(drop={"quantization_config": None})),
+    **{cls: _in_tf_keras(Depthwise(),
+                         TfKeras(weights={"kernel": "depthwise_kernel"}))
+       for cls in (L.DepthwiseConv1D, L.DepthwiseConv2D)},
     L.SeparableConv1D: Separable(),
     L.SeparableConv2D: Separable(),
     # Per-channel parameters.
@@ -441,7 +471,8 @@ _TABLE: dict[type, Handler] = {
         scale_regularizers={"gamma": "gamma_regularizer"}),
     L.PReLU: PerChannel("alpha"),
     # Channel-mixing normalizations: removing a channel changes statistics.
-    L.LayerNormalization: FREEZE,
+    L.LayerNormalization: _in_tf_keras(FREEZE,
+                                       TfKeras(drop={"rms_scaling": False})),
     L.GroupNormalization: FREEZE,
     L.UnitNormalization: FREEZE,
     L.Normalization: FREEZE,
@@ -463,31 +494,42 @@ _TABLE: dict[type, Handler] = {
     L.Identity: View(),
     # Elementwise activations, regularization and spatial-only layers.
     L.Activation: ActivationLayer(),
+    L.LeakyReLU: _in_tf_keras(_PASS,
+                              TfKeras(rename={"negative_slope": "alpha"})),
+    L.Resizing: _in_tf_keras(_PASS, TfKeras(drop={
+        "data_format": "channels_last", "pad_to_aspect_ratio": False,
+        "fill_mode": "constant", "fill_value": 0.0, "antialias": False})),
+    **{cls: _CHANNELS_LAST for cls in (
+        L.ZeroPadding1D, L.CenterCrop, L.RandomFlip, L.RandomTranslation,
+        L.RandomRotation, L.RandomZoom)},
+    # At inference Keras 3.15 passes the image through uncropped (its output
+    # shape says cropped); tf_keras crops: no faithful counterpart.
+    L.RandomCrop: _in_tf_keras(_PASS, None),
     **{cls: _PASS for cls in (
-        L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
+        L.ReLU, L.ELU, L.Dropout, L.SpatialDropout1D,
         L.SpatialDropout2D, L.SpatialDropout3D, L.GaussianNoise,
         L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
         L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
         L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
         L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
         L.GlobalAveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D,
-        L.GlobalMaxPooling3D, L.ZeroPadding1D, L.ZeroPadding2D,
+        L.GlobalMaxPooling3D, L.ZeroPadding2D,
         L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
-        L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector,
-        L.Resizing, L.CenterCrop, L.RandomFlip, L.RandomCrop,
-        L.RandomTranslation, L.RandomRotation, L.RandomZoom)},
+        L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector)},
 }
 
 
 # keras.ops called on KerasTensors (e.g. MobileNetV3's hard-swish) appear in
 # the graph as operations. Only their tensor operands are followed: an array
 # constant beside them would break when channels go, so `coupling` freezes
-# any operation that takes one.
+# any operation that takes one. tf_keras has no layer for them.
 _NN, _NP = keras.src.ops.nn, keras.src.ops.numpy
+_OP_MERGE = _in_tf_keras(Elementwise(), None)
+_OP_PASS = _in_tf_keras(_PASS, None)
 _TABLE.update({
-    **{cls: Elementwise() for cls in (_NP.Add, _NP.Subtract, _NP.Multiply,
-                                      _NP.Maximum, _NP.Minimum)},
-    **{cls: _PASS for cls in (
+    **{cls: _OP_MERGE for cls in (_NP.Add, _NP.Subtract, _NP.Multiply,
+                                  _NP.Maximum, _NP.Minimum)},
+    **{cls: _OP_PASS for cls in (
         _NN.Relu, _NN.Relu6, _NN.Sigmoid, _NN.HardSigmoid, _NN.Silu,
         _NN.HardSilu, _NN.Softplus, _NN.LeakyRelu, _NN.Elu, _NN.Selu,
         _NN.Gelu, _NP.Tanh, _NP.Negative, _NP.Absolute, _NP.Square)},
@@ -500,3 +542,10 @@ def handler_for(operation: Any) -> Handler:
         if cls in _TABLE:
             return _TABLE[cls]
     return FREEZE_UNKNOWN
+
+
+def tf_keras_spec(operation: Any) -> TfKeras | None:
+    """How tf_keras writes `operation`, or None when it cannot: the class
+    must be listed itself (a subclass may compute something else)."""
+    handler = _TABLE.get(type(operation))
+    return None if handler is None else handler.tf_keras
