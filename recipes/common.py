@@ -88,9 +88,10 @@ _HELP = {
     "scales": "Also regularize BatchNorm gamma of prunable channels "
               "(element-wise lasso).",
     "strength": "Fixed group-lasso coefficient λ (replaces the "
-                "--penalty_ratio calibration).",
+                "--penalty_ratio calibration); unset or negative: calibrate.",
     "penalty_epochs": "Group lasso on for this many epochs only, then "
-                      "off and no more reconfiguration (default: always on).",
+                      "off and no more reconfiguration (unset or 0: always "
+                      "on).",
     "interval": "Epochs between reconfigurations (one fit call each).",
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
@@ -146,6 +147,10 @@ def config_from_flags() -> Config:
     values = {f.name: flags.FLAGS[f.name].value
               for f in dataclasses.fields(Config)}
     values["lr_decay_epochs"] = tuple(int(v) for v in values["lr_decay_epochs"])
+    if values["strength"] is not None and values["strength"] < 0:
+        values["strength"] = None  # --strength=-1: calibrate from the ratio
+    if values["penalty_epochs"] == 0:
+        values["penalty_epochs"] = None  # --penalty_epochs=0: always on
     return Config(**values)
 
 
@@ -422,6 +427,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "train_flops_saved": tracker.train_flops_saved,
         "gradient_bytes": cost.gradient_bytes if cost else None,
         "initial_gradient_bytes": tracker.initial_cost.gradient_bytes
+        if tracker.initial_cost else None,
+        "memory_traffic_bytes": cost.memory_traffic_bytes if cost else None,
+        "initial_memory_traffic_bytes":
+        tracker.initial_cost.memory_traffic_bytes
         if tracker.initial_cost else None,
         "reconfiguration_seconds": sum(
             r.seconds for r in getattr(tracker, "reconfigurations", [])),
