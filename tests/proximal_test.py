@@ -205,3 +205,27 @@ def test_reconfigure_in_fit_with_proximal_and_calibration():
     # Logged loss has no penalty term in proximal mode: it is the data loss.
     assert history.history["prunetrain_penalty"][-1] > 0
     assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_proximal_step_under_mixed_precision_and_jit(jit):
+    """The step reads the learning rate through LossScaleOptimizer and works
+    in XLA-compiled train steps; float32 master kernels get exact zeros."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(),
+                                              strength=5.0, proximal=True)
+        model.compile(keras.optimizers.SGD(0.1), LOSS, jit_compile=jit)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    tf_prunetrain.attach_proximal_step(model)
+    x, y = model_zoo.random_input(model, 16), np.arange(16) % 10
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    kernels = [v for v in model.trainable_variables
+               if isinstance(v.regularizer, tf_prunetrain.GroupLasso)]
+    assert all(np.isfinite(v.numpy()).all() for v in kernels)
+    dead = sum(int(np.sum(_group_norms(v.numpy(), -1) == 0.0))
+               for v in kernels)
+    assert dead > 0
