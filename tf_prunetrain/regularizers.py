@@ -235,13 +235,20 @@ class GroupLasso(keras.regularizers.Regularizer):
             )
         return normalized
 
-    def _squares(self, x: Any) -> tuple[Any, list[int]]:
-        """Returns `(sum of w^2 over non-group axes, group axes)`."""
+    @staticmethod
+    def _promoted(x: Any) -> tuple[Any, str]:
+        """`(x as a float32/float64 tensor, x's own dtype)`: half-precision
+        sums of squares overflow, so the math runs in float32 at least."""
         dtype = keras.backend.standardize_dtype(getattr(x, "dtype", None))
         compute_dtype = "float64" if dtype == "float64" else "float32"
         x = ops.convert_to_tensor(x)
         if keras.backend.standardize_dtype(x.dtype) != compute_dtype:
             x = ops.cast(x, compute_dtype)
+        return x, dtype
+
+    def _squares(self, x: Any) -> tuple[Any, list[int]]:
+        """Returns `(sum of w^2 over non-group axes, group axes)`."""
+        x, _ = self._promoted(x)
         axes = self._normalized_axes(x.shape)
         squares = ops.square(x)
         # Axes that belong to no group are reduced once, shared by all groups.
@@ -277,10 +284,8 @@ class GroupLasso(keras.regularizers.Regularizer):
         """Group soft-thresholding: every group's L2 norm shrinks by
         `threshold` (a scalar, maybe a tensor), groups below it become
         exactly zero. Returns a tensor of `x`'s dtype."""
-        dtype = keras.backend.standardize_dtype(getattr(x, "dtype", None))
-        compute_dtype = "float64" if dtype == "float64" else "float32"
-        w = ops.cast(ops.convert_to_tensor(x), compute_dtype)
-        threshold = ops.cast(threshold, compute_dtype)
+        w, dtype = self._promoted(x)
+        threshold = ops.cast(threshold, w.dtype)
         rank = len(w.shape)
         for axis in self._normalized_axes(w.shape):
             others = [i for i in range(rank) if i != axis]
