@@ -20,7 +20,7 @@ import numpy as np
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import handlers
 
-_FROZEN = 0  # id 0 is the root of every frozen channel
+FROZEN = 0  # id 0 is the root of every frozen channel
 
 
 @dataclasses.dataclass
@@ -81,7 +81,7 @@ class ChannelGraph:
         self.records: list[Record] = []
         self.bindings: dict[tuple[int, str, int], Binding] = {}
         self.warnings: list[str] = []
-        self._parent: list[int] = [_FROZEN]
+        self._parent: list[int] = [FROZEN]
         self._path = ""
         self._calls: dict[int, tuple[list, list]] = {}  # first call per op
         top = graph_lib.functional_of(model)
@@ -105,7 +105,7 @@ class ChannelGraph:
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         for i, j in zip(a.tolist(), b.tolist()):
             ri, rj = self._find(i), self._find(j)
-            if ri != rj:  # the smaller root wins, so _FROZEN stays a root
+            if ri != rj:  # the smaller root wins, so FROZEN stays a root
                 self._parent[max(ri, rj)] = min(ri, rj)
 
     def freeze(self, ids: handlers.Ids) -> None:
@@ -180,7 +180,7 @@ class ChannelGraph:
         return self.root[ids]
 
     def is_frozen(self, ids: np.ndarray) -> np.ndarray:
-        return self.roots(ids) == _FROZEN
+        return self.roots(ids) == FROZEN
 
     def group_strength(self) -> tuple[np.ndarray, np.ndarray]:
         """Per root id: the largest |w| over all its judged slices, and the
@@ -210,7 +210,7 @@ class ChannelGraph:
                 idx = np.flatnonzero(self.roots(b.ids) == root)
                 members.setdefault(root, []).append(
                     Slice(b.path, b.weight, b.axis, tuple(idx.tolist())))
-        return [ChannelGroup(tuple(s), root == _FROZEN)
+        return [ChannelGroup(tuple(s), root == FROZEN)
                 for root, s in members.items()]
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any
 
 import numpy as np
 
+from tf_prunetrain import budget
 from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import distribute
@@ -36,8 +38,33 @@ class Reconfiguration:
     retrace_seconds: float = 0.0
 
 
+# `target_epoch` by default: this fraction of `fit`'s epochs (README,
+# "Choosing target_epoch").
+TARGET_FRACTION = 0.25
+# Before `target_epoch` a cut is made only when it removes at least this
+# fraction of the initial FLOPs: a smaller one does not pay for its re-trace.
+MIN_CUT = 0.05
+
+
 class Reconfigure(RunLog):
-    """Prunes dead channels every `interval` epochs, in place, during `fit`.
+    """Prunes channels every `interval` epochs, in place, during `fit`.
+
+    Two modes. With `flops_target` (the budget mode, recommended), the
+    model is cut to a FLOPs budget on a schedule: after epoch `e` its
+    inference FLOPs per example are at most `goal(e)` times those at the
+    start of `fit`, `goal` falling from 1 to `flops_target` along a cubic
+    curve (`budget.FlopsSchedule`) that reaches it at `target_epoch`. At
+    every `interval`-th epoch before `target_epoch` (default: two cuts in
+    all) and at `target_epoch` the channel sets are removed in order: dead
+    ones first, then the live ones with the least weight norm per FLOP
+    (`budget.plan_to_flops`), so the target is met whatever the group lasso
+    did. A cut before `target_epoch` that would remove less than 5% of the
+    initial FLOPs is skipped (it would not pay for its re-trace). Once the
+    target is met — at `target_epoch`, or earlier if enough channels died —
+    the group lasso is switched off and detached (no penalty, no proximal
+    step: its cost is gone), there is no further reconfiguration and the
+    smaller model trains to the end. The lasso before that shrinks the
+    channels the cut will take, so the cut changes the function less.
 
     At the first training step the GroupLasso strength λ of every regularized
     kernel is set from `penalty_ratio` r, so that the penalty is the fraction
@@ -62,7 +89,14 @@ class Reconfigure(RunLog):
     prints channels initial → now per layer.
 
     Args:
-      interval: epochs between reconfigurations (the paper: 10 on CIFAR).
+      flops_target: in (0, 1): the final model's inference FLOPs per example
+        as a fraction of the model's at the start of the first `fit`; None
+        (the paper's mode) removes only dead channels.
+      target_epoch: the epoch (1-based) by which `flops_target` is met;
+        default 25% of `fit`'s epochs (at least 1). It must come before
+        `fit`'s last epoch, so that the smaller model trains.
+      interval: epochs between reconfigurations; default 10 (the paper, on
+        CIFAR) or, with `flops_target`, half of `target_epoch` rounded up.
       penalty_epochs: None (the paper: the group lasso acts for the whole
         run), or the number of epochs it acts for: after that epoch the
         model is reconfigured one last time, every GroupLasso strength is set
@@ -91,30 +125,52 @@ class Reconfigure(RunLog):
     True
     """
 
-    def __init__(self, interval: int = 10, threshold: float = 1e-4,
+    def __init__(self, interval: int | None = None, threshold: float = 1e-4,
                  penalty_ratio: float | None = 0.2, round_to: int = 1,
                  min_channels: int = 1, verbose: int = 1,
                  log_dir: str | None = None, batch_size: int | None = None,
-                 penalty_epochs: int | None = None):
+                 penalty_epochs: int | None = None,
+                 flops_target: float | None = None,
+                 target_epoch: int | None = None):
         super().__init__(log_dir=log_dir, batch_size=batch_size)
-        if penalty_epochs is not None and (
-                isinstance(penalty_epochs, bool)
-                or not isinstance(penalty_epochs, int) or penalty_epochs < 1):
-            raise ValueError("Reconfigure: penalty_epochs must be an integer "
-                             f">= 1 or None, got {penalty_epochs!r}.")
-        self.penalty_epochs = penalty_epochs
-        for name, value in (("interval", interval), ("round_to", round_to),
-                            ("min_channels", min_channels)):
+        for name, value, optional in (
+                ("interval", interval, True), ("round_to", round_to, False),
+                ("min_channels", min_channels, False),
+                ("penalty_epochs", penalty_epochs, True),
+                ("target_epoch", target_epoch, True)):
+            if value is None and optional:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Reconfigure: {name} must be an integer >= 1, "
-                                 f"got {value!r}.")
+                raise ValueError(
+                    f"Reconfigure: {name} must be an integer >= 1"
+                    f"{' or None' if optional else ''}, got {value!r}.")
+        if flops_target is not None:
+            if isinstance(flops_target, bool) or not isinstance(
+                    flops_target, (int, float, np.floating, np.integer)) \
+                    or not 0 < float(flops_target) < 1:
+                raise ValueError(
+                    "Reconfigure: flops_target must be a number in (0, 1) (the "
+                    "final FLOPs as a fraction of the initial), got "
+                    f"{flops_target!r}.")
+            if penalty_epochs is not None:
+                raise ValueError(
+                    "Reconfigure: flops_target and penalty_epochs conflict: "
+                    "with a target the group lasso stops when the target is "
+                    "met (at target_epoch). Pass one of them.")
+            flops_target = float(flops_target)
+        elif target_epoch is not None:
+            raise ValueError("Reconfigure: target_epoch needs flops_target "
+                             "(the FLOPs fraction to reach by then).")
+        self.penalty_epochs = penalty_epochs
+        self.flops_target, self.target_epoch = flops_target, target_epoch
+        self._interval = interval
         if not threshold >= 0:
             raise ValueError(f"Reconfigure: threshold must be >= 0, got "
                              f"{threshold!r}.")
         if penalty_ratio is not None and not 0 < penalty_ratio < 1:
             raise ValueError("Reconfigure: penalty_ratio must be in (0, 1) or "
                              f"None, got {penalty_ratio!r}.")
-        self.interval, self.threshold = interval, threshold
+        self.threshold = threshold
         self.penalty_ratio, self.round_to = penalty_ratio, round_to
         self.min_channels, self.verbose = min_channels, verbose
         self.reconfigurations: list[Reconfiguration] = []
@@ -122,6 +178,24 @@ class Reconfigure(RunLog):
         self._restored_calibration = False
         self._retrace: list[float] | None = None  # step times after a change
         self._step_start = 0.0
+        self.target_reached: int | None = None  # epoch the target was met
+
+    @property
+    def interval(self) -> int:
+        """Epochs between reconfigurations (see the class docstring)."""
+        if self._interval is not None:
+            return self._interval
+        if self.flops_target is None:
+            return 10
+        return max(1, math.ceil((self.target_epoch or 1) / 2))
+
+    @property
+    def schedule(self) -> budget.FlopsSchedule | None:
+        """The FLOPs budget over epochs (None without `flops_target`, or
+        before `fit` has fixed `target_epoch`)."""
+        if self.flops_target is None or self.target_epoch is None:
+            return None
+        return budget.FlopsSchedule(self.flops_target, self.target_epoch)
 
     # -- λ -------------------------------------------------------------------
     def _regularized(self) -> list[tuple[Any, GroupLasso]]:
@@ -135,18 +209,60 @@ class Reconfigure(RunLog):
         return pairs[0][1].strength if pairs else 0.0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.target_reached is not None:  # a later fit, or resumed
+            super().on_train_begin(logs)
+            self._lasso_off()
+            return
         pairs = self._regularized()
         if not pairs:
             raise ValueError(
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "
                 "regularizer, so no channel would ever die. Wrap it first: "
                 "model = tf_prunetrain.add_group_lasso(model).")
+        if self.flops_target is not None:
+            self._check_target()
         proximal.attach_proximal_step(self.model)
         if self.penalty_ratio is not None and not self._calibrated():
             for _, reg in pairs:
                 reg.strength = 0.0
             self._calibrating = True
         super().on_train_begin(logs)
+
+    def _check_target(self) -> None:
+        """Fixes `target_epoch` and checks that the target can be met; raises
+        ValueError (before anything is changed) when it cannot."""
+        epochs = int((self.params or {}).get("epochs") or 0)
+        if self.target_epoch is None:
+            if epochs < 2:
+                raise ValueError(
+                    f"Reconfigure: fit runs {epochs} epoch(s); flops_target "
+                    "needs at least 2 (one to prune in, one to train the "
+                    "smaller model). Train longer, or pass target_epoch and "
+                    "fit past it.")
+            self.target_epoch = max(1, round(TARGET_FRACTION * epochs))
+        elif self.target_epoch >= epochs and not self._restored:
+            raise ValueError(
+                f"Reconfigure: target_epoch={self.target_epoch} is not before "
+                f"fit's last epoch ({epochs}): the pruned model would never "
+                "train. Pass a smaller target_epoch or more epochs.")
+        if self._restored:
+            return
+        cost = self._measure()
+        if cost is None:
+            raise ValueError(
+                f"Reconfigure: flops_target needs the FLOPs of model "
+                f"'{self.model.name}', which has dynamic input sizes; build it "
+                "with a fixed input shape, e.g. keras.Input((32, 32, 3)).")
+        graph = coupling.channel_groups(self.model)
+        lowest = budget.reachable_flops(graph, self.min_channels,
+                                        self.round_to) / cost.inference_flops
+        if self.flops_target < lowest:
+            raise ValueError(
+                f"Reconfigure: flops_target={self.flops_target:g} is below "
+                f"what model '{self.model.name}' can reach ({lowest:.3f} of "
+                "its FLOPs: frozen channels, layers the library cannot follow "
+                f"and min_channels={self.min_channels} stay). Pass "
+                f"flops_target >= {math.ceil(lowest * 1000) / 1000:g}.")
 
     def _calibrated(self) -> bool:
         return self._restored_calibration or getattr(
@@ -158,6 +274,8 @@ class Reconfigure(RunLog):
         return {**super().state(),
                 "calibrated": bool(self.model is not None
                                    and self._calibrated()),
+                "target_epoch": self.target_epoch,
+                "target_reached": self.target_reached,
                 "reconfigurations": [dataclasses.asdict(r)
                                      for r in self.reconfigurations]}
 
@@ -166,6 +284,9 @@ class Reconfigure(RunLog):
         (the model's regularizers carry it)."""
         super().restore(state)
         self._restored_calibration = bool(state.get("calibrated"))
+        if self.flops_target is not None:
+            self.target_epoch = state.get("target_epoch", self.target_epoch)
+            self.target_reached = state.get("target_reached")
         self.reconfigurations = [
             Reconfiguration(**{**r, "changes": [tuple(c) for c in r["changes"]]})
             for r in state.get("reconfigurations", [])]
@@ -216,17 +337,67 @@ class Reconfigure(RunLog):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
         last = self.penalty_epochs
-        if last is None or done <= last:
+        if self.flops_target is not None:
+            self._budget_step(done)
+        elif last is None or done <= last:
             if done % self.interval == 0 or done == last:
                 self.reconfigure(done)
             if done == last:
-                for _, reg in self._regularized():
-                    reg.strength = 0.0
+                self._lasso_off(detach=False)
                 self.record("penalty_end", epoch=done)
                 if self.verbose:
                     print(f"Reconfigure (epoch {done}): group lasso off, "
                           "no further reconfiguration")
         super().on_epoch_end(epoch, logs)
+
+    def _budget_step(self, done: int) -> None:
+        """The budget mode's reconfiguration after epoch `done`."""
+        if self.target_reached is not None or self.cost is None:
+            return
+        final = done >= self.target_epoch
+        if not final and done % self.interval:
+            return
+        start = self.initial_cost.inference_flops
+        graph = coupling.channel_groups(self.model)
+        plan = budget.plan_to_flops(
+            graph, self.schedule.goal(done) * start,
+            floor=self.flops_target * start, threshold=self.threshold,
+            round_to=self.round_to, min_channels=self.min_channels)
+        # One decision for all replicas and workers: the first replica's.
+        plan.keep = distribute.broadcast(self.model.distribute_strategy,
+                                         plan.keep)
+        planned = budget.estimate_flops(graph, plan.keep)
+        cut = (self.cost.inference_flops - planned) / start
+        reached = final or planned <= self.flops_target * start * (1 + 1e-9)
+        if not reached and cut < MIN_CUT:
+            self.record("budget_skip", epoch=done, cut=cut,
+                        goal=self.schedule.goal(done))
+            return
+        self.reconfigure(done, plan)
+        if reached:
+            self.target_reached = done
+            self._lasso_off()
+            achieved = self.cost.inference_flops / start
+            self.record("target_reached", epoch=done, flops_target=
+                        self.flops_target, flops_fraction=achieved)
+            if self.verbose:
+                print(f"Reconfigure (epoch {done}): FLOPs target "
+                      f"{self.flops_target:g} met ({achieved:.3f} of the "
+                      "initial); group lasso off, no further "
+                      "reconfiguration")
+
+    def _lasso_off(self, detach: bool = True) -> None:
+        """Every GroupLasso strength to 0; with `detach`, the regularizers
+        and proximal steps leave the variables (no cost left in the step;
+        layer configs keep them, at strength 0)."""
+        for variable, regularizer in self._regularized():
+            regularizer.strength = 0.0
+            if detach:
+                variable.regularizer = None
+                if isinstance(variable.constraint, proximal.ProximalStep):
+                    variable.constraint = None
+        if detach and self.model.compiled:
+            self.model.make_train_function(force=True)
 
     def scalars(self, logs: dict) -> dict[str, float]:
         out = super().scalars(logs)
@@ -245,9 +416,10 @@ class Reconfigure(RunLog):
     def _gradient_bytes(self) -> int:
         return cost_lib.gradient_bytes(self.model)
 
-    def reconfigure(self, epoch: int = 0) -> Reconfiguration:
-        """Removes the dead channels now (also callable outside `fit`, after
-        `set_model(model)`)."""
+    def reconfigure(self, epoch: int = 0,
+                    plan: surgery.Plan | None = None) -> Reconfiguration:
+        """Removes the dead channels now, or what `plan` removes (also
+        callable outside `fit`, after `set_model(model)`)."""
         if self.model is None:
             raise ValueError("Reconfigure.reconfigure: no model; pass the "
                              "callback to model.fit or call set_model(model).")
@@ -256,13 +428,14 @@ class Reconfigure(RunLog):
             self.refresh()  # called before any fit
         before, flops_before = self.model.count_params(), self._flops()
         bytes_before = self._gradient_bytes()
-        plan = surgery.plan_pruning(
-            coupling.channel_groups(self.model), self.threshold,
-            round_to=self.round_to, min_channels=self.min_channels,
-            remove_blocks=False)
-        # One decision for all replicas and workers: the first replica's.
-        plan.keep = distribute.broadcast(self.model.distribute_strategy,
-                                         plan.keep)
+        if plan is None:
+            plan = surgery.plan_pruning(
+                coupling.channel_groups(self.model), self.threshold,
+                round_to=self.round_to, min_channels=self.min_channels,
+                remove_blocks=False)
+            # One decision for all replicas and workers: the first replica's.
+            plan.keep = distribute.broadcast(self.model.distribute_strategy,
+                                             plan.keep)
         changes = plan.changes()
         if changes:
             inplace.reconfigure_in_place(self.model, plan)

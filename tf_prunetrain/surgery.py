@@ -122,7 +122,7 @@ def plan_pruning(
         raise ValueError(f"threshold must be >= 0, got {threshold!r}.")
     max_abs, score = graph.group_strength()
     if not np.all(np.isfinite(score)):
-        _raise_non_finite(graph)
+        raise_non_finite(graph)
     alive = max_abs >= threshold
     if keep is not None:
         _apply_explicit(graph, keep, alive)
@@ -130,11 +130,12 @@ def plan_pruning(
     plan = Plan(graph, alive, set(), {})
     if remove_blocks:
         _remove_dead_branches(plan)
-    _restore_minimum(plan, score, round_to, min_channels)
+    restore_minimum(plan, score, round_to, min_channels)
     return plan
 
 
-def _raise_non_finite(graph: coupling.ChannelGraph) -> None:
+def raise_non_finite(graph: coupling.ChannelGraph) -> None:
+    """Raises the ValueError for kernels with NaN/inf (training diverged)."""
     bad = sorted({f"{b.layer.name}/{b.weight}" for b in graph.bindings.values()
                   if b.judge and not np.all(np.isfinite(
                       coupling.weight(b.layer, b.weight).numpy()))})
@@ -281,8 +282,11 @@ def _constant_output(owner: Any, tensor: Any) -> np.ndarray | None:
     return flat.mean(axis=0)
 
 
-def _restore_minimum(plan: Plan, score: np.ndarray, round_to: int,
-                     min_channels: int) -> None:
+def restore_minimum(plan: Plan, score: np.ndarray, round_to: int,
+                    min_channels: int) -> None:
+    """Keeps channels back (the strongest by `score`) until every output
+    has `min_channels` and convolution/Dense outputs a multiple of
+    `round_to`."""
     roots = plan.graph.roots
     sets = [
         (roots(r.outs[0]), r.handler.count_key is not None)

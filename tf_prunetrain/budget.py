@@ -1,0 +1,230 @@
+"""FLOPs budgets: how much to cut by when, and which channel sets to cut.
+
+`FlopsSchedule` is the budget over epochs: the model's inference FLOPs as a
+fraction of the initial model's, falling from 1 to the target along a cubic
+curve (most of the cut early, as TFMOT's `PolynomialDecay` does for
+sparsity) and reached at `target_epoch`. `plan_to_flops` turns a
+`ChannelGraph` and a FLOPs goal into a pruning `Plan` (see `surgery`): dead
+channel sets go first, then the live ones with the least weight norm per
+FLOP they cost, until the goal is met. `Reconfigure(flops_target=...)`
+drives both.
+
+FLOPs of a hypothetical cut are estimated from the handler table's counts
+of the current model: a layer's forward FLOPs are split over its weights in
+proportion to their sizes, and a weight's share falls with the fraction of
+each of its channel axes that is kept (convolutions and Dense are bilinear
+in their input and output channels). That is exact for the kernels and off
+by the bias share for the bias adds (a fraction of a percent on
+convolutions); the exact count of the cut model comes from `training_cost`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numpy as np
+
+from tf_prunetrain import coupling
+from tf_prunetrain import surgery
+
+# The schedule's exponent: the remaining cut shrinks as (1 - progress)**3.
+POWER = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsSchedule:
+    """Inference FLOPs allowed after each epoch, as a fraction of the start.
+
+    Example:
+    >>> from tf_prunetrain.budget import FlopsSchedule
+    >>> s = FlopsSchedule(target=0.5, target_epoch=4)
+    >>> [round(s.goal(e), 3) for e in range(6)]
+    [1.0, 0.711, 0.562, 0.508, 0.5, 0.5]
+    """
+
+    target: float
+    target_epoch: int
+
+    def goal(self, epochs_done: int) -> float:
+        progress = min(max(epochs_done / self.target_epoch, 0.0), 1.0)
+        return self.target + (1.0 - self.target) * (1.0 - progress) ** POWER
+
+
+class _Counts:
+    """Kept-channel counts of a plan in progress, with the FLOPs estimate
+    and the channel-count floors they imply (see the module docstring)."""
+
+    def __init__(self, graph: coupling.ChannelGraph, keep: np.ndarray,
+                 min_channels: int):
+        self.keep = keep
+        # Terms: one per (layer call, weight); FLOPs share and the channel
+        # axes of the weight as root arrays.
+        self.flops: list[float] = []
+        self.axes: list[list[np.ndarray]] = []
+        for record in graph.records:
+            layer = record.view.operation
+            if record.handler is None:
+                continue
+            forward = record.handler.flops(
+                layer, [tuple(t.shape) for t in record.view.inputs],
+                [tuple(t.shape) for t in record.view.outputs]).forward
+            weights = list(getattr(layer, "weights", []))
+            total = sum(int(np.prod(w.shape)) for w in weights)
+            if not forward or not total:
+                continue
+            bound = graph.bindings_of(layer)
+            for w in weights:
+                self.flops.append(forward * int(np.prod(w.shape)) / total)
+                self.axes.append([graph.roots(b.ids) for b in bound
+                                  if b.weight == w.name])
+        # Floors: every output channel set keeps `min_channels` (or all).
+        sets: dict[bytes, np.ndarray] = {}
+        for record in graph.records:
+            if record.handler is not None and record.outs \
+                    and record.outs[0] is not None:
+                roots = graph.roots(record.outs[0])
+                sets.setdefault(roots.tobytes(), roots)
+        self.sets = list(sets.values())
+        self.floors = [min(min_channels, len(s)) for s in self.sets]
+        # Where each root occurs: (term, axis, multiplicity), (set, mult.).
+        self.in_terms: dict[int, list[tuple[int, int, int]]] = {}
+        for t, axes in enumerate(self.axes):
+            for a, roots in enumerate(axes):
+                for root, m in zip(*np.unique(roots, return_counts=True)):
+                    self.in_terms.setdefault(int(root), []).append(
+                        (t, a, int(m)))
+        self.in_sets: dict[int, list[tuple[int, int]]] = {}
+        for s, roots in enumerate(self.sets):
+            for root, m in zip(*np.unique(roots, return_counts=True)):
+                self.in_sets.setdefault(int(root), []).append((s, int(m)))
+        self.counts = [[int(np.count_nonzero(keep[r])) for r in axes]
+                       for axes in self.axes]
+        self.set_counts = [int(np.count_nonzero(keep[s])) for s in self.sets]
+
+    def _term(self, t: int, counts: list[int]) -> float:
+        value = self.flops[t]
+        for c, roots in zip(counts, self.axes[t]):
+            value *= c / len(roots)
+        return value
+
+    def total(self) -> float:
+        return sum(self._term(t, c) for t, c in enumerate(self.counts))
+
+    def marginal(self, root: int) -> float:
+        """Estimated FLOPs that removing `root` now saves."""
+        saved = 0.0
+        by_term: dict[int, list[int]] = {}
+        for t, a, m in self.in_terms.get(root, []):
+            by_term.setdefault(t, list(self.counts[t]))[a] -= m
+        for t, counts in by_term.items():
+            saved += self._term(t, self.counts[t]) - self._term(t, counts)
+        return saved
+
+    def removable(self, root: int) -> bool:
+        return all(self.set_counts[s] - m >= self.floors[s]
+                   for s, m in self.in_sets.get(root, []))
+
+    def remove(self, root: int) -> None:
+        self.keep[root] = False
+        for t, a, m in self.in_terms.get(root, []):
+            self.counts[t][a] -= m
+        for s, m in self.in_sets.get(root, []):
+            self.set_counts[s] -= m
+
+
+def estimate_flops(graph: coupling.ChannelGraph, keep: np.ndarray) -> float:
+    """Estimated forward FLOPs per example of the model `keep` leaves
+    (a bool per root id of `graph`; see the module docstring)."""
+    return _Counts(graph, np.asarray(keep, bool).copy(), 1).total()
+
+
+def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
+                  floor: float = 0.0, threshold: float = 1e-4,
+                  round_to: int = 1, min_channels: int = 1) -> surgery.Plan:
+    """A plan whose model has at most `goal` forward FLOPs per example.
+
+    Channel sets are removed in order: dead ones (every coupled kernel slice
+    `max|w| < threshold`) first, then live ones by the sum of their slices'
+    L2 norms per FLOP they cost, re-ranked as the cut proceeds (the cost of
+    a channel falls as its neighbours go). It stops as soon as the goal is
+    met, so it undershoots by less than one channel set's FLOPs; then more
+    dead sets go while the FLOPs stay at or above `floor`. No output keeps
+    fewer than `min_channels` channels; convolution/Dense outputs keep
+    multiples of `round_to` (the strongest extra channels), and the goal is
+    then lowered until the rounded plan meets it. Frozen channels stay. When
+    the goal is below what the model can reach, the plan is the smallest
+    model it can reach.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> from tf_prunetrain import budget
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(16, 3, padding="same", name="c1")(x)
+    >>> y = keras.layers.Conv2D(4, 3, padding="same", name="c2")(h)
+    >>> model = keras.Model(x, y)
+    >>> graph = tf_prunetrain.channel_groups(model)
+    >>> start = tf_prunetrain.forward_flops(model)
+    >>> plan = budget.plan_to_flops(graph, 0.5 * start)
+    >>> plan.changes()
+    [('c1', 16, 8)]
+    """
+    max_abs, score = graph.group_strength()
+    if not np.all(np.isfinite(score)):
+        surgery.raise_non_finite(graph)
+    dead = max_abs < threshold
+    candidates = np.flatnonzero(np.isfinite(max_abs))
+    candidates = candidates[candidates != coupling.FROZEN]
+    aim = goal
+    for _ in range(16):  # lower the aim until the rounded plan meets the goal
+        keep = np.ones(len(graph.root), bool)
+        counts = _Counts(graph, keep, min_channels)
+        _cut(counts, candidates, dead, score, aim, floor)
+        plan = surgery.Plan(graph, keep, set(), {})
+        surgery.restore_minimum(plan, score, round_to, min_channels)
+        flops = estimate_flops(graph, plan.keep)
+        if flops <= goal or round_to == 1 or aim <= 0:
+            return plan
+        aim -= flops - goal
+    return plan
+
+
+def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
+         score: np.ndarray, goal: float, floor: float) -> None:
+    total = counts.total()
+    while total > goal:
+        left = [int(r) for r in candidates if counts.keep[r]
+                and counts.removable(int(r))]
+        if not left:
+            return
+        costs = {r: counts.marginal(r) for r in left}
+        order = sorted(left, key=lambda r: (
+            not dead[r], score[r] / costs[r] if costs[r] > 0 else math.inf))
+        gap, removed = total - goal, 0.0
+        for root in order:
+            if total <= goal or removed >= gap / 2:
+                break  # re-rank: costs changed
+            if not counts.removable(root):
+                continue
+            saved = counts.marginal(root)
+            counts.remove(root)
+            total -= saved
+            removed += saved
+        if removed == 0:
+            return
+    for root in candidates:  # dead sets left over, down to the floor
+        root = int(root)
+        if dead[root] and counts.keep[root] and counts.removable(root):
+            saved = counts.marginal(root)
+            if total - saved >= floor:
+                counts.remove(root)
+                total -= saved
+
+
+def reachable_flops(graph: coupling.ChannelGraph, min_channels: int = 1,
+                    round_to: int = 1) -> float:
+    """Estimated forward FLOPs of the smallest model pruning can reach
+    (frozen channels and layers the library cannot follow stay)."""
+    plan = plan_to_flops(graph, 0.0, min_channels=min_channels,
+                         round_to=round_to)
+    return estimate_flops(graph, plan.keep)
+
