@@ -1,9 +1,10 @@
 """What every recipe shares: flags, model and data builders, and `run`.
 
 A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
-trains one interval (`--interval` epochs) per `model.fit` call, so that
-between calls it can, with `--dynamic_batch`, grow the per-replica batch
-into the activation memory the reconfiguration freed
+trains in one `model.fit` call; with `--dynamic_batch` it makes one call per
+interval (`--interval` epochs; with `--flops_target`, one up to
+`--target_epoch` and one after), so that between calls it can grow the
+per-replica batch into the activation memory the reconfiguration freed
 (`tf_prunetrain.dynamic_batch_size`) and scale the learning rate with it.
 With `--log_dir`, a `tf_prunetrain.Checkpoint` saves every epoch and
 `--resume` continues from the latest intact one. With `--noprunetrain`
@@ -48,7 +49,9 @@ class Config:
     scales: bool = False
     strength: float | None = None
     penalty_epochs: int | None = None
-    interval: int = 10
+    flops_target: float | None = None
+    target_epoch: int | None = None
+    interval: int | None = None
     threshold: float = 1e-4
     round_to: int = 1
     epochs: int = 182
@@ -92,7 +95,13 @@ _HELP = {
     "penalty_epochs": "Group lasso on for this many epochs only, then "
                       "off and no more reconfiguration (unset or 0: always "
                       "on).",
-    "interval": "Epochs between reconfigurations (one fit call each).",
+    "flops_target": "Budget mode: the final model's inference FLOPs as a "
+                    "fraction of the initial, met by --target_epoch (unset "
+                    "or 0: the paper's mode, dead channels only).",
+    "target_epoch": "Epoch by which --flops_target is met (unset or 0: 25% "
+                    "of --epochs).",
+    "interval": "Epochs between reconfigurations (unset or 0: 10; with "
+                "--flops_target, half of --target_epoch).",
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
     "epochs": "Training epochs.",
@@ -149,8 +158,10 @@ def config_from_flags() -> Config:
     values["lr_decay_epochs"] = tuple(int(v) for v in values["lr_decay_epochs"])
     if values["strength"] is not None and values["strength"] < 0:
         values["strength"] = None  # --strength=-1: calibrate from the ratio
-    if values["penalty_epochs"] == 0:
-        values["penalty_epochs"] = None  # --penalty_epochs=0: always on
+    for name in ("penalty_epochs", "flops_target", "target_epoch",
+                 "interval"):
+        if values[name] == 0:
+            values[name] = None  # e.g. --penalty_epochs=0: always on
     return Config(**values)
 
 
@@ -171,9 +182,23 @@ def validate(config: Config) -> None:
     if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
         raise ValueError(f"--data={config.data} needs --data_dir (the data "
                          "cannot be downloaded here); or use --data=mnist5k.")
-    for name in ("interval", "epochs", "batch_size", "round_to"):
-        if getattr(config, name) < 1:
+    for name in ("interval", "epochs", "batch_size", "round_to",
+                 "target_epoch"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"--{name} must be >= 1.")
+    if config.flops_target is not None:
+        if not 0 < config.flops_target < 1:
+            raise ValueError("--flops_target must be in (0, 1) (or unset for "
+                             "the paper's mode).")
+        if config.penalty_epochs is not None:
+            raise ValueError("--flops_target and --penalty_epochs conflict: "
+                             "the target ends the group lasso itself.")
+        if target_epoch(config) >= config.epochs:
+            raise ValueError(f"--target_epoch={target_epoch(config)} must "
+                             f"come before the last epoch (--epochs="
+                             f"{config.epochs}): the pruned model must train.")
+    elif config.target_epoch is not None:
+        raise ValueError("--target_epoch needs --flops_target.")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
     if config.penalty_epochs is not None and config.penalty_epochs < 1:
@@ -185,6 +210,23 @@ def validate(config: Config) -> None:
         raise ValueError("--resume needs the --log_dir of the interrupted run.")
     if config.max_batch_size is not None and config.max_batch_size < config.batch_size:
         raise ValueError("--max_batch_size must be >= --batch_size.")
+
+
+def target_epoch(config: Config) -> int:
+    """The epoch by which --flops_target is met (Reconfigure's default)."""
+    return config.target_epoch or max(1, round(
+        tf_prunetrain.reconfigure.TARGET_FRACTION * config.epochs))
+
+
+def _segment_end(config: Config, epoch: int) -> int:
+    """The last epoch of the `fit` call that starts after `epoch`."""
+    if not (config.dynamic_batch and config.prunetrain):
+        return config.epochs
+    if config.flops_target is not None:
+        target = target_epoch(config)
+        return target if epoch < target else config.epochs
+    interval = config.interval or 10
+    return min(config.epochs, (epoch // interval + 1) * interval)
 
 
 # -- data ------------------------------------------------------------------------
@@ -353,7 +395,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             round_to=config.round_to, verbose=1 if config.verbose else 0,
             penalty_ratio=None if config.strength is not None
             else config.penalty_ratio, penalty_epochs=config.penalty_epochs,
-            **common)
+            flops_target=config.flops_target,
+            target_epoch=None if config.flops_target is None
+            else target_epoch(config), **common)
     else:
         tracker = tf_prunetrain.RunLog(**common)
     callbacks: list[Any] = [tracker]
@@ -380,7 +424,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     history: dict[str, list] = {}
     batch, train_seconds = config.batch_size, 0.0
     while epoch < config.epochs:
-        end = min(config.epochs, (epoch // config.interval + 1) * config.interval)
+        end = _segment_end(config, epoch)
         if config.dynamic_batch and config.prunetrain:
             batch = tf_prunetrain.dynamic_batch_size(
                 initial, model, multiple=8,

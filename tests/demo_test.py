@@ -11,9 +11,13 @@ from tf_prunetrain import demo  # noqa: E402
 
 
 def test_demo_compares_runs_exports_and_reports(tmp_path, capsys):
-    result = demo.run(epochs=3, widths=(4, 8, 8), strength=2e-2, interval=1,
-                      test_size=500, out_dir=str(tmp_path), verbose=0)
+    result = demo.run(epochs=3, depth=8, widths=(8, 16, 16), test_size=500,
+                      out_dir=str(tmp_path), verbose=0)
     dense, pruned = result["dense"], result["prunetrain"]
+    # The budget mode: the FLOPs target met at epoch 1 (25% of 3 epochs).
+    assert pruned["tracker"].target_reached == 1
+    assert pruned["inference_flops"] / dense["inference_flops"] == \
+        pytest.approx(0.3, abs=0.02)
     assert dense["accuracy"] > 0.5 and pruned["accuracy"] > 0.5  # learned
     # Same steps, batch and initial model: the PruneTrain run's dense
     # reference is exactly what the dense run spent.
@@ -36,3 +40,5 @@ def test_demo_rejects_bad_arguments(tmp_path):
         demo.run(widths=(4, 8), out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="interval"):
         demo.run(interval=0, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="flops_target"):
+        demo.run(flops_target=1.5, out_dir=str(tmp_path))

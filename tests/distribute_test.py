@@ -182,6 +182,21 @@ def _free_port():
 def test_two_workers_end_with_identical_architecture_and_weights(tmp_path):
     """Worker 1 is given threshold 0 (on its own it would prune nothing):
     both still shrink alike because every decision is worker 0's."""
+    results = _two_workers(tmp_path, "dead")
+    assert results[0]["changes"][0]  # the first reconfiguration shrank
+    assert results[0]["strength"] > 0
+
+
+def test_two_workers_meet_a_flops_target_alike(tmp_path):
+    results = _two_workers(tmp_path, "target")
+    assert results[0]["target_reached"] == 2
+    assert results[0]["strength"] == 0.0  # the lasso is off after it
+
+
+def _two_workers(tmp_path, mode):
+    """Runs multi_worker_job.py on two local workers; checks that they end
+    with the same architecture, decisions and weights; returns their
+    results."""
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     job = os.path.join(os.path.dirname(__file__), "multi_worker_job.py")
     procs = []
@@ -189,7 +204,7 @@ def test_two_workers_end_with_identical_architecture_and_weights(tmp_path):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
-            [sys.executable, job, str(tmp_path), threshold], env=env,
+            [sys.executable, job, str(tmp_path), threshold, mode], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
         outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -201,9 +216,8 @@ def test_two_workers_end_with_identical_architecture_and_weights(tmp_path):
     results = [json.loads((tmp_path / f"{i}.json").read_text())
                for i in range(2)]
     assert results[0] == results[1]
-    assert results[0]["changes"][0]  # the first reconfiguration shrank
-    assert results[0]["strength"] > 0
     weights = [np.load(tmp_path / f"{i}.npz") for i in range(2)]
     assert weights[0].files == weights[1].files
     for name in weights[0].files:
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    return results

@@ -1,10 +1,11 @@
 """One worker of the multi-worker test (run by distribute_test.py).
 
-Usage: TF_CONFIG=... python multi_worker_job.py OUT_DIR THRESHOLD
+Usage: TF_CONFIG=... python multi_worker_job.py OUT_DIR THRESHOLD [MODE]
 
 Trains a small ResNet under MultiWorkerMirroredStrategy with `Reconfigure`
 (λ calibrated at the first step, a reconfiguration every epoch, a random 40%
-of the channel groups zeroed beforehand) and writes `<task>.json` (final
+of the channel groups zeroed beforehand; MODE `target`: with
+`flops_target=0.5` met by epoch 2) and writes `<task>.json` (final
 channels, parameters, λ, what each reconfiguration changed) and `<task>.npz`
 (every weight) into OUT_DIR.
 """
@@ -29,7 +30,7 @@ import model_zoo  # noqa: E402
 import pruning_testing as pt  # noqa: E402
 
 
-def main(out_dir: str, threshold: float) -> None:
+def main(out_dir: str, threshold: float, mode: str) -> None:
     task = strategy.cluster_resolver.task_id
     with strategy.scope():
         model = tf_prunetrain.synchronize_batchnorm(
@@ -46,13 +47,15 @@ def main(out_dir: str, threshold: float) -> None:
         tf.data.experimental.AutoShardPolicy.DATA)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(
         options)
+    target = dict(flops_target=0.5, target_epoch=2) if mode == "target" else {}
     callback = tf_prunetrain.Reconfigure(interval=1, threshold=threshold,
-                                         penalty_ratio=0.2, verbose=0)
+                                         penalty_ratio=0.2, verbose=0, **target)
     model.fit(data, epochs=3, verbose=0, callbacks=[callback])
     with open(os.path.join(out_dir, f"{task}.json"), "w") as f:
         json.dump({"channels": callback.cost.channels(),
                    "params": model.count_params(),
                    "strength": callback.strength,
+                   "target_reached": callback.target_reached,
                    "changes": [r.changes for r in callback.reconfigurations]},
                   f)
     np.savez(os.path.join(out_dir, f"{task}.npz"),
@@ -60,4 +63,5 @@ def main(out_dir: str, threshold: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], float(sys.argv[2]),
+         sys.argv[3] if len(sys.argv) > 3 else "dead")

@@ -106,6 +106,20 @@ def test_synthetic_mirrored_mixed_precision():
     assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored
 
 
+def test_flops_target_with_dynamic_batch():
+    """Budget mode in the recipe: one fit up to --target_epoch, one after,
+    the batch grown between them into the memory the cut freed."""
+    result = _run(model="resnet20", data="synthetic", image_size=16,
+                  synthetic_size=128, epochs=4, flops_target=0.4,
+                  target_epoch=2, proximal=True, strength=0.05,
+                  dynamic_batch=True, max_batch_size=64)
+    assert result["inference_flops"] / result["initial_inference_flops"] \
+        == pytest.approx(0.4, abs=0.02)
+    assert 16 < result["batch_size"] <= 64
+    assert len(result["history"]["loss"]) == 4
+    _assert_trained(result)
+
+
 def test_bad_flags_are_named():
     for kwargs, flag in (({"model": "resnet18"}, "--model"),
                          ({"data": "cifar10"}, "--data_dir"),
@@ -113,6 +127,12 @@ def test_bad_flags_are_named():
                          ({"resume": True}, "--log_dir"),
                          ({"strength": -1.0}, "--strength"),
                          ({"penalty_epochs": 0}, "--penalty_epochs"),
+                         ({"flops_target": 1.5}, "--flops_target"),
+                         ({"target_epoch": 1}, "--target_epoch needs"),
+                         ({"flops_target": 0.5, "target_epoch": 2},
+                          "--target_epoch=2 must come before"),
+                         ({"flops_target": 0.5, "penalty_epochs": 1},
+                          "conflict"),
                          ({"model": "vgg11", "data": "digits"}, "image_size")):
         with pytest.raises(ValueError, match=flag):
             _run(**kwargs)

@@ -1,8 +1,10 @@
 """A training run for resume_test.py: optionally SIGKILLs itself at a given
 point, and resumes from its `Checkpoint` when started again.
 
-Usage: python resume_job.py DIR KILL_AT
+Usage: python resume_job.py DIR KILL_AT [MODE]
 KILL_AT: none | mid_epoch | reconfiguration | checkpoint_write
+MODE: dead (default: dead channels every epoch) | target (flops_target=0.5
+by epoch 2, a cut every epoch)
 
 Deterministic (op determinism, fixed data order), so an interrupted and
 resumed run can be compared with an uninterrupted one. At the end it writes
@@ -76,11 +78,12 @@ class _ZeroMore(keras.callbacks.Callback):
             pt.zero_random_groups(self.model, 0.3, seed=4)
 
 
-def main(directory, kill_at):
+def main(directory, kill_at, mode):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
+    target = dict(flops_target=0.5, target_epoch=2) if mode == "target" else {}
     reconfigure = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=0.2,
-                                            verbose=0, batch_size=16)
+                                            verbose=0, batch_size=16, **target)
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
                                       tracker=reconfigure)
     restored = backup.restore()
@@ -108,6 +111,7 @@ def main(directory, kill_at):
               "train_flops_dense": reconfigure.train_flops_dense,
               "steps": reconfigure.steps,
               "resumed_from": initial_epoch,
+              "target_reached": reconfigure.target_reached,
               "reconfigured": [r.epoch for r in reconfigure.reconfigurations
                                if r.changes]}
     with open(os.path.join(directory, "result.json"), "w") as f:
@@ -117,4 +121,4 @@ def main(directory, kill_at):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "dead")

@@ -17,8 +17,8 @@ import tf_prunetrain
 JOB = os.path.join(os.path.dirname(__file__), "resume_job.py")
 
 
-def _job(directory, kill_at):
-    return subprocess.run([sys.executable, JOB, str(directory), kill_at],
+def _job(directory, kill_at, mode="dead"):
+    return subprocess.run([sys.executable, JOB, str(directory), kill_at, mode],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -36,6 +36,14 @@ def uninterrupted(tmp_path_factory):
     return _result(directory)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_target(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted_target")
+    done = _job(directory, "none", "target")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _result(directory)
+
+
 @pytest.mark.parametrize("kill_at, resumed_from", [
     ("mid_epoch", 2),          # killed in epoch 3: back to the end of 2
     ("reconfiguration", 1),    # killed inside epoch 2's reconfiguration
@@ -43,23 +51,41 @@ def uninterrupted(tmp_path_factory):
 ])
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(
         tmp_path, uninterrupted, kill_at, resumed_from):
-    killed = _job(tmp_path, kill_at)
+    _check_resumed(tmp_path, uninterrupted, kill_at, resumed_from, "dead")
+
+
+@pytest.mark.parametrize("kill_at, resumed_from", [
+    ("reconfiguration", 1),  # killed inside the cut that meets the target
+    ("mid_epoch", 2),        # killed after the target was met
+])
+def test_flops_target_run_resumes_with_its_controller_state(
+        tmp_path, uninterrupted_target, kill_at, resumed_from):
+    result = _check_resumed(tmp_path, uninterrupted_target, kill_at,
+                            resumed_from, "target")
+    assert result["target_reached"] == 2
+    assert result["strength"] == 0.0  # the lasso stayed off after resuming
+
+
+def _check_resumed(tmp_path, uninterrupted, kill_at, resumed_from, mode):
+    killed = _job(tmp_path, kill_at, mode)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not os.path.exists(tmp_path / "result.json")
-    done = _job(tmp_path, "none")
+    done = _job(tmp_path, "none", mode)
     assert done.returncode == 0, done.stderr[-3000:]
     result, weights = _result(tmp_path)
     expected, expected_weights = uninterrupted
     assert result["resumed_from"] == resumed_from
     # Architecture, λ, the reconfiguration history and the cost totals.
     for key in ("channels", "params", "strength", "reconfigured",
-                "train_flops_spent", "train_flops_dense", "steps"):
+                "train_flops_spent", "train_flops_dense", "steps",
+                "target_reached"):
         assert result[key] == expected[key], key
     # Deterministic ops, same data order: the weights agree as well.
     assert weights.files == expected_weights.files
     for name in weights.files:
         np.testing.assert_allclose(weights[name], expected_weights[name],
                                    rtol=1e-5, atol=1e-6, err_msg=name)
+    return result
 
 
 def _build():

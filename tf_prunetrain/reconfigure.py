@@ -93,8 +93,8 @@ class Reconfigure(RunLog):
         as a fraction of the model's at the start of the first `fit`; None
         (the paper's mode) removes only dead channels.
       target_epoch: the epoch (1-based) by which `flops_target` is met;
-        default 25% of `fit`'s epochs (at least 1). It must come before
-        `fit`'s last epoch, so that the smaller model trains.
+        default 25% of `fit`'s epochs (at least 1). It must not be past
+        `fit`'s last epoch; leave the smaller model epochs to train after.
       interval: epochs between reconfigurations; default 10 (the paper, on
         CIFAR) or, with `flops_target`, half of `target_epoch` rounded up.
       penalty_epochs: None (the paper: the group lasso acts for the whole
@@ -240,11 +240,11 @@ class Reconfigure(RunLog):
                     "smaller model). Train longer, or pass target_epoch and "
                     "fit past it.")
             self.target_epoch = max(1, round(TARGET_FRACTION * epochs))
-        elif self.target_epoch >= epochs and not self._restored:
+        elif self.target_epoch > epochs and not self._restored:
             raise ValueError(
-                f"Reconfigure: target_epoch={self.target_epoch} is not before "
-                f"fit's last epoch ({epochs}): the pruned model would never "
-                "train. Pass a smaller target_epoch or more epochs.")
+                f"Reconfigure: target_epoch={self.target_epoch} is past fit's "
+                f"last epoch ({epochs}): the target would never be met. Pass "
+                "a smaller target_epoch or more epochs.")
         if self._restored:
             return
         cost = self._measure()

@@ -1,20 +1,27 @@
 r"""PruneTrain vs dense, side by side in one process.
 
-Runs the CIFAR recipe twice with the same data, seed, epochs and schedule —
-dense (`--noprunetrain`) and PruneTrain — and reports wall time, training
-FLOPs spent, inference FLOPs, parameters, held-out top-1, time inside
-reconfigurations, gradient bytes per step, and the group-lasso step overhead
-(the initial model's median train-step time with its GroupLasso regularizers
-vs without, same widths, alternating rounds). Ratios are the headline;
-absolute times are context only (a noisy 2-core machine).
+The default: the FLOPs-budget mode over seeds. For every seed it trains the
+CIFAR recipe dense (`--noprunetrain`) and with `Reconfigure(flops_target=t)`
+for every `t` in `--targets`, same data, seed, epochs and schedule, and
+reports per target the mean ± std over seeds of the final inference-FLOPs
+ratio, the training-FLOPs ratio, the training wall-time ratio (each run
+against the same seed's dense run), the top-1 difference in points and the
+share of training time spent in reconfigurations and re-traces. Figures
+are written to `--json` after every run, so a long sweep keeps what it
+measured. Ratios are the headline; absolute times are context only (a noisy
+2-core machine).
 
-    python tools/benchmark.py                                  # MNIST-5k, ResNet-20
-    python tools/benchmark.py --epochs=40 --lr_decay_epochs=20,30 --json=bench.json
-    python tools/benchmark.py --data=synthetic --image_size=32 --synthetic_size=2048 \
-        --epochs=4 --steps_per_epoch=20                        # CIFAR-shape throughput
+    python tools/benchmark.py --json=bench.json               # MNIST-5k, ResNet-20, 3 seeds
+    python tools/benchmark.py --targets=0.5 --seeds=0         # one pair
+    python tools/benchmark.py --targets= --noproximal --noscales --strength=-1 \
+        --interval=2                                          # one pair, the paper's mode
 
-Every recipe flag (`recipes/common.py`) is accepted; `--prunetrain` is set
-by the tool. See BENCHMARKS.md for the latest figures.
+With `--targets=` (empty) it runs one dense/PruneTrain pair with the recipe
+flags as given and adds the group-lasso step overhead (the initial model's
+median train-step time with its GroupLasso regularizers vs without, same
+widths, alternating rounds). Every recipe flag (`recipes/common.py`) is
+accepted; `--prunetrain` and `--seed` are set by the tool. See
+BENCHMARKS.md for the latest figures.
 """
 
 from __future__ import annotations
@@ -38,16 +45,20 @@ from absl import flags  # noqa: E402
 import common  # noqa: E402  (recipes/common.py)
 import tf_prunetrain  # noqa: E402
 
-# The default workload, with the settings tuned for it (BENCHMARKS.md): the
-# proximal lasso on kernels and BatchNorm scales, λ = 0.15 for the first 3
-# epochs, one reconfiguration after them. The paper's settings (λ calibrated
-# from a 0.2 penalty ratio, lasso on throughout, every 2 epochs):
-# --noproximal --noscales --strength=-1 --penalty_epochs=0 --interval=2.
+# The default workload (BENCHMARKS.md): ResNet-20 on MNIST-5k, 20 epochs,
+# the proximal lasso on kernels and BatchNorm scales at λ = 0.02 until the
+# FLOPs target is met. The paper's settings (λ calibrated from a 0.2 penalty
+# ratio, lasso on throughout, every 2 epochs): --targets= --noproximal
+# --noscales --strength=-1 --interval=2.
 DEFAULTS = common.Config(model="resnet20", epochs=20, batch_size=128,
                          lr_decay_epochs=(10, 15), proximal=True, scales=True,
-                         strength=0.15, penalty_epochs=3, interval=3,
-                         verbose=0)
-_JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
+                         strength=0.02, verbose=0)
+_JSON = flags.DEFINE_string("json", None, "Also write the figures here "
+                            "(after every run).")
+_TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5", "0.75"],
+                             "flops_target values to sweep; empty: one "
+                             "dense/PruneTrain pair with the flags as given.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the sweep.")
 _ROUNDS = flags.DEFINE_integer("overhead_rounds", 8, "Alternating rounds of "
                                "the group-lasso overhead measurement.")
 _STEPS = flags.DEFINE_integer("overhead_steps", 5, "Timed steps per round.")
@@ -120,6 +131,97 @@ def compare(config: common.Config, rounds: int, steps: int) -> dict[str, Any]:
     }
 
 
+def _ratios(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, float]:
+    """One PruneTrain run against the same seed's dense run."""
+    return {
+        "final_flops": pruned["inference_flops"] / dense["inference_flops"],
+        "train_flops": pruned["train_flops_spent"] / dense["train_flops_spent"],
+        "wall_time": pruned["train_seconds"] / dense["train_seconds"],
+        "top1_points": 100 * (pruned["accuracy"] - dense["accuracy"]),
+        "reconfiguration_share": (pruned["reconfiguration_seconds"]
+                                  + pruned["retrace_seconds"])
+        / pruned["train_seconds"],
+    }
+
+
+def sweep(config: common.Config, targets: list[float], seeds: list[int],
+          json_path: str | None = None) -> dict[str, Any]:
+    """Dense and `flops_target=t` for every t, for every seed; the runs and,
+    per target, mean and std over seeds of `_ratios`. Written to
+    `json_path` (if given) after every run."""
+    result: dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "targets": targets, "seeds": seeds, "runs": []}
+    for seed in seeds:
+        base = dataclasses.replace(config, seed=seed)
+        dense = _figures(common.run(dataclasses.replace(base,
+                                                        prunetrain=False)))
+        result["runs"].append({"seed": seed, "target": None, **dense})
+        _write(result, json_path)
+        for target in targets:
+            pruned = _figures(common.run(dataclasses.replace(
+                base, prunetrain=True, flops_target=target)))
+            result["runs"].append({"seed": seed, "target": target, **pruned,
+                                   "ratios": _ratios(dense, pruned)})
+            result["summary"] = _summary(result["runs"], targets)
+            _write(result, json_path)
+            print(f"seed {seed}, target {target}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in result["runs"][-1]["ratios"].items()),
+                flush=True)
+    return result
+
+
+def _summary(runs: list[dict[str, Any]], targets: list[float]
+             ) -> dict[str, dict[str, Any]]:
+    summary = {}
+    for target in targets:
+        rows = [r["ratios"] for r in runs if r["target"] == target]
+        if not rows:
+            continue
+        dense = [r["accuracy"] for r in runs if r["target"] is None]
+        mine = [r["accuracy"] for r in runs if r["target"] == target]
+        summary[str(target)] = {
+            "seeds": len(rows),
+            **{key: {"mean": float(np.mean([r[key] for r in rows])),
+                     "std": float(np.std([r[key] for r in rows], ddof=1))
+                     if len(rows) > 1 else 0.0}
+               for key in rows[0]},
+            "top1": {"mean": float(np.mean(mine)),
+                     "std": float(np.std(mine, ddof=1)) if len(mine) > 1
+                     else 0.0},
+            "dense_top1": {"mean": float(np.mean(dense)),
+                           "std": float(np.std(dense, ddof=1))
+                           if len(dense) > 1 else 0.0},
+        }
+    return summary
+
+
+def sweep_table(result: dict[str, Any]) -> str:
+    """Mean ± std over seeds, one row per target."""
+    header = ("flops_target", "seeds", "final FLOPs", "training FLOPs",
+              "wall time", "top-1 (dense)", "top-1 delta", "reconf. share")
+    rows = []
+    for target, s in result.get("summary", {}).items():
+        def cell(key: str, scale: float = 1.0, digits: int = 3) -> str:
+            return (f"{scale * s[key]['mean']:.{digits}f} ± "
+                    f"{scale * s[key]['std']:.{digits}f}")
+        rows.append((target, str(s["seeds"]), cell("final_flops") + "x",
+                     cell("train_flops") + "x", cell("wall_time") + "x",
+                     f"{cell('top1', digits=4)} ({cell('dense_top1', digits=4)})",
+                     cell("top1_points", digits=2) + " pt",
+                     cell("reconfiguration_share", 100, 2) + "%"))
+    widths = [max(len(row[i]) for row in [header, *rows])
+              for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths))
+                     for row in [header, *rows])
+
+
+def _write(result: dict[str, Any], path: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1,
+                      default=lambda v: np.asarray(v).tolist())
+
+
 def table(result: dict[str, Any]) -> str:
     d, p, r = result["dense"], result["prunetrain"], result["ratios"]
     o = result["group_lasso_overhead"]
@@ -157,12 +259,15 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = common.config_from_flags()
+    targets = [float(t) for t in _TARGETS.value]
+    if targets:
+        result = sweep(config, targets, [int(s) for s in _SEEDS.value],
+                       _JSON.value)
+        print(sweep_table(result))
+        return
     result = compare(config, _ROUNDS.value, _STEPS.value)
     print(table(result))
-    if _JSON.value:
-        with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1,
-                      default=lambda v: np.asarray(v).tolist())
+    _write(result, _JSON.value)
 
 
 if __name__ == "__main__":
