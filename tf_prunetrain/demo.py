@@ -85,7 +85,8 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
             scales=target is not None)
         tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
             interval=s["interval"], threshold=s["threshold"],
-            penalty_ratio=None, log_dir=log_dir, batch_size=s["batch_size"],
+            round_to=s["round_to"], penalty_ratio=None, log_dir=log_dir,
+            batch_size=s["batch_size"],
             flops_target=target, target_epoch=s["target_epoch"] if target
             else None)
     else:
@@ -145,6 +146,7 @@ def run(
     strength: float = 2e-2,
     threshold: float = 1e-4,
     interval: int | None = None,
+    round_to: int = 8,
     learning_rate: float = 0.1,
     weight_decay: float = 5e-4,
     depth: int = 14,
@@ -174,7 +176,7 @@ def run(
         raise SystemExit(str(e)) from None
     settings = dict(epochs=epochs, batch_size=batch_size, strength=strength,
                     flops_target=flops_target, target_epoch=target_epoch,
-                    threshold=threshold, interval=interval,
+                    threshold=threshold, interval=interval, round_to=round_to,
                     learning_rate=learning_rate,
                     weight_decay=weight_decay, depth=depth, widths=widths,
                     seed=seed, verbose=verbose)
@@ -237,6 +239,9 @@ def _main(argv: list[str]) -> None:
                        "over its coupled kernel slices is below this.")
     flags.DEFINE_integer("interval", None, "Epochs between reconfigurations "
                          "(default: Reconfigure's).")
+    flags.DEFINE_integer("round_to", 8, "Keep channel counts multiples of "
+                         "this (8 runs faster than arbitrary counts on CPU "
+                         "and GPU: see BENCHMARKS.md).")
     flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.")
     flags.DEFINE_float("weight_decay", 5e-4, "SGD decoupled weight decay.")
     flags.DEFINE_integer("depth", 14, "ResNet depth (6n+2: 8, 14, 20, ...).")
@@ -255,7 +260,8 @@ def _main(argv: list[str]) -> None:
         run(epochs=values.epochs, batch_size=values.batch_size,
             flops_target=values.flops_target,
             target_epoch=values.target_epoch, strength=values.strength, threshold=values.threshold,
-            interval=values.interval, learning_rate=values.learning_rate,
+            interval=values.interval, round_to=values.round_to,
+            learning_rate=values.learning_rate,
             weight_decay=values.weight_decay, depth=values.depth,
             widths=values.widths, test_size=values.test_size,
             seed=values.seed, out_dir=values.out_dir, verbose=values.verbose)

@@ -47,18 +47,22 @@ import tf_prunetrain  # noqa: E402
 
 # The default workload (BENCHMARKS.md): ResNet-20 on MNIST-5k, 20 epochs,
 # the proximal lasso on kernels and BatchNorm scales at λ = 0.02 until the
-# FLOPs target is met. The paper's settings (λ calibrated from a 0.2 penalty
+# FLOPs target is met, widths multiples of 8 (faster on this CPU than
+# arbitrary counts at the same FLOPs: BENCHMARKS.md). The paper's settings (λ calibrated from a 0.2 penalty
 # ratio, lasso on throughout, every 2 epochs): --targets= --noproximal
 # --noscales --strength=-1 --interval=2.
 DEFAULTS = common.Config(model="resnet20", epochs=20, batch_size=128,
                          lr_decay_epochs=(10, 15), proximal=True, scales=True,
-                         strength=0.02, verbose=0)
+                         strength=0.02, round_to=8, verbose=0)
 _JSON = flags.DEFINE_string("json", None, "Also write the figures here "
                             "(after every run).")
 _TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5", "0.75"],
                              "flops_target values to sweep; empty: one "
                              "dense/PruneTrain pair with the flags as given.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the sweep.")
+_TARGET_EPOCHS = flags.DEFINE_list(
+    "target_epochs", [], "Sweep these --target_epoch values too (each with "
+    "every target); empty: --target_epoch as given.")
 _ROUNDS = flags.DEFINE_integer("overhead_rounds", 8, "Alternating rounds of "
                                "the group-lasso overhead measurement.")
 _STEPS = flags.DEFINE_integer("overhead_steps", 5, "Timed steps per round.")
@@ -145,10 +149,13 @@ def _ratios(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, float]:
 
 
 def sweep(config: common.Config, targets: list[float], seeds: list[int],
-          json_path: str | None = None) -> dict[str, Any]:
-    """Dense and `flops_target=t` for every t, for every seed; the runs and,
-    per target, mean and std over seeds of `_ratios`. Written to
+          json_path: str | None = None,
+          target_epochs: list[int | None] = (None,)) -> dict[str, Any]:
+    """Dense and `flops_target=t` for every t (and every target epoch in
+    `target_epochs`; None: `config.target_epoch`), for every seed; the runs
+    and, per setting, mean and std over seeds of `_ratios`. Written to
     `json_path` (if given) after every run."""
+    settings = [(t, e) for e in target_epochs for t in targets]
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
                               "targets": targets, "seeds": seeds, "runs": []}
     for seed in seeds:
@@ -157,20 +164,29 @@ def sweep(config: common.Config, targets: list[float], seeds: list[int],
                                                         prunetrain=False)))
         result["runs"].append({"seed": seed, "target": None, **dense})
         _write(result, json_path)
-        for target in targets:
+        for target, epoch in settings:
+            epoch = epoch or config.target_epoch
             pruned = _figures(common.run(dataclasses.replace(
-                base, prunetrain=True, flops_target=target)))
-            result["runs"].append({"seed": seed, "target": target, **pruned,
+                base, prunetrain=True, flops_target=target,
+                target_epoch=epoch)))
+            label = target if len(target_epochs) == 1 else f"{target}@{epoch}"
+            result["runs"].append({"seed": seed, "target": label, **pruned,
+                                   "target_epoch": common.target_epoch(
+                                       dataclasses.replace(
+                                           config, flops_target=target,
+                                           target_epoch=epoch)),
                                    "ratios": _ratios(dense, pruned)})
-            result["summary"] = _summary(result["runs"], targets)
+            result["summary"] = _summary(result["runs"], [
+                t if len(target_epochs) == 1 else f"{t}@{e or config.target_epoch}"
+                for t, e in settings])
             _write(result, json_path)
-            print(f"seed {seed}, target {target}: " + ", ".join(
+            print(f"seed {seed}, target {label}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in result["runs"][-1]["ratios"].items()),
                 flush=True)
     return result
 
 
-def _summary(runs: list[dict[str, Any]], targets: list[float]
+def _summary(runs: list[dict[str, Any]], targets: list[Any]
              ) -> dict[str, dict[str, Any]]:
     summary = {}
     for target in targets:
@@ -261,8 +277,9 @@ def main(argv: list[str]) -> None:
     config = common.config_from_flags()
     targets = [float(t) for t in _TARGETS.value]
     if targets:
+        epochs = [int(e) for e in _TARGET_EPOCHS.value] or [None]
         result = sweep(config, targets, [int(s) for s in _SEEDS.value],
-                       _JSON.value)
+                       _JSON.value, epochs)
         print(sweep_table(result))
         return
     result = compare(config, _ROUNDS.value, _STEPS.value)
