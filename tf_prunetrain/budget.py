@@ -150,8 +150,9 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     met, so it undershoots by less than one channel set's FLOPs; then more
     dead sets go while the FLOPs stay at or above `floor`. No output keeps
     fewer than `min_channels` channels; convolution/Dense outputs keep
-    multiples of `round_to` (the strongest extra channels), and the goal is
-    then lowered until the rounded plan meets it. Frozen channels stay. When
+    multiples of `round_to` (the strongest extra channels): the aim is
+    then lowered until the rounded plan meets the goal, and channels are
+    given back in steps of `round_to` while it still does. Frozen channels stay. When
     the goal is below what the model can reach, the plan is the smallest
     model it can reach.
 
@@ -181,11 +182,45 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
         _cut(counts, candidates, dead, score, aim, floor)
         plan = surgery.Plan(graph, keep, set(), {})
         surgery.restore_minimum(plan, score, round_to, min_channels)
-        flops = estimate_flops(graph, plan.keep)
-        if flops <= goal or round_to == 1 or aim <= 0:
+        if round_to == 1 or aim <= 0:
             return plan
-        aim -= flops - goal
+        if estimate_flops(graph, plan.keep) <= goal:
+            return _fill(plan, score, goal, round_to, min_channels)
+        aim -= estimate_flops(graph, plan.keep) - goal
     return plan
+
+
+def _fill(plan: surgery.Plan, score: np.ndarray, goal: float, round_to: int,
+          min_channels: int) -> surgery.Plan:
+    """Rounding moves in steps of `round_to` channels, so a rounded plan can
+    fall well below the goal: give channels back, `round_to` of one output
+    at a time (its strongest removed ones), taking each time the step that
+    comes closest to the goal without passing it."""
+    graph = plan.graph
+    outputs = {}
+    for r in graph.records:
+        if r.handler is not None and r.handler.count_key is not None \
+                and r.outs and r.outs[0] is not None:
+            roots = graph.roots(r.outs[0])
+            outputs.setdefault(roots.tobytes(), roots)
+    flops = estimate_flops(graph, plan.keep)
+    while True:
+        best = None
+        for roots in outputs.values():
+            removed = np.unique(roots[~plan.keep[roots]])
+            if not removed.size:
+                continue
+            back = removed[np.argsort(-score[removed], kind="stable")]
+            trial = surgery.Plan(graph, plan.keep.copy(), set(), {})
+            trial.keep[back[:round_to]] = True
+            surgery.restore_minimum(trial, score, round_to, min_channels)
+            trial_flops = estimate_flops(graph, trial.keep)
+            if flops < trial_flops <= goal and (
+                    best is None or trial_flops > best[1]):
+                best = (trial, trial_flops)
+        if best is None:
+            return plan
+        plan, flops = best
 
 
 def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
