@@ -436,8 +436,12 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                   f"{replicas}, learning rate × {schedule.scale:g}", flush=True)
         even = replicas > 1
         fit_start = time.perf_counter()
-        fit = model.fit(data.train(batch * replicas, even), epochs=end,
-                        initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch,
+        train, steps = data.train(batch * replicas, even), \
+            config.steps_per_epoch
+        if steps is None:  # one iterator for the whole fit: no stalls
+            train, steps = data_lib.repeated(train)
+        fit = model.fit(train, epochs=end,
+                        initial_epoch=epoch, steps_per_epoch=steps,
                         validation_data=data.test(batch * replicas, even),
                         validation_steps=config.steps_per_epoch,
                         callbacks=callbacks, verbose=config.verbose,

@@ -74,7 +74,9 @@ def test_plan_rounds_widths_and_still_meets_the_goal():
     start = tf_prunetrain.forward_flops(model)
     plan = budget.plan_to_flops(graph, 0.5 * start, round_to=4)
     small = plan.apply()
-    assert tf_prunetrain.forward_flops(small) <= 0.5 * start * 1.002
+    # Met, and not overshot by the rounding: channels were given back.
+    assert 0.46 * start <= tf_prunetrain.forward_flops(small) \
+        <= 0.5 * start * 1.002
     for layer in small.layers:
         if isinstance(layer, keras.layers.Conv2D):
             original = model.get_layer(layer.name).filters

@@ -100,8 +100,13 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
     print(f"\n{'PruneTrain' if prunetrain else 'Dense baseline'}: "
           f"{model.name}, {model.count_params():,} parameters", flush=True)
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=s["batch_size"],
-              epochs=s["epochs"], validation_data=(x_test, y_test),
+    # The same shuffled batches for both runs, one iterator for the whole
+    # fit (`data.repeated`: no stalls at epoch starts).
+    batches, per_epoch = data_lib.repeated(data_lib.pipeline(
+        (x_train, y_train), s["batch_size"], training=True, seed=s["seed"]))
+    model.fit(batches, steps_per_epoch=per_epoch, epochs=s["epochs"],
+              validation_data=data_lib.pipeline((x_test, y_test), 256,
+                                                training=False),
               callbacks=[tracker], verbose=s["verbose"])
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0,

@@ -66,12 +66,13 @@ class Reconfigure(RunLog):
     smaller model trains to the end. The lasso before that shrinks the
     channels the cut will take, so the cut changes the function less.
 
-    At the first training step the GroupLasso strength λ of every regularized
-    kernel is set from `penalty_ratio` r, so that the penalty is the fraction
+    In both modes, at the first training step the GroupLasso strength λ of
+    every regularized kernel is set from `penalty_ratio` r, so that the penalty is the fraction
     r of the total loss at the start: `λ = r·L₀ / ((1 − r)·GL(W₀))` (L₀ is the
     first batch's loss with λ = 0). With `penalty_ratio=None` the strengths
-    the model already has are kept. Every `interval` epochs, after that
-    epoch's validation, the channels whose coupled kernel slices all have
+    the model already has are kept. In the paper's mode (no `flops_target`),
+    every `interval` epochs, after that epoch's validation, the channels
+    whose coupled kernel slices all have
     `max|w| < threshold` are removed from the same model object: layers get
     smaller variables, weights/BatchNorm statistics/optimizer state keep
     their surviving slices and the rest of the same `fit` runs the smaller
@@ -123,6 +124,18 @@ class Reconfigure(RunLog):
     >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
     >>> cb.strength > 0 and len(cb.reconfigurations) == 2
     True
+
+    The budget mode: half the FLOPs by epoch 1 of 3, then the lasso is off.
+    >>> model = tf_prunetrain.add_group_lasso(
+    ...     resnet_cifar(8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+    ...     from_logits=True))
+    >>> cb = tf_prunetrain.Reconfigure(flops_target=0.5, verbose=0)
+    >>> _ = model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    >>> cb.target_epoch, cb.target_reached, cb.strength
+    (1, 1, 0.0)
+    >>> round(cb.cost.inference_flops / cb.initial_cost.inference_flops, 1)
+    0.5
     """
 
     def __init__(self, interval: int | None = None, threshold: float = 1e-4,
@@ -357,6 +370,7 @@ class Reconfigure(RunLog):
         final = done >= self.target_epoch
         if not final and done % self.interval:
             return
+        planning = time.perf_counter()
         start = self.initial_cost.inference_flops
         graph = coupling.channel_groups(self.model)
         plan = budget.plan_to_flops(
@@ -369,11 +383,12 @@ class Reconfigure(RunLog):
         planned = budget.estimate_flops(graph, plan.keep)
         cut = (self.cost.inference_flops - planned) / start
         reached = final or planned <= self.flops_target * start * (1 + 1e-9)
+        planning = time.perf_counter() - planning
         if not reached and cut < MIN_CUT:
             self.record("budget_skip", epoch=done, cut=cut,
-                        goal=self.schedule.goal(done))
+                        goal=self.schedule.goal(done), seconds=planning)
             return
-        self.reconfigure(done, plan)
+        self.reconfigure(done, plan, planning)
         if reached:
             self.target_reached = done
             self._lasso_off()
@@ -416,10 +431,11 @@ class Reconfigure(RunLog):
     def _gradient_bytes(self) -> int:
         return cost_lib.gradient_bytes(self.model)
 
-    def reconfigure(self, epoch: int = 0,
-                    plan: surgery.Plan | None = None) -> Reconfiguration:
+    def reconfigure(self, epoch: int = 0, plan: surgery.Plan | None = None,
+                    planning_seconds: float = 0.0) -> Reconfiguration:
         """Removes the dead channels now, or what `plan` removes (also
-        callable outside `fit`, after `set_model(model)`)."""
+        callable outside `fit`, after `set_model(model)`); the seconds spent
+        making `plan` count as the reconfiguration's."""
         if self.model is None:
             raise ValueError("Reconfigure.reconfigure: no model; pass the "
                              "callback to model.fit or call set_model(model).")
@@ -441,7 +457,7 @@ class Reconfigure(RunLog):
             inplace.reconfigure_in_place(self.model, plan)
             self.refresh()
             self._retrace = []
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start + planning_seconds
         done = Reconfiguration(epoch, before, self.model.count_params(),
                                flops_before, self._flops(), bytes_before,
                                self._gradient_bytes(), seconds, changes)
