@@ -6,7 +6,8 @@ import importlib.util
 
 import pytest
 
-MODULES = ["tf_prunetrain.checkpoint", "tf_prunetrain.cost",
+MODULES = ["tf_prunetrain.budget", "tf_prunetrain.checkpoint",
+           "tf_prunetrain.cost",
            "tf_prunetrain.coupling",
            "tf_prunetrain.data", "tf_prunetrain.distribute",
            "tf_prunetrain.dynamic_batch", "tf_prunetrain.export",

@@ -110,7 +110,7 @@ def test_flops_target_with_dynamic_batch():
     """Budget mode in the recipe: one fit up to --target_epoch, one after,
     the batch grown between them into the memory the cut freed."""
     result = _run(model="resnet20", data="synthetic", image_size=16,
-                  synthetic_size=128, epochs=4, flops_target=0.4,
+                  synthetic_size=256, epochs=4, flops_target=0.4,
                   target_epoch=2, proximal=True, strength=0.05,
                   dynamic_batch=True, max_batch_size=64)
     assert result["inference_flops"] / result["initial_inference_flops"] \

@@ -166,8 +166,8 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     >>> graph = tf_prunetrain.channel_groups(model)
     >>> start = tf_prunetrain.forward_flops(model)
     >>> plan = budget.plan_to_flops(graph, 0.5 * start)
-    >>> plan.changes()
-    [('c1', 16, 8)]
+    >>> plan.changes()  # 9 of c1's 16 (c2's outputs are the model's: frozen)
+    [('c1', 16, 7)]
     """
     max_abs, score = graph.group_strength()
     if not np.all(np.isfinite(score)):

@@ -67,18 +67,18 @@ class Reconfigure(RunLog):
     channels the cut will take, so the cut changes the function less.
 
     In both modes, at the first training step the GroupLasso strength λ of
-    every regularized kernel is set from `penalty_ratio` r, so that the penalty is the fraction
-    r of the total loss at the start: `λ = r·L₀ / ((1 − r)·GL(W₀))` (L₀ is the
-    first batch's loss with λ = 0). With `penalty_ratio=None` the strengths
-    the model already has are kept. In the paper's mode (no `flops_target`),
-    every `interval` epochs, after that epoch's validation, the channels
-    whose coupled kernel slices all have
-    `max|w| < threshold` are removed from the same model object: layers get
-    smaller variables, weights/BatchNorm statistics/optimizer state keep
-    their surviving slices and the rest of the same `fit` runs the smaller
-    model. Dead residual branches keep `min_channels` channels (removing them
-    needs a rebuild: `prune_channels` after training does it). Kernels with
-    `GroupLasso(proximal=True)` get their proximal step
+    every regularized kernel is set from `penalty_ratio` r, so that the
+    penalty is the fraction r of the total loss at the start:
+    `λ = r·L₀ / ((1 − r)·GL(W₀))` (L₀ is the first batch's loss with λ = 0).
+    With `penalty_ratio=None` the strengths the model already has are kept.
+    In the paper's mode (no `flops_target`), every `interval` epochs, after
+    that epoch's validation, the channels whose coupled kernel slices all
+    have `max|w| < threshold` are removed from the same model object:
+    layers get smaller variables, weights/BatchNorm statistics/optimizer
+    state keep their surviving slices and the rest of the same `fit` runs
+    the smaller model. Dead residual branches keep `min_channels` channels
+    (removing them needs a rebuild: `prune_channels` after training does
+    it). Kernels with `GroupLasso(proximal=True)` get their proximal step
     (`attach_proximal_step`) at the start of `fit`.
 
     It is a `RunLog`: it accounts the training FLOPs spent against the dense
