@@ -32,8 +32,12 @@ from tf_prunetrain import models
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50")
-DATA = ("mnist5k", "digits", "cifar10", "cifar100", "imagenet", "synthetic")
+DATA = ("mnist5k", "digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+AUGMENT = ("default", "none", "crop_flip")
 CHECKPOINT_DIR = "checkpoints"
+# In --log_dir at the end: the trainable model (loads where tf_prunetrain is
+# imported) and strip_prunetrain's copy (loads with plain Keras).
+MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
 
 
 @dataclasses.dataclass
@@ -43,6 +47,10 @@ class Config:
     model: str = "resnet32"
     data: str = "mnist5k"
     data_dir: str | None = None
+    train_size: int | None = None
+    augment: str = "default"
+    validate: bool = True
+    architecture: str | None = None
     prunetrain: bool = True
     penalty_ratio: float = 0.2
     proximal: bool = False
@@ -80,9 +88,22 @@ class Config:
 _HELP = {
     "model": f"Network: one of {', '.join(MODELS)}.",
     "data": f"Data source: one of {', '.join(DATA)} (mnist5k and digits "
-            "install with the package; cifar*/imagenet need --data_dir).",
-    "data_dir": "Directory of the CIFAR python batches or ImageNet "
-                "TFRecords / TFDS files / class folders.",
+            "install with the package; fashion_mnist reads the IDX files of "
+            "'apt-get install dataset-fashion-mnist', Keras' cache or "
+            "--data_dir; cifar*/imagenet need --data_dir).",
+    "data_dir": "Directory of the Fashion-MNIST IDX files, the CIFAR python "
+                "batches or ImageNet TFRecords / TFDS files / class folders.",
+    "train_size": "Train on a random subset of this many training examples "
+                  "(picked by --seed; in-memory data sets only).",
+    "augment": "Training augmentation: 'default' (cifar* and imagenet: "
+               "their usual one; the others: none), 'none', or 'crop_flip' "
+               "(zero-pad 4 pixels, random crop back, random horizontal "
+               "flip).",
+    "validate": "Evaluate on the test data after every epoch; --novalidate: "
+                "only once at the end, so fit's time is training alone.",
+    "architecture": "Train this architecture instead of --model: a Keras "
+                    "model JSON file (model.to_json()), e.g. a pruned "
+                    "model's, from fresh weights.",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
     "proximal": "Apply the group lasso as a proximal step after each update "
@@ -124,7 +145,9 @@ _HELP = {
     "dynamic_batch": "Grow the batch into freed activation memory after each "
                      "reconfiguration (multiples of 8, learning rate scaled).",
     "max_batch_size": "Cap of --dynamic_batch (per replica).",
-    "log_dir": "TensorBoard summaries, run log and checkpoints.",
+    "log_dir": "TensorBoard summaries, run log, checkpoints and, at the "
+               "end, model.keras (trainable) and model_plain.keras "
+               "(strip_prunetrain: loads with plain Keras).",
     "export_dir": "Write the final model here as a SavedModel.",
     "resume": "Continue from the checkpoint in --log_dir.",
     "seed": "Seed of weights, data order and augmentation.",
@@ -179,11 +202,26 @@ def validate(config: Config) -> None:
         raise ValueError(f"--model must be one of {MODELS}, got {config.model!r}.")
     if config.data not in DATA:
         raise ValueError(f"--data must be one of {DATA}, got {config.data!r}.")
+    if config.augment not in AUGMENT:
+        raise ValueError(f"--augment must be one of {AUGMENT}, got "
+                         f"{config.augment!r}.")
+    if config.data == "imagenet" and (config.train_size is not None
+                                      or config.augment == "crop_flip"):
+        raise ValueError("--train_size and --augment=crop_flip work on "
+                         "in-memory data sets, not --data=imagenet.")
+    if config.architecture is not None:
+        if not os.path.isfile(config.architecture):
+            raise ValueError(f"--architecture={config.architecture!r} is not "
+                             "a file; give a JSON file written from "
+                             "model.to_json().")
+        if config.width_multiplier != 1:
+            raise ValueError("--architecture and --width_multiplier conflict: "
+                             "the file fixes every width.")
     if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
         raise ValueError(f"--data={config.data} needs --data_dir (the data "
                          "cannot be downloaded here); or use --data=mnist5k.")
     for name in ("interval", "epochs", "batch_size", "round_to",
-                 "target_epoch"):
+                 "target_epoch", "train_size"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"--{name} must be >= 1.")
     if config.flops_target is not None:
@@ -248,7 +286,13 @@ class Data:
 def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
                  classes: int, augment: str | None, config: Config,
                  mean: Any = None, std: Any = None) -> Data:
+    """`augment` is the data set's usual augmentation (--augment=default)."""
     size = config.image_size
+    if config.train_size is not None:
+        train = data_lib.subset(train, config.train_size, config.seed,
+                                "--train_size")
+    if config.augment != "default":
+        augment = "cifar" if config.augment == "crop_flip" else None
     if mean is None:  # per-channel statistics of the training images
         scale = 255.0 if train[0].dtype == np.uint8 else 1.0
         pixels = train[0].reshape(-1, train[0].shape[-1]) / scale
@@ -276,6 +320,9 @@ def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
 def load_data(config: Config) -> Data:
     if config.data == "mnist5k":
         return _arrays_data(*data_lib.mnist5k(seed=config.seed), 10, None,
+                            config)
+    if config.data == "fashion_mnist":
+        return _arrays_data(*data_lib.fashion_mnist(config.data_dir), 10, None,
                             config)
     if config.data == "digits":
         return _arrays_data(*data_lib.digits(seed=config.seed), 10, None,
@@ -312,6 +359,8 @@ def load_data(config: Config) -> Data:
 # -- model -------------------------------------------------------------------------
 def build_model(config: Config, shape: tuple[int, int, int],
                 num_classes: int) -> keras.Model:
+    if config.architecture is not None:
+        return _architecture(config.architecture, shape, num_classes)
     m = config.width_multiplier
     seed = config.seed
     if config.model.startswith("vgg"):
@@ -332,6 +381,29 @@ def build_model(config: Config, shape: tuple[int, int, int],
                                    seed=seed)
     return models.resnet_cifar(int(config.model[6:]), num_classes, shape,
                                widths, seed=seed)
+
+
+def _architecture(path: str, shape: tuple[int, int, int],
+                  num_classes: int) -> keras.Model:
+    """The model of a `model.to_json()` file, with fresh weights and without
+    tf_prunetrain's regularizers and constraints (--prunetrain adds its
+    own)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        model = keras.models.model_from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ValueError(f"--architecture={path!r} is not a Keras model "
+                         f"JSON file ({type(err).__name__}: {err}).") from err
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"--architecture={path!r} is not a Keras model JSON "
+                         f"file (it reads as a {type(model).__name__}).")
+    inputs, outputs = tuple(model.input_shape[1:]), model.output_shape[-1]
+    if inputs != tuple(shape) or outputs != num_classes:
+        raise ValueError(f"--architecture={path!r} takes {inputs} and gives "
+                         f"{outputs} outputs; the data needs {tuple(shape)} "
+                         f"and {num_classes}.")
+    return tf_prunetrain.strip_prunetrain(model)
 
 
 class _StepLearningRate(keras.callbacks.Callback):
@@ -442,8 +514,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             train, steps = data_lib.repeated(train)
         fit = model.fit(train, epochs=end,
                         initial_epoch=epoch, steps_per_epoch=steps,
-                        validation_data=data.test(batch * replicas, even),
-                        validation_steps=config.steps_per_epoch,
+                        validation_data=data.test(batch * replicas, even)
+                        if config.validate else None,
+                        validation_steps=config.steps_per_epoch
+                        if config.validate else None,
                         callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)  # the pipeline shuffles
         train_seconds += time.perf_counter() - fit_start
@@ -457,6 +531,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                                           replicas > 1),
                                 steps=config.steps_per_epoch, verbose=0,
                                 return_dict=True)
+    if config.log_dir:  # the trainable model, and one for plain Keras
+        model.save(os.path.join(config.log_dir, MODEL_FILE))
+        tf_prunetrain.strip_prunetrain(model).save(
+            os.path.join(config.log_dir, PLAIN_MODEL_FILE))
     if config.export_dir:
         model.export(config.export_dir, verbose=False)
     cost = tracker.cost

@@ -1,6 +1,9 @@
 """Bad input on every public entry point: the error type, a message that
 names the argument/layer and the fix, and a model left exactly as it was."""
 
+import os
+import tempfile
+
 import keras
 import numpy as np
 import pytest
@@ -79,6 +82,18 @@ def _existing_regularizer(model):
     return lambda: tf_prunetrain.add_group_lasso(other)
 
 
+def _export_onto_a_file(model):
+    path = os.path.join(tempfile.mkdtemp(), "model")
+    open(path, "w").close()
+    return lambda: tf_prunetrain.export_saved_model(model, path)
+
+
+def _checkpoint_in_a_file(model):
+    path = os.path.join(tempfile.mkdtemp(), "backup")
+    open(path, "w").close()
+    return lambda: tf_prunetrain.Checkpoint(path)
+
+
 CASES = {
     # name: (make the call from the model, error type, message pattern)
     "interval": (lambda m: lambda: tf_prunetrain.Reconfigure(interval=0),
@@ -103,6 +118,15 @@ CASES = {
         model_zoo.Subclassed()), TypeError, "subclassed model.*functional API"),
     "prune threshold": (lambda m: lambda: tf_prunetrain.prune_channels(
         m, threshold=-1.0), ValueError, "threshold"),
+    "prune threshold type": (lambda m: lambda: tf_prunetrain.prune_channels(
+        m, threshold="1e-4"), ValueError, "threshold must be a number"),
+    "prune a string": (lambda m: lambda: tf_prunetrain.prune_channels(
+        "model"), TypeError, "prune_channels: model must be a keras.Model, "
+        "got str"),
+    "export onto a file": (_export_onto_a_file, FileExistsError,
+                           "export_saved_model: path '.*' is a file"),
+    "checkpoint in a file": (_checkpoint_in_a_file, NotADirectoryError,
+                             "Checkpoint: directory '.*' is a file"),
     "keep unknown layer": (lambda m: _keep(m, lambda _: {"nope": [True]}),
                            ValueError, "no layer 'nope'"),
     "keep wrong length": (lambda m: _keep(m, lambda _: {
@@ -159,13 +183,51 @@ def test_there_are_at_least_twenty_cases():
     assert len(CASES) >= 20
 
 
-def test_nan_loss_at_calibration_stops_with_a_clear_error():
+def test_nan_data_at_calibration_is_reported_as_the_data():
     model = _model()
+    config, strength = model.to_json(), _strengths(model)
     x = model_zoo.random_input(model, 8)
     x[0, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="cannot calibrate λ.*penalty_ratio=None"):
+    callback = tf_prunetrain.Reconfigure(verbose=0)
+    with pytest.raises(ValueError, match=r"loss is nan.*NaN or infinite "
+                       r"values in the training data or labels"):
+        model.fit(x, np.arange(8), verbose=0, callbacks=[callback])
+    # Keras took the step; we changed nothing: architecture, λ, no cut.
+    assert model.to_json() == config and _strengths(model) == strength
+    assert not callback.reconfigurations
+
+
+def test_zero_kernels_at_calibration_name_the_penalty():
+    model = _model()
+    for variable in model.trainable_variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    x = model_zoo.random_input(model, 8)
+    with pytest.raises(ValueError, match="every regularized kernel is zero"):
         model.fit(x, np.arange(8), verbose=0,
                   callbacks=[tf_prunetrain.Reconfigure(verbose=0)])
+
+
+def _strengths(model):
+    return [v.regularizer.strength for v in model.weights
+            if isinstance(getattr(v, "regularizer", None),
+                          tf_prunetrain.GroupLasso)]
+
+
+def test_infinite_threshold_warns_and_leaves_the_model_alone():
+    model = _model()
+    snapshot = _snapshot(model)
+    with pytest.warns(UserWarning, match=r"threshold=inf counts every "
+                      r"channel as dead.*finite threshold"):
+        pruned = tf_prunetrain.prune_channels(model, threshold=float("inf"))
+    _assert_unchanged(model, snapshot)
+    assert pruned.get_layer("stem_conv").filters == 1  # min_channels
+
+
+def test_checkpoint_directory_replaced_by_a_file_before_restore(tmp_path):
+    backup = tf_prunetrain.Checkpoint(str(tmp_path / "backup"))
+    (tmp_path / "backup").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        backup.restore()
 
 
 def test_group_lasso_on_a_weight_it_cannot_group():

@@ -1,6 +1,7 @@
 """Small data sets written in the real on-disk formats, for loader and
 recipe tests (no download is possible here)."""
 
+import gzip
 import os
 import pickle
 
@@ -71,3 +72,36 @@ def write_imagenet_tfrecords(directory: str, classes: int = 3,
                 [example({"image/encoded": tf.io.encode_jpeg(img).numpy(),
                           "image/class/label": 1 + i % classes})
                  for i, img in enumerate(images)])
+
+
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
+    """`array` (uint8) in the IDX format: two zero bytes, type code 0x08,
+    the dimension count, each dimension as a big-endian 32-bit integer, then
+    the values in row-major order; gzipped like the distributed files."""
+    array = np.ascontiguousarray(array, np.uint8)
+    raw = (bytes([0, 0, 0x08, array.ndim])
+           + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+           + array.tobytes())
+    with open(path, "wb") as f:
+        f.write(gzip.compress(raw) if compress else raw)
+
+
+def write_fashion_mnist(directory: str, train: int = 30, test: int = 10,
+                        compress: bool = True,
+                        seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four Fashion-MNIST IDX files with random 28x28 images and labels
+    in 0..9; returns {"train"|"test": (images (N, 28, 28), labels)}."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = {}
+    suffix = ".gz" if compress else ""
+    for split, count, prefix in (("train", train, "train"),
+                                 ("test", test, "t10k")):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte{suffix}"),
+                  images, compress)
+        write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte{suffix}"),
+                  labels, compress)
+        written[split] = (images, labels)
+    return written

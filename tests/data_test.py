@@ -4,6 +4,7 @@ real formats, and the tf.data pipelines batch, augment and normalize."""
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import pickle
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_files import example, write_cifar_file, write_records
+from data_files import (example, write_cifar_file, write_fashion_mnist,
+                        write_idx, write_records)
 from tf_prunetrain import data
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -259,6 +261,126 @@ def test_imagenet_without_data_names_the_three_layouts(tmp_path):
     assert "'validation/<class>/" in message and "'val/<class>/" in message
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.imagenet(str(tmp_path / "missing"))
+
+
+# --------------------------------------------------------------------------- #
+# Fashion-MNIST (IDX files)
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fashion_mnist_reads_idx_files(tmp_path, compress):
+    written = write_fashion_mnist(str(tmp_path), compress=compress)
+    (x, y), (x_test, y_test) = data.fashion_mnist(str(tmp_path))
+    assert x.shape == (30, 28, 28, 1) and x_test.shape == (10, 28, 28, 1)
+    assert x.dtype == np.uint8 and y.dtype == np.int32
+    np.testing.assert_array_equal(x[..., 0], written["train"][0])
+    np.testing.assert_array_equal(y, written["train"][1])
+    np.testing.assert_array_equal(x_test[..., 0], written["test"][0])
+    np.testing.assert_array_equal(y_test, written["test"][1])
+
+
+def test_fashion_mnist_subset_is_seeded_and_ordered(tmp_path):
+    written = write_fashion_mnist(str(tmp_path), train=40)
+    (x, y), (x_test, _) = data.fashion_mnist(str(tmp_path), train_size=12)
+    assert x.shape == (12, 28, 28, 1) and x_test.shape == (10, 28, 28, 1)
+    # Rows of the original, in the original order.
+    originals = written["train"][0].reshape(40, -1)
+    rows = [int(np.flatnonzero((originals == image.reshape(-1)).all(1))[0])
+            for image in x]
+    assert rows == sorted(rows) and len(set(rows)) == 12
+    np.testing.assert_array_equal(y, written["train"][1][rows])
+    (x_again, _), _ = data.fashion_mnist(str(tmp_path), train_size=12)
+    np.testing.assert_array_equal(x_again, x)
+    (x_other, _), _ = data.fashion_mnist(str(tmp_path), train_size=12, seed=1)
+    assert not np.array_equal(x_other, x)
+    for bad in (0, 41, 2.5, True):
+        with pytest.raises(ValueError, match=r"train_size must be an integer "
+                           rf"in \[1, 40\].*got {bad!r}"):
+            data.fashion_mnist(str(tmp_path), train_size=bad)
+
+
+def test_fashion_mnist_looks_in_the_debian_folder_then_keras_cache(
+        tmp_path, monkeypatch):
+    debian, home = tmp_path / "debian", tmp_path / "keras_home"
+    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN_DIR", str(debian))
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    with pytest.raises(FileNotFoundError) as error:
+        data.fashion_mnist()
+    message = str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert str(debian) in message
+    assert os.path.join(str(home), "datasets", "fashion-mnist") in message
+    write_fashion_mnist(os.path.join(home, "datasets", "fashion-mnist"),
+                        train=20, seed=1)
+    (x, _), _ = data.fashion_mnist()
+    assert len(x) == 20
+    write_fashion_mnist(str(debian), train=10, seed=2)
+    (x, _), _ = data.fashion_mnist()
+    assert len(x) == 10  # the Debian package's files come first
+
+
+def test_fashion_mnist_missing_file_names_the_folder(tmp_path):
+    write_fashion_mnist(str(tmp_path))
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(FileNotFoundError,
+                       match=r"t10k-labels-idx1-ubyte.*in '.*"):
+        data.fashion_mnist(str(tmp_path))
+
+
+def _corrupt(folder, name: str, content: bytes) -> None:
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(content)
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("train-images-idx3-ubyte.gz", b"\x1f\x8bnot gzip", "damaged gzip"),
+    ("train-images-idx3-ubyte.gz", b"GIF89a....", "is not an IDX file"),
+    ("t10k-labels-idx1-ubyte.gz", None, "truncated or padded"),
+])
+def test_fashion_mnist_corrupt_files_are_named(tmp_path, name, content, match):
+    write_fashion_mnist(str(tmp_path))
+    if content is None:  # a header announcing more labels than stored
+        content = gzip.compress(bytes([0, 0, 8, 1]) + (11).to_bytes(4, "big")
+                                + bytes(10))
+    _corrupt(tmp_path, name, content)
+    with pytest.raises(ValueError, match=match) as error:
+        data.fashion_mnist(str(tmp_path))
+    assert name in str(error.value)
+
+
+def test_fashion_mnist_images_and_labels_must_match(tmp_path):
+    write_fashion_mnist(str(tmp_path), train=30)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    write_idx(labels, np.zeros(29, np.uint8))
+    with pytest.raises(ValueError, match="one label in 0..9 per image"):
+        data.fashion_mnist(str(tmp_path))
+    write_idx(labels, np.full(30, 10, np.uint8))
+    with pytest.raises(ValueError, match="one label in 0..9 per image"):
+        data.fashion_mnist(str(tmp_path))
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz",
+              np.zeros((30, 28 * 28), np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 images \(N, rows, columns\)"):
+        data.fashion_mnist(str(tmp_path))
+
+
+@pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DEBIAN_DIR),
+                    reason="the real files come with 'apt-get install "
+                           "dataset-fashion-mnist' (CI installs it)")
+def test_fashion_mnist_real_files():
+    (x, y), (x_test, y_test) = data.fashion_mnist()
+    assert x.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(y), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(y_test), [1000] * 10)
+    assert x.min() == 0 and x.max() == 255
+    # The first training label of the published files: an ankle boot (9).
+    assert y[0] == 9
+
+
+def test_subset_rejects_bad_sizes():
+    arrays = data.synthetic((4, 4, 1), 2, size=5)
+    with pytest.raises(ValueError, match=r"subset: size must be an integer in "
+                       r"\[1, 5\]"):
+        data.subset(arrays, 6)
 
 
 # --------------------------------------------------------------------------- #

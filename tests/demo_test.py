@@ -2,6 +2,7 @@
 report."""
 
 import os
+import zipfile
 
 import pytest
 
@@ -27,6 +28,12 @@ def test_demo_compares_runs_exports_and_reports(tmp_path, capsys):
     assert pruned["params"] <= dense["params"]
     assert result["export_difference"] < 1e-4
     assert os.path.exists(os.path.join(result["saved_model"], "saved_model.pb"))
+    trainable, plain = result["keras_models"]
+    assert os.path.dirname(plain) == os.path.dirname(trainable) == str(tmp_path)
+    with zipfile.ZipFile(plain) as archive:  # nothing of ours in the config
+        assert b"tf_prunetrain" not in archive.read("config.json")
+    with zipfile.ZipFile(trainable) as archive:
+        assert b"tf_prunetrain>GroupLasso" in archive.read("config.json")
     shrank = any(r.changes for r in pruned["tracker"].reconfigurations)
     assert sorted(map(os.path.basename, result["figures"])) == (
         ["channels.png"] if shrank else []) + ["curves.png", "flops.png"]

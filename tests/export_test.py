@@ -1,8 +1,11 @@
 """export_saved_model: verified SavedModel (and TFLite) of pruned models,
-pruning metadata, and safe-mode loading of pruned .keras files."""
+pruning metadata, safe-mode loading of pruned .keras files, and
+strip_prunetrain's plain-Keras copy."""
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -95,3 +98,113 @@ def test_pruned_keras_files_load_in_safe_mode(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                model.predict(x, verbose=0), rtol=1e-4,
                                atol=1e-5)
+
+
+# A process that has never imported tf_prunetrain, and cannot: it loads a
+# .keras file with plain Keras in safe mode and checks the outputs.
+_PLAIN_LOADER = r"""
+import sys
+
+class _NoPruneTrain:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tf_prunetrain":
+            raise ImportError("tf_prunetrain is not available here")
+
+sys.meta_path.insert(0, _NoPruneTrain())
+import keras
+import numpy as np
+
+path, arrays = sys.argv[1], np.load(sys.argv[2])
+try:
+    model = keras.saving.load_model(path, safe_mode=True)
+except Exception as err:
+    print(f"LOAD FAILED: {type(err).__name__}: {err}")
+    sys.exit(3)
+served = model.predict(arrays["x"], verbose=0)
+np.testing.assert_allclose(served, arrays["y"], rtol=1e-5, atol=1e-5)
+assert not any(m.split(".")[0] == "tf_prunetrain" for m in sys.modules)
+print("LOADED", model.count_params())
+"""
+
+
+def _load_without_tf_prunetrain(tmp_path, path, x, y):
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, x=x, y=y)
+    return subprocess.run([sys.executable, "-c", _PLAIN_LOADER, str(path),
+                           str(arrays)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ,
+                                            "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def _our_objects(model):
+    return [(layer.name, key) for layer in model.layers
+            for key, value in vars(layer).items()
+            if isinstance(value, (tf_prunetrain.GroupLasso,
+                                  tf_prunetrain.ProximalStep))] + [
+        v.path for v in model.weights
+        if isinstance(getattr(v, "regularizer", None),
+                      tf_prunetrain.GroupLasso)
+        or isinstance(getattr(v, "constraint", None),
+                      tf_prunetrain.ProximalStep)]
+
+
+def test_stripped_model_loads_in_plain_keras_in_another_process(tmp_path):
+    """Pruned in place inside fit with the proximal lasso on kernels and
+    BatchNorm scales: the stripped .keras file loads in a process without
+    tf_prunetrain (safe_mode=True) and computes the same outputs; the
+    unstripped file does not load there."""
+    model = tf_prunetrain.add_group_lasso(
+        model_zoo.randomize_batchnorm(model_zoo.resnet_basic()), 1e-3,
+        proximal=True, scales=True)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pt.zero_random_groups(model, 0.5, seed=1)
+    x = model_zoo.random_input(model, batch_size=16)
+    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
+                                         verbose=0)
+    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0,
+              callbacks=[callback])
+    assert callback.reconfigurations[0].changes
+    before = _our_objects(model)
+    assert before  # regularizers and proximal steps are attached
+
+    plain = tf_prunetrain.strip_prunetrain(model)
+    assert not _our_objects(plain) and "tf_prunetrain" not in plain.to_json()
+    assert _our_objects(model) == before  # the trained model is untouched
+    assert [l.name for l in plain.layers] == [l.name for l in model.layers]
+    assert [w.path for w in plain.weights] == [w.path for w in model.weights]
+    for a, b in zip(plain.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    y = model.predict(x, verbose=0)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), y, rtol=1e-6,
+                               atol=1e-6)
+
+    plain.save(tmp_path / "plain.keras")
+    done = _load_without_tf_prunetrain(tmp_path, tmp_path / "plain.keras", x, y)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"LOADED {model.count_params()}" in done.stdout
+    model.save(tmp_path / "trainable.keras")
+    done = _load_without_tf_prunetrain(tmp_path, tmp_path / "trainable.keras",
+                                       x, y)
+    assert done.returncode == 3 and "GroupLasso" in done.stdout, done.stdout
+
+
+def test_strip_keeps_other_regularizers_and_rejects_what_it_cannot_copy():
+    x = keras.Input((8,))
+    h = keras.layers.Dense(4, name="l2", kernel_regularizer=keras.regularizers.L2(0.1),
+                           kernel_constraint=keras.constraints.MaxNorm(2.0))(x)
+    model = keras.Model(x, keras.layers.Dense(
+        3, name="out", kernel_regularizer=tf_prunetrain.GroupLasso(1e-3))(h))
+    plain = tf_prunetrain.strip_prunetrain(model)
+    assert isinstance(plain.get_layer("l2").kernel_regularizer,
+                      keras.regularizers.L2)
+    assert isinstance(plain.get_layer("l2").kernel_constraint,
+                      keras.constraints.MaxNorm)
+    assert plain.get_layer("out").kernel_regularizer is None
+    assert isinstance(model.get_layer("out").kernel_regularizer,
+                      tf_prunetrain.GroupLasso)
+    with pytest.raises(TypeError, match="strip_prunetrain: model must be a "
+                       "keras.Model, got str"):
+        tf_prunetrain.strip_prunetrain("model")
+    with pytest.raises(TypeError, match="functional or Sequential"):
+        tf_prunetrain.strip_prunetrain(model_zoo.Subclassed())

@@ -120,6 +120,51 @@ def test_flops_target_with_dynamic_batch():
     _assert_trained(result)
 
 
+def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(
+        tmp_path):
+    """--data=fashion_mnist on generated IDX files, a --train_size subset,
+    --augment=crop_flip, no per-epoch validation; then the pruned model's
+    architecture trained from scratch with --architecture."""
+    folder = tmp_path / "fashion"
+    data_files.write_fashion_mnist(str(folder), train=80, test=20)
+    result = _run(model="resnet20", data="fashion_mnist",
+                  data_dir=str(folder), train_size=64, augment="crop_flip",
+                  validate=False, steps_per_epoch=None, epochs=3,
+                  flops_target=0.5, target_epoch=2, proximal=True,
+                  strength=0.05)
+    model = result["model"]
+    assert model.input_shape == (None, 28, 28, 1)
+    assert result["inference_flops"] / result["initial_inference_flops"] \
+        == pytest.approx(0.5, abs=0.03)
+    # 64 of the 80 training images in batches of 16, three epochs.
+    assert int(model.optimizer.iterations.numpy()) == 3 * 4
+    assert "val_loss" not in result["history"]
+    architecture = tmp_path / "pruned.json"
+    architecture.write_text(model.to_json())
+    assert "tf_prunetrain>GroupLasso" in model.to_json()
+    scratch = _run(data="fashion_mnist", data_dir=str(folder),
+                   architecture=str(architecture), prunetrain=False,
+                   width_multiplier=1.0, steps_per_epoch=None, epochs=1)
+    fresh = scratch["model"]
+    assert fresh.count_params() == model.count_params()
+    assert [layer.name for layer in fresh.layers] == [
+        layer.name for layer in model.layers]
+    # The architecture alone: dense training, none of our regularizers.
+    assert "tf_prunetrain" not in fresh.to_json()
+    assert not fresh.losses
+    with pytest.raises(ValueError, match=r"--architecture=.* takes "
+                       r"\(28, 28, 1\) .* needs \(16, 16, 3\)"):
+        _run(data="synthetic", image_size=16, width_multiplier=1.0,
+             architecture=str(architecture))
+    with pytest.raises(ValueError, match="--width_multiplier conflict"):
+        _run(data="synthetic", architecture=str(architecture))
+    for junk in ("{\"class_name\": 3}", "not json"):
+        (tmp_path / "junk.json").write_text(junk)
+        with pytest.raises(ValueError, match="is not a Keras model JSON file"):
+            _run(data="synthetic", width_multiplier=1.0,
+                 architecture=str(tmp_path / "junk.json"))
+
+
 def test_bad_flags_are_named():
     for kwargs, flag in (({"model": "resnet18"}, "--model"),
                          ({"data": "cifar10"}, "--data_dir"),
@@ -133,11 +178,21 @@ def test_bad_flags_are_named():
                           "--target_epoch=2 must come before"),
                          ({"flops_target": 0.5, "penalty_epochs": 1},
                           "conflict"),
-                         ({"model": "vgg11", "data": "digits"}, "image_size")):
+                         ({"model": "vgg11", "data": "digits"}, "image_size"),
+                         ({"augment": "flip"}, "--augment must be one of"),
+                         ({"train_size": 0}, "--train_size must be >= 1"),
+                         ({"data": "synthetic", "train_size": 10**6},
+                          r"--train_size must be an integer in \[1, "),
+                         ({"data": "imagenet", "data_dir": "/x",
+                           "train_size": 8}, "in-memory data sets"),
+                         ({"architecture": "/nonexistent.json"},
+                          "--architecture='/nonexistent.json' is not a file")):
         with pytest.raises(ValueError, match=flag):
             _run(**kwargs)
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         _run(data="cifar10", data_dir="/nonexistent")
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        _run(data="fashion_mnist", data_dir="/nonexistent")
 
 
 def test_command_line(tmp_path):

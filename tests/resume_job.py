@@ -4,7 +4,8 @@ point, and resumes from its `Checkpoint` when started again.
 Usage: python resume_job.py DIR KILL_AT [MODE]
 KILL_AT: none | mid_epoch | reconfiguration | checkpoint_write
 MODE: dead (default: dead channels every epoch) | target (flops_target=0.5
-by epoch 2, a cut every epoch)
+by epoch 2, a cut every epoch) | mirrored (dead, under MirroredStrategy on
+two logical CPUs)
 
 Deterministic (op determinism, fixed data order), so an interrupted and
 resumed run can be compared with an uninterrupted one. At the end it writes
@@ -79,6 +80,10 @@ class _ZeroMore(keras.callbacks.Callback):
 
 
 def main(directory, kill_at, mode):
+    if mode == "mirrored":  # two logical CPUs, before TensorFlow starts
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0],
+            [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
     target = dict(flops_target=0.5, target_epoch=2) if mode == "target" else {}
@@ -86,17 +91,20 @@ def main(directory, kill_at, mode):
                                             verbose=0, batch_size=16, **target)
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
                                       tracker=reconfigure)
-    restored = backup.restore()
-    if restored:
-        model, initial_epoch = restored
-    else:
-        model = tf_prunetrain.add_group_lasso(
-            model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True))
-        pt.zero_random_groups(model, 0.4, seed=3)
-        initial_epoch = 0
+    strategy = tf_prunetrain.make_strategy(
+        "mirrored" if mode == "mirrored" else "default")
+    with strategy.scope():
+        restored = backup.restore()
+        if restored:
+            model, initial_epoch = restored
+        else:
+            model = tf_prunetrain.add_group_lasso(
+                model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
+            model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                          keras.losses.SparseCategoricalCrossentropy(
+                              from_logits=True))
+            pt.zero_random_groups(model, 0.4, seed=3)
+            initial_epoch = 0
     callbacks = [_ZeroMore(), reconfigure, backup]
     if kill_at == "mid_epoch":
         callbacks.insert(0, _KillMidEpoch())
@@ -112,6 +120,7 @@ def main(directory, kill_at, mode):
               "steps": reconfigure.steps,
               "resumed_from": initial_epoch,
               "target_reached": reconfigure.target_reached,
+              "replicas": strategy.num_replicas_in_sync,
               "reconfigured": [r.epoch for r in reconfigure.reconfigurations
                                if r.changes]}
     with open(os.path.join(directory, "result.json"), "w") as f:

@@ -1,8 +1,11 @@
-"""Fault-tolerant resume: SIGKILL at several points, resume, and end like an
-uninterrupted run; damaged checkpoints are skipped."""
+"""Fault-tolerant resume: SIGKILL at several points (one device and
+MirroredStrategy), resume, and end like an uninterrupted run; damaged
+checkpoints are skipped; a failed checkpoint write stops cleanly."""
 
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 
 import tf_prunetrain
+from tf_prunetrain import checkpoint as checkpoint_lib
 
 JOB = os.path.join(os.path.dirname(__file__), "resume_job.py")
 
@@ -64,6 +68,25 @@ def test_flops_target_run_resumes_with_its_controller_state(
                             resumed_from, "target")
     assert result["target_reached"] == 2
     assert result["strength"] == 0.0  # the lasso stayed off after resuming
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_mirrored(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted_mirrored")
+    done = _job(directory, "none", "mirrored")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _result(directory)
+
+
+def test_mirrored_run_killed_in_a_reconfiguration_resumes(
+        tmp_path, uninterrupted_mirrored):
+    """MirroredStrategy on two logical CPUs, SIGKILLed between the layers'
+    and the optimizer's rebuild of epoch 2's reconfiguration: the resumed
+    run ends with the uninterrupted run's architecture and history."""
+    result = _check_resumed(tmp_path, uninterrupted_mirrored,
+                            "reconfiguration", 1, "mirrored")
+    assert result["replicas"] == 2
+    assert result["reconfigured"]  # it did shrink
 
 
 def _check_resumed(tmp_path, uninterrupted, kill_at, resumed_from, mode):
@@ -125,3 +148,48 @@ def test_checkpoint_arguments():
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             tf_prunetrain.Checkpoint("unused", **kwargs)
     assert tf_prunetrain.Checkpoint("/nonexistent/dir").restore() is None
+
+
+def _disk_full(model_save):
+    """Model.save that writes part of the file, then runs out of space."""
+    def save(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+    return save
+
+
+def _read_only(original_makedirs):
+    def makedirs(path, *args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", path)
+    return makedirs
+
+
+@pytest.mark.parametrize("patch, target, reason", [
+    (_disk_full, (keras.Model, "save"), "No space left on device"),
+    (_read_only, (checkpoint_lib.os, "makedirs"), "Read-only file system"),
+])
+def test_failed_checkpoint_write_stops_training_and_keeps_the_last_good_one(
+        tmp_path, monkeypatch, patch, target, reason):
+    """A write that fails (simulated: running as root ignores permissions)
+    raises an OSError naming the folder out of fit; the checkpoint before it
+    stays restorable and nothing half-written is ever restored."""
+    backup = tf_prunetrain.Checkpoint(str(tmp_path), keep=3)
+    model = _build()
+    x, y = np.random.default_rng(0).normal(size=(8, 4)), np.ones((8, 2))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[backup])
+    expected = model.predict(np.ones((1, 4)), verbose=0)
+    monkeypatch.setattr(*target, patch(getattr(*target)))
+    with pytest.raises(OSError, match=rf"Checkpoint: could not write the "
+                       rf"epoch-3 checkpoint in '{re.escape(str(tmp_path))}' \({reason}\); "
+                       r"ckpt-2 is intact") as error:
+        model.fit(x, y, epochs=3, initial_epoch=2, verbose=0,
+                  callbacks=[backup])
+    assert error.value.errno in (errno.ENOSPC, errno.EROFS)
+    assert model.optimizer.iterations.numpy() == 3  # epoch 3 trained, then it stopped
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1", "ckpt-2"]  # no torn ckpt-3
+    restored, epoch = backup.restore()
+    assert epoch == 2
+    np.testing.assert_allclose(restored.predict(np.ones((1, 4)), verbose=0),
+                               expected, rtol=1e-6)

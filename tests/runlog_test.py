@@ -223,3 +223,84 @@ def test_run_log_validates_and_handles_dynamic_sizes(tmp_path):
                             verbose=0, callbacks=[log]).history
     assert history["prunetrain_params"] == [model.count_params()]
     assert "prunetrain_train_flops" not in history
+
+
+def test_measured_step_times_are_logged(runs):
+    """A real fit: every epoch logs a measured median step time, and each
+    shrinking reconfiguration its step time before and after."""
+    history, cb, records = runs["history"], runs["cb"], _records(runs["dir"])
+    steps = history["prunetrain_step_seconds"]
+    assert len(steps) == EPOCHS and all(0 < s < 60 for s in steps)
+    assert steps[-1] == pytest.approx(cb.step_seconds)
+    assert np.isfinite(history["prunetrain_step_time_saved"]).all()
+    shrunk = [r for r in cb.reconfigurations if r.changes]
+    assert shrunk and all(r.step_seconds_before > 0 and
+                          r.step_seconds_after > 0 for r in shrunk)
+    timed = [r for r in records if r["event"] == "step_time"]
+    assert [r["epoch"] for r in timed] == [r.epoch for r in shrunk]
+    assert "train step (measured median, re-traces excluded)" in cb.summary()
+    # The dense baseline's RunLog times its steps too.
+    assert all(s > 0 for s in runs["dense_history"]["prunetrain_step_seconds"])
+
+
+def test_step_time_phases_skip_retraces_and_price_the_saving(monkeypatch):
+    """On a fake clock: the first step after each (re)trace is not timed,
+    medians are per architecture, the saving prices every step at its
+    model's median, and all of it survives state()/restore()."""
+    from tf_prunetrain import runlog
+
+    now = [0.0]
+    monkeypatch.setattr(runlog.time, "perf_counter", lambda: now[0])
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    pt.zero_random_groups(model, 0.4, seed=3)
+    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0,
+                                   batch_size=BATCH)
+    cb.set_model(model)
+
+    def step(seconds):
+        cb.on_train_batch_begin(0)
+        now[0] += seconds
+        cb.on_train_batch_end(0, {"loss": 1.0})
+
+    cb.on_train_begin()
+    for seconds in (5.0, 1.0, 1.2, 0.8):  # a trace, then three steps
+        step(seconds)
+    assert cb.step_seconds == cb.initial_step_seconds == 1.0
+    assert cb.step_time_saved == 0.0
+    done = cb.reconfigure(1)
+    assert done.changes and done.step_seconds_before == 1.0
+    assert done.step_seconds_after is None
+    assert cb.step_seconds == 1.0  # the new model has not run yet
+    for seconds in (4.0, 0.5, 0.6, 0.4, 0.5):  # a re-trace, four steps
+        step(seconds)
+    assert done.step_seconds_after is None  # AFTER_STEPS = 5 not yet timed
+    step(0.5)
+    assert done.step_seconds_after == 0.5
+    assert done.retrace_seconds == pytest.approx(3.5)  # 4.0 - 0.5
+    # 4 steps at 1.0 and 6 at 0.5, against 10 at 1.0.
+    assert cb.step_time_saved == pytest.approx(0.3)
+    scalars = cb.scalars({})
+    assert scalars["step_seconds"] == 0.5
+    assert scalars["step_time_saved"] == pytest.approx(30.0)
+    assert "initial 1000.0 ms, now 500.0 ms (0.50x); training time saved " \
+        "so far 30.0%" in cb.summary()
+
+    resumed = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
+                                        verbose=0, batch_size=BATCH)
+    resumed.restore(json.loads(json.dumps(cb.state())))
+    assert resumed.step_seconds == 0.5 and resumed.initial_step_seconds == 1.0
+    assert resumed.step_time_saved == pytest.approx(0.3)
+    assert resumed.reconfigurations[-1].step_seconds_after == 0.5
+
+
+def test_step_times_are_nan_until_a_step_is_timed():
+    log = tf_prunetrain.RunLog()
+    model = model_zoo.plain_cnn()
+    model.compile("sgd", LOSS)
+    log.set_model(model)
+    log.on_train_begin()
+    scalars = log.scalars({})
+    assert np.isnan(scalars["step_seconds"])
+    assert np.isnan(scalars["step_time_saved"])
+    assert log.step_seconds is None and log.step_time_saved is None

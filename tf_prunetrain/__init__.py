@@ -13,6 +13,7 @@ Public API:
   Checkpoint        Keras callback: crash-safe checkpoints of a shrinking run.
   dynamic_batch_size  memory-aware mini-batch growth after a reconfiguration.
   export_saved_model  SavedModel (and TFLite), verified, with pruning metadata.
+  strip_prunetrain  the model with nothing of ours left: loads in plain Keras.
   make_strategy, synchronize_batchnorm, broadcast
                     data-parallel training with tf.distribute.
   prune_channels    a physically smaller copy without the dead channels.
@@ -37,7 +38,7 @@ from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_
 from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
 from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
 from tf_prunetrain.dynamic_batch import dynamic_batch_size
-from tf_prunetrain.export import Export, export_saved_model
+from tf_prunetrain.export import Export, export_saved_model, strip_prunetrain
 from tf_prunetrain.group_lasso import add_group_lasso
 from tf_prunetrain.inplace import reconfigure_in_place
 from tf_prunetrain.proximal import ProximalStep, attach_proximal_step
@@ -74,6 +75,7 @@ __all__ = [
     "plan_pruning",
     "prune_channels",
     "reconfigure_in_place",
+    "strip_prunetrain",
     "synchronize_batchnorm",
     "training_cost",
 ]

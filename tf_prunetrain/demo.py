@@ -20,8 +20,9 @@ What it does:
 3. Prints a table for both runs: test accuracy, training FLOPs spent (and
    the share of the dense run's), inference FLOPs, parameters, training wall
    time; exports the pruned model as a SavedModel (checked against Keras'
-   predictions) and draws the PNG report (`tf_prunetrain.report`) into
-   `--out_dir`.
+   predictions), saves it as `pruned.keras` (trainable) and
+   `pruned_plain.keras` (`strip_prunetrain`: loads with plain Keras), and
+   draws the PNG report (`tf_prunetrain.report`) into `--out_dir`.
 
 The paper's mode (no target: λ acts for the whole run and only channels it
 drives to zero go) is `--flops_target=0`.
@@ -214,6 +215,12 @@ def run(
     difference = float(np.max(np.abs(
         served - model.predict(x_test[:256], verbose=0))))
     print(f"\nSavedModel: {saved} (max |served - Keras| = {difference:.1e})")
+    trainable = os.path.join(out_dir, "pruned.keras")
+    plain = os.path.join(out_dir, "pruned_plain.keras")
+    model.save(trainable)
+    tf_prunetrain.strip_prunetrain(model).save(plain)
+    print(f"Keras models: {trainable} (trainable, needs tf_prunetrain), "
+          f"{plain} (strip_prunetrain: loads with plain Keras)")
     try:
         figures = report.render(
             [("PruneTrain", report.load(os.path.join(out_dir, "prunetrain"))),
@@ -226,6 +233,7 @@ def run(
     total = time.perf_counter() - start
     print(f"Done in {total:.0f} s.")
     return {"dense": dense, "prunetrain": pruned, "saved_model": saved,
+            "keras_models": (trainable, plain),
             "export_difference": difference, "figures": figures,
             "seconds": total}
 

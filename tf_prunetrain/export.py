@@ -1,5 +1,7 @@
-"""`export_saved_model`: a SavedModel that provably computes what the Keras
-model computes, with the pruning recorded beside it."""
+"""Handing the pruned model on: `export_saved_model`, a SavedModel that
+provably computes what the Keras model computes, with the pruning recorded
+beside it; and `strip_prunetrain`, the same Keras model with nothing of
+tf_prunetrain left in it, for people who load it without the library."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tf_prunetrain import cost as cost_lib
 from tf_prunetrain.regularizers import GroupLasso
 
 METADATA_FILE = "prunetrain.json"  # in the SavedModel's assets/
+_PACKAGE = "tf_prunetrain"  # GroupLasso's registered package
 
 
 @dataclasses.dataclass
@@ -78,6 +81,68 @@ def largest_difference(expected: Any, served: Any) -> float:
     return max(diffs, default=0.0)
 
 
+def _ours(value: Any) -> bool:
+    """A serialized object registered by tf_prunetrain (`GroupLasso`)."""
+    return isinstance(value, dict) and str(
+        value.get("registered_name") or "").startswith(_PACKAGE + ">")
+
+
+def _plain_config(config: Any) -> Any:
+    """`config` with each of our regularizers and constraints set to None."""
+    if isinstance(config, dict):
+        return {key: None if key.endswith(("_regularizer", "_constraint"))
+                and _ours(value) else _plain_config(value)
+                for key, value in config.items()}
+    if isinstance(config, list):
+        return [_plain_config(value) for value in config]
+    return config
+
+
+def strip_prunetrain(model: keras.Model) -> keras.Model:
+    """A copy of `model` with nothing of tf_prunetrain left in it.
+
+    Same layers, names, architecture and weights (BatchNorm statistics
+    included), so the same outputs; no `GroupLasso` regularizers and no
+    proximal constraints, so its `.keras` file loads with plain Keras
+    (`keras.saving.load_model(path)`, `safe_mode=True` included) where
+    tf_prunetrain is not installed. Regularizers and constraints that are
+    not ours are kept. The copy is not compiled: compile it to fine-tune it
+    (a pruned model fine-tuned without the lasso keeps its channels). The
+    model passed in is not changed.
+
+    Example:
+    >>> import keras, numpy as np, tempfile, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> y = keras.layers.Conv2D(4, 3, name="conv")(x)
+    >>> model = tf_prunetrain.add_group_lasso(keras.Model(x, y), 1e-3)
+    >>> plain = tf_prunetrain.strip_prunetrain(model)
+    >>> plain.get_layer("conv").kernel_regularizer is None
+    True
+    >>> path = tempfile.mkdtemp() + "/pruned.keras"
+    >>> plain.save(path)
+    >>> "tf_prunetrain" in keras.saving.load_model(path).to_json()
+    False
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"strip_prunetrain: model must be a keras.Model, "
+                        f"got {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(f"strip_prunetrain: model '{model.name}' is not "
+                         "built; build it or call it on data first.")
+
+    def plain(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config(_plain_config(layer.get_config()))
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=plain,
+                                        recursive=True)
+    except ValueError as err:
+        raise TypeError(f"strip_prunetrain: model '{model.name}' must be a "
+                        f"functional or Sequential model ({err})") from err
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_saved_model(model: keras.Model, path: str,
                        sample_inputs: Any = None, callback: Any = None,
                        tolerance: float = 1e-5, tflite: bool = False,
@@ -103,9 +168,16 @@ def export_saved_model(model: keras.Model, path: str,
     >>> done.max_difference < 1e-5, done.metadata["channels"]
     (True, {'conv': 4})
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"export_saved_model: model must be a keras.Model, "
+                        f"got {type(model).__name__}.")
     if not tolerance >= 0:
         raise ValueError(f"export_saved_model: tolerance must be >= 0, got "
                          f"{tolerance!r}.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"export_saved_model: path '{path}' is a file; "
+                              "a SavedModel is a folder. Pass a new or "
+                              "folder path.")
     samples = (random_inputs(model, seed) if sample_inputs is None
                else keras.tree.flatten(sample_inputs))
     args = samples[0] if len(samples) == 1 else samples

@@ -36,6 +36,11 @@ class Reconfiguration:
     # Extra time of the first train step after it (re-tracing the train
     # function for the new shapes): that step's time minus the next one's.
     retrace_seconds: float = 0.0
+    # Measured median train-step seconds of the model before it and after
+    # it (re-traces excluded; after: over the first `AFTER_STEPS` timed
+    # steps, or the epoch's if fewer). None: not timed (yet).
+    step_seconds_before: float | None = None
+    step_seconds_after: float | None = None
 
 
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
@@ -44,6 +49,8 @@ TARGET_FRACTION = 0.25
 # Before `target_epoch` a cut is made only when it removes at least this
 # fraction of the initial FLOPs: a smaller one does not pay for its re-trace.
 MIN_CUT = 0.05
+# Timed steps after a reconfiguration that give its `step_seconds_after`.
+AFTER_STEPS = 5
 
 
 class Reconfigure(RunLog):
@@ -190,7 +197,6 @@ class Reconfigure(RunLog):
         self._calibrating = False
         self._restored_calibration = False
         self._retrace: list[float] | None = None  # step times after a change
-        self._step_start = 0.0
         self.target_reached: int | None = None  # epoch the target was met
 
     @property
@@ -304,24 +310,33 @@ class Reconfigure(RunLog):
             Reconfiguration(**{**r, "changes": [tuple(c) for c in r["changes"]]})
             for r in state.get("reconfigurations", [])]
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._step_start = time.perf_counter()
-
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         super().on_train_batch_end(batch, logs)
         if self._retrace is not None:
-            self._time_retrace(time.perf_counter() - self._step_start)
+            self._time_retrace(self.last_step_seconds)
+        self._time_after(AFTER_STEPS)
         if not self._calibrating:
             return
         self._calibrating = False
         loss = float((logs or {}).get("loss", np.nan))
         pairs = self._regularized()
         penalty = float(sum(float(reg.penalty(v)) for v, reg in pairs))
-        if not np.isfinite(loss) or not np.isfinite(penalty) or penalty <= 0:
+        if not np.isfinite(loss):
             raise ValueError(
-                f"Reconfigure: cannot calibrate λ from loss {loss} and group "
-                f"penalty {penalty}; fix the input or pass penalty_ratio=None "
-                "with a strength set by add_group_lasso(strength=...).")
+                f"Reconfigure: the first training step's loss is {loss}, so "
+                "λ cannot be calibrated from it. A loss that is not finite at "
+                "the first step almost always means NaN or infinite values "
+                "in the training data or labels (check np.isfinite on them), "
+                "or a learning rate so high the first update diverged. No "
+                "channel was removed.")
+        if not np.isfinite(penalty) or penalty <= 0:
+            raise ValueError(
+                f"Reconfigure: cannot calibrate λ: the group penalty of the "
+                f"regularized kernels is {penalty} ("
+                + ("NaN or infinite weights" if not np.isfinite(penalty)
+                   else "every regularized kernel is zero")
+                + "). Fix the initialization, or pass penalty_ratio=None with "
+                "a strength set by add_group_lasso(strength=...).")
         r = self.penalty_ratio
         # Every worker uses the first replica's λ (see `distribute`).
         strength = float(distribute.broadcast(
@@ -336,6 +351,25 @@ class Reconfigure(RunLog):
             print(f"Reconfigure: λ = {strength:.3g} (penalty ratio {r:g}: "
                   f"loss {loss:.4g}, group lasso {penalty:.4g})")
 
+    def _time_after(self, enough: int) -> None:
+        """Fills the last reconfiguration's `step_seconds_after` once
+        `enough` steps of the new model are timed."""
+        done = self.reconfigurations[-1] if self.reconfigurations else None
+        if done is None or not done.changes or \
+                done.step_seconds_after is not None or \
+                len(self.step_phases[-1]["times"]) < enough:
+            return
+        done.step_seconds_after = self.step_seconds
+        self.record("step_time", epoch=done.epoch,
+                    before=done.step_seconds_before,
+                    after=done.step_seconds_after)
+        if self.verbose and done.step_seconds_before:
+            print(f"Reconfigure (epoch {done.epoch}): train step "
+                  f"{1e3 * done.step_seconds_before:.1f} ms -> "
+                  f"{1e3 * done.step_seconds_after:.1f} ms ("
+                  f"{done.step_seconds_after / done.step_seconds_before:.2f}x"
+                  "), measured")
+
     def _time_retrace(self, step_seconds: float) -> None:
         self._retrace.append(step_seconds)
         if len(self._retrace) == 2:
@@ -348,6 +382,7 @@ class Reconfigure(RunLog):
 
     # -- reconfiguration ------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._time_after(1)  # an epoch shorter than AFTER_STEPS
         done = epoch + 1
         last = self.penalty_epochs
         if self.flops_target is not None:
@@ -413,6 +448,7 @@ class Reconfigure(RunLog):
                     variable.constraint = None
         if detach and self.model.compiled:
             self.model.make_train_function(force=True)
+            self.untimed_steps()
 
     def scalars(self, logs: dict) -> dict[str, float]:
         out = super().scalars(logs)
@@ -443,7 +479,7 @@ class Reconfigure(RunLog):
         if self.cost is None and self.initial_cost is None:
             self.refresh()  # called before any fit
         before, flops_before = self.model.count_params(), self._flops()
-        bytes_before = self._gradient_bytes()
+        bytes_before, step_before = self._gradient_bytes(), self.step_seconds
         if plan is None:
             plan = surgery.plan_pruning(
                 coupling.channel_groups(self.model), self.threshold,
@@ -460,7 +496,8 @@ class Reconfigure(RunLog):
         seconds = time.perf_counter() - start + planning_seconds
         done = Reconfiguration(epoch, before, self.model.count_params(),
                                flops_before, self._flops(), bytes_before,
-                               self._gradient_bytes(), seconds, changes)
+                               self._gradient_bytes(), seconds, changes,
+                               step_seconds_before=step_before)
         self.reconfigurations.append(done)
         self.record("reconfiguration", **dataclasses.asdict(done))
         if self.verbose:

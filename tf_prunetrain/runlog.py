@@ -29,9 +29,21 @@ class RunLog(keras.callbacks.Callback):
     the logs get `prunetrain_params`, `prunetrain_flops` (inference FLOPs per
     example), `prunetrain_train_flops` (per step), `prunetrain_train_flops_saved`
     (percent of the dense training FLOPs saved so far),
-    `prunetrain_gradient_bytes` (all-reduced per step) and
-    `prunetrain_memory_traffic_bytes` (bandwidth-bound layers, per step), so `History`,
-    `CSVLogger` and Keras' `TensorBoard` see them (list `RunLog` before them).
+    `prunetrain_gradient_bytes` (all-reduced per step),
+    `prunetrain_memory_traffic_bytes` (bandwidth-bound layers, per step),
+    `prunetrain_step_seconds` (the measured median train-step time of the
+    latest model that trained) and `prunetrain_step_time_saved` (percent of
+    the training time saved so far, measured: every step priced at its
+    model's median step time per example, against the initial model's;
+    both NaN until a step is timed), so
+    `History`, `CSVLogger` and Keras' `TensorBoard` see them (list `RunLog`
+    before them).
+
+    Step times are wall-clock seconds from `on_train_batch_begin` to
+    `on_train_batch_end` (data loading included). The first step after each
+    (re)trace of the train function — the first of every `fit`, the first
+    after a reconfiguration — is not timed: it measures tracing, which
+    `Reconfiguration.retrace_seconds` reports.
 
     With `log_dir`, it also writes TensorBoard scalars (the same figures plus
     `channels/<layer>` for every convolution/Dense layer) under
@@ -78,6 +90,13 @@ class RunLog(keras.callbacks.Callback):
         self.train_flops_dense = 0
         self.steps = 0
         self.seconds = 0.0  # training wall time over all fits
+        # Timed steps, one phase per architecture and batch size: "key"
+        # (the step's training FLOPs), "batch_size", "steps" (all of them),
+        # "times" (this process's timed ones) and, restored, "median".
+        self.step_phases: list[dict[str, Any]] = []
+        self.last_step_seconds: float | None = None
+        self._untimed = 0  # steps left not to time (re-traces)
+        self._step_start = 0.0
         self._started = False
         self._restored = False
         self._fit_start = 0.0
@@ -91,6 +110,52 @@ class RunLog(keras.callbacks.Callback):
             return 0.0
         return 1.0 - self.train_flops_spent / self.train_flops_dense
 
+    @property
+    def step_seconds(self) -> float | None:
+        """Median train-step seconds of the latest model that has trained
+        (just after a reconfiguration: the one before it; None before any
+        step is timed)."""
+        timed = [_median(p) for p in self.step_phases
+                 if _median(p) is not None]
+        return timed[-1] if timed else None
+
+    @property
+    def initial_step_seconds(self) -> float | None:
+        """Median train-step seconds of the initial model."""
+        return _median(self.step_phases[0]) if self.step_phases else None
+
+    @property
+    def step_time_saved(self) -> float | None:
+        """Fraction of the training time saved so far, from measured step
+        times: every step priced at its model's median seconds per example,
+        against the initial model's (re-traces excluded: see
+        `Reconfiguration.retrace_seconds`). None until both are timed."""
+        initial = self.step_phases[0] if self.step_phases else None
+        if initial is None or _median(initial) is None:
+            return None
+        per_example = _median(initial) / initial["batch_size"]
+        spent = dense = 0.0
+        for phase in self.step_phases:
+            median = _median(phase)
+            if median is not None:
+                spent += phase["steps"] * median
+                dense += phase["steps"] * phase["batch_size"] * per_example
+        return 1.0 - spent / dense
+
+    def untimed_steps(self, count: int = 1) -> None:
+        """Do not time the next `count` steps (the train function is being
+        re-traced, e.g. after a reconfiguration)."""
+        self._untimed = max(self._untimed, count)
+
+    def _phase(self) -> None:
+        """Starts a new phase when the architecture or batch size changed."""
+        key = None if self.cost is None else int(self.cost.train_flops)
+        batch = self.batch_size or 1
+        last = self.step_phases[-1] if self.step_phases else None
+        if last is None or (last["key"], last["batch_size"]) != (key, batch):
+            self.step_phases.append({"key": key, "batch_size": batch,
+                                     "steps": 0, "times": []})
+
     def _measure(self) -> cost_lib.TrainingCost | None:
         try:
             return cost_lib.training_cost(self.model, self.batch_size or 1)
@@ -100,8 +165,11 @@ class RunLog(keras.callbacks.Callback):
             return None
 
     def refresh(self) -> None:
-        """Re-measures the model (call after changing its architecture)."""
+        """Re-measures the model (call after changing its architecture):
+        its cost, and a new step-time phase whose first step is not timed."""
         self.cost = self._measure()
+        self._phase()
+        self.untimed_steps()
 
     def state(self) -> dict[str, Any]:
         """What a resumed run needs to go on accounting (JSON-ready): the
@@ -111,7 +179,10 @@ class RunLog(keras.callbacks.Callback):
                 dataclasses.asdict(initial),
                 "train_flops_spent": self.train_flops_spent,
                 "train_flops_dense": self.train_flops_dense,
-                "steps": self.steps, "seconds": self.seconds}
+                "steps": self.steps, "seconds": self.seconds,
+                "step_phases": [{"key": p["key"], "batch_size": p["batch_size"],
+                                 "steps": p["steps"], "median": _median(p)}
+                                for p in self.step_phases]}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continues the run that `state()` described (before `fit`): the
@@ -125,6 +196,8 @@ class RunLog(keras.callbacks.Callback):
         self.train_flops_spent = int(state["train_flops_spent"])
         self.train_flops_dense = int(state["train_flops_dense"])
         self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
+        self.step_phases = [{**p, "times": []}
+                            for p in state.get("step_phases", [])]
         self._restored = True
 
     def summary(self) -> str:
@@ -132,7 +205,17 @@ class RunLog(keras.callbacks.Callback):
         share of the training FLOPs, and totals vs the initial model."""
         if self.cost is None:
             return "no cost accounting (model not trained yet or dynamic sizes)"
-        return self.cost.summary(self.initial_cost)
+        return self.cost.summary(self.initial_cost) + self._step_line()
+
+    def _step_line(self) -> str:
+        initial, now = self.initial_step_seconds, self.step_seconds
+        if initial is None or now is None:
+            return ""
+        saved = self.step_time_saved
+        return (f"\ntrain step (measured median, re-traces excluded): "
+                f"initial {1e3 * initial:.1f} ms, now {1e3 * now:.1f} ms "
+                f"({now / initial:.2f}x); training time saved so far "
+                f"{100.0 * saved:.1f}%")
 
     # -- Keras hooks -------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -152,7 +235,19 @@ class RunLog(keras.callbacks.Callback):
         self.record("resume" if self._restored else "start",
                     model=self.model.name, batch_size=self.batch_size)
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._step_start = time.perf_counter()
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.last_step_seconds = time.perf_counter() - self._step_start
+        if not self.step_phases:  # hooks called without on_train_begin
+            self._phase()
+        phase = self.step_phases[-1]
+        phase["steps"] += 1
+        if self._untimed:
+            self._untimed -= 1
+        else:
+            phase["times"].append(self.last_step_seconds)
         self.steps += 1
         if self.cost is not None and self.initial_cost is not None:
             # The dense model on this step's batch (which may have grown since
@@ -197,6 +292,11 @@ class RunLog(keras.callbacks.Callback):
                        train_flops_saved=100.0 * self.train_flops_saved,
                        gradient_bytes=self.cost.gradient_bytes,
                        memory_traffic_bytes=self.cost.memory_traffic_bytes)
+        # Always both (NaN until timed): CSVLogger fixes its columns at the
+        # first epoch.
+        step, saved = self.step_seconds, self.step_time_saved
+        out["step_seconds"] = np.nan if step is None else step
+        out["step_time_saved"] = np.nan if saved is None else 100.0 * saved
         return out
 
     def record(self, event: str, **fields: Any) -> None:
@@ -210,6 +310,14 @@ class RunLog(keras.callbacks.Callback):
         with open(os.path.join(self.log_dir, LOG_FILE), "a",
                   encoding="utf-8") as f:
             f.write(json.dumps(line, default=_plain) + "\n")
+
+
+def _median(phase: dict[str, Any]) -> float | None:
+    """A phase's median step seconds: of the steps timed in this process,
+    else the restored one."""
+    if phase["times"]:
+        return float(np.median(phase["times"]))
+    return phase.get("median")
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from typing import Any, Callable, Mapping
 
 import keras
@@ -118,8 +119,7 @@ def plan_pruning(
     """
     _check_positive_int("round_to", round_to)
     _check_positive_int("min_channels", min_channels)
-    if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold!r}.")
+    _check_threshold(threshold)
     max_abs, score = graph.group_strength()
     if not np.all(np.isfinite(score)):
         raise_non_finite(graph)
@@ -143,6 +143,13 @@ def raise_non_finite(graph: coupling.ChannelGraph) -> None:
         f"plan_pruning: NaN or infinite values in {', '.join(bad)}: training "
         "has diverged, so no channel can be judged dead; nothing was pruned. "
         "Lower the learning rate or λ and resume from a checkpoint.")
+
+
+def _check_threshold(threshold: Any) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0, got "
+                         f"{threshold!r}.")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -448,5 +455,16 @@ def prune_channels(
     >>> tf_prunetrain.prune_channels(m).get_layer("c1").filters
     2
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"prune_channels: model must be a keras.Model, got "
+                        f"{type(model).__name__} {model!r:.80}.")
+    _check_threshold(threshold)
+    if math.isinf(threshold):
+        warnings.warn(
+            "prune_channels: threshold=inf counts every channel as dead, so "
+            "every prunable layer keeps only min_channels (rounded up to "
+            "round_to) of its channels. Pass a finite threshold (the default "
+            "1e-4) to remove only the channels the lasso zeroed.",
+            stacklevel=2)
     graph = coupling.channel_groups(model)
     return plan_pruning(graph, threshold, keep, round_to, min_channels).apply()
