@@ -543,6 +543,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "accuracy": float(evaluation["accuracy"]),
         "loss": float(evaluation["loss"]),
         "params": model.count_params(),
+        "channels": cost.channels() if cost else None,
         "initial_params": tracker.initial_cost.params
         if tracker.initial_cost else None,
         "inference_flops": cost.inference_flops if cost else None,

@@ -197,16 +197,6 @@ def test_nan_data_at_calibration_is_reported_as_the_data():
     assert not callback.reconfigurations
 
 
-def test_zero_kernels_at_calibration_name_the_penalty():
-    model = _model()
-    for variable in model.trainable_variables:
-        variable.assign(np.zeros(variable.shape, variable.dtype))
-    x = model_zoo.random_input(model, 8)
-    with pytest.raises(ValueError, match="every regularized kernel is zero"):
-        model.fit(x, np.arange(8), verbose=0,
-                  callbacks=[tf_prunetrain.Reconfigure(verbose=0)])
-
-
 def _strengths(model):
     return [v.regularizer.strength for v in model.weights
             if isinstance(getattr(v, "regularizer", None),

@@ -195,6 +195,7 @@ class Reconfigure(RunLog):
         self.min_channels, self.verbose = min_channels, verbose
         self.reconfigurations: list[Reconfiguration] = []
         self._calibrating = False
+        self._uncalibrated: list[tuple[GroupLasso, float]] = []
         self._restored_calibration = False
         self._retrace: list[float] | None = None  # step times after a change
         self.target_reached: int | None = None  # epoch the target was met
@@ -242,6 +243,8 @@ class Reconfigure(RunLog):
             self._check_target()
         proximal.attach_proximal_step(self.model)
         if self.penalty_ratio is not None and not self._calibrated():
+            # Measured without the penalty; given back if calibration fails.
+            self._uncalibrated = [(reg, reg.strength) for _, reg in pairs]
             for _, reg in pairs:
                 reg.strength = 0.0
             self._calibrating = True
@@ -321,6 +324,9 @@ class Reconfigure(RunLog):
         loss = float((logs or {}).get("loss", np.nan))
         pairs = self._regularized()
         penalty = float(sum(float(reg.penalty(v)) for v, reg in pairs))
+        if not np.isfinite(loss) or not np.isfinite(penalty) or penalty <= 0:
+            for reg, strength in self._uncalibrated:
+                reg.strength = strength
         if not np.isfinite(loss):
             raise ValueError(
                 f"Reconfigure: the first training step's loss is {loss}, so "
@@ -332,11 +338,9 @@ class Reconfigure(RunLog):
         if not np.isfinite(penalty) or penalty <= 0:
             raise ValueError(
                 f"Reconfigure: cannot calibrate λ: the group penalty of the "
-                f"regularized kernels is {penalty} ("
-                + ("NaN or infinite weights" if not np.isfinite(penalty)
-                   else "every regularized kernel is zero")
-                + "). Fix the initialization, or pass penalty_ratio=None with "
-                "a strength set by add_group_lasso(strength=...).")
+                f"regularized kernels is {penalty} (NaN, infinite or zero "
+                "weights). Fix the initialization, or pass penalty_ratio=None "
+                "with a strength set by add_group_lasso(strength=...).")
         r = self.penalty_ratio
         # Every worker uses the first replica's λ (see `distribute`).
         strength = float(distribute.broadcast(

@@ -42,6 +42,7 @@ absolute times are context only (a noisy 2-core machine).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import statistics
@@ -244,9 +245,10 @@ def plain_architecture(model: keras.Model) -> str:
 
 def _figures(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in (
-        "accuracy", "params", "inference_flops", "train_flops_spent",
-        "train_flops_dense", "gradient_bytes", "memory_traffic_bytes", "reconfiguration_seconds",
-        "retrace_seconds", "train_seconds", "seconds")}
+        "accuracy", "params", "channels", "inference_flops",
+        "train_flops_spent", "train_flops_dense", "gradient_bytes",
+        "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
+        "train_seconds", "seconds")}
 
 
 _RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
@@ -286,6 +288,7 @@ def comparison(config: common.Config, widths: Sequence[float],
             for method, value in settings:
                 run_config = _setting(base, method, value, paper_interval,
                                       os.path.join(folder, f"{seed}_{value}"))
+                _fresh_state()
                 outcome = common.run(run_config)
                 if method == "prunetrain" and scratch:
                     with open(os.path.join(folder, f"{seed}_{value}"), "w",
@@ -305,6 +308,15 @@ def comparison(config: common.Config, widths: Sequence[float],
     result["goals"] = goals(result["summary"])
     _write(result, json_path)
     return result
+
+
+def _fresh_state() -> None:
+    """Frees the previous runs' models and traced functions before a run,
+    so that collecting them does not land inside the next run's training.
+    Measured once (four identical 2-epoch dense runs in a row): 29.5 / 47.9
+    / 27.0 / 23.9 s without it, 25.4 / 25.0 / 28.5 / 25.9 s with it."""
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def _setting(base: common.Config, method: str, value: float | None,
