@@ -72,6 +72,9 @@ def test_comparison_runs_every_method_against_its_seeds_dense_run(tmp_path):
     assert [g["goal"] for g in result["goals"]][0].startswith("no thin")
     text = benchmark.comparison_table(result)
     assert "scratch 0.5" in text and "reached" in text
+    markdown = benchmark.comparison_markdown(result).splitlines()
+    assert len(markdown) == 2 + len(settings)
+    assert markdown[3].startswith(("| thin 0.5 |", "| **thin 0.5** |"))
     png = tmp_path / "comparison.png"
     benchmark.plot(result, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -448,6 +448,31 @@ def comparison_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """The summary as a Markdown table (BENCHMARKS.md): mean ± std over
+    seeds, median wall ratio in brackets, front settings in bold."""
+    def cell(row: dict[str, Any], key: str, scale: float = 1.0,
+             digits: int = 3) -> str:
+        return (f"{scale * row[key]['mean']:.{digits}f} ± "
+                f"{scale * row[key]['std']:.{digits}f}")
+
+    lines = ["| setting | top-1 | vs dense (points) | training wall time "
+             "(median) | training FLOPs | final FLOPs | parameters |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["summary"]:
+        walls = [r["ratios"]["wall_time"] for r in result["runs"]
+                 if (r["method"], r["setting"]) == (row["method"],
+                                                    row["setting"])]
+        label = f"**{row['label']}**" if row["pareto"] else row["label"]
+        lines.append(
+            f"| {label} | {cell(row, 'top1', digits=4)} | "
+            f"{cell(row, 'top1_points', digits=2)} | "
+            f"{cell(row, 'wall_time')}x ({statistics.median(walls):.3f}x) | "
+            f"{cell(row, 'train_flops')}x | {cell(row, 'final_flops')}x | "
+            f"{cell(row, 'params')}x |")
+    return "\n".join(lines)
+
+
 def plot(result: dict[str, Any], path: str) -> None:
     """Top-1 vs training wall time and vs training FLOPs (ratios to dense),
     one point per run, setting means with their Pareto front drawn."""
@@ -563,6 +588,7 @@ def main(argv: list[str]) -> None:
                         _PAPER_INTERVAL.value if _PAPER.value else None,
                         _JSON.value)
     print(comparison_table(result))
+    print(comparison_markdown(result))
     if _PNG.value:
         plot(result, _PNG.value)
         print(f"plot: {_PNG.value}")
