@@ -34,16 +34,18 @@ def _result(directory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("uninterrupted")
-    done = _job(directory, "none")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return _result(directory)
+    return _uninterrupted(tmp_path_factory, "dead")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_target(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("uninterrupted_target")
-    done = _job(directory, "none", "target")
+    return _uninterrupted(tmp_path_factory, "target")
+
+
+def _uninterrupted(tmp_path_factory, mode):
+    """The result and weights of a run in `mode` that nobody killed."""
+    directory = tmp_path_factory.mktemp(f"uninterrupted_{mode}")
+    done = _job(directory, "none", mode)
     assert done.returncode == 0, done.stderr[-3000:]
     return _result(directory)
 
@@ -72,10 +74,7 @@ def test_flops_target_run_resumes_with_its_controller_state(
 
 @pytest.fixture(scope="module")
 def uninterrupted_mirrored(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("uninterrupted_mirrored")
-    done = _job(directory, "none", "mirrored")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return _result(directory)
+    return _uninterrupted(tmp_path_factory, "mirrored")
 
 
 def test_mirrored_run_killed_in_a_reconfiguration_resumes(

@@ -137,15 +137,6 @@ def group_lasso_overhead(config: common.Config, rounds: int,
             "ratio": with_ / without}
 
 
-def _figures(result: dict[str, Any]) -> dict[str, Any]:
-    return {key: result[key] for key in (
-        "accuracy", "params", "initial_params", "inference_flops",
-        "initial_inference_flops", "train_flops_spent", "train_flops_dense",
-        "gradient_bytes", "initial_gradient_bytes", "memory_traffic_bytes",
-        "initial_memory_traffic_bytes", "reconfiguration_seconds",
-        "retrace_seconds", "train_seconds", "seconds")}
-
-
 def compare(config: common.Config, rounds: int, steps: int) -> dict[str, Any]:
     """Runs dense and PruneTrain with `config`; returns both and the ratios."""
     dense = common.run(dataclasses.replace(config, prunetrain=False))
@@ -181,66 +172,6 @@ def paper_setting(config: common.Config, interval: int) -> common.Config:
                                target_epoch=None, proximal=False,
                                scales=False, strength=None, penalty_ratio=0.2,
                                round_to=1, interval=interval)
-
-
-def _figures(result: dict[str, Any]) -> dict[str, Any]:
-    return {key: result[key] for key in (
-        "accuracy", "params", "initial_params", "inference_flops",
-        "initial_inference_flops", "train_flops_spent", "train_flops_dense",
-        "gradient_bytes", "initial_gradient_bytes", "memory_traffic_bytes",
-        "initial_memory_traffic_bytes", "reconfiguration_seconds",
-        "retrace_seconds", "train_seconds", "seconds")}
-
-
-def compare(config: common.Config, rounds: int, steps: int) -> dict[str, Any]:
-    """Runs dense and PruneTrain with `config`; returns both and the ratios."""
-    dense = common.run(dataclasses.replace(config, prunetrain=False))
-    pruned = common.run(dataclasses.replace(config, prunetrain=True))
-    overhead = group_lasso_overhead(config, rounds, steps)
-    d, p = _figures(dense), _figures(pruned)
-    wall = p["train_seconds"] / d["train_seconds"]
-    flops = p["train_flops_spent"] / d["train_flops_spent"]
-    return {
-        "config": dataclasses.asdict(config), "dense": d, "prunetrain": p,
-        "group_lasso_overhead": overhead,
-        "ratios": {
-            "wall_time": wall, "train_flops": flops,
-            "wall_over_flops": wall / flops,
-            "inference_flops": p["inference_flops"] / d["inference_flops"],
-            "params": p["params"] / d["params"],
-            "gradient_bytes": p["gradient_bytes"] / d["gradient_bytes"],
-            "memory_traffic": p["memory_traffic_bytes"]
-            / d["memory_traffic_bytes"],
-            "top1_points": 100 * (p["accuracy"] - d["accuracy"]),
-            "reconfiguration_share": (p["reconfiguration_seconds"]
-                                      + p["retrace_seconds"])
-            / p["train_seconds"],
-        },
-    }
-
-
-def paper_setting(config: common.Config, interval: int) -> common.Config:
-    """The paper's PruneTrain on `config`'s workload: λ from a 0.2 penalty
-    ratio, the lasso as a loss term on kernels only, dead channels removed
-    every `interval` epochs, arbitrary widths."""
-    return dataclasses.replace(config, prunetrain=True, flops_target=None,
-                               target_epoch=None, proximal=False,
-                               scales=False, strength=None, penalty_ratio=0.2,
-                               round_to=1, interval=interval)
-
-
-def plain_architecture(model: keras.Model) -> str:
-    """`model.to_json()` with tf_prunetrain's regularizers and constraints
-    removed: the architecture alone, for a dense run from scratch."""
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: None if k.endswith(("_regularizer", "_constraint"))
-                    and "tf_prunetrain" in json.dumps(v) else strip(v)
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-    return json.dumps(strip(json.loads(model.to_json())))
 
 
 def _figures(result: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +245,8 @@ def _fresh_state() -> None:
     """Frees the previous runs' models and traced functions before a run,
     so that collecting them does not land inside the next run's training.
     Measured once (four identical 2-epoch dense runs in a row): 29.5 / 47.9
-    / 27.0 / 23.9 s without it, 25.4 / 25.0 / 28.5 / 25.9 s with it."""
+    / 27.0 / 23.9 s without it, 25.4 / 25.0 / 28.5 / 25.9 s with it; the
+    machine's own drift over an hour is larger still (BENCHMARKS.md)."""
     keras.backend.clear_session()
     gc.collect()
 
