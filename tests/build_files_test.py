@@ -9,7 +9,10 @@ Checked for every `.py` file under tf_prunetrain/, tests/, tools/, recipes/:
   target that exists;
 * every first-party import of a source (`tf_prunetrain`, `tf_prunetrain.X`,
   or a helper module beside it such as `model_zoo`) is covered by a direct
-  dependency of its target on the target that owns that module.
+  dependency of its target on the target that owns that module;
+* the root BUILD, when there is one, is whole: its `py_library` depends on
+  every library and binary of tf_prunetrain/, and its `test_suite`s list
+  every `py_test` of tests/.
 
 BUILD files are Starlark, whose syntax is a subset of Python's, so `ast`
 parses them. Third-party dependencies are comments (`# keras dep1,`) and are
@@ -37,6 +40,7 @@ class Target:
     name: str
     srcs: list[str]
     deps: list[str]
+    tests: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -73,7 +77,8 @@ def parse_build(path: str, package: str) -> list[Target]:
         where = f"{path}:{call.lineno} ({name.value})"
         targets.append(Target(package, call.func.id, name.value,
                               _strings(kw.get("srcs"), "srcs", where),
-                              _strings(kw.get("deps"), "deps", where)))
+                              _strings(kw.get("deps"), "deps", where),
+                              _strings(kw.get("tests"), "tests", where)))
     return targets
 
 
@@ -182,6 +187,9 @@ def check_tree(repo: str, roots: tuple[str, ...] = ROOTS) -> list[str]:
                     f"{path}: not in the srcs of any target in {package}/BUILD"
                     f"; add a py_library/py_binary/py_test for it.")
 
+    if os.path.isfile(os.path.join(repo, "BUILD")):
+        errors += _check_root(repo, targets)
+
     by_module = {m: label for path, label in owner.items()
                  if (m := _module_name(path)) is not None}
     for t in targets.values():
@@ -204,6 +212,36 @@ def check_tree(repo: str, roots: tuple[str, ...] = ROOTS) -> list[str]:
                     errors.append(
                         f"{path} imports code of {needed}, but target "
                         f"{t.label} does not list it in deps.")
+    return errors
+
+
+def _check_root(repo: str, targets: dict[str, Target]) -> list[str]:
+    """The root BUILD gathers the whole package and every test."""
+    try:
+        root = parse_build(os.path.join(repo, "BUILD"), "")
+    except (SyntaxError, ValueError) as e:
+        return [f"BUILD: cannot be read: {e}"]
+    errors = []
+    listed: dict[str, set[str]] = {"py_library": set(), "test_suite": set()}
+    for t in root:
+        if t.srcs:
+            errors.append(f"BUILD: target '{t.name}' has srcs; the root BUILD "
+                          "only gathers targets of the folders.")
+        for dep in t.deps + t.tests:
+            label = _normalize(dep, "")
+            if label is not None and label not in targets:
+                errors.append(f"BUILD: target '{t.name}' names '{dep}', which "
+                              "is not a target.")
+            elif label is not None and t.kind in listed:
+                listed[t.kind].add(label)
+    for t in targets.values():
+        if (t.package == PACKAGE and t.kind in ("py_library", "py_binary")
+                and t.label not in listed["py_library"]):
+            errors.append(f"BUILD: no root py_library depends on {t.label}; "
+                          "add it to the deps.")
+        if t.kind == "py_test" and t.label not in listed["test_suite"]:
+            errors.append(f"BUILD: no root test_suite lists {t.label}; add it "
+                          "to the tests.")
     return errors
 
 
@@ -231,6 +269,10 @@ def _needed(repo: str, path: str, by_module: dict[str, str],
 def test_repository_build_files_cover_every_module():
     errors = check_tree(REPO)
     assert not errors, "BUILD files are out of date:\n  " + "\n  ".join(errors)
+
+
+def test_the_repository_has_a_root_build_file():
+    assert os.path.isfile(os.path.join(REPO, "BUILD"))
 
 
 def test_every_root_with_code_has_a_build_file():
@@ -325,3 +367,28 @@ def test_checker_rejects_glob_srcs(tmp_path):
 ])
 def test_normalize(label, expected):
     assert _normalize(label, "tf_prunetrain") == expected
+
+
+ROOT_BUILD = """
+    py_library(name = "everything", deps = ["//tf_prunetrain",
+                                           "//tf_prunetrain:core"])
+    test_suite(name = "all_tests", tests = ["//tests:core_test"])
+"""
+
+
+def test_checker_accepts_a_whole_root_build(tmp_path):
+    assert check_tree(_write(tmp_path, {**GOOD, "BUILD": ROOT_BUILD})) == []
+
+
+def test_checker_rejects_a_root_build_that_leaves_things_out(tmp_path):
+    root = ROOT_BUILD.replace(',\n                                           '
+                              '"//tf_prunetrain:core"', "").replace(
+        '"//tests:core_test"', '"//tests:gone_test"')
+    errors = check_tree(_write(tmp_path, {**GOOD, "BUILD": root}))
+    assert sorted(errors) == sorted([
+        "BUILD: target 'all_tests' names '//tests:gone_test', which is not a "
+        "target.",
+        "BUILD: no root py_library depends on //tf_prunetrain:core; add it to "
+        "the deps.",
+        "BUILD: no root test_suite lists //tests:core_test; add it to the "
+        "tests."])

@@ -6,12 +6,12 @@ import importlib.util
 
 import pytest
 
-MODULES = ["tf_prunetrain.budget", "tf_prunetrain.checkpoint",
-           "tf_prunetrain.cost",
+MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
+           "tf_prunetrain.checkpoint", "tf_prunetrain.cost",
            "tf_prunetrain.coupling",
            "tf_prunetrain.data", "tf_prunetrain.distribute",
            "tf_prunetrain.dynamic_batch", "tf_prunetrain.export",
-           "tf_prunetrain.group_lasso", "tf_prunetrain.proximal",
+           "tf_prunetrain.handlers", "tf_prunetrain.planning",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.runlog", "tf_prunetrain.surgery",
            "tf_prunetrain.models", "tf_prunetrain.tfmot_interop"]

@@ -10,24 +10,11 @@ from tensorflow.python.profiler import model_analyzer, option_builder
 
 import model_zoo
 import tf_prunetrain
-from tf_prunetrain import coupling
 
 
 def zero_groups(model: keras.Model, roots) -> None:
     """Zeroes every kernel slice (all coupled sides) of the given groups."""
-    graph = tf_prunetrain.channel_groups(model)
-    roots = np.asarray(sorted(roots))
-    for b in graph.bindings.values():
-        if not b.judge:
-            continue
-        idx = np.flatnonzero(np.isin(graph.roots(b.ids), roots))
-        if idx.size:
-            var = coupling.weight(b.layer, b.weight)
-            value = var.numpy()
-            index = [slice(None)] * value.ndim
-            index[b.axis] = idx
-            value[tuple(index)] = 0.0
-            var.assign(value)
+    tf_prunetrain.channel_groups(model).zero(roots)
 
 
 def zero_random_groups(model: keras.Model, fraction: float, seed: int = 0
@@ -35,10 +22,10 @@ def zero_random_groups(model: keras.Model, fraction: float, seed: int = 0
     """Zeroes a random `fraction` of the prunable groups; returns
     (number zeroed, number prunable)."""
     graph = tf_prunetrain.channel_groups(model)
-    roots = np.unique(graph.root[graph.root != 0])
+    roots = graph.prunable()
     rng = np.random.default_rng(seed)
     dead = rng.choice(roots, int(len(roots) * fraction), replace=False)
-    zero_groups(model, dead.tolist())
+    graph.zero(dead.tolist())
     return len(dead), len(roots)
 
 

@@ -6,6 +6,11 @@ Public API:
   attach_proximal_step  apply proximal GroupLasso after each update
                     (ProximalStep; Reconfigure does it for you).
   channel_groups    which weight slices of a model are coupled.
+  zero_channels     zero channels with everything coupled to them (what the
+                    lasso does to a channel it kills; for tests and examples).
+  register_layer    teach the library a layer kind of your own (the building
+                    blocks are in tf_prunetrain.handlers).
+  lasso_variables   the variables that carry a GroupLasso.
   forward_flops     forward FLOPs of one example (handler-table formulas).
   training_cost     training/inference FLOPs, gradient, activation and
                     memory-traffic bytes, per layer (TrainingCost, LayerCost).
@@ -16,8 +21,8 @@ Public API:
   strip_prunetrain  the model with nothing of ours left: loads in plain Keras.
   make_strategy, synchronize_batchnorm, broadcast
                     data-parallel training with tf.distribute.
+  plan_pruning      the pruning decision (Plan) that the engines apply.
   prune_channels    a physically smaller copy without the dead channels.
-  plan_pruning      the pruning decision that `prune_channels` applies.
   Reconfigure       Keras callback: shrink the model in place during fit, to
                     a FLOPs target (flops_target=) or as the lasso kills
                     channels (the paper's mode).
@@ -35,17 +40,20 @@ except ImportError as e:
 from tf_prunetrain import budget
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
-from tf_prunetrain.coupling import ChannelGraph, ChannelGroup, Slice, channel_groups
+from tf_prunetrain.coupling import (ChannelGraph, ChannelGroup, Slice,
+                                    channel_groups, zero_channels)
 from tf_prunetrain.distribute import broadcast, make_strategy, synchronize_batchnorm
 from tf_prunetrain.dynamic_batch import dynamic_batch_size
 from tf_prunetrain.export import Export, export_saved_model, strip_prunetrain
-from tf_prunetrain.group_lasso import add_group_lasso
+from tf_prunetrain.handlers import register_layer
 from tf_prunetrain.inplace import reconfigure_in_place
-from tf_prunetrain.proximal import ProximalStep, attach_proximal_step
+from tf_prunetrain.planning import Plan, plan_pruning
 from tf_prunetrain.reconfigure import Reconfiguration, Reconfigure
-from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain.regularizers import (GroupLasso, ProximalStep,
+                                        add_group_lasso, attach_proximal_step,
+                                        lasso_variables)
 from tf_prunetrain.runlog import RunLog
-from tf_prunetrain.surgery import Plan, plan_pruning, prune_channels
+from tf_prunetrain.surgery import prune_channels
 
 __version__ = "0.1.0"
 
@@ -71,11 +79,14 @@ __all__ = [
     "dynamic_batch_size",
     "export_saved_model",
     "forward_flops",
+    "lasso_variables",
     "make_strategy",
     "plan_pruning",
     "prune_channels",
     "reconfigure_in_place",
+    "register_layer",
     "strip_prunetrain",
     "synchronize_batchnorm",
     "training_cost",
+    "zero_channels",
 ]

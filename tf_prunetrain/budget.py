@@ -4,7 +4,7 @@
 fraction of the initial model's, falling from 1 to the target along a cubic
 curve (most of the cut early, as TFMOT's `PolynomialDecay` does for
 sparsity) and reached at `target_epoch`. `plan_to_flops` turns a
-`ChannelGraph` and a FLOPs goal into a pruning `Plan` (see `surgery`): dead
+`ChannelGraph` and a FLOPs goal into a pruning `Plan` (see `planning`): dead
 channel sets go first, then the live ones with the least weight norm per
 FLOP they cost, until the goal is met. `Reconfigure(flops_target=...)`
 drives both.
@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from tf_prunetrain import coupling
-from tf_prunetrain import surgery
+from tf_prunetrain import planning
 
 # The schedule's exponent: the remaining cut shrinks as (1 - progress)**3.
 POWER = 3
@@ -140,7 +140,7 @@ def estimate_flops(graph: coupling.ChannelGraph, keep: np.ndarray) -> float:
 
 def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
                   floor: float = 0.0, threshold: float = 1e-4,
-                  round_to: int = 1, min_channels: int = 1) -> surgery.Plan:
+                  round_to: int = 1, min_channels: int = 1) -> planning.Plan:
     """A plan whose model has at most `goal` forward FLOPs per example.
 
     Channel sets are removed in order: dead ones (every coupled kernel slice
@@ -171,7 +171,7 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     """
     max_abs, score = graph.group_strength()
     if not np.all(np.isfinite(score)):
-        surgery.raise_non_finite(graph)
+        planning.raise_non_finite(graph)
     dead = max_abs < threshold
     candidates = np.flatnonzero(np.isfinite(max_abs))
     candidates = candidates[candidates != coupling.FROZEN]
@@ -180,8 +180,8 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
         keep = np.ones(len(graph.root), bool)
         counts = _Counts(graph, keep, min_channels)
         _cut(counts, candidates, dead, score, aim, floor)
-        plan = surgery.Plan(graph, keep, set(), {})
-        surgery.restore_minimum(plan, score, round_to, min_channels)
+        plan = planning.Plan(graph, keep, set(), {})
+        planning.restore_minimum(plan, score, round_to, min_channels)
         if round_to == 1 or aim <= 0:
             return plan
         if estimate_flops(graph, plan.keep) <= goal:
@@ -190,8 +190,8 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     return plan
 
 
-def _fill(plan: surgery.Plan, score: np.ndarray, goal: float, round_to: int,
-          min_channels: int) -> surgery.Plan:
+def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
+          min_channels: int) -> planning.Plan:
     """Rounding moves in steps of `round_to` channels, so a rounded plan can
     fall well below the goal: give channels back, `round_to` of one output
     at a time (its strongest removed ones), taking each time the step that
@@ -211,9 +211,9 @@ def _fill(plan: surgery.Plan, score: np.ndarray, goal: float, round_to: int,
             if not removed.size:
                 continue
             back = removed[np.argsort(-score[removed], kind="stable")]
-            trial = surgery.Plan(graph, plan.keep.copy(), set(), {})
+            trial = planning.Plan(graph, plan.keep.copy(), set(), {})
             trial.keep[back[:round_to]] = True
-            surgery.restore_minimum(trial, score, round_to, min_channels)
+            planning.restore_minimum(trial, score, round_to, min_channels)
             trial_flops = estimate_flops(graph, trial.keep)
             if flops < trial_flops <= goal and (
                     best is None or trial_flops > best[1]):

@@ -23,6 +23,7 @@ import warnings
 
 import keras
 
+from tf_prunetrain import _checks
 from tf_prunetrain.runlog import RunLog
 
 MODEL_FILE, MANIFEST_FILE, PREFIX = "model.keras", "manifest.json", "ckpt-"
@@ -62,10 +63,8 @@ class Checkpoint(keras.callbacks.Callback):
     def __init__(self, directory: str, tracker: RunLog | None = None,
                  every: int = 1, keep: int = 2):
         super().__init__()
-        for name, value in (("every", every), ("keep", keep)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Checkpoint: {name} must be an integer >= 1, "
-                                 f"got {value!r}.")
+        _checks.positive_int(every, "every", "Checkpoint")
+        _checks.positive_int(keep, "keep", "Checkpoint")
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"Checkpoint: directory must be a path, got "
                             f"{type(directory).__name__}.")

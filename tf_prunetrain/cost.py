@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tf_prunetrain import _checks
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import handlers
 
@@ -161,10 +162,7 @@ def training_cost(model: keras.Model, batch_size: int = 1) -> TrainingCost:
     >>> cost.train_flops  # 2 examples × (forward + weight gradient)
     55296
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
-            or batch_size < 1:
-        raise ValueError("training_cost: batch_size must be an integer >= 1, "
-                         f"got {batch_size!r}.")
+    _checks.positive_int(batch_size, "batch_size", "training_cost")
     rows: dict[str, dict] = {}
     seen: set[int] = set()
 

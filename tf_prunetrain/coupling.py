@@ -11,8 +11,9 @@ inputs, outputs or a layer the library cannot follow).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -83,6 +84,7 @@ class ChannelGraph:
         self.warnings: list[str] = []
         self._parent: list[int] = [FROZEN]
         self._path = ""
+        self._view: graph_lib.NodeView | None = None  # the node propagated
         self._calls: dict[int, tuple[list, list]] = {}  # first call per op
         top = graph_lib.functional_of(model)
         inputs = [self._input_ids(t) for t in top.inputs]
@@ -121,6 +123,9 @@ class ChannelGraph:
             self.bindings[key] = Binding(layer, self._path, weight, axis, ids,
                                          judge)
 
+    def has_array_constants(self) -> bool:
+        return self._view.has_array_constants
+
     def warn(self, layer: Any, reason: str) -> None:
         self.warnings.append(
             f"tf_prunetrain: layer '{self._path}' ({type(layer).__name__}): "
@@ -153,12 +158,8 @@ class ChannelGraph:
                 sub = graph_lib.functional_of(op)
                 outs, handler = self._analyze(sub, ins, view.path + "/"), None
             else:
-                self._path = view.path
+                self._path, self._view = view.path, view
                 handler = handlers.handler_for(op)
-                if (not isinstance(op, keras.layers.Layer)
-                        and view.has_array_constants):
-                    handler = handlers.Freeze(
-                        "operation with an array constant: its channels are kept")
                 outs = handler.propagate(
                     self, op, ins, [tuple(t.shape) for t in view.inputs],
                     [tuple(t.shape) for t in view.outputs])
@@ -201,6 +202,33 @@ class ChannelGraph:
         max_abs[max_abs == -np.inf] = np.inf
         return max_abs, score
 
+    def layer_outputs(self) -> dict[str, np.ndarray]:
+        """Path -> channel ids of the output of every layer that has one."""
+        outputs: dict[str, np.ndarray] = {}
+        for r in self.records:
+            if r.handler is not None and r.outs and r.outs[0] is not None:
+                outputs.setdefault(r.view.path, r.outs[0])
+        return outputs
+
+    def prunable(self) -> np.ndarray:
+        """The root ids of every group that can be removed (not frozen)."""
+        return np.unique(self.root[self.root != FROZEN])
+
+    def zero(self, roots: Any) -> None:
+        """Zeroes every kernel slice, on all coupled sides, of the groups
+        `roots`: what the group lasso does to a channel it kills."""
+        roots = np.asarray(sorted(roots), dtype=np.int64)
+        for b in self.bindings.values():
+            idx = np.flatnonzero(np.isin(self.roots(b.ids), roots))
+            if not b.judge or not idx.size:
+                continue
+            var = weight(b.layer, b.weight)
+            value = np.array(var.numpy())
+            index = [slice(None)] * value.ndim
+            index[b.axis] = idx
+            value[tuple(index)] = 0.0
+            var.assign(value)
+
     @property
     def groups(self) -> list[ChannelGroup]:
         """Every channel group with the weight slices it owns."""
@@ -235,3 +263,61 @@ def channel_groups(model: keras.Model) -> ChannelGraph:
       TypeError: for a subclassed model.
     """
     return ChannelGraph(model)
+
+
+def zero_channels(model: keras.Model,
+                  channels: Mapping[str, Sequence[int]]) -> int:
+    """Zeroes output channels of layers with everything coupled to them.
+
+    Each listed channel's group — the producer's output slice, every
+    consumer's input slice, across residual adds — gets zero kernels, as if
+    the group lasso had killed it: `prune_channels` then removes it without
+    changing the model's function. For tests, examples and benchmarks.
+
+    Args:
+      model: a built functional or Sequential model.
+      channels: `{layer name: output channel indices}` (nested layers are
+        named 'submodel/layer').
+
+    Returns:
+      How many channel groups were zeroed.
+
+    Raises:
+      ValueError: an unknown layer, an index out of range, or a frozen
+        channel (it cannot be removed, so zeroing it would only change the
+        model). Nothing is zeroed then.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(4, 3, name="c1")(x)
+    >>> m = keras.Model(x, keras.layers.Conv2D(2, 3, name="c2")(h))
+    >>> tf_prunetrain.zero_channels(m, {"c1": [0, 1]})
+    2
+    >>> tf_prunetrain.prune_channels(m).get_layer("c1").filters
+    2
+    """
+    graph = channel_groups(model)
+    outputs = graph.layer_outputs()
+    roots: set[int] = set()
+    for path, indices in channels.items():
+        if path not in outputs:
+            raise ValueError(
+                f"zero_channels: no layer '{path}' with a channel output; "
+                f"known layers: {', '.join(sorted(outputs))}.")
+        ids = outputs[path]
+        for i in indices:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) \
+                    or not -len(ids) <= i < len(ids):
+                raise ValueError(
+                    f"zero_channels: '{path}' has {len(ids)} output channels;"
+                    f" index {i!r} is not one of them.")
+            root = int(graph.roots(ids[i]))
+            if root == FROZEN:
+                raise ValueError(
+                    f"zero_channels: channel {i} of '{path}' is frozen (it "
+                    "reaches a model input/output or a layer whose channels "
+                    "cannot be removed): zeroing it would change the model.")
+            roots.add(root)
+    graph.zero(roots)
+    return len(roots)

@@ -47,6 +47,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_prunetrain import _checks
+
 Arrays = tuple[np.ndarray, np.ndarray]  # (images NHWC, int32 labels)
 
 # Per-channel statistics on the [0, 1] scale.
@@ -476,11 +478,6 @@ def imagenet(directory: str, split: str = "train") -> tf.data.Dataset:
         f"folders {' or '.join(repr(f + '/<class>/*.jpg|jpeg|png') for f in folders)}.")
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"pipeline: {name} must be a positive integer, got {value!r}.")
-
-
 def _examples(data: Arrays | tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
     """Unbatched (image, label) examples and the shuffle buffer they need."""
     if isinstance(data, tf.data.Dataset):
@@ -586,12 +583,12 @@ def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
     >>> [tuple(images.shape) for images, labels in batches]
     [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
     """
-    _check_positive_int("batch_size", batch_size)
+    _checks.positive_int(batch_size, "batch_size", "pipeline")
     if augment not in AUGMENTATIONS:
         raise ValueError(f"pipeline: augment must be one of {AUGMENTATIONS}, "
                          f"got {augment!r}.")
     if image_size is not None:
-        _check_positive_int("image_size", image_size)
+        _checks.positive_int(image_size, "image_size", "pipeline")
     if augment == "imagenet" and image_size is None:
         raise ValueError("pipeline: augment='imagenet' needs image_size "
                          "(e.g. 224), the size it crops to.")

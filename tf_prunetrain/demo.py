@@ -41,6 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_prunetrain  # noqa: E402
+from tf_prunetrain import _checks  # noqa: E402
 from tf_prunetrain import data as data_lib  # noqa: E402
 from tf_prunetrain import report  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
@@ -171,8 +172,7 @@ def run(
                         ("depth", depth), ("target_epoch",
                                            1 if target_epoch is None
                                            else target_epoch)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}.")
+        _checks.positive_int(value, name, "demo")
     if flops_target and not 0 < flops_target < 1:
         raise ValueError(f"flops_target must be in (0, 1) (or 0 for the "
                          f"paper's mode), got {flops_target}.")

@@ -30,8 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_prunetrain import coupling
+from tf_prunetrain._keras import fix_multi_worker_fit
 from tf_prunetrain import handlers
-from tf_prunetrain import surgery
+from tf_prunetrain import planning
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
@@ -93,7 +94,7 @@ def synchronize_batchnorm(model: keras.Model) -> keras.Model:
         return {**config, **handlers.handler_for(layer).replica_sync}
 
     graph = coupling.channel_groups(model)
-    return surgery.Plan.keep_all(graph).apply(config_fn)
+    return planning.Plan.keep_all(graph).apply(config_fn)
 
 
 def broadcast(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
@@ -122,50 +123,3 @@ def broadcast(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
                             strategy.run(tf.function(first_replica_only)),
                             axis=None)
     return np.asarray(total).astype(value.dtype).reshape(value.shape)
-
-
-def _multi_worker(strategy: Any) -> bool:
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
-def fix_multi_worker_fit() -> None:
-    """Makes Keras 3.15's `fit` run under `MultiWorkerMirroredStrategy`.
-
-    Two spots of Keras' TensorFlow trainer reduce per-replica values in ways
-    the collective strategy rejects (keras-team/keras#20585): the first-batch
-    build reduces the whole (x, y) tuple at once, and the step's logs reduce
-    scalars along axis 0. Under a multi-worker strategy the fix reduces each
-    tensor separately and averages logs over replicas (what Keras does for a
-    single worker); under any other strategy Keras' own code runs. Idempotent.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if getattr(tf_trainer, "_prunetrain_fixed", False):
-        return
-    original_reduce = tf_trainer.reduce_per_replica
-    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def reduce_per_replica(values, strategy, reduction):
-        if _multi_worker(strategy) and reduction in ("auto", "mean"):
-            return keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None or not _multi_worker(
-                self.distribute_strategy) or iterator is None:
-            return original_build(self, iterator=iterator,
-                                  data_batch=data_batch)
-        strategy = self.distribute_strategy
-        for _, _, batches in iterator:
-            data_batch = keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None)
-                if isinstance(v, tf.distribute.DistributedValues) else v,
-                next(batches))
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    tf_trainer._prunetrain_fixed = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import keras
 
+from tf_prunetrain import _checks
 from tf_prunetrain import cost as cost_lib
 
 
@@ -39,11 +40,9 @@ def dynamic_batch_size(initial: cost_lib.TrainingCost, model: keras.Model,
     >>> tf_prunetrain.dynamic_batch_size(initial, net(16))  # 32·2496 // 768
     104
     """
-    for name, value in (("multiple", multiple),
-                        ("initial.batch_size", initial.batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"dynamic_batch_size: {name} must be an integer "
-                             f">= 1, got {value!r}.")
+    _checks.positive_int(multiple, "multiple", "dynamic_batch_size")
+    _checks.positive_int(initial.batch_size, "initial.batch_size",
+                         "dynamic_batch_size")
     if max_batch_size is not None and max_batch_size < initial.batch_size:
         raise ValueError(f"dynamic_batch_size: max_batch_size "
                          f"({max_batch_size}) is below the initial batch "

@@ -14,8 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_prunetrain import _checks
 from tf_prunetrain import cost as cost_lib
-from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain.regularizers import lasso_variables
 
 METADATA_FILE = "prunetrain.json"  # in the SavedModel's assets/
 _PACKAGE = "tf_prunetrain"  # GroupLasso's registered package
@@ -51,8 +52,7 @@ def random_inputs(model: keras.Model, seed: int,
 
 
 def _metadata(model: keras.Model, callback: Any) -> dict[str, Any]:
-    strengths = {float(v.regularizer.strength) for v in model.trainable_variables
-                 if isinstance(getattr(v, "regularizer", None), GroupLasso)}
+    strengths = {float(reg.strength) for _, reg in lasso_variables(model)}
     out: dict[str, Any] = {"model": model.name, "params": model.count_params(),
                            "lambda": max(strengths) if strengths else None}
     try:
@@ -171,9 +171,7 @@ def export_saved_model(model: keras.Model, path: str,
     if not isinstance(model, keras.Model):
         raise TypeError(f"export_saved_model: model must be a keras.Model, "
                         f"got {type(model).__name__}.")
-    if not tolerance >= 0:
-        raise ValueError(f"export_saved_model: tolerance must be >= 0, got "
-                         f"{tolerance!r}.")
+    _checks.non_negative(tolerance, "tolerance", "export_saved_model")
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(f"export_saved_model: path '{path}' is a file; "
                               "a SavedModel is a folder. Pass a new or "

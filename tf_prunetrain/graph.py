@@ -1,8 +1,7 @@
 """Walking the graph of a functional Keras model, nested sub-models included.
 
-This module is the library's only door to Keras internals (the functional
-graph's nodes and tensor history, in-memory layer re-creation); everything
-else sees nodes through `walk` and `NodeView` and the helpers below.
+Everything else in the library sees a graph through `walk`, `NodeView` and
+the helpers below; the Keras internals they rest on are in `_keras`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
-from keras.src.saving import serialization_lib
 
-Functional = keras.src.models.functional.Functional
+from tf_prunetrain import _keras
+from tf_prunetrain._keras import Functional
 
 
 def functional_of(model: keras.Model) -> Functional:
@@ -26,13 +25,14 @@ def functional_of(model: keras.Model) -> Functional:
       ValueError: for a Sequential model that has not been built yet.
     """
     if isinstance(model, keras.Sequential):
-        if getattr(model, "_functional", None) is None:
+        graph = _keras.sequential_graph(model)
+        if graph is None:
             raise ValueError(
                 f"Sequential model '{model.name}' has no input shape yet: build "
                 "it first (start it with keras.Input(shape=...) or call "
                 "model.build(input_shape))."
             )
-        return model._functional
+        return graph
     if isinstance(model, Functional):
         return model
     raise TypeError(
@@ -79,8 +79,9 @@ class NodeView:
 
 def nodes(graph: Functional, prefix: str = "") -> Iterator[NodeView]:
     """Yields the computing nodes of `graph` in topological order."""
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
+    by_depth = _keras.nodes_by_depth(graph)
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
             if node.operation is None or node.is_input:
                 continue
             yield NodeView(node, graph, prefix + node.operation.name)
@@ -110,30 +111,32 @@ def walk(
 
 def input_name(tensor: Any) -> str:
     """The name of the Input layer that created an input tensor."""
-    return tensor._keras_history.operation.name
+    return _keras.history(tensor)[0].name
 
 
 def output_structure(graph: Functional, outputs: list) -> Any:
     """`outputs` packed like the graph's outputs (single, list or dict)."""
-    return keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
+    return keras.tree.pack_sequence_as(_keras.outputs_struct(graph),
+                                     outputs)
 
 
 def input_structure(graph: Functional, inputs: list) -> Any:
     """`inputs` packed like the graph's inputs (single, list or dict)."""
-    return keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
+    return keras.tree.pack_sequence_as(_keras.inputs_struct(graph),
+                                     inputs)
 
 
 def set_shape(tensor: Any, shape: tuple) -> None:
     """Records a new static shape on a graph tensor (in-place surgery), so
     `model.summary()` and nested models' input checks see the new widths."""
-    tensor._shape = tuple(shape)
+    _keras.set_shape(tensor, shape)
 
 
 def layer_from_config(old: Any, config: dict) -> Any:
     """A new layer like `old` from an (edited) config. Lambda layers are
     allowed: the config comes from this process, not from a file."""
     try:
-        with serialization_lib.SafeModeScope(False):
+        with _keras.unsafe_deserialization():
             return type(old).from_config(copy.deepcopy(config))
     except (TypeError, ValueError, NotImplementedError) as e:
         raise TypeError(
@@ -144,9 +147,24 @@ def layer_from_config(old: Any, config: dict) -> Any:
 
 def producer(tensor: Any) -> Any:
     """The node that computed `tensor` (a KerasTensor of a functional graph)."""
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
+    operation, node_index, _ = _keras.history(tensor)
+    return _keras.inbound_nodes(operation)[node_index]
 
 
 def is_model(operation: Any) -> bool:
     return isinstance(operation, (Functional, keras.Sequential))
+
+
+def assign_weights(layer: Any, values: list[np.ndarray]) -> None:
+    """Assigns `values` to `layer.weights` (a rebuilt or resized layer).
+
+    Raises:
+      RuntimeError: the layer's weights do not have the values' shapes.
+    """
+    shapes = [tuple(w.shape) for w in layer.weights]
+    if shapes != [v.shape for v in values]:
+        raise RuntimeError(
+            f"internal error: layer '{layer.name}' was rebuilt with weights "
+            f"{shapes}, but its sliced weights are {[v.shape for v in values]}.")
+    for variable, value in zip(layer.weights, values):
+        variable.assign(value)

@@ -15,6 +15,17 @@ Ids that must never be removed are *frozen*. Layers not in the table are
 handled by `FREEZE_UNKNOWN`: their channels are frozen and a warning names the
 layer — never a wrong model. Only channels-last layouts are followed;
 `channels_first` layers are frozen the same way.
+
+One lookup rule serves every facet (`handler_for`): an operation gets the
+handler of its class or of its nearest base class in the table. A subclass
+inherits how channels flow but has no tf_keras counterpart (tf_keras has no
+class of that name), so its `tf_keras` is None.
+
+Teach the library a layer kind of your own with `register_layer` and the
+building blocks here: `PASS_THROUGH` (channels flow through unchanged),
+`PerChannel` (per-channel weights sliced with them), `Kernel` (a
+convolution-like kernel with input and output channel axes), `FREEZE`
+(channels kept), or a `Handler` subclass of your own.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Protocol, Sequence
 import keras
 import numpy as np
 
+from tf_prunetrain import _keras
+
 Ids = Optional[np.ndarray]
 Mask = Optional[np.ndarray]
 
@@ -34,6 +47,8 @@ _MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
 
 def _mixes_channels(activation: Any) -> bool:
     """True for softmax-like activations and for custom (unknown) ones."""
+    if activation is None:
+        return False
     name = keras.activations.serialize(activation)
     return not isinstance(name, str) or name in _MIXING_ACTIVATIONS
 
@@ -51,6 +66,10 @@ class Context(Protocol):
              judge: bool) -> None: ...
 
     def warn(self, layer: Any, reason: str) -> None: ...
+
+    def has_array_constants(self) -> bool:
+        """True when the call being propagated has a non-scalar array
+        argument besides its tensors (a per-channel constant)."""
 
 
 def channels(shape: Sequence[int | None]) -> int | None:
@@ -170,7 +189,8 @@ def _in_tf_keras(handler: Handler, spec: TfKeras | None) -> Handler:
 
 FREEZE = Freeze()
 FREEZE_UNKNOWN = _in_tf_keras(Freeze(
-    "layer kind not in tf_prunetrain's handler table: its channels are kept"),
+    "layer kind not in tf_prunetrain's handler table: its channels are "
+    "kept (describe it with tf_prunetrain.register_layer)"),
     None)
 
 
@@ -213,7 +233,15 @@ class Kernel(Handler):
     """Convolutions and Dense: a kernel with an input- and an output-channel
     axis (judged for deadness) and a bias on the output channels. A grouped
     convolution with one group per input channel (ConvNeXt's depthwise
-    `Conv2D(groups=C)`) couples each input channel to its outputs."""
+    `Conv2D(groups=C)`) couples each input channel to its outputs.
+
+    For a layer of your own (`register_layer`): it needs the attributes
+    `kernel` (its weights named 'kernel', and 'bias' if any: `bias` may be
+    None) and the config key `count_key` holding its output channel count,
+    from which `build` makes a kernel of that size; `in_axis`/`out_axis` are
+    the kernel's channel axes. `add_group_lasso` sets its config key
+    'kernel_regularizer'.
+    """
 
     regularizers = {"kernel": "kernel_regularizer"}
 
@@ -246,7 +274,7 @@ class Kernel(Handler):
         ctx.bind(layer, "kernel", self.out_axis % rank, out, judge=True)
         if getattr(layer, "bias", None) is not None:
             ctx.bind(layer, "bias", 0, out, judge=False)
-        if _mixes_channels(layer.activation):
+        if _mixes_channels(getattr(layer, "activation", None)):
             ctx.freeze(out)
         return [out]
 
@@ -444,7 +472,8 @@ class Rescaling(Handler):
 
 
 L = keras.layers
-_PASS = Handler()
+PASS_THROUGH = Handler()  # channels flow through unchanged
+_PASS = PASS_THROUGH
 # tf_keras spellings of Keras 3 layers (see `TfKeras`).
 _CHANNELS_LAST = _in_tf_keras(
     _PASS, TfKeras(drop={"data_format": "channels_last"}))
@@ -519,13 +548,27 @@ _TABLE: dict[type, Handler] = {
 }
 
 
-# keras.ops called on KerasTensors (e.g. MobileNetV3's hard-swish) appear in
-# the graph as operations. Only their tensor operands are followed: an array
-# constant beside them would break when channels go, so `coupling` freezes
-# any operation that takes one. tf_keras has no layer for them.
-_NN, _NP = keras.src.ops.nn, keras.src.ops.numpy
-_OP_MERGE = _in_tf_keras(Elementwise(), None)
-_OP_PASS = _in_tf_keras(_PASS, None)
+class KerasOp(Handler):
+    """A `keras.ops` call in the graph (MobileNetV3's hard-swish, ...),
+    handled like `inner`. Only its tensor operands are followed: an array
+    constant beside them would break when channels go, so a call that takes
+    one is frozen. tf_keras has no layer for these."""
+
+    tf_keras = None
+
+    def __init__(self, inner: Handler):
+        self.inner = inner
+
+    def propagate(self, ctx, layer, ins, in_shapes, out_shapes):
+        if ctx.has_array_constants():
+            return Freeze("operation with an array constant: its channels "
+                          "are kept").propagate(ctx, layer, ins, in_shapes,
+                                                out_shapes)
+        return self.inner.propagate(ctx, layer, ins, in_shapes, out_shapes)
+
+
+_OP_MERGE, _OP_PASS = KerasOp(Elementwise()), KerasOp(_PASS)
+_NN, _NP = _keras.ops_nn, _keras.ops_numpy
 _TABLE.update({
     **{cls: _OP_MERGE for cls in (_NP.Add, _NP.Subtract, _NP.Multiply,
                                   _NP.Maximum, _NP.Minimum)},
@@ -536,16 +579,72 @@ _TABLE.update({
 })
 
 
+def register_layer(cls: type, handler: Handler, replace: bool = False
+                   ) -> None:
+    """Teaches tf_prunetrain how channels flow through layer class `cls`
+    (and its subclasses): pruning, `add_group_lasso`, FLOPs and in-place
+    reconfiguration then follow its channels instead of freezing them.
+
+    Args:
+      cls: a Keras layer (or `keras.Operation`) class.
+      handler: how its channels flow: `PASS_THROUGH`, `PerChannel(...)`,
+        `Kernel(...)`, `FREEZE` or an instance of your own `Handler`
+        subclass.
+      replace: allow replacing the handler of a class already in the table.
+
+    Raises:
+      TypeError: `cls` is not an Operation class or `handler` not a Handler.
+      ValueError: `cls` is already in the table and `replace` is False.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> from tf_prunetrain import handlers
+    >>> class Shift(keras.layers.Layer):  # adds 1: channels pass through
+    ...     def call(self, x):
+    ...         return x + 1.0
+    >>> tf_prunetrain.register_layer(Shift, handlers.PASS_THROUGH)
+    >>> handlers.handler_for(Shift()) is handlers.PASS_THROUGH
+    True
+    >>> handlers.unregister_layer(Shift)  # frozen again, with a warning
+    """
+    if not (isinstance(cls, type) and issubclass(cls, keras.Operation)):
+        raise TypeError(f"register_layer: cls must be a Keras layer class "
+                        f"(a keras.Operation subclass), got {cls!r}.")
+    if not isinstance(handler, Handler):
+        raise TypeError(
+            f"register_layer: handler for {cls.__name__} must be a "
+            f"tf_prunetrain.handlers.Handler (PASS_THROUGH, PerChannel(...), "
+            f"Kernel(...), FREEZE, ...), got {type(handler).__name__}.")
+    if cls in _TABLE and not replace:
+        raise ValueError(
+            f"register_layer: {cls.__module__}.{cls.__qualname__} already "
+            "has a handler; pass replace=True to replace it.")
+    _TABLE[cls] = handler
+
+
+def unregister_layer(cls: type) -> None:
+    """Removes the handler `register_layer` gave `cls`.
+
+    Raises:
+      KeyError: `cls` has no handler of its own.
+    """
+    if cls not in _TABLE:
+        raise KeyError(f"unregister_layer: {cls!r} has no handler of its own.")
+    del _TABLE[cls]
+
+
+def registered_kinds() -> dict[type, Handler]:
+    """A copy of the table: every class with a handler of its own."""
+    return dict(_TABLE)
+
+
 def handler_for(operation: Any) -> Handler:
-    """The handler of `operation`'s class or of its nearest listed base."""
-    for cls in type(operation).__mro__:
+    """The handler of `operation`'s class or of its nearest listed base
+    class; a base class's handler comes without a tf_keras counterpart (a
+    subclass may compute something else). Unlisted: `FREEZE_UNKNOWN`."""
+    kind = type(operation)
+    for cls in kind.__mro__:
         if cls in _TABLE:
-            return _TABLE[cls]
+            handler = _TABLE[cls]
+            return handler if cls is kind else _in_tf_keras(handler, None)
     return FREEZE_UNKNOWN
-
-
-def tf_keras_spec(operation: Any) -> TfKeras | None:
-    """How tf_keras writes `operation`, or None when it cannot: the class
-    must be listed itself (a subclass may compute something else)."""
-    handler = _TABLE.get(type(operation))
-    return None if handler is None else handler.tf_keras

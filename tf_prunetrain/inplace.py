@@ -4,7 +4,7 @@ The same `keras.Model` object and the same layer objects get smaller
 variables; weights, BatchNorm statistics and the optimizer's state keep their
 surviving slices, and the model's train/test/predict functions are re-traced,
 so a running `model.fit` continues on the smaller model. The plan is the one
-`prune_channels` applies (see `surgery`), with residual-branch removal off:
+`prune_channels` applies (see `planning`), with residual-branch removal off:
 in place, a dead branch keeps `min_channels` channels.
 
 If anything fails, the model and its optimizer are restored and the error is
@@ -19,8 +19,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from tf_prunetrain import _keras
 from tf_prunetrain import graph as graph_lib
-from tf_prunetrain import surgery
+from tf_prunetrain import planning
 
 
 @dataclasses.dataclass
@@ -31,7 +32,7 @@ class _LayerChange:
     values: list[np.ndarray] | None  # new weights in layer.weights order
 
 
-def reconfigure_in_place(model: keras.Model, plan: surgery.Plan) -> None:
+def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
     """Shrinks `model` in place to what `plan` keeps.
 
     Raises:
@@ -72,7 +73,7 @@ def reconfigure_in_place(model: keras.Model, plan: surgery.Plan) -> None:
             f"back; the model is unchanged: {type(e).__name__}: {e}") from e
 
 
-def _layer_changes(plan: surgery.Plan) -> list[_LayerChange]:
+def _layer_changes(plan: planning.Plan) -> list[_LayerChange]:
     changes, seen = [], set()
     for record in plan.graph.records:
         layer = record.view.operation
@@ -87,22 +88,19 @@ def _layer_changes(plan: surgery.Plan) -> list[_LayerChange]:
             if isinstance(value, dict) else value
             for key, value in new.items() if not _same(value, old.get(key))
         }
-        masks = [plan.mask(ids) for ids in record.ins]
-        shapes = [_shape(t.shape, m) for t, m in zip(record.view.inputs, masks)]
+        shapes = [plan.shape(t.shape, ids)
+                  for t, ids in zip(record.view.inputs, record.ins)]
         sliced = any(not np.all(plan.mask(b.ids))
                      for b in plan.graph.bindings_of(layer))
         resized = shapes != [tuple(t.shape) for t in record.view.inputs]
         if not (attributes or sliced or resized):
             continue
-        values = None
-        if layer.weights:
-            values = [plan.slice_weight(layer, w.name, np.asarray(w.numpy()))
-                      for w in layer.weights]
+        values = plan.sliced_weights(layer) if layer.weights else None
         changes.append(_LayerChange(layer, attributes, shapes, values))
     return changes
 
 
-def _tensor_shapes(plan: surgery.Plan) -> list[tuple[Any, tuple]]:
+def _tensor_shapes(plan: planning.Plan) -> list[tuple[Any, tuple]]:
     """New shapes of every graph tensor that loses channels (layer outputs
     and the inputs of nested models)."""
     found = []
@@ -112,16 +110,10 @@ def _tensor_shapes(plan: surgery.Plan) -> list[tuple[Any, tuple]]:
             inner = graph_lib.functional_of(record.view.operation).inputs
             pairs += list(zip(inner, record.ins))
         for tensor, ids in pairs:
-            shape = _shape(tensor.shape, plan.mask(ids))
+            shape = plan.shape(tensor.shape, ids)
             if shape != tuple(tensor.shape):
                 found.append((tensor, shape))
     return list({id(t): (t, s) for t, s in found}.values())
-
-
-def _shape(shape: tuple, mask: np.ndarray | None) -> tuple:
-    if mask is None:
-        return tuple(shape)
-    return (*shape[:-1], int(np.count_nonzero(mask)))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -138,19 +130,18 @@ class _Snapshot:
     def __init__(self, layer: Any):
         self.layer = layer
         self.state = dict(vars(layer))
-        self.trainable = list(layer._trainable_variables)
-        self.non_trainable = list(layer._non_trainable_variables)
+        self.variables = [list(v) for v in _keras.variable_lists(layer)]
 
     def restore(self) -> None:
         layer = self.layer
-        layer._tracker.unlock()
-        layer._trainable_variables[:] = self.trainable
-        layer._non_trainable_variables[:] = self.non_trainable
-        for key in set(vars(layer)) - set(self.state):
-            object.__delattr__(layer, key)
-        for key, value in self.state.items():
-            object.__setattr__(layer, key, value)
-        layer._lock_state()
+        with _keras.unlocked(layer):
+            for current, saved in zip(_keras.variable_lists(layer),
+                                      self.variables):
+                current[:] = saved
+            for key in set(vars(layer)) - set(self.state):
+                object.__delattr__(layer, key)
+            for key, value in self.state.items():
+                object.__setattr__(layer, key, value)
 
 
 def _apply(change: _LayerChange) -> None:
@@ -158,36 +149,30 @@ def _apply(change: _LayerChange) -> None:
     for key, value in change.attributes.items():
         object.__setattr__(layer, key, value)
     if change.values is None:
-        layer._build_shapes_dict = _build_record(layer, change.shapes)
+        _keras.set_build_shapes(layer, _build_record(layer, change.shapes))
         return
     # Constraints bound to variables, not to the layer's config
     # (`ProximalStep`), go over to the new variables.
     constraints = [w.constraint for w in layer.weights]
-    layer._tracker.unlock()
-    layer._trainable_variables.clear()
-    layer._non_trainable_variables.clear()
+    _keras.unlock(layer)  # build() locks it again
+    for variables in _keras.variable_lists(layer):
+        variables.clear()
     layer.built = False
     layer.build(change.shapes[0] if len(change.shapes) == 1 else change.shapes)
-    if [tuple(w.shape) for w in layer.weights] != [v.shape for v in change.values]:
-        raise RuntimeError(
-            f"layer '{layer.name}' rebuilt with weights "
-            f"{[tuple(w.shape) for w in layer.weights]}, expected "
-            f"{[v.shape for v in change.values]}")
-    for variable, value, constraint in zip(layer.weights, change.values,
-                                           constraints):
-        variable.assign(value)
+    graph_lib.assign_weights(layer, change.values)
+    for variable, constraint in zip(layer.weights, constraints):
         variable.constraint = constraint
 
 
 def _build_record(layer: Any, shapes: list[tuple]) -> Any:
-    record = getattr(layer, "_build_shapes_dict", None)
+    record = _keras.build_shapes(layer)
     if not record or len(record) != 1:
         return record
     key = next(iter(record))
     return {key: shapes[0] if len(shapes) == 1 else shapes}
 
 
-def _rebuilt_optimizer(model: keras.Model, old: Any, plan: surgery.Plan,
+def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
                        owner: dict[int, tuple[Any, str]]) -> Any:
     """A fresh optimizer like `old`, built on the model's new variables, with
     every slot's surviving slice, the iteration count and other state.
@@ -198,8 +183,9 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: surgery.Plan,
     if hasattr(old, "inner_optimizer"):  # LossScaleOptimizer
         pairs.append((old.inner_optimizer, new.inner_optimizer))
     for old_opt, new_opt in pairs:
-        trained = list(getattr(old_opt, "_trainable_variables", []))
-        old_slots, new_slots = _slot_lists(old_opt), _slot_lists(new_opt)
+        trained = _keras.trained_variables(old_opt)
+        old_slots = _keras.slot_lists(old_opt)
+        new_slots = _keras.slot_lists(new_opt)
         for name, slots in old_slots.items():
             for variable, slot, target in zip(trained, slots, new_slots[name]):
                 value = np.asarray(slot.numpy())
@@ -214,23 +200,13 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: surgery.Plan,
         in_slots = {id(s) for slots in (*old_slots.values(),
                                         *new_slots.values()) for s in slots}
         # Each optimizer's own other state (iterations, loss scale, ...).
-        rest_old = [v for v in old_opt._variables if id(v) not in in_slots]
-        rest_new = [v for v in new_opt._variables if id(v) not in in_slots]
+        rest_old = [v for v in _keras.optimizer_variables(old_opt)
+                    if id(v) not in in_slots]
+        rest_new = [v for v in _keras.optimizer_variables(new_opt)
+                    if id(v) not in in_slots]
         for source, target in zip(rest_old, rest_new, strict=True):
             target.assign(source)
     return new
-
-
-def _slot_lists(optimizer: Any) -> dict[str, list]:
-    """The optimizer's per-variable state lists (SGD momentums, Adam's
-    moments, ...): attribute lists with one variable per trained variable."""
-    n = len(getattr(optimizer, "_trainable_variables", []))
-    return {
-        name: value for name, value in vars(optimizer).items()
-        if name not in ("_trainable_variables", "_variables")
-        and isinstance(value, list) and n and len(value) == n
-        and all(isinstance(v, keras.Variable) for v in value)
-    }
 
 
 def _retrace(model: keras.Model) -> None:

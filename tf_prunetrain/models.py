@@ -33,6 +33,8 @@ from typing import Any
 
 import keras
 
+from tf_prunetrain import _checks
+
 __all__ = ["resnet_cifar", "vgg_cifar", "VGG_CONFIGS", "BOTTLENECK_EXPANSION"]
 
 #: Channel expansion of the last 1x1 conv in a bottleneck block.
@@ -63,11 +65,6 @@ _BN_EPSILON = 1e-5
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _check_positive_int(value: Any, arg: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
-    return value
 
 
 def _check_input_shape(
@@ -149,7 +146,7 @@ def _resolve_blocks_per_stage(
     depth: Any, bottleneck: bool, blocks_per_stage: Any
 ) -> int:
     if blocks_per_stage is not None:
-        return _check_positive_int(blocks_per_stage, "blocks_per_stage")
+        return _checks.positive_int(blocks_per_stage, "blocks_per_stage")
     per_block = 9 if bottleneck else 6
     kind = "bottleneck" if bottleneck else "basic"
     if not _is_int(depth) or depth < per_block + 2 or (depth - 2) % per_block != 0:
@@ -221,7 +218,7 @@ def resnet_cifar(
         >>> model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0).shape
         (2, 10)
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = _checks.positive_int(num_classes, "num_classes")
     shape = _check_input_shape(input_shape)
     if not isinstance(bottleneck, bool):
         raise ValueError(f"`bottleneck` must be a bool, got {bottleneck!r}.")
@@ -349,7 +346,7 @@ def vgg_cifar(
         raise ValueError(
             f"Invalid VGG depth {depth!r}; expected one of {sorted(VGG_CONFIGS)}."
         )
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = _checks.positive_int(num_classes, "num_classes")
     shape = _check_input_shape(input_shape, min_spatial=32, allow_none=False)
     if not isinstance(batch_norm, bool):
         raise ValueError(f"`batch_norm` must be a bool, got {batch_norm!r}.")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import weakref
 from typing import Any
 
 import numpy as np
 
+from tf_prunetrain import _checks
 from tf_prunetrain import budget
 from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import distribute
 from tf_prunetrain import inplace
-from tf_prunetrain import proximal
-from tf_prunetrain import surgery
-from tf_prunetrain.regularizers import GroupLasso
+from tf_prunetrain import planning
+from tf_prunetrain import regularizers
+from tf_prunetrain.regularizers import GroupLasso, lasso_variables
 from tf_prunetrain.runlog import RunLog
 
 
@@ -46,6 +48,8 @@ class Reconfiguration:
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
 # "Choosing target_epoch").
 TARGET_FRACTION = 0.25
+# Models whose λ was calibrated in this process (a later fit keeps it).
+_CALIBRATED: weakref.WeakSet = weakref.WeakSet()
 # Before `target_epoch` a cut is made only when it removes at least this
 # fraction of the initial FLOPs: a smaller one does not pay for its re-trace.
 MIN_CUT = 0.05
@@ -158,12 +162,7 @@ class Reconfigure(RunLog):
                 ("min_channels", min_channels, False),
                 ("penalty_epochs", penalty_epochs, True),
                 ("target_epoch", target_epoch, True)):
-            if value is None and optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Reconfigure: {name} must be an integer >= 1"
-                    f"{' or None' if optional else ''}, got {value!r}.")
+            _checks.positive_int(value, name, "Reconfigure", optional)
         if flops_target is not None:
             if isinstance(flops_target, bool) or not isinstance(
                     flops_target, (int, float, np.floating, np.integer)) \
@@ -184,9 +183,7 @@ class Reconfigure(RunLog):
         self.penalty_epochs = penalty_epochs
         self.flops_target, self.target_epoch = flops_target, target_epoch
         self._interval = interval
-        if not threshold >= 0:
-            raise ValueError(f"Reconfigure: threshold must be >= 0, got "
-                             f"{threshold!r}.")
+        _checks.non_negative(threshold, "threshold", "Reconfigure")
         if penalty_ratio is not None and not 0 < penalty_ratio < 1:
             raise ValueError("Reconfigure: penalty_ratio must be in (0, 1) or "
                              f"None, got {penalty_ratio!r}.")
@@ -218,14 +215,10 @@ class Reconfigure(RunLog):
         return budget.FlopsSchedule(self.flops_target, self.target_epoch)
 
     # -- λ -------------------------------------------------------------------
-    def _regularized(self) -> list[tuple[Any, GroupLasso]]:
-        return [(v, v.regularizer) for v in self.model.trainable_variables
-                if isinstance(getattr(v, "regularizer", None), GroupLasso)]
-
     @property
     def strength(self) -> float:
         """The GroupLasso strength λ now in use (the first regularizer's)."""
-        pairs = self._regularized()
+        pairs = lasso_variables(self.model)
         return pairs[0][1].strength if pairs else 0.0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -233,7 +226,7 @@ class Reconfigure(RunLog):
             super().on_train_begin(logs)
             self._lasso_off()
             return
-        pairs = self._regularized()
+        pairs = lasso_variables(self.model)
         if not pairs:
             raise ValueError(
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "
@@ -241,7 +234,7 @@ class Reconfigure(RunLog):
                 "model = tf_prunetrain.add_group_lasso(model).")
         if self.flops_target is not None:
             self._check_target()
-        proximal.attach_proximal_step(self.model)
+        regularizers.attach_proximal_step(self.model)
         if self.penalty_ratio is not None and not self._calibrated():
             # Measured without the penalty; given back if calibration fails.
             self._uncalibrated = [(reg, reg.strength) for _, reg in pairs]
@@ -287,8 +280,7 @@ class Reconfigure(RunLog):
                 f"flops_target >= {math.ceil(lowest * 1000) / 1000:g}.")
 
     def _calibrated(self) -> bool:
-        return self._restored_calibration or getattr(
-            self.model, "_prunetrain_calibrated", False)
+        return self._restored_calibration or self.model in _CALIBRATED
 
     def state(self) -> dict[str, Any]:
         """`RunLog.state()` plus whether λ is calibrated and what the
@@ -322,7 +314,7 @@ class Reconfigure(RunLog):
             return
         self._calibrating = False
         loss = float((logs or {}).get("loss", np.nan))
-        pairs = self._regularized()
+        pairs = lasso_variables(self.model)
         penalty = float(sum(float(reg.penalty(v)) for v, reg in pairs))
         if not np.isfinite(loss) or not np.isfinite(penalty) or penalty <= 0:
             for reg, strength in self._uncalibrated:
@@ -348,7 +340,7 @@ class Reconfigure(RunLog):
             np.float64(r * loss / ((1.0 - r) * penalty))))
         for _, reg in pairs:
             reg.strength = strength
-        self.model._prunetrain_calibrated = True
+        _CALIBRATED.add(self.model)
         self.record("calibration", strength=strength, penalty_ratio=r,
                     loss=loss, group_lasso=penalty)
         if self.verbose:
@@ -444,11 +436,11 @@ class Reconfigure(RunLog):
         """Every GroupLasso strength to 0; with `detach`, the regularizers
         and proximal steps leave the variables (no cost left in the step;
         layer configs keep them, at strength 0)."""
-        for variable, regularizer in self._regularized():
+        for variable, regularizer in lasso_variables(self.model):
             regularizer.strength = 0.0
             if detach:
                 variable.regularizer = None
-                if isinstance(variable.constraint, proximal.ProximalStep):
+                if isinstance(variable.constraint, regularizers.ProximalStep):
                     variable.constraint = None
         if detach and self.model.compiled:
             self.model.make_train_function(force=True)
@@ -456,7 +448,7 @@ class Reconfigure(RunLog):
 
     def scalars(self, logs: dict) -> dict[str, float]:
         out = super().scalars(logs)
-        pairs = self._regularized()
+        pairs = lasso_variables(self.model)
         penalty = float(sum(reg.strength * float(reg.penalty(v))
                             for v, reg in pairs))
         out.update({"lambda": self.strength, "penalty": penalty})
@@ -471,7 +463,7 @@ class Reconfigure(RunLog):
     def _gradient_bytes(self) -> int:
         return cost_lib.gradient_bytes(self.model)
 
-    def reconfigure(self, epoch: int = 0, plan: surgery.Plan | None = None,
+    def reconfigure(self, epoch: int = 0, plan: planning.Plan | None = None,
                     planning_seconds: float = 0.0) -> Reconfiguration:
         """Removes the dead channels now, or what `plan` removes (also
         callable outside `fit`, after `set_model(model)`); the seconds spent
@@ -485,7 +477,7 @@ class Reconfigure(RunLog):
         before, flops_before = self.model.count_params(), self._flops()
         bytes_before, step_before = self._gradient_bytes(), self.step_seconds
         if plan is None:
-            plan = surgery.plan_pruning(
+            plan = planning.plan_pruning(
                 coupling.channel_groups(self.model), self.threshold,
                 round_to=self.round_to, min_channels=self.min_channels,
                 remove_blocks=False)

@@ -1,7 +1,16 @@
-"""Structured (channel) group-lasso regularizer for PruneTrain.
+"""Regularize: PruneTrain's channel group lasso, all of it.
 
-`GroupLasso` penalises the L2 norm of every channel slice of a weight, which
-drives whole channels to exactly-prunable zero during training.
+* `GroupLasso` penalises the L2 norm of every channel slice of a weight,
+  which drives whole channels to exactly-prunable zero during training.
+* `add_group_lasso(model)` attaches one to every kernel whose channels can
+  be removed (the channel-coupling analysis says which axes).
+* `ProximalStep` / `attach_proximal_step`: with `GroupLasso(proximal=True)`
+  the penalty is applied as a proximal step after each update instead of
+  a loss term.
+* `lasso_variables(model)`: the variables that carry a `GroupLasso`.
+
+(`tf_prunetrain.group_lasso` and `tf_prunetrain.proximal`, the old homes of
+`add_group_lasso` and `ProximalStep`, still import.)
 """
 
 from __future__ import annotations
@@ -14,7 +23,12 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["GroupLasso"]
+from tf_prunetrain import coupling
+from tf_prunetrain import handlers
+from tf_prunetrain import planning
+
+__all__ = ["GroupLasso", "ProximalStep", "add_group_lasso",
+           "attach_proximal_step", "lasso_variables"]
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
@@ -333,3 +347,190 @@ class GroupLasso(keras.regularizers.Regularizer):
             f"epsilon={self._epsilon:g}"
             + (", proximal=True)" if self._proximal else ")")
         )
+
+
+def lasso_variables(model: keras.Model) -> list[tuple[Any, GroupLasso]]:
+    """(variable, its GroupLasso) for every trainable variable of `model`
+    that carries one.
+
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((4,))
+    >>> m = keras.Model(x, keras.layers.Dense(2, kernel_regularizer=
+    ...     tf_prunetrain.GroupLasso(1e-3, axes=(-1,)))(x))
+    >>> [v.name for v, _ in tf_prunetrain.lasso_variables(m)]
+    ['kernel']
+    """
+    return [(v, v.regularizer) for v in model.trainable_variables
+            if isinstance(getattr(v, "regularizer", None), GroupLasso)]
+
+
+class ProximalStep(keras.constraints.Constraint):
+    """`w ← shrink(w, η·λ)`, η the model's current learning rate.
+
+    The learning rate is read from `model.optimizer` when the train step is
+    traced, so learning-rate schedules, callbacks that set
+    `optimizer.learning_rate`, and the new optimizer an in-place
+    reconfiguration builds are all followed.
+    """
+
+    def __init__(self, regularizer: GroupLasso, model: keras.Model) -> None:
+        self.regularizer = regularizer
+        self.model = model
+
+    def __call__(self, w: Any) -> Any:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError(
+                f"ProximalStep: model '{self.model.name}' has no optimizer; "
+                "compile it before training.")
+        rate = ops.cast(optimizer.learning_rate, "float32")
+        return self.regularizer.shrink(
+            w, rate * self.regularizer.strength_variable.value)
+
+
+def attach_proximal_step(model: keras.Model) -> int:
+    """Binds a `ProximalStep` to every kernel with `GroupLasso(proximal=True)`.
+
+    Call it after `compile` and before training when you train without
+    `Reconfigure` (which calls it). Idempotent; returns how many kernels
+    have a proximal step. Traced train functions are re-made so that the
+    next step applies it.
+
+    Raises:
+      ValueError: a kernel already has another constraint (Keras gives a
+        variable one constraint), or the optimizer accumulates gradients
+        (the step would run once per micro-batch). Nothing is attached then.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((4,))
+    >>> y = keras.layers.Dense(1)(keras.layers.Dense(8, name="hidden")(x))
+    >>> model = tf_prunetrain.add_group_lasso(keras.Model(x, y),
+    ...                                       strength=1.0, proximal=True)
+    >>> model.compile("sgd", "mse")
+    >>> tf_prunetrain.attach_proximal_step(model)
+    2
+    """
+    pairs = [(v, reg) for v, reg in lasso_variables(model) if reg.proximal]
+    clashes = [v.path for v, _ in pairs
+               if v.constraint is not None
+               and not isinstance(v.constraint, ProximalStep)]
+    if clashes:
+        raise ValueError(
+            "attach_proximal_step: these kernels already have a constraint, "
+            "and a Keras variable has one: " + ", ".join(clashes) + ". "
+            "Remove their kernel_constraint or use GroupLasso(proximal=False).")
+    optimizer = getattr(model, "optimizer", None)
+    if pairs and getattr(optimizer, "gradient_accumulation_steps", None):
+        raise ValueError(
+            "attach_proximal_step: the optimizer accumulates gradients "
+            f"(gradient_accumulation_steps="
+            f"{optimizer.gradient_accumulation_steps}); the proximal step "
+            "would shrink once per micro-batch. Use GroupLasso(proximal=False)"
+            " or no accumulation.")
+    changed = False
+    for variable, regularizer in pairs:
+        current = variable.constraint
+        if (isinstance(current, ProximalStep) and current.model is model
+                and current.regularizer is regularizer):
+            continue
+        variable.constraint = ProximalStep(regularizer, model)
+        changed = True
+    if changed and model.compiled:
+        model.make_train_function(force=True)
+    return len(pairs)
+
+
+def add_group_lasso(
+    model: keras.Model,
+    strength: float = 0.0,
+    epsilon: float = 1e-8,
+    replace_existing: bool = False,
+    proximal: bool = False,
+    scales: bool = False,
+) -> keras.Model:
+    """Returns an equivalent model with `GroupLasso` on every prunable kernel.
+
+    Groups follow the channel-coupling analysis: an axis of a kernel gets
+    groups only when its channels can be removed at all, so the first
+    convolution's image-channel inputs and the classifier's class outputs are
+    not regularized (the paper's rule), nor are channels frozen by layers the
+    library cannot follow. Weights, names and compile settings are kept.
+    An axis only partly frozen (a layer reading `Concatenate([image, h])`)
+    is regularized whole: `GroupLasso` groups every index of its axes; the
+    frozen slices are merely shrunk, never removed.
+
+    Keras regularizers do not combine: a kernel that already has one (say
+    L2 weight decay) raises a ValueError unless `replace_existing=True`. The
+    paper keeps weight decay on; put it on the optimizer instead
+    (`keras.optimizers.SGD(..., weight_decay=5e-4)`).
+
+    Args:
+      model: a built functional or Sequential model.
+      strength: initial coefficient λ of every GroupLasso (the `Reconfigure`
+        callback calibrates it from a penalty ratio at the first step).
+      epsilon: added inside each group's square root.
+      replace_existing: replace kernels' existing regularizers.
+      proximal: apply the penalty as a proximal step after each update
+        (`GroupLasso(proximal=True)`, see there) instead of a loss term;
+        channels then die while the learning rate is still high.
+      scales: also put an element-wise `GroupLasso` (L1) on the per-channel
+        scales of prunable channels (BatchNormalization's `gamma`). A
+        convolution followed by BatchNorm is scale-invariant, so the lasso
+        on its kernel alone cannot tell a useless channel from a useful one;
+        a zero `gamma` silences the channel, after which its kernel slices
+        get no gradient and the lasso zeroes them (the paper leaves gamma
+        alone: off by default).
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(4, 3, name="conv")(x)
+    >>> y = keras.layers.Dense(2, name="classifier")(
+    ...     keras.layers.GlobalAveragePooling2D()(h))
+    >>> m = tf_prunetrain.add_group_lasso(keras.Model(x, y), strength=1e-4)
+    >>> m.get_layer("conv").kernel_regularizer.axes
+    (-1,)
+    >>> m.get_layer("classifier").kernel_regularizer.axes
+    (-2,)
+    """
+    graph = coupling.channel_groups(model)
+    axes = _prunable_axes(graph, scales)
+    clashes = [
+        f"'{layer.name}'.{key}" for layer in _layers(graph)
+        for key in axes.get(id(layer), {})
+        if not isinstance(getattr(layer, key, None), (type(None), GroupLasso))
+    ]
+    if clashes and not replace_existing:
+        raise ValueError(
+            "add_group_lasso: these kernels already have a regularizer: "
+            f"{', '.join(clashes)}. Pass replace_existing=True to replace "
+            "them (move weight decay to the optimizer's weight_decay).")
+
+    def config_fn(layer: Any, config: dict) -> dict:
+        for key, layer_axes in axes.get(id(layer), {}).items():
+            config[key] = GroupLasso(strength, layer_axes, epsilon, proximal)
+        return config
+
+    return planning.Plan.keep_all(graph).apply(config_fn)
+
+
+def _layers(graph: coupling.ChannelGraph) -> list[Any]:
+    """The distinct layers that own channel-carrying weights."""
+    return list({id(b.layer): b.layer for b in graph.bindings.values()}.values())
+
+
+def _prunable_axes(graph: coupling.ChannelGraph, scales: bool
+                   ) -> dict[int, dict[str, tuple[int, ...]]]:
+    """id(layer) -> {regularizer config key: weight axes to regularize}."""
+    found: dict[int, dict[str, tuple[int, ...]]] = {}
+    for b in graph.bindings.values():
+        handler = handlers.handler_for(b.layer)
+        key = (handler.regularizers if b.judge else
+               handler.scale_regularizers if scales else {}).get(b.weight)
+        if key is None or np.all(graph.is_frozen(b.ids)):
+            continue
+        rank = len(coupling.weight(b.layer, b.weight).shape)
+        layer_axes = found.setdefault(id(b.layer), {})
+        layer_axes[key] = tuple(sorted({*layer_axes.get(key, ()), b.axis - rank}))
+    return found

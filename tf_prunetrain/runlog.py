@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_prunetrain import _checks
 from tf_prunetrain import cost as cost_lib
 
 LOG_FILE = "prunetrain.jsonl"
@@ -78,11 +79,8 @@ class RunLog(keras.callbacks.Callback):
     def __init__(self, log_dir: str | None = None,
                  batch_size: int | None = None):
         super().__init__()
-        if batch_size is not None and (isinstance(batch_size, bool) or not
-                                       isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"{type(self).__name__}: batch_size must be an "
-                             f"integer >= 1 or None, got {batch_size!r}.")
+        _checks.positive_int(batch_size, "batch_size", type(self).__name__,
+                             optional=True)
         self.log_dir, self.batch_size = log_dir, batch_size
         self.initial_cost: cost_lib.TrainingCost | None = None
         self.cost: cost_lib.TrainingCost | None = None

@@ -1,322 +1,31 @@
-"""The surgery engine: decide which channels go, then rebuild without them.
+"""The offline rebuild: a physically smaller copy of a model.
 
-`plan_pruning` turns a `ChannelGraph` and the current weights into a `Plan`
-(which channel groups are kept, which residual branches are removed, the
-slices of every weight). `Plan.apply` builds the smaller model. The in-place
-reconfiguration callback uses the same `Plan` (its weight slices and layer
-configs); `prune_channels` is the one-call functional entry point.
+`prune_channels(model)` plans (`planning.plan_pruning`) and rebuilds: new
+layers from edited configs, called on new tensors, given the surviving
+weight slices. The original model is not modified. `Plan` and
+`plan_pruning` live in `planning` (importing them from here still works).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 import warnings
 from typing import Any, Callable, Mapping
 
 import keras
-import numpy as np
 
+from tf_prunetrain import _checks
 from tf_prunetrain import coupling
 from tf_prunetrain import graph as graph_lib
-from tf_prunetrain import handlers
+from tf_prunetrain.planning import MergeEdit, Plan, plan_pruning
 
-# A removed branch's output is folded into an offset unless it is this small.
-_ZERO_OFFSET = 1e-7
-
-
-@dataclasses.dataclass
-class MergeEdit:
-    """A residual merge that loses branches: kept input positions, and the
-    constant the removed branches added (None when it is zero)."""
-
-    kept: list[int]
-    offset: np.ndarray | None
+__all__ = ["MergeEdit", "Plan", "plan_pruning", "prune_channels", "rebuild"]
 
 
-@dataclasses.dataclass
-class Plan:
-    """Which channels and branches a pruning keeps (see `plan_pruning`)."""
-
-    graph: coupling.ChannelGraph
-    keep: np.ndarray  # bool per root id
-    removed: set[int]  # id() of removed nodes
-    merges: dict[int, MergeEdit]
-
-    @classmethod
-    def keep_all(cls, graph: coupling.ChannelGraph) -> "Plan":
-        """A plan that removes nothing (rebuilds the model as it is)."""
-        return cls(graph, np.ones(len(graph.root), bool), set(), {})
-
-    def mask(self, ids: handlers.Ids) -> handlers.Mask:
-        return None if ids is None else self.keep[self.graph.roots(ids)]
-
-    def weight_slices(self, layer: Any) -> dict[str, list[tuple[int, np.ndarray]]]:
-        """For each weight of `layer`: the (axis, kept indices) to take."""
-        slices: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for b in self.graph.bindings_of(layer):
-            slices.setdefault(b.weight, []).append(
-                (b.axis, np.flatnonzero(self.mask(b.ids))))
-        return slices
-
-    def slice_weight(self, layer: Any, name: str, value: np.ndarray) -> np.ndarray:
-        for axis, idx in self.weight_slices(layer).get(name, []):
-            value = np.take(value, idx, axis=axis)
-        return value
-
-    def layer_config(self, record: coupling.Record) -> dict:
-        op = record.view.operation
-        return record.handler.config(
-            op, op.get_config(), [self.mask(i) for i in record.ins],
-            [self.mask(o) for o in record.outs])
-
-    def changes(self) -> list[tuple[str, int, int]]:
-        """(layer path, channels before, channels after) for every layer
-        output whose channel count changes, and removed layers (after 0)."""
-        rows = []
-        for r in self.graph.records:
-            if id(r.view.node) in self.removed:
-                rows.append((r.view.path, _count(r.outs), 0))
-            elif r.handler is not None and r.outs and r.outs[0] is not None:
-                after = int(np.count_nonzero(self.mask(r.outs[0])))
-                if after != len(r.outs[0]):
-                    rows.append((r.view.path, len(r.outs[0]), after))
-        return rows
-
-    def apply(self, config_fn: Callable[[Any, dict], dict] | None = None
-              ) -> keras.Model:
-        """Builds the pruned model; the original is not modified.
-
-        `config_fn(layer, config)` may edit each new layer's config further
-        (`add_group_lasso` uses it to attach regularizers).
-        """
-        return _Rebuilder(self, config_fn).model()
-
-
-def _count(outs: list) -> int:
-    return len(outs[0]) if outs and outs[0] is not None else 0
-
-
-def plan_pruning(
-    graph: coupling.ChannelGraph,
-    threshold: float = 1e-4,
-    keep: Mapping[str, Any] | None = None,
-    round_to: int = 1,
-    min_channels: int = 1,
-    remove_blocks: bool = True,
-) -> Plan:
-    """Decides which channel groups and residual branches to remove.
-
-    A group is removed when every kernel slice in it has `max|w| < threshold`
-    (or when `keep` says so). A residual branch whose internal tensors lose
-    every channel is removed whole; its constant output, if not zero, is folded
-    into a `Rescaling` offset so the function is unchanged. Any other tensor
-    keeps at least `min_channels` channels, and convolution/Dense outputs keep
-    a multiple of `round_to` (the strongest extra channels stay). With
-    `remove_blocks=False` (in-place reconfiguration) dead branches are kept at
-    `min_channels` instead.
-    """
-    _check_positive_int("round_to", round_to)
-    _check_positive_int("min_channels", min_channels)
-    _check_threshold(threshold)
-    max_abs, score = graph.group_strength()
-    if not np.all(np.isfinite(score)):
-        raise_non_finite(graph)
-    alive = max_abs >= threshold
-    if keep is not None:
-        _apply_explicit(graph, keep, alive)
-    alive[0] = True  # frozen channels
-    plan = Plan(graph, alive, set(), {})
-    if remove_blocks:
-        _remove_dead_branches(plan)
-    restore_minimum(plan, score, round_to, min_channels)
-    return plan
-
-
-def raise_non_finite(graph: coupling.ChannelGraph) -> None:
-    """Raises the ValueError for kernels with NaN/inf (training diverged)."""
-    bad = sorted({f"{b.layer.name}/{b.weight}" for b in graph.bindings.values()
-                  if b.judge and not np.all(np.isfinite(
-                      coupling.weight(b.layer, b.weight).numpy()))})
-    raise ValueError(
-        f"plan_pruning: NaN or infinite values in {', '.join(bad)}: training "
-        "has diverged, so no channel can be judged dead; nothing was pruned. "
-        "Lower the learning rate or λ and resume from a checkpoint.")
-
-
-def _check_threshold(threshold: Any) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
-            or not threshold >= 0:
-        raise ValueError(f"threshold must be a number >= 0, got "
-                         f"{threshold!r}.")
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or value < 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-
-
-def _apply_explicit(graph: coupling.ChannelGraph, keep: Mapping[str, Any],
-                    alive: np.ndarray) -> None:
-    outputs = {}
-    for r in graph.records:
-        if r.handler is not None and r.outs and r.outs[0] is not None:
-            outputs.setdefault(r.view.path, r.outs[0])
-    decided: dict[int, tuple[bool, str]] = {}
-    for path, mask in keep.items():
-        if path not in outputs:
-            raise ValueError(
-                f"keep: no layer '{path}' with a channel output; known layers: "
-                f"{', '.join(sorted(outputs))}.")
-        ids, mask = outputs[path], np.asarray(mask, dtype=bool)
-        if mask.shape != ids.shape:
-            raise ValueError(f"keep['{path}'] has shape {mask.shape}; the "
-                             f"layer has {len(ids)} output channels.")
-        for i, (root, k) in enumerate(zip(graph.roots(ids).tolist(),
-                                          mask.tolist())):
-            if root == 0 and not k:
-                raise ValueError(
-                    f"keep['{path}'][{i}] is False, but that channel is frozen "
-                    "(it reaches a model input/output or a layer whose channels "
-                    "cannot be removed).")
-            if root in decided and decided[root][0] != k:
-                raise ValueError(
-                    f"keep['{path}'][{i}] contradicts keep['{decided[root][1]}'] "
-                    "for the same coupled channel.")
-            decided[root] = (k, path)
-    for root, (k, _) in decided.items():
-        alive[root] = k
-
-
-def _remove_dead_branches(plan: Plan) -> None:
-    by_node = {id(r.view.node): r for r in plan.graph.records}
-    for r in plan.graph.records:
-        if r.handler is None or not r.handler.branch_merge:
-            continue
-        branches = _branches(r.view)
-        kept = list(range(len(branches)))
-        offset = 0.0
-        for pos, branch in enumerate(branches):
-            if len(kept) == 1 or not _cut_off(plan, by_node, branch,
-                                              r.view.inputs[pos]):
-                continue
-            constant = _constant_output(r.view.owner, r.view.inputs[pos])
-            if constant is None:
-                continue
-            kept.remove(pos)
-            offset = offset + constant
-            plan.removed |= branch
-        if len(kept) < len(branches):
-            offset = np.asarray(offset)
-            plan.merges[id(r.view.node)] = MergeEdit(
-                kept, offset if np.max(np.abs(offset)) > _ZERO_OFFSET else None)
-
-
-def _cut_off(plan: Plan, by_node: dict, branch: set[int], tensor: Any) -> bool:
-    """True when `tensor` (a branch output) cannot depend on the model's
-    inputs: every path into the branch crosses a tensor inside it whose
-    channels are all removed (dead channels carry constants)."""
-    memo: dict[int, bool] = {}
-
-    def depends(t: Any) -> bool:
-        if id(t) not in memo:
-            node = graph_lib.producer(t)
-            if id(node) not in branch:
-                memo[id(t)] = True
-            else:
-                index = next(i for i, o in enumerate(node.outputs) if o is t)
-                ids = by_node[id(node)].outs[index]
-                memo[id(t)] = (ids is None or bool(np.any(plan.mask(ids)))) \
-                    and any(depends(u) for u in node.input_tensors)
-        return memo[id(t)]
-
-    return bool(branch) and not depends(tensor)
-
-
-def _branches(view: graph_lib.NodeView) -> list[set[int]]:
-    """For each input of a merge node: the nodes that feed only that input
-    (its residual branch), or an empty set when that input has no branch of
-    its own that could be removed cleanly (single entry, single exit)."""
-    owner = view.owner
-    consumers: dict[int, list[Any]] = {}
-    for v in graph_lib.nodes(owner):
-        for t in v.inputs:
-            consumers.setdefault(id(t), []).append(v.node)
-    outputs = {id(t) for t in owner.outputs}
-
-    def ancestors(tensor: Any) -> set[int]:
-        seen, stack, found = set(), [tensor], {}
-        while stack:
-            node = graph_lib.producer(stack.pop())
-            if id(node) in seen or node.is_input:
-                continue
-            seen.add(id(node))
-            found[id(node)] = node
-            stack.extend(node.input_tensors)
-        return found
-
-    anc = [ancestors(t) for t in view.inputs]
-    result = []
-    for i, mine in enumerate(anc):
-        others = set().union(*(set(a) for j, a in enumerate(anc) if j != i))
-        branch = {n: node for n, node in mine.items() if n not in others}
-        clean = all(
-            id(t) not in outputs and all(
-                id(c) in branch or c is view.node
-                for c in consumers.get(id(t), []))
-            for node in branch.values() for t in node.outputs)
-        result.append(set(branch) if clean else set())
-    return result
-
-
-def _constant_output(owner: Any, tensor: Any) -> np.ndarray | None:
-    """The per-channel value of an input-independent `tensor`, or None when
-    it varies over positions or with the input size (then the branch stays).
-    Dynamic input dimensions are probed at two sizes."""
-    probe = keras.Model(owner.inputs, tensor)
-    dynamic = any(None in t.shape[1:] for t in owner.inputs)
-    values = [
-        np.asarray(probe.predict(
-            [np.zeros([1] + [d or size for d in t.shape[1:]], t.dtype)
-             for t in owner.inputs], verbose=0)).reshape(-1, tensor.shape[-1])
-        for size in ((24, 40) if dynamic else (0,))
-    ]
-    flat = np.concatenate(values)
-    if np.max(np.ptp(flat, axis=0)) > 1e-6 * (1.0 + np.max(np.abs(flat))):
-        return None
-    return flat.mean(axis=0)
-
-
-def restore_minimum(plan: Plan, score: np.ndarray, round_to: int,
-                    min_channels: int) -> None:
-    """Keeps channels back (the strongest by `score`) until every output
-    has `min_channels` and convolution/Dense outputs a multiple of
-    `round_to`."""
-    roots = plan.graph.roots
-    sets = [
-        (roots(r.outs[0]), r.handler.count_key is not None)
-        for r in plan.graph.records
-        if id(r.view.node) not in plan.removed and r.handler is not None
-        and r.outs and r.outs[0] is not None
-    ]
-    changed = True
-    while changed:
-        changed = False
-        for ids, rounded in sets:
-            kept = int(np.count_nonzero(plan.keep[ids]))
-            target = max(kept, min(min_channels, len(ids)))
-            if rounded:
-                target = min(math.ceil(target / round_to) * round_to, len(ids))
-            candidates = np.unique(ids[~plan.keep[ids]])
-            for root in candidates[np.argsort(-score[candidates],
-                                              kind="stable")]:
-                if kept >= target:
-                    break
-                plan.keep[root] = True
-                kept += int(np.count_nonzero(ids == root))
-                changed = True
+def rebuild(plan: Plan, config_fn: Callable[[Any, dict], dict] | None = None
+            ) -> keras.Model:
+    """The model `plan` describes, built anew (see `Plan.apply`)."""
+    return _Rebuilder(plan, config_fn).model()
 
 
 class _Rebuilder:
@@ -339,15 +48,14 @@ class _Rebuilder:
             new.compile_from_config(old.get_compile_config())
         return new
 
-    def _model(self, old: keras.Model, masks: list) -> keras.Model:
-        """Rebuilds a (sub-)model whose inputs keep the channels in `masks`
-        (None: all); other dimensions, dynamic ones included, stay."""
+    def _model(self, old: keras.Model, ids: list) -> keras.Model:
+        """Rebuilds a (sub-)model whose inputs keep the kept channels of
+        `ids` (None: all); other dimensions, dynamic ones included, stay."""
         functional = graph_lib.functional_of(old)
         inputs = [
-            keras.Input(batch_shape=t.shape if m is None else
-                        (*t.shape[:-1], int(np.count_nonzero(m))),
+            keras.Input(batch_shape=self.plan.shape(t.shape, i),
                         dtype=t.dtype, name=graph_lib.input_name(t))
-            for t, m in zip(functional.inputs, masks)
+            for t, i in zip(functional.inputs, ids)
         ]
         if isinstance(old, keras.Sequential):
             layers = [self._operation(self.records[id(v.node)])
@@ -377,8 +85,7 @@ class _Rebuilder:
         old = record.view.operation
         if graph_lib.is_model(old):
             if id(old) not in self.models:
-                self.models[id(old)] = self._model(
-                    old, [self.plan.mask(ids) for ids in record.ins])
+                self.models[id(old)] = self._model(old, record.ins)
             return self.models[id(old)]
         if not isinstance(old, keras.layers.Layer):
             return old
@@ -404,16 +111,7 @@ class _Rebuilder:
         # Same class and config order the weights alike; names may differ
         # (a custom layer's auto-named weights get fresh unique names).
         for old, new in self.layers.values():
-            values = [self.plan.slice_weight(old, w.name, np.asarray(w.numpy()))
-                      for w in old.weights]
-            shapes = [tuple(w.shape) for w in new.weights]
-            if shapes != [v.shape for v in values]:
-                raise RuntimeError(
-                    f"internal error: the weights of layer '{old.name}' sliced "
-                    f"to {[v.shape for v in values]}, but the rebuilt layer "
-                    f"has {shapes}.")
-            for target, value in zip(new.weights, values):
-                target.assign(value)
+            graph_lib.assign_weights(new, self.plan.sliced_weights(old))
 
 
 def prune_channels(
@@ -458,7 +156,7 @@ def prune_channels(
     if not isinstance(model, keras.Model):
         raise TypeError(f"prune_channels: model must be a keras.Model, got "
                         f"{type(model).__name__} {model!r:.80}.")
-    _check_threshold(threshold)
+    _checks.non_negative(threshold, "threshold", "prune_channels")
     if math.isinf(threshold):
         warnings.warn(
             "prune_channels: threshold=inf counts every channel as dead, so "

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tf_prunetrain import _checks
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import handlers
 from tf_prunetrain.export import largest_difference, random_inputs
@@ -107,9 +108,7 @@ def to_tf_keras(model: keras.Model, sample_inputs: Any = None,
     >>> bool(np.allclose(twin(v), model(v), atol=1e-6))
     True
     """
-    if not tolerance >= 0:
-        raise ValueError(f"to_tf_keras: tolerance must be >= 0, got "
-                         f"{tolerance!r}.")
+    _checks.non_negative(tolerance, "tolerance", "to_tf_keras")
     tf_keras = load_tf_keras()
     twin = _convert(graph_lib.functional_of(model), model.name, tf_keras, {})
     samples = (random_inputs(model, seed, caller="to_tf_keras")
@@ -165,7 +164,7 @@ def _convert(graph: Any, name: str, tf_keras: types.ModuleType,
 def _layer(layer: Any, path: str, tf_keras: types.ModuleType) -> Any:
     """The tf_keras layer for one Keras 3 layer (weights not yet copied)."""
     kind = type(layer).__name__
-    spec = handlers.tf_keras_spec(layer)
+    spec = handlers.handler_for(layer).tf_keras
     cls = None if spec is None else getattr(tf_keras.layers, kind, None)
     if cls is None:
         raise ValueError(
@@ -206,7 +205,7 @@ def _plain(value: Any) -> Any:
 
 def _copy_weights(layer: Any, twin: Any, path: str) -> None:
     """Copies weights by name (kernel, bias, gamma, moving_mean, ...)."""
-    spec = handlers.tf_keras_spec(layer)
+    spec = handlers.handler_for(layer).tf_keras
     values = {spec.weights.get(w.name, w.name): w.numpy()
               for w in layer.weights}
     names = [w.name.split("/")[-1].split(":")[0] for w in twin.weights]

@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_prunetrain  # noqa: E402
-from tf_prunetrain import coupling, inplace, surgery  # noqa: E402
+from tf_prunetrain import coupling, inplace, planning  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -82,7 +82,7 @@ flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' 
 # what runs.
 _PHASES = (
     ("channel_groups", coupling, "channel_groups"),
-    ("plan_pruning", surgery, "plan_pruning"),
+    ("plan_pruning", planning, "plan_pruning"),
     ("reconfigure_in_place", inplace, "reconfigure_in_place"),
     ("reconfigure_in_place/layer_changes", inplace, "_layer_changes"),
     ("reconfigure_in_place/apply_layers", inplace, "_apply"),
@@ -136,20 +136,10 @@ def _zero_random_groups(model: keras.Model, fraction: float, seed: int) -> tuple
     """Zeroes every coupled kernel slice of a random `fraction` of the
     prunable channel groups (as tests/pruning_testing.zero_random_groups)."""
     graph = tf_prunetrain.channel_groups(model)
-    roots = np.unique(graph.root[graph.root != 0])
+    roots = graph.prunable()
     rng = np.random.default_rng(seed)
-    dead = np.sort(rng.choice(roots, int(len(roots) * fraction), replace=False))
-    for b in graph.bindings.values():
-        if not b.judge:
-            continue
-        idx = np.flatnonzero(np.isin(graph.roots(b.ids), dead))
-        if idx.size:
-            var = coupling.weight(b.layer, b.weight)
-            value = var.numpy()
-            index = [slice(None)] * value.ndim
-            index[b.axis] = idx
-            value[tuple(index)] = 0.0
-            var.assign(value)
+    dead = rng.choice(roots, int(len(roots) * fraction), replace=False)
+    graph.zero(dead)
     return len(dead), len(roots)
 
 

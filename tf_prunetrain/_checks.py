@@ -1,0 +1,56 @@
+"""Argument checks shared by the public API, with one wording.
+
+A refused value raises a ValueError that names the function or class that
+was called (`caller`), the argument, what it must be and what it got:
+"Reconfigure: interval must be an integer >= 1 or None, got 0."
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+
+def _prefix(caller: str | None) -> str:
+    return f"{caller}: " if caller else ""
+
+
+def positive_int(value: Any, name: str, caller: str | None = None,
+                 optional: bool = False) -> Any:
+    """Returns `value` if it is an integer >= 1 (or None when `optional`).
+
+    Booleans are refused; numpy integers are accepted.
+
+    >>> positive_int(3, "epochs")
+    3
+    >>> positive_int(0, "epochs", "fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: fit: epochs must be an integer >= 1, got 0.
+    """
+    if value is None and optional:
+        return value
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or value < 1):
+        raise ValueError(
+            f"{_prefix(caller)}{name} must be an integer >= 1"
+            f"{' or None' if optional else ''}, got {value!r}.")
+    return value
+
+
+def non_negative(value: Any, name: str, caller: str | None = None) -> Any:
+    """Returns `value` if it is a real number >= 0 (inf allowed, NaN not).
+
+    >>> non_negative(-1.0, "threshold", "prune_channels")
+    Traceback (most recent call last):
+    ...
+    ValueError: prune_channels: threshold must be >= 0, got -1.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{_prefix(caller)}{name} must be a number >= 0, got "
+                         f"{value!r}.")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{_prefix(caller)}{name} must be >= 0, got "
+                         f"{value!r}.")
+    return value
