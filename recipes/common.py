@@ -61,7 +61,7 @@ class Config:
     target_epoch: int | None = None
     interval: int | None = None
     threshold: float = 1e-4
-    round_to: int = 1
+    round_to: int | str = 1  # or "auto" (measured on this device)
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -124,7 +124,8 @@ _HELP = {
     "interval": "Epochs between reconfigurations (unset or 0: 10; with "
                 "--flops_target, half of --target_epoch).",
     "threshold": "A channel is dead when all its kernel slices are below.",
-    "round_to": "Keep channel counts multiples of this (8 for tensor cores).",
+    "round_to": "Keep channel counts multiples of this (8 for tensor cores), "
+                "or 'auto': the multiple measured to run fast on this device.",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -171,6 +172,8 @@ def define_flags(defaults: Config) -> None:
             flags.DEFINE_integer(field.name, value, help_text)
         elif field.type in ("float", "float | None"):
             flags.DEFINE_float(field.name, value, help_text)
+        elif field.type == "int | str":
+            flags.DEFINE_string(field.name, str(value), help_text)
         else:
             flags.DEFINE_string(field.name, value, help_text)
 
@@ -179,6 +182,12 @@ def config_from_flags() -> Config:
     values = {f.name: flags.FLAGS[f.name].value
               for f in dataclasses.fields(Config)}
     values["lr_decay_epochs"] = tuple(int(v) for v in values["lr_decay_epochs"])
+    if values["round_to"] != "auto":
+        try:
+            values["round_to"] = int(values["round_to"])
+        except ValueError:
+            raise ValueError(f"--round_to must be an integer >= 1 or 'auto', "
+                             f"got {values['round_to']!r}.") from None
     if values["strength"] is not None and values["strength"] < 0:
         values["strength"] = None  # --strength=-1: calibrate from the ratio
     for name in ("penalty_epochs", "flops_target", "target_epoch",
@@ -222,7 +231,8 @@ def validate(config: Config) -> None:
                          "cannot be downloaded here); or use --data=mnist5k.")
     for name in ("interval", "epochs", "batch_size", "round_to",
                  "target_epoch", "train_size"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
+        value = getattr(config, name)
+        if value is not None and value != "auto" and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:

@@ -181,6 +181,7 @@ def test_bad_flags_are_named():
                          ({"model": "vgg11", "data": "digits"}, "image_size"),
                          ({"augment": "flip"}, "--augment must be one of"),
                          ({"train_size": 0}, "--train_size must be >= 1"),
+                         ({"round_to": 0}, "--round_to must be >= 1"),
                          ({"data": "synthetic", "train_size": 10**6},
                           r"--train_size must be an integer in \[1, "),
                          ({"data": "imagenet", "data_dir": "/x",
@@ -201,7 +202,7 @@ def test_command_line(tmp_path):
          "--model=resnet20", "--width_multiplier=0.25", "--epochs=1",
          "--steps_per_epoch=2", "--synthetic_size=32", "--batch_size=8",
          "--verbose=0", f"--log_dir={tmp_path}", "--proximal", "--scales",
-         "--strength=0.5", "--penalty_epochs=1"],
+         "--strength=0.5", "--penalty_epochs=1", "--round_to=auto"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in
@@ -209,6 +210,10 @@ def test_command_line(tmp_path):
     # A fixed λ (no calibration), the lasso switched off after epoch 1.
     assert [e["event"] for e in events if e["event"] in (
         "calibration", "penalty_end")] == ["penalty_end"]
+    # --round_to=auto: the multiple measured on this machine, logged once.
+    rounding = [e for e in events if e["event"] == "round_to"]
+    assert len(rounding) == 1 and rounding[0]["multiple"] in (1, 2, 4, 8,
+                                                               16, 32)
     help_text = subprocess.run(
         [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300).stdout

@@ -17,8 +17,9 @@ def _prefix(caller: str | None) -> str:
 
 
 def positive_int(value: Any, name: str, caller: str | None = None,
-                 optional: bool = False) -> Any:
-    """Returns `value` if it is an integer >= 1 (or None when `optional`).
+                 optional: bool = False, also: tuple[str, ...] = ()) -> Any:
+    """Returns `value` if it is an integer >= 1 (or None when `optional`, or
+    one of the strings in `also`).
 
     Booleans are refused; numpy integers are accepted.
 
@@ -29,13 +30,15 @@ def positive_int(value: Any, name: str, caller: str | None = None,
     ...
     ValueError: fit: epochs must be an integer >= 1, got 0.
     """
-    if value is None and optional:
+    if (value is None and optional) or (isinstance(value, str)
+                                        and value in also):
         return value
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
             or value < 1):
+        others = (["None"] if optional else []) + [repr(a) for a in also]
         raise ValueError(
             f"{_prefix(caller)}{name} must be an integer >= 1"
-            f"{' or None' if optional else ''}, got {value!r}.")
+            f"{''.join(' or ' + o for o in others)}, got {value!r}.")
     return value
 
 

@@ -16,6 +16,7 @@ from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import distribute
 from tf_prunetrain import inplace
+from tf_prunetrain import latency
 from tf_prunetrain import planning
 from tf_prunetrain import regularizers
 from tf_prunetrain.regularizers import GroupLasso, lasso_variables
@@ -48,6 +49,8 @@ class Reconfiguration:
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
 # "Choosing target_epoch").
 TARGET_FRACTION = 0.25
+# round_to's value that measures the channel multiple (`latency`).
+AUTO = "auto"
 # Models whose λ was calibrated in this process (a later fit keeps it).
 _CALIBRATED: weakref.WeakSet = weakref.WeakSet()
 # Before `target_epoch` a cut is made only when it removes at least this
@@ -116,7 +119,10 @@ class Reconfigure(RunLog):
         strong pruning phase, then plain training of what is left).
       threshold: deadness threshold on absolute kernel values.
       penalty_ratio: r in (0, 1), or None to keep the model's λ.
-      round_to: keep convolution/Dense widths multiples of this.
+      round_to: keep convolution/Dense widths multiples of this, or
+        "auto": the multiple that runs fast on this device, measured at the
+        start of `fit` (`tf_prunetrain.latency`; a few seconds, once per
+        process).
       min_channels: fewest channels a layer keeps.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
@@ -150,15 +156,16 @@ class Reconfigure(RunLog):
     """
 
     def __init__(self, interval: int | None = None, threshold: float = 1e-4,
-                 penalty_ratio: float | None = 0.2, round_to: int = 1,
+                 penalty_ratio: float | None = 0.2, round_to: int | str = 1,
                  min_channels: int = 1, verbose: int = 1,
                  log_dir: str | None = None, batch_size: int | None = None,
                  penalty_epochs: int | None = None,
                  flops_target: float | None = None,
                  target_epoch: int | None = None):
         super().__init__(log_dir=log_dir, batch_size=batch_size)
+        _checks.positive_int(round_to, "round_to", "Reconfigure", also=(AUTO,))
         for name, value, optional in (
-                ("interval", interval, True), ("round_to", round_to, False),
+                ("interval", interval, True),
                 ("min_channels", min_channels, False),
                 ("penalty_epochs", penalty_epochs, True),
                 ("target_epoch", target_epoch, True)):
@@ -188,7 +195,12 @@ class Reconfigure(RunLog):
             raise ValueError("Reconfigure: penalty_ratio must be in (0, 1) or "
                              f"None, got {penalty_ratio!r}.")
         self.threshold = threshold
-        self.penalty_ratio, self.round_to = penalty_ratio, round_to
+        self.penalty_ratio = penalty_ratio
+        # "auto" is measured at the start of the first fit (`_resolve_round`).
+        self.round_to_setting = round_to
+        self.round_to: int = 1 if round_to == AUTO else round_to
+        self._round_resolved = round_to != AUTO
+        self._round_event: dict[str, Any] | None = None  # for the run log
         self.min_channels, self.verbose = min_channels, verbose
         self.reconfigurations: list[Reconfiguration] = []
         self._calibrating = False
@@ -232,6 +244,7 @@ class Reconfigure(RunLog):
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "
                 "regularizer, so no channel would ever die. Wrap it first: "
                 "model = tf_prunetrain.add_group_lasso(model).")
+        self._resolve_round()
         if self.flops_target is not None:
             self._check_target()
         regularizers.attach_proximal_step(self.model)
@@ -242,6 +255,27 @@ class Reconfigure(RunLog):
                 reg.strength = 0.0
             self._calibrating = True
         super().on_train_begin(logs)
+        if self._round_event is not None:
+            self.record("round_to", **self._round_event)
+            self._round_event = None
+
+    def _resolve_round(self) -> None:
+        """`round_to="auto"`: the channel multiple measured on this device
+        (`latency.channel_multiple`), the first replica's for all."""
+        if self._round_resolved:
+            return
+        dtype = self.model.dtype_policy.compute_dtype
+        start = time.perf_counter()
+        multiple = latency.channel_multiple(dtype)
+        self.round_to = int(distribute.broadcast(
+            self.model.distribute_strategy, np.int64(multiple)))
+        self._round_resolved = True
+        self._round_event = {"multiple": self.round_to, "dtype": dtype,
+                             "seconds": time.perf_counter() - start}
+        if self.verbose:
+            print(f"Reconfigure: round_to='auto' → {self.round_to} (channel "
+                  f"multiple measured for {dtype} on this device in "
+                  f"{self._round_event['seconds']:.1f} s)")
 
     def _check_target(self) -> None:
         """Fixes `target_epoch` and checks that the target can be met; raises
@@ -290,6 +324,7 @@ class Reconfigure(RunLog):
                                    and self._calibrated()),
                 "target_epoch": self.target_epoch,
                 "target_reached": self.target_reached,
+                "round_to": self.round_to if self._round_resolved else None,
                 "reconfigurations": [dataclasses.asdict(r)
                                      for r in self.reconfigurations]}
 
@@ -298,6 +333,8 @@ class Reconfigure(RunLog):
         (the model's regularizers carry it)."""
         super().restore(state)
         self._restored_calibration = bool(state.get("calibrated"))
+        if not self._round_resolved and state.get("round_to"):
+            self.round_to, self._round_resolved = int(state["round_to"]), True
         if self.flops_target is not None:
             self.target_epoch = state.get("target_epoch", self.target_epoch)
             self.target_reached = state.get("target_reached")
