@@ -27,6 +27,8 @@ Public API:
                     a FLOPs target (flops_target=) or as the lasso kills
                     channels (the paper's mode).
   budget            the FLOPs budget: FlopsSchedule, plan_to_flops.
+  latency           hardware-aware widths: channel_multiple, the channel
+                    multiple that runs fast here (Reconfigure(round_to="auto")).
   reconfigure_in_place   apply a plan to the live model (the callback's engine).
 """
 
@@ -38,6 +40,7 @@ except ImportError as e:
         "'cpu' or 'gpu' extra, e.g. pip install 'tf-prunetrain[cpu]'.") from e
 
 from tf_prunetrain import budget
+from tf_prunetrain import latency
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import LayerCost, TrainingCost, forward_flops, training_cost
 from tf_prunetrain.coupling import (ChannelGraph, ChannelGroup, Slice,
@@ -80,6 +83,7 @@ __all__ = [
     "export_saved_model",
     "forward_flops",
     "lasso_variables",
+    "latency",
     "make_strategy",
     "plan_pruning",
     "prune_channels",
