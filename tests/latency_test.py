@@ -108,6 +108,26 @@ def test_auto_rounding_with_the_real_measurement():
                     or layer.filters == full[layer.name]), layer.name
 
 
+def test_auto_falls_back_to_a_multiple_that_reaches_the_target(
+        monkeypatch, tmp_path):
+    # Widths 16/32/32 rounded to multiples of 32 cannot go below 0.657 of
+    # the FLOPs: "auto" must take a finer multiple, not refuse the target.
+    monkeypatch.setattr(latency, "channel_multiple", lambda dtype: 32)
+    model, callback, full = _fit("auto", log_dir=str(tmp_path), epochs=2)
+    assert callback.round_to in (2, 4, 8, 16)
+    for layer in model.layers:
+        if hasattr(layer, "filters"):
+            assert (layer.filters % callback.round_to == 0
+                    or layer.filters == full[layer.name]), layer.name
+    with open(os.path.join(tmp_path, tf_prunetrain.runlog.LOG_FILE)) as f:
+        rounding = [e for e in map(json.loads, f) if e["event"] == "round_to"]
+    assert rounding[0]["measured"] == 32
+    assert rounding[0]["multiple"] == callback.round_to
+    # A fixed round_to is the user's word: refused, not changed.
+    with pytest.raises(ValueError, match="flops_target=0.4 is below"):
+        _fit(32, epochs=2)
+
+
 def test_round_to_must_be_a_positive_integer_or_auto():
     for bad in ("fast", 0, 2.5, True):
         with pytest.raises(ValueError, match="round_to must be an integer "

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -122,7 +122,8 @@ class Reconfigure(RunLog):
       round_to: keep convolution/Dense widths multiples of this, or
         "auto": the multiple that runs fast on this device, measured at the
         start of `fit` (`tf_prunetrain.latency`; a few seconds, once per
-        process).
+        process). When multiples that coarse cannot reach `flops_target`
+        (narrow layers), "auto" takes the largest smaller multiple that can.
       min_channels: fewest channels a layer keeps.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
@@ -303,15 +304,38 @@ class Reconfigure(RunLog):
                 f"'{self.model.name}', which has dynamic input sizes; build it "
                 "with a fixed input shape, e.g. keras.Input((32, 32, 3)).")
         graph = coupling.channel_groups(self.model)
-        lowest = budget.reachable_flops(graph, self.min_channels,
-                                        self.round_to) / cost.inference_flops
-        if self.flops_target < lowest:
+
+        def lowest(round_to: int) -> float:
+            return budget.reachable_flops(graph, self.min_channels,
+                                          round_to) / cost.inference_flops
+
+        if self.round_to_setting == AUTO and self.round_to > 1 \
+                and self.flops_target < lowest(self.round_to):
+            self._fit_round_to_target(lowest)
+        if self.flops_target < lowest(self.round_to):
             raise ValueError(
                 f"Reconfigure: flops_target={self.flops_target:g} is below "
-                f"what model '{self.model.name}' can reach ({lowest:.3f} of "
+                f"what model '{self.model.name}' can reach ({lowest(self.round_to):.3f} of "
                 "its FLOPs: frozen channels, layers the library cannot follow "
                 f"and min_channels={self.min_channels} stay). Pass "
-                f"flops_target >= {math.ceil(lowest * 1000) / 1000:g}.")
+                f"flops_target >= "
+                f"{math.ceil(lowest(self.round_to) * 1000) / 1000:g}.")
+
+    def _fit_round_to_target(self, lowest: Callable[[int], float]) -> None:
+        """`round_to="auto"` measured a multiple too coarse for this model to
+        reach `flops_target` (narrow layers round up to whole blocks): the
+        largest smaller candidate that reaches it is used instead."""
+        measured = self.round_to
+        fits = [m for m in latency.CANDIDATES
+                if m < measured and self.flops_target >= lowest(m)]
+        self.round_to = max(fits, default=1)
+        if self._round_event is not None:
+            self._round_event.update(multiple=self.round_to, measured=measured)
+        if self.verbose:
+            print(f"Reconfigure: round_to='auto' → {self.round_to} instead "
+                  f"of {measured}: with multiples of {measured} model "
+                  f"'{self.model.name}' cannot reach flops_target="
+                  f"{self.flops_target:g}.")
 
     def _calibrated(self) -> bool:
         return self._restored_calibration or self.model in _CALIBRATED
