@@ -46,14 +46,6 @@ def _keep(model, mask_fn):
     return lambda: tf_prunetrain.plan_pruning(graph, keep=mask_fn(model))
 
 
-def _in_place_with_removed_branch(model):
-    pruned = model_zoo.resnet_basic()
-    pt.zero_random_groups(pruned, 0.95, seed=0)
-    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(pruned))
-    assert plan.removed  # a residual branch died
-    return lambda: tf_prunetrain.reconfigure_in_place(pruned, plan)
-
-
 def _no_model_reconfigure(model):
     return lambda: tf_prunetrain.Reconfigure().reconfigure()
 
@@ -133,8 +125,6 @@ CASES = {
         "stem_conv": [True] * 3}), ValueError, "stem_conv.*output channels"),
     "keep frozen": (lambda m: _keep(m, lambda _: {
         "classifier": [False] + [True] * 9}), ValueError, "frozen"),
-    "in place branch removal": (_in_place_with_removed_branch, ValueError,
-                                "remove_blocks=False"),
     "negative strength": (lambda m: lambda: tf_prunetrain.add_group_lasso(
         m, strength=-1.0), ValueError, "strength"),
     "existing regularizer": (_existing_regularizer, ValueError,

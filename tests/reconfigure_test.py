@@ -278,9 +278,3 @@ def test_bad_arguments_and_models():
     x, y = _batch(plain)
     with pytest.raises(ValueError, match="add_group_lasso"):
         plain.fit(x, y, verbose=0, callbacks=[tf_prunetrain.Reconfigure()])
-    model = model_zoo.resnet_basic()
-    pt.zero_random_groups(model, 0.9, seed=0)
-    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model))
-    if plan.removed:
-        with pytest.raises(ValueError, match="remove_blocks=False"):
-            tf_prunetrain.reconfigure_in_place(model, plan)

@@ -11,6 +11,10 @@ What is used, and why:
 * the functional graph: `Functional`, a Sequential model's `_functional`,
   `_nodes_by_depth`, a tensor's `_keras_history` and `_shape`, an
   operation's `_inbound_nodes`, `_inputs_struct`/`_outputs_struct`;
+* re-pointing a live functional model at new outputs (in-place removal of
+  residual branches): `keras.src.ops.function.map_graph`, the model's
+  `_outputs`, `_nodes`, `_operations`, `_operations_by_depth` and tracked
+  `_layers`, an operation's `_outbound_nodes`;
 * the `keras.ops` operation classes (`keras.src.ops.nn`, `.numpy`) that
   appear in a graph when `keras.ops` functions are called on KerasTensors;
 * `SafeModeScope` (re-creating Lambda layers from this process's config);
@@ -33,6 +37,7 @@ import tensorflow as tf
 try:
     from keras.src.backend.tensorflow import trainer as _tf_trainer
     from keras.src.models.functional import Functional
+    from keras.src.ops import function as _function
     from keras.src.ops import nn as ops_nn
     from keras.src.ops import numpy as ops_numpy
     from keras.src.saving import serialization_lib as _serialization
@@ -48,9 +53,16 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("Functional", "_nodes_by_depth"),
     ("Functional", "_inputs_struct"),
     ("Functional", "_outputs_struct"),
+    ("Functional", "_outputs"),
+    ("Functional", "_nodes"),
+    ("Functional", "_operations"),
+    ("Functional", "_operations_by_depth"),
+    ("Functional", "_layers"),
+    ("keras.src.ops.function", "map_graph"),
     ("KerasTensor", "_keras_history"),
     ("KerasTensor", "_shape"),
     ("Layer", "_inbound_nodes"),
+    ("Layer", "_outbound_nodes"),
     ("Layer", "_trainable_variables"),
     ("Layer", "_non_trainable_variables"),
     ("Layer", "_tracker"),
@@ -89,6 +101,7 @@ def _samples() -> dict[str, Any]:
         "Optimizer": optimizer,
         "TensorFlowTrainer": functional,
         "keras.src.saving.serialization_lib": _serialization,
+        "keras.src.ops.function": _function,
         "keras.src.backend.tensorflow.trainer": _tf_trainer,
         "keras.src.ops.nn": ops_nn,
         "keras.src.ops.numpy": ops_numpy,
@@ -131,6 +144,51 @@ def inbound_nodes(operation: Any) -> list:
 
 def set_shape(tensor: Any, shape: tuple) -> None:
     tensor._shape = tuple(shape)
+
+
+_GRAPH_STATE = ("_outputs_struct", "_outputs", "_nodes", "_nodes_by_depth",
+                "_operations", "_operations_by_depth")
+
+
+class GraphSnapshot:
+    """A functional graph's node and operation lists, its tracked layers
+    and its operations' node lists, to put back after a failed `rewire`."""
+
+    def __init__(self, graph: Functional):
+        self.graph = graph
+        self.state = {key: getattr(graph, key) for key in _GRAPH_STATE}
+        self.layers = list(graph._layers)
+        self.nodes = [(op, len(op._inbound_nodes), len(op._outbound_nodes))
+                      for op in graph._operations]
+
+    def restore(self) -> None:
+        for key, value in self.state.items():
+            object.__setattr__(self.graph, key, value)
+        self.graph._layers[:] = self.layers
+        for op, inbound, outbound in self.nodes:
+            del op._inbound_nodes[inbound:], op._outbound_nodes[outbound:]
+
+
+def rewire(graph: Functional, outputs: list) -> None:
+    """Points a live functional model at new output tensors computed from
+    its own inputs: its nodes, operations and tracked layers become those
+    of the new graph (the same object, so `fit` and the optimizer see it)."""
+    old_layers = [op for op in graph._operations
+                  if isinstance(op, keras.layers.Layer)]
+    nodes, by_depth, operations, operations_by_depth = _function.map_graph(
+        graph._inputs, outputs)
+    new = dict(zip(_GRAPH_STATE, (
+        keras.tree.pack_sequence_as(graph._outputs_struct, outputs),
+        list(outputs), nodes, by_depth, operations, operations_by_depth)))
+    for key, value in new.items():
+        object.__setattr__(graph, key, value)
+    kept = {id(op) for op in operations}
+    for layer in old_layers:
+        if id(layer) not in kept and layer in graph._layers:
+            graph._layers.remove(layer)
+    for op in operations:
+        if isinstance(op, keras.layers.Layer):
+            graph._tracker.track(op)
 
 
 def unsafe_deserialization() -> Any:

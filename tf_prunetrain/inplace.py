@@ -4,8 +4,11 @@ The same `keras.Model` object and the same layer objects get smaller
 variables; weights, BatchNorm statistics and the optimizer's state keep their
 surviving slices, and the model's train/test/predict functions are re-traced,
 so a running `model.fit` continues on the smaller model. The plan is the one
-`prune_channels` applies (see `planning`), with residual-branch removal off:
-in place, a dead branch keeps `min_channels` channels.
+`prune_channels` applies (see `planning`), residual branches included: a
+functional graph that loses a dead branch is re-pointed at new outputs
+computed by the same layers (the merge becomes the kept input plus the
+branch's constant offset), and the branch's layers and variables leave the
+model.
 
 If anything fails, the model and its optimizer are restored and the error is
 raised as a `RuntimeError` that says so.
@@ -36,32 +39,37 @@ def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
     """Shrinks `model` in place to what `plan` keeps.
 
     Raises:
-      ValueError: the plan removes residual branches (not possible in place).
       RuntimeError: the change failed; the model is left as it was.
     """
-    if plan.removed or plan.merges:
-        raise ValueError("reconfigure_in_place cannot remove residual "
-                         "branches: plan with remove_blocks=False.")
     changes = _layer_changes(plan)
     tensors = _tensor_shapes(plan)
-    if not changes and not tensors:
+    graphs = _losing_branches(plan)
+    if not changes and not tensors and not graphs:
         return
     optimizer = getattr(model, "optimizer", None) if model.compiled else None
     snapshot = [_Snapshot(c.layer) for c in changes]
+    wiring = [_keras.GraphSnapshot(g) for g in graphs]
     old_shapes = {id(t): t.shape for t, _ in tensors}
-    owner = {id(w): (c.layer, w.name) for c in changes for w in c.layer.weights}
+    old_weights = {id(c.layer): list(c.layer.weights) for c in changes}
     try:
         with model.distribute_strategy.scope():
             for change in changes:
                 _apply(change)
             for tensor, shape in tensors:
                 graph_lib.set_shape(tensor, shape)
+            for graph in graphs:
+                _rewire(graph, plan)
             if optimizer is not None:
+                replaced = {id(new): (old, change.layer) for change in changes
+                            for old, new in zip(old_weights[id(change.layer)],
+                                                change.layer.weights)}
                 model.optimizer = _rebuilt_optimizer(model, optimizer, plan,
-                                                     owner)
+                                                     replaced)
         _retrace(model)
     except Exception as e:
         for state in snapshot:
+            state.restore()
+        for state in reversed(wiring):
             state.restore()
         for tensor, _ in tensors:
             graph_lib.set_shape(tensor, old_shapes[id(tensor)])
@@ -73,13 +81,47 @@ def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
             f"back; the model is unchanged: {type(e).__name__}: {e}") from e
 
 
+def _losing_branches(plan: planning.Plan) -> list[Any]:
+    """The functional graphs (the model, nested models) that lose nodes."""
+    lose = plan.removed | set(plan.merges)
+    graphs = {id(r.view.owner): r.view.owner for r in plan.graph.records
+              if id(r.view.node) in lose}
+    return list(graphs.values())
+
+
+def _rewire(graph: Any, plan: planning.Plan) -> None:
+    """Calls `graph`'s own layers again from its inputs, without the removed
+    nodes, and points the graph at the new outputs."""
+    def visit(view: graph_lib.NodeView, values: dict) -> list | None:
+        key = id(view.node)
+        if key in plan.removed:
+            return None
+        if key in plan.merges:
+            return [plan.merged(view, values, lambda: view.operation)]
+        args, kwargs = view.call_args(values)
+        return keras.tree.flatten(view.operation(*args, **kwargs))
+
+    outputs = graph_lib.walk(graph, list(graph.inputs), visit)
+    if any(o is None for o in outputs):
+        raise RuntimeError(f"internal error: an output of '{graph.name}' was "
+                           "removed with a residual branch.")
+    _keras.rewire(graph, outputs)
+
+
 def _layer_changes(plan: planning.Plan) -> list[_LayerChange]:
     changes, seen = [], set()
     for record in plan.graph.records:
         layer = record.view.operation
+        edit = plan.merges.get(id(record.view.node))
         if (record.handler is None or id(layer) in seen
-                or not isinstance(layer, keras.layers.Layer)):
-            continue
+                or id(record.view.node) in plan.removed
+                or not isinstance(layer, keras.layers.Layer)
+                or (edit is not None and len(edit.kept) == 1)):
+            continue  # removed, or a merge left with one input (dropped)
+        inputs, ins = record.view.inputs, record.ins
+        if edit is not None:
+            inputs = [inputs[i] for i in edit.kept]
+            ins = [ins[i] for i in edit.kept]
         seen.add(id(layer))
         old = layer.get_config()
         new = plan.layer_config(record)
@@ -88,8 +130,7 @@ def _layer_changes(plan: planning.Plan) -> list[_LayerChange]:
             if isinstance(value, dict) else value
             for key, value in new.items() if not _same(value, old.get(key))
         }
-        shapes = [plan.shape(t.shape, ids)
-                  for t, ids in zip(record.view.inputs, record.ins)]
+        shapes = [plan.shape(t.shape, ids) for t, ids in zip(inputs, ins)]
         sliced = any(not np.all(plan.mask(b.ids))
                      for b in plan.graph.bindings_of(layer))
         resized = shapes != [tuple(t.shape) for t in record.view.inputs]
@@ -105,6 +146,8 @@ def _tensor_shapes(plan: planning.Plan) -> list[tuple[Any, tuple]]:
     and the inputs of nested models)."""
     found = []
     for record in plan.graph.records:
+        if id(record.view.node) in plan.removed:
+            continue
         pairs = list(zip(record.view.outputs, record.outs))
         if graph_lib.is_model(record.view.operation):
             inner = graph_lib.functional_of(record.view.operation).inputs
@@ -173,24 +216,34 @@ def _build_record(layer: Any, shapes: list[tuple]) -> Any:
 
 
 def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
-                       owner: dict[int, tuple[Any, str]]) -> Any:
-    """A fresh optimizer like `old`, built on the model's new variables, with
-    every slot's surviving slice, the iteration count and other state.
-    `owner` maps the old variables of changed layers to (layer, weight)."""
+                       replaced: dict[int, tuple[Any, Any]]) -> Any:
+    """A fresh optimizer like `old`, built on the model's variables now,
+    with every slot's surviving slice, the iteration count and other state.
+    `replaced` maps each new variable of a changed layer to (the variable
+    it replaces, the layer); other variables are the old ones. Variables
+    that left the model (removed branches) leave their slots behind."""
     new = type(old).from_config(old.get_config())
     new.build(model.trainable_variables)
     pairs = [(old, new)]
     if hasattr(old, "inner_optimizer"):  # LossScaleOptimizer
         pairs.append((old.inner_optimizer, new.inner_optimizer))
     for old_opt, new_opt in pairs:
-        trained = _keras.trained_variables(old_opt)
+        index = {id(v): i for i, v in
+                 enumerate(_keras.trained_variables(old_opt))}
         old_slots = _keras.slot_lists(old_opt)
         new_slots = _keras.slot_lists(new_opt)
-        for name, slots in old_slots.items():
-            for variable, slot, target in zip(trained, slots, new_slots[name]):
+        for name, targets in new_slots.items():
+            for variable, target in zip(_keras.trained_variables(new_opt),
+                                        targets):
+                source, layer = replaced.get(id(variable), (variable, None))
+                if id(source) not in index:
+                    raise RuntimeError(
+                        f"variable '{source.path}' has no state in "
+                        f"{type(old_opt).__name__}: it was not trained before.")
+                slot = old_slots[name][index[id(source)]]
                 value = np.asarray(slot.numpy())
-                if id(variable) in owner:
-                    value = plan.slice_weight(*owner[id(variable)], value)
+                if layer is not None:
+                    value = plan.slice_weight(layer, source.name, value)
                 if tuple(target.shape) != value.shape:
                     raise RuntimeError(
                         f"optimizer state '{name}' of {type(old_opt).__name__}"

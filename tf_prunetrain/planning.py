@@ -95,6 +95,23 @@ class Plan:
                     rows.append((r.view.path, len(r.outs[0]), after))
         return rows
 
+    def merged(self, view: graph_lib.NodeView, values: dict[int, Any],
+               operation: Callable[[], Any]) -> Any:
+        """The output of a merge that loses branches (`merges`), computed
+        from the values of its kept inputs: `operation()` (the merge layer
+        the engine uses) on them, or the one kept input, plus the removed
+        branches' constant as a `Rescaling` offset."""
+        edit = self.merges[id(view.node)]
+        kept = [values[id(view.inputs[i])] for i in edit.kept]
+        out = kept[0] if len(kept) == 1 else operation()(kept)
+        if edit.offset is not None:
+            record = next(r for r in self.graph.records if r.view.node is
+                          view.node)
+            out = keras.layers.Rescaling(
+                1.0, offset=edit.offset[self.mask(record.outs[0])],
+                name=f"{view.operation.name}_offset")(out)
+        return out
+
     def apply(self, config_fn: Callable[[Any, dict], dict] | None = None
               ) -> keras.Model:
         """Builds the pruned model; the original is not modified.
@@ -127,8 +144,7 @@ def plan_pruning(
     into a `Rescaling` offset so the function is unchanged. Any other tensor
     keeps at least `min_channels` channels, and convolution/Dense outputs keep
     a multiple of `round_to` (the strongest extra channels stay). With
-    `remove_blocks=False` (in-place reconfiguration) dead branches are kept at
-    `min_channels` instead.
+    `remove_blocks=False` dead branches are kept at `min_channels` instead.
 
     Example:
     >>> import keras, tf_prunetrain

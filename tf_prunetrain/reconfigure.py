@@ -90,9 +90,10 @@ class Reconfigure(RunLog):
     have `max|w| < threshold` are removed from the same model object:
     layers get smaller variables, weights/BatchNorm statistics/optimizer
     state keep their surviving slices and the rest of the same `fit` runs
-    the smaller model. Dead residual branches keep `min_channels` channels
-    (removing them needs a rebuild: `prune_channels` after training does
-    it). Kernels with `GroupLasso(proximal=True)` get their proximal step
+    the smaller model. A residual branch whose channels all die is removed
+    from the same model object (the block becomes its shortcut plus the
+    branch's constant output); `min_channels` holds for the other layers.
+    Kernels with `GroupLasso(proximal=True)` get their proximal step
     (`attach_proximal_step`) at the start of `fit`.
 
     It is a `RunLog`: it accounts the training FLOPs spent against the dense
@@ -540,8 +541,7 @@ class Reconfigure(RunLog):
         if plan is None:
             plan = planning.plan_pruning(
                 coupling.channel_groups(self.model), self.threshold,
-                round_to=self.round_to, min_channels=self.min_channels,
-                remove_blocks=False)
+                round_to=self.round_to, min_channels=self.min_channels)
             # One decision for all replicas and workers: the first replica's.
             plan.keep = distribute.broadcast(self.model.distribute_strategy,
                                              plan.keep)

@@ -74,7 +74,8 @@ class _Rebuilder:
         if key in self.plan.removed:
             return None
         if key in self.plan.merges:
-            return [self._merge(view, values)]
+            return [self.plan.merged(
+                view, values, lambda: self._operation(self.records[key]))]
         args, kwargs = view.call_args(values)
         op = self._operation(self.records[key])
         return keras.tree.flatten(op(*args, **kwargs))
@@ -95,17 +96,6 @@ class _Rebuilder:
                 config = self.config_fn(old, config)
             self.layers[id(old)] = (old, graph_lib.layer_from_config(old, config))
         return self.layers[id(old)][1]
-
-    def _merge(self, view: graph_lib.NodeView, values: dict) -> Any:
-        edit = self.plan.merges[id(view.node)]
-        record = self.records[id(view.node)]
-        kept = [values[id(view.inputs[i])] for i in edit.kept]
-        out = kept[0] if len(kept) == 1 else self._operation(record)(kept)
-        if edit.offset is not None:
-            out = keras.layers.Rescaling(
-                1.0, offset=edit.offset[self.plan.mask(record.outs[0])],
-                name=f"{view.operation.name}_offset")(out)
-        return out
 
     def _copy_weights(self) -> None:
         # Same class and config order the weights alike; names may differ
