@@ -203,3 +203,20 @@ def test_removal_under_mirrored_strategy():
         assert len(copies) == 2, variable.path
         np.testing.assert_array_equal(copies[0], copies[1],
                                       err_msg=variable.path)
+
+
+def test_the_budget_plan_removes_a_branch_its_dead_channels_cut_off():
+    from tf_prunetrain import budget
+    model, x, _ = _trained()
+    pt.zero_groups(model, _branch_roots(model, "stage2_block2_conv1"))
+    graph = tf_prunetrain.channel_groups(model)
+    start = tf_prunetrain.forward_flops(model)
+    plan = budget.plan_to_flops(graph, start)  # only dead channels go
+    narrowed = budget.plan_to_flops(graph, start, remove_blocks=False)
+    assert plan.merges and not narrowed.merges
+    assert budget.estimate_flops(graph, plan.keep) < \
+        budget.estimate_flops(graph, narrowed.keep)
+    before = model.predict(x, verbose=0)
+    tf_prunetrain.reconfigure_in_place(model, plan)
+    assert "stage2_block2_conv2" not in {layer.name for layer in model.layers}
+    assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL

@@ -140,7 +140,8 @@ def estimate_flops(graph: coupling.ChannelGraph, keep: np.ndarray) -> float:
 
 def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
                   floor: float = 0.0, threshold: float = 1e-4,
-                  round_to: int = 1, min_channels: int = 1) -> planning.Plan:
+                  round_to: int = 1, min_channels: int = 1,
+                  remove_blocks: bool = True) -> planning.Plan:
     """A plan whose model has at most `goal` forward FLOPs per example.
 
     Channel sets are removed in order: dead ones (every coupled kernel slice
@@ -154,7 +155,10 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     then lowered until the rounded plan meets the goal, and channels are
     given back in steps of `round_to` while it still does. Frozen channels stay. When
     the goal is below what the model can reach, the plan is the smallest
-    model it can reach.
+    model it can reach. With `remove_blocks`, a residual branch cut off by
+    dead channels (every path into it crosses a tensor whose channels are
+    all dead) is removed whole, its constant output folded into an offset
+    (`planning.remove_dead_branches`).
 
     Example:
     >>> import keras, tf_prunetrain
@@ -173,6 +177,18 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     if not np.all(np.isfinite(score)):
         planning.raise_non_finite(graph)
     dead = max_abs < threshold
+    plan = _plan(graph, goal, floor, round_to, min_channels, dead, score,
+                 max_abs)
+    if remove_blocks:  # cut off by dead channels: constant, whatever is cut
+        alive = ~dead
+        alive[coupling.FROZEN] = True
+        planning.remove_dead_branches(plan, alive)
+    return plan
+
+
+def _plan(graph: coupling.ChannelGraph, goal: float, floor: float,
+          round_to: int, min_channels: int, dead: np.ndarray,
+          score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
     candidates = np.flatnonzero(np.isfinite(max_abs))
     candidates = candidates[candidates != coupling.FROZEN]
     aim = goal

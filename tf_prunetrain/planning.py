@@ -170,7 +170,7 @@ def plan_pruning(
     alive[0] = True  # frozen channels
     plan = Plan(graph, alive, set(), {})
     if remove_blocks:
-        _remove_dead_branches(plan)
+        remove_dead_branches(plan)
     restore_minimum(plan, score, round_to, min_channels)
     return plan
 
@@ -215,7 +215,24 @@ def _apply_explicit(graph: coupling.ChannelGraph, keep: Mapping[str, Any],
         alive[root] = k
 
 
-def _remove_dead_branches(plan: Plan) -> None:
+def remove_dead_branches(plan: Plan, alive: np.ndarray | None = None) -> None:
+    """Removes from `plan` every residual branch that `alive` (a bool per
+    root id; default `plan.keep`) cuts off from the model's inputs and whose
+    output is a constant (folded into the merge's offset). The channels
+    only the removed branches used leave `plan.keep`."""
+    alive = plan.keep if alive is None else alive
+    _remove_dead_branches(plan, alive)
+    roots = plan.graph.roots
+    used: dict[bool, set[int]] = {True: set(), False: set()}
+    for r in plan.graph.records:
+        ids = [i for i in (*r.ins, *r.outs) if i is not None]
+        used[id(r.view.node) in plan.removed].update(
+            int(root) for i in ids for root in roots(i))
+    gone = sorted(used[True] - used[False] - {coupling.FROZEN})
+    plan.keep[gone] = False
+
+
+def _remove_dead_branches(plan: Plan, alive: np.ndarray) -> None:
     by_node = {id(r.view.node): r for r in plan.graph.records}
     for r in plan.graph.records:
         if r.handler is None or not r.handler.branch_merge:
@@ -224,8 +241,8 @@ def _remove_dead_branches(plan: Plan) -> None:
         kept = list(range(len(branches)))
         offset = 0.0
         for pos, branch in enumerate(branches):
-            if len(kept) == 1 or not _cut_off(plan, by_node, branch,
-                                              r.view.inputs[pos]):
+            if len(kept) == 1 or not _cut_off(alive, plan.graph, by_node,
+                                              branch, r.view.inputs[pos]):
                 continue
             constant = _constant_output(r.view.owner, r.view.inputs[pos])
             if constant is None:
@@ -239,7 +256,8 @@ def _remove_dead_branches(plan: Plan) -> None:
                 kept, offset if np.max(np.abs(offset)) > _ZERO_OFFSET else None)
 
 
-def _cut_off(plan: Plan, by_node: dict, branch: set[int], tensor: Any) -> bool:
+def _cut_off(alive: np.ndarray, graph: coupling.ChannelGraph, by_node: dict,
+             branch: set[int], tensor: Any) -> bool:
     """True when `tensor` (a branch output) cannot depend on the model's
     inputs: every path into the branch crosses a tensor inside it whose
     channels are all removed (dead channels carry constants)."""
@@ -253,7 +271,8 @@ def _cut_off(plan: Plan, by_node: dict, branch: set[int], tensor: Any) -> bool:
             else:
                 index = next(i for i, o in enumerate(node.outputs) if o is t)
                 ids = by_node[id(node)].outs[index]
-                memo[id(t)] = (ids is None or bool(np.any(plan.mask(ids)))) \
+                memo[id(t)] = (ids is None
+                               or bool(np.any(alive[graph.roots(ids)]))) \
                     and any(depends(u) for u in node.input_tensors)
         return memo[id(t)]
 
