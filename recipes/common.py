@@ -61,7 +61,7 @@ class Config:
     target_epoch: int | None = None
     interval: int | None = None
     threshold: float = 1e-4
-    round_to: int | str = 1  # or "auto" (measured on this device)
+    round_to: int | str = "auto"  # measured on this device, or a multiple
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -574,6 +574,15 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "retrace_seconds": sum(
             r.retrace_seconds
             for r in getattr(tracker, "reconfigurations", [])),
+        # Measured step time after / before each reconfiguration (re-trace
+        # steps excluded; only those timed on both sides).
+        "step_changes": [
+            r.step_seconds_after / r.step_seconds_before
+            for r in getattr(tracker, "reconfigurations", [])
+            if r.step_seconds_before and r.step_seconds_after],
+        "removed_layers": sum(
+            after == 0 for r in getattr(tracker, "reconfigurations", [])
+            for _, _, after in r.changes),
         "batch_size": batch,
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,

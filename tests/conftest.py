@@ -14,3 +14,24 @@ import tensorflow as tf  # noqa: E402
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
     [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import pytest  # noqa: E402
+
+from tf_prunetrain import latency  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "measured_multiple: round_to='auto' measures this machine "
+        "(not pinned to 1)")
+
+
+@pytest.fixture(autouse=True)
+def _pinned_channel_multiple(request, monkeypatch):
+    """`Reconfigure`'s default round_to="auto" measures the machine, so the
+    widths a test sees would depend on where it runs: tests pin the measured
+    multiple to 1 (no rounding) unless marked `measured_multiple`
+    (tests/latency_test.py measures for real; subprocess tests measure)."""
+    if request.node.get_closest_marker("measured_multiple") is None:
+        monkeypatch.setattr(latency, "channel_multiple",
+                            lambda *args, **kwargs: 1)

@@ -87,8 +87,11 @@ def main(directory, kill_at, mode):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
     target = dict(flops_target=0.5, target_epoch=2) if mode == "target" else {}
+    # round_to=1: the runs compared are separate processes, and "auto"
+    # may measure a different multiple in each.
     reconfigure = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=0.2,
-                                            verbose=0, batch_size=16, **target)
+                                            verbose=0, batch_size=16,
+                                            round_to=1, **target)
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
                                       tracker=reconfigure)
     strategy = tf_prunetrain.make_strategy(

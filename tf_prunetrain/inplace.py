@@ -221,7 +221,11 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
     with every slot's surviving slice, the iteration count and other state.
     `replaced` maps each new variable of a changed layer to (the variable
     it replaces, the layer); other variables are the old ones. Variables
-    that left the model (removed branches) leave their slots behind."""
+    that left the model (removed branches) leave their slots behind. An
+    optimizer that was never built has no state: it is kept, and builds on
+    the new variables at the first step."""
+    if not _keras.trained_variables(old):
+        return old
     new = type(old).from_config(old.get_config())
     new.build(model.trainable_variables)
     pairs = [(old, new)]

@@ -121,9 +121,9 @@ class Reconfigure(RunLog):
       threshold: deadness threshold on absolute kernel values.
       penalty_ratio: r in (0, 1), or None to keep the model's λ.
       round_to: keep convolution/Dense widths multiples of this, or
-        "auto": the multiple that runs fast on this device, measured at the
-        start of `fit` (`tf_prunetrain.latency`; a few seconds, once per
-        process). When multiples that coarse cannot reach `flops_target`
+        "auto" (the default): the multiple that runs fast on this device,
+        measured at the start of `fit` (`tf_prunetrain.latency`; a few
+        seconds, once per process; 1 where rounding costs time). When multiples that coarse cannot reach `flops_target`
         (narrow layers), "auto" takes the largest smaller multiple that can.
       min_channels: fewest channels a layer keeps.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
@@ -149,7 +149,8 @@ class Reconfigure(RunLog):
     ...     resnet_cifar(8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0))
     >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
     ...     from_logits=True))
-    >>> cb = tf_prunetrain.Reconfigure(flops_target=0.5, verbose=0)
+    >>> cb = tf_prunetrain.Reconfigure(flops_target=0.5, verbose=0,
+    ...                                round_to=1)  # exact widths
     >>> _ = model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
     >>> cb.target_epoch, cb.target_reached, cb.strength
     (1, 1, 0.0)
@@ -158,7 +159,7 @@ class Reconfigure(RunLog):
     """
 
     def __init__(self, interval: int | None = None, threshold: float = 1e-4,
-                 penalty_ratio: float | None = 0.2, round_to: int | str = 1,
+                 penalty_ratio: float | None = 0.2, round_to: int | str = "auto",
                  min_channels: int = 1, verbose: int = 1,
                  log_dir: str | None = None, batch_size: int | None = None,
                  penalty_epochs: int | None = None,
@@ -533,6 +534,7 @@ class Reconfigure(RunLog):
         if self.model is None:
             raise ValueError("Reconfigure.reconfigure: no model; pass the "
                              "callback to model.fit or call set_model(model).")
+        self._resolve_round()  # called before any fit
         start = time.perf_counter()
         if self.cost is None and self.initial_cost is None:
             self.refresh()  # called before any fit

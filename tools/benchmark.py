@@ -179,7 +179,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
-        "train_seconds", "seconds")}
+        "step_changes", "removed_layers", "train_seconds", "seconds")}
 
 
 _RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
@@ -193,6 +193,10 @@ def _ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     ratios["reconfiguration_share"] = (run["reconfiguration_seconds"]
                                        + run["retrace_seconds"]) \
         / run["train_seconds"]
+    ratios["memory_traffic"] = run["memory_traffic_bytes"] \
+        / dense["memory_traffic_bytes"]
+    # The slowest step change a reconfiguration caused (1: none timed).
+    ratios["worst_step_change"] = max(run["step_changes"], default=1.0)
     return ratios
 
 
