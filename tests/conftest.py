@@ -26,12 +26,22 @@ def pytest_configure(config):
         "(not pinned to 1)")
 
 
-@pytest.fixture(autouse=True)
-def _pinned_channel_multiple(request, monkeypatch):
+_MEASURED = latency.channel_multiple
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pinned_channel_multiple():
     """`Reconfigure`'s default round_to="auto" measures the machine, so the
     widths a test sees would depend on where it runs: tests pin the measured
-    multiple to 1 (no rounding) unless marked `measured_multiple`
+    multiple to 1 (no rounding), for the whole session so that module
+    fixtures see it too, unless marked `measured_multiple`
     (tests/latency_test.py measures for real; subprocess tests measure)."""
-    if request.node.get_closest_marker("measured_multiple") is None:
-        monkeypatch.setattr(latency, "channel_multiple",
-                            lambda *args, **kwargs: 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(latency, "channel_multiple", lambda *args, **kwargs: 1)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _measured_channel_multiple(request, monkeypatch):
+    if request.node.get_closest_marker("measured_multiple") is not None:
+        monkeypatch.setattr(latency, "channel_multiple", _MEASURED)
