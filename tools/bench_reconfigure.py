@@ -9,7 +9,9 @@ compiled with SGD(momentum=0.9):
 3. times ONE reconfiguration end to end, `Reconfigure(...).reconfigure()`
    with the callback's model set: analysis, plan, surgery, optimizer rebuild
    and re-creation of the train/test/predict functions; then, separately, the
-   first train step after it (the re-tracing happens there);
+   first train step after it (the re-tracing happens there), and the
+   Python part of that re-trace alone (tracing the train step into a graph
+   without running it);
 4. warms up and times steps of the pruned model.
 
 Reports median step times before/after and their ratio, parameters
@@ -27,6 +29,7 @@ Example (about 2-3 minutes on 2 CPU cores):
 
     PYTHONPATH=. python tools/bench_reconfigure.py --repeats=3 --steps=10
     PYTHONPATH=. python tools/bench_reconfigure.py --fraction=0.3 --json=-
+    PYTHONPATH=. python tools/bench_reconfigure.py --nograppler  # re-trace without graph optimizations
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ flags.DEFINE_integer("repeats", 3, "Fresh models; reconfiguration figures are me
 flags.DEFINE_integer("interval_epochs", 10, "Epochs per reconfiguration interval.")
 flags.DEFINE_integer("steps_per_epoch", 390, "Steps per epoch (CIFAR, batch 128).")
 flags.DEFINE_integer("seed", 0, "Seed for weights, data and the zeroed groups.")
+flags.DEFINE_boolean("grappler", True, "TensorFlow's graph optimizations "
+                     "(--nograppler: how much of a re-trace they take).")
 flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
 
 # Library functions timed inside one reconfiguration: (module, attribute).
@@ -183,6 +188,7 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
     first_pruned = _time_steps(model, x, y, 1)[0]  # re-tracing shows up here
     _time_steps(model, x, y, FLAGS.warmup)
     pruned = _time_steps(model, x, y, FLAGS.steps)
+    trace_s = _python_trace_seconds(model, x, y)
     if not done.changes or done.params_after >= done.params_before:
         raise RuntimeError(f"reconfiguration removed nothing: {done}")
     return {
@@ -198,7 +204,18 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
         "first_step_after_s": first_pruned,
         "dense_steps_s": dense,
         "pruned_steps_s": pruned,
+        "python_trace_s": trace_s,
     }
+
+
+def _python_trace_seconds(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> float:
+    """Seconds to trace the model's train step into a graph, without running
+    it: the Python part of a re-trace (the rest of the first step's extra is
+    graph optimization and first-run kernel set-up for the new shapes)."""
+    spec = (tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(y.shape, y.dtype))
+    start = time.perf_counter()
+    tf.function(model.train_step).get_concrete_function(spec)
+    return time.perf_counter() - start
 
 
 def run_benchmark() -> dict[str, Any]:
@@ -249,11 +266,13 @@ def run_benchmark() -> dict[str, Any]:
         "first_step_after_s": first_after,
         "first_step_after_s_all": [run["first_step_after_s"] for run in runs],
         "retrace_extra_s": retrace_extra,
+        "python_trace_s": med("python_trace_s"),
         "interval_steps": interval_steps,
         "interval_dense_s": interval_s,
         "overhead_s": overhead_s,
         "overhead_pct_of_interval": 100.0 * overhead_s / interval_s,
         "breakeven_steps": overhead_s / max(dense_step - pruned_step, 1e-12),
+        "grappler": FLAGS.grappler,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "cpu_count": os.cpu_count(),
@@ -293,6 +312,7 @@ def _print_table(result: dict[str, Any]) -> None:
         label = "  " * name.count("/") + name.rsplit("/", 1)[-1]
         print(f"    {label:<30}{ms * seconds:>10.1f} ms")
     print(f"  {'first step after: retrace extra':<32}{ms * result['retrace_extra_s']:>10.1f} ms")
+    print(f"    {'of which tracing (Python)':<30}{ms * result['python_trace_s']:>10.1f} ms")
     print(f"  {'overhead (sum)':<32}{ms * result['overhead_s']:>10.1f} ms")
     for key, label in (("reconfigure_s_all", "reconfigure, per repeat (ms):"),
                        ("first_step_after_s_all", "first step after, per repeat (ms):")):
@@ -308,6 +328,8 @@ def _print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.grappler:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     result = run_benchmark()
     _print_table(result)
     if FLAGS.json:
