@@ -123,8 +123,9 @@ class Reconfigure(RunLog):
       round_to: keep convolution/Dense widths multiples of this, or
         "auto" (the default): the multiple that runs fast on this device,
         measured at the start of `fit` (`tf_prunetrain.latency`; a few
-        seconds, once per process; 1 where rounding costs time). When multiples that coarse cannot reach `flops_target`
-        (narrow layers), "auto" takes the largest smaller multiple that can.
+        seconds, once per process; 1 where rounding costs time). When
+        multiples that coarse cannot reach `flops_target` (narrow layers),
+        "auto" takes the largest smaller multiple that can.
       min_channels: fewest channels a layer keeps.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
