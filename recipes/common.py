@@ -62,6 +62,7 @@ class Config:
     interval: int | None = None
     threshold: float = 1e-4
     round_to: int | str = "auto"  # measured on this device, or a multiple
+    rank: str = "flops"  # how the budget ranks live channels (Reconfigure)
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -126,6 +127,9 @@ _HELP = {
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8 for tensor cores), "
                 "or 'auto': the multiple measured to run fast on this device.",
+    "rank": "With --flops_target: rank live channels by weight norm per "
+            "FLOP ('flops') or per second on this device's measured roofline "
+            "('time').",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -234,6 +238,10 @@ def validate(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and value != "auto" and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
+    if config.rank not in tf_prunetrain.reconfigure.RANKS:
+        raise ValueError(f"--rank must be one of "
+                         f"{tf_prunetrain.reconfigure.RANKS}, got "
+                         f"{config.rank!r}.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:
             raise ValueError("--flops_target must be in (0, 1) (or unset for "
@@ -477,7 +485,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             round_to=config.round_to, verbose=1 if config.verbose else 0,
             penalty_ratio=None if config.strength is not None
             else config.penalty_ratio, penalty_epochs=config.penalty_epochs,
-            flops_target=config.flops_target,
+            flops_target=config.flops_target, rank=config.rank,
             target_epoch=None if config.flops_target is None
             else target_epoch(config), **common)
     else:
@@ -578,6 +586,12 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         # steps excluded; only those timed on both sides).
         "step_changes": [
             r.step_seconds_after / r.step_seconds_before
+            for r in getattr(tracker, "reconfigurations", [])
+            if r.step_seconds_before and r.step_seconds_after],
+        # What rank="time" predicted for each (None: not predicted).
+        "predicted_step_changes": [
+            r.step_seconds_predicted / r.step_seconds_before
+            if r.step_seconds_predicted and r.step_seconds_before else None
             for r in getattr(tracker, "reconfigurations", [])
             if r.step_seconds_before and r.step_seconds_after],
         "removed_layers": sum(

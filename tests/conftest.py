@@ -22,26 +22,34 @@ from tf_prunetrain import latency  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "measured_multiple: round_to='auto' measures this machine "
-        "(not pinned to 1)")
+        "markers", "measured_device: round_to='auto' and rank='time' measure "
+        "this machine (not pinned)")
 
 
-_MEASURED = latency.channel_multiple
+_MEASURED = {"channel_multiple": latency.channel_multiple,
+             "roofline": latency.roofline}
+# A roofline near this 2-core CPU's (a byte of traffic costs 20 FLOPs).
+PINNED_ROOFLINE = latency.Roofline("CPU:0", "float32", seconds_per_flop=1e-11,
+                                   seconds_per_byte=2e-10)
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _pinned_channel_multiple():
-    """`Reconfigure`'s default round_to="auto" measures the machine, so the
-    widths a test sees would depend on where it runs: tests pin the measured
-    multiple to 1 (no rounding), for the whole session so that module
-    fixtures see it too, unless marked `measured_multiple`
-    (tests/latency_test.py measures for real; subprocess tests measure)."""
+def _pinned_device():
+    """`Reconfigure`'s defaults round_to="auto" and rank="time" measure the
+    machine, so the widths a test sees would depend on where it runs: tests
+    pin the measured multiple to 1 (no rounding) and the roofline to
+    `PINNED_ROOFLINE`, for the whole session so that module fixtures see
+    them too, unless marked `measured_device` (tests/latency_test.py
+    measures for real; subprocess tests measure)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(latency, "channel_multiple", lambda *args, **kwargs: 1)
+        patch.setattr(latency, "roofline",
+                      lambda *args, **kwargs: PINNED_ROOFLINE)
         yield
 
 
 @pytest.fixture(autouse=True)
-def _measured_channel_multiple(request, monkeypatch):
-    if request.node.get_closest_marker("measured_multiple") is not None:
-        monkeypatch.setattr(latency, "channel_multiple", _MEASURED)
+def _measured_device(request, monkeypatch):
+    if request.node.get_closest_marker("measured_device") is not None:
+        for name, measured in _MEASURED.items():
+            monkeypatch.setattr(latency, name, measured)

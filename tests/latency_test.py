@@ -47,7 +47,7 @@ def test_a_table_too_narrow_for_the_candidates_is_refused():
         table.multiple(candidates=(16,))
 
 
-@pytest.mark.measured_multiple
+@pytest.mark.measured_device
 def test_measured_once_per_process_on_this_device():
     first = latency.latency_table(range(4, 13), rounds=2)
     assert first is latency.latency_table(range(4, 13), rounds=2)
@@ -100,7 +100,7 @@ def test_auto_rounding_keeps_widths_multiples_of_the_measured_value(
     assert resumed.round_to == 8 and resumed.state()["round_to"] == 8
 
 
-@pytest.mark.measured_multiple
+@pytest.mark.measured_device
 def test_auto_rounding_with_the_real_measurement():
     model, callback, full = _fit("auto", epochs=2)
     assert callback.round_to in latency.CANDIDATES

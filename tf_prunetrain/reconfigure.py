@@ -44,6 +44,10 @@ class Reconfiguration:
     # steps, or the epoch's if fewer). None: not timed (yet).
     step_seconds_before: float | None = None
     step_seconds_after: float | None = None
+    # The step time `rank="time"` predicted for the cut model (the measured
+    # time before it minus what the roofline says the cut saves; None: not
+    # predicted).
+    step_seconds_predicted: float | None = None
 
 
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
@@ -58,6 +62,13 @@ _CALIBRATED: weakref.WeakSet = weakref.WeakSet()
 MIN_CUT = 0.05
 # Timed steps after a reconfiguration that give its `step_seconds_after`.
 AFTER_STEPS = 5
+# A reconfiguration whose measured step is this much slower than before it
+# is reported as slower (timing noise on a busy CPU is a few percent).
+SLOWER = 1.03
+RANKS = ("flops", "time")
+# rank="time" times layer copies on batches of at most this size (a few
+# seconds in all on ResNet-20 and 2 cores).
+ROOFLINE_BATCH = 64
 
 
 class Reconfigure(RunLog):
@@ -72,7 +83,13 @@ class Reconfigure(RunLog):
     all) and at `target_epoch` the channel sets are removed in order: dead
     ones first, then the live ones with the least weight norm per FLOP
     (`budget.plan_to_flops`), so the target is met whatever the group lasso
-    did. A cut before `target_epoch` that would remove less than 5% of the
+    did; with `rank="time"` "per FLOP" is "per training-step
+    second" on this device's measured roofline (`latency.roofline`: the
+    FLOPs of convolutions plus the memory traffic of BatchNorms, activations
+    and merges), so the FLOPs cut goes where it saves time. The cut's
+    predicted step time is logged beside the measured one, and a
+    reconfiguration that made the step slower is reported (`slower_step`
+    in the run log). A cut before `target_epoch` that would remove less than 5% of the
     initial FLOPs is skipped (it would not pay for its re-trace). Once the
     target is met — at `target_epoch`, or earlier if enough channels died —
     the group lasso is switched off and detached (no penalty, no proximal
@@ -127,6 +144,11 @@ class Reconfigure(RunLog):
         multiples that coarse cannot reach `flops_target` (narrow layers),
         "auto" takes the largest smaller multiple that can.
       min_channels: fewest channels a layer keeps.
+      rank: with `flops_target`, how live channels are ranked: "flops"
+        (the default: weight norm per FLOP, the same on every device) or
+        "time" (weight norm per second they cost on this device's roofline,
+        measured at the start of `fit` in a few seconds; BENCHMARKS.md has
+        what it bought).
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
       log_dir: TensorBoard summaries and run log directory (see `RunLog`).
@@ -165,8 +187,14 @@ class Reconfigure(RunLog):
                  log_dir: str | None = None, batch_size: int | None = None,
                  penalty_epochs: int | None = None,
                  flops_target: float | None = None,
-                 target_epoch: int | None = None):
+                 target_epoch: int | None = None, rank: str = "flops"):
         super().__init__(log_dir=log_dir, batch_size=batch_size)
+        if rank not in RANKS:
+            raise ValueError(f"Reconfigure: rank must be one of {RANKS} (what "
+                             "a channel's cost is measured in), got "
+                             f"{rank!r}.")
+        self.rank = rank
+        self.roofline: latency.Roofline | None = None  # rank="time", measured
         _checks.positive_int(round_to, "round_to", "Reconfigure", also=(AUTO,))
         for name, value, optional in (
                 ("interval", interval, True),
@@ -204,7 +232,9 @@ class Reconfigure(RunLog):
         self.round_to_setting = round_to
         self.round_to: int = 1 if round_to == AUTO else round_to
         self._round_resolved = round_to != AUTO
-        self._round_event: dict[str, Any] | None = None  # for the run log
+        # Measured at the start of fit, recorded once the run log is open.
+        self._round_to_event: dict[str, Any] | None = None
+        self._roofline_event: dict[str, Any] | None = None
         self.min_channels, self.verbose = min_channels, verbose
         self.reconfigurations: list[Reconfiguration] = []
         self._calibrating = False
@@ -251,6 +281,7 @@ class Reconfigure(RunLog):
         self._resolve_round()
         if self.flops_target is not None:
             self._check_target()
+            self._resolve_roofline()
         regularizers.attach_proximal_step(self.model)
         if self.penalty_ratio is not None and not self._calibrated():
             # Measured without the penalty; given back if calibration fails.
@@ -259,9 +290,11 @@ class Reconfigure(RunLog):
                 reg.strength = 0.0
             self._calibrating = True
         super().on_train_begin(logs)
-        if self._round_event is not None:
-            self.record("round_to", **self._round_event)
-            self._round_event = None
+        for event in ("round_to", "roofline"):
+            fields = getattr(self, f"_{event}_event")
+            if fields is not None:
+                self.record(event, **fields)
+                setattr(self, f"_{event}_event", None)
 
     def _resolve_round(self) -> None:
         """`round_to="auto"`: the channel multiple measured on this device
@@ -274,12 +307,33 @@ class Reconfigure(RunLog):
         self.round_to = int(distribute.broadcast(
             self.model.distribute_strategy, np.int64(multiple)))
         self._round_resolved = True
-        self._round_event = {"multiple": self.round_to, "dtype": dtype,
+        self._round_to_event = {"multiple": self.round_to, "dtype": dtype,
                              "seconds": time.perf_counter() - start}
         if self.verbose:
             print(f"Reconfigure: round_to='auto' → {self.round_to} (channel "
                   f"multiple measured for {dtype} on this device in "
-                  f"{self._round_event['seconds']:.1f} s)")
+                  f"{self._round_to_event['seconds']:.1f} s)")
+
+    def _resolve_roofline(self) -> None:
+        """`rank="time"`: this device's roofline, measured once per process
+        (each replica may measure its own: the plan is the first
+        replica's)."""
+        if self.rank != "time" or self.roofline is not None:
+            return
+        start = time.perf_counter()
+        self.roofline = budget.measure_roofline(
+            coupling.channel_groups(self.model),
+            self.model.dtype_policy.compute_dtype,
+            min(self.batch_size or ROOFLINE_BATCH, ROOFLINE_BATCH))
+        seconds = time.perf_counter() - start
+        self._roofline_event = {
+            "seconds_per_flop": self.roofline.seconds_per_flop,
+            "seconds_per_byte": self.roofline.seconds_per_byte,
+            "seconds": seconds}
+        if self.verbose:
+            print(f"Reconfigure: rank='time': a byte of memory traffic costs "
+                  f"{self.roofline.flops_per_byte:.1f} FLOPs' time on this "
+                  f"device (measured in {seconds:.1f} s)")
 
     def _check_target(self) -> None:
         """Fixes `target_epoch` and checks that the target can be met; raises
@@ -332,8 +386,9 @@ class Reconfigure(RunLog):
         fits = [m for m in latency.CANDIDATES
                 if m < measured and self.flops_target >= lowest(m)]
         self.round_to = max(fits, default=1)
-        if self._round_event is not None:
-            self._round_event.update(multiple=self.round_to, measured=measured)
+        if self._round_to_event is not None:
+            self._round_to_event.update(multiple=self.round_to,
+                                        measured=measured)
         if self.verbose:
             print(f"Reconfigure: round_to='auto' → {self.round_to} instead "
                   f"of {measured}: with multiples of {measured} model "
@@ -352,6 +407,8 @@ class Reconfigure(RunLog):
                 "target_epoch": self.target_epoch,
                 "target_reached": self.target_reached,
                 "round_to": self.round_to if self._round_resolved else None,
+                "roofline": None if self.roofline is None else dataclasses.
+                asdict(self.roofline),
                 "reconfigurations": [dataclasses.asdict(r)
                                      for r in self.reconfigurations]}
 
@@ -362,6 +419,8 @@ class Reconfigure(RunLog):
         self._restored_calibration = bool(state.get("calibrated"))
         if not self._round_resolved and state.get("round_to"):
             self.round_to, self._round_resolved = int(state["round_to"]), True
+        if self.rank == "time" and state.get("roofline"):
+            self.roofline = latency.Roofline(**state["roofline"])
         if self.flops_target is not None:
             self.target_epoch = state.get("target_epoch", self.target_epoch)
             self.target_reached = state.get("target_reached")
@@ -420,15 +479,22 @@ class Reconfigure(RunLog):
                 len(self.step_phases[-1]["times"]) < enough:
             return
         done.step_seconds_after = self.step_seconds
-        self.record("step_time", epoch=done.epoch,
-                    before=done.step_seconds_before,
-                    after=done.step_seconds_after)
-        if self.verbose and done.step_seconds_before:
+        before, after = done.step_seconds_before, done.step_seconds_after
+        self.record("step_time", epoch=done.epoch, before=before, after=after,
+                    predicted=done.step_seconds_predicted)
+        predicted = "" if done.step_seconds_predicted is None else (
+            f", {1e3 * done.step_seconds_predicted:.1f} ms predicted")
+        if self.verbose and before:
             print(f"Reconfigure (epoch {done.epoch}): train step "
-                  f"{1e3 * done.step_seconds_before:.1f} ms -> "
-                  f"{1e3 * done.step_seconds_after:.1f} ms ("
-                  f"{done.step_seconds_after / done.step_seconds_before:.2f}x"
-                  "), measured")
+                  f"{1e3 * before:.1f} ms -> {1e3 * after:.1f} ms "
+                  f"({after / before:.2f}x), measured{predicted}")
+        if before and after > SLOWER * before:
+            self.record("slower_step", epoch=done.epoch, ratio=after / before)
+            if self.verbose:
+                print(f"Reconfigure (epoch {done.epoch}): WARNING: the train "
+                      f"step got {after / before:.2f}x slower (channel counts "
+                      "this device runs slowly; try round_to='auto' or a "
+                      "larger multiple)")
 
     def _time_retrace(self, step_seconds: float) -> None:
         self._retrace.append(step_seconds)
@@ -471,11 +537,13 @@ class Reconfigure(RunLog):
         plan = budget.plan_to_flops(
             graph, self.schedule.goal(done) * start,
             floor=self.flops_target * start, threshold=self.threshold,
-            round_to=self.round_to, min_channels=self.min_channels)
+            round_to=self.round_to, min_channels=self.min_channels,
+            roofline=self.roofline)
         # One decision for all replicas and workers: the first replica's.
         plan.keep = distribute.broadcast(self.model.distribute_strategy,
                                          plan.keep)
         planned = budget.estimate_flops(graph, plan.keep)
+        predicted = self._predict(graph, plan)
         cut = (self.cost.inference_flops - planned) / start
         reached = final or planned <= self.flops_target * start * (1 + 1e-9)
         planning = time.perf_counter() - planning
@@ -483,7 +551,7 @@ class Reconfigure(RunLog):
             self.record("budget_skip", epoch=done, cut=cut,
                         goal=self.schedule.goal(done), seconds=planning)
             return
-        self.reconfigure(done, plan, planning)
+        self.reconfigure(done, plan, planning, predicted)
         if reached:
             self.target_reached = done
             self._lasso_off()
@@ -527,11 +595,27 @@ class Reconfigure(RunLog):
     def _gradient_bytes(self) -> int:
         return cost_lib.gradient_bytes(self.model)
 
+    def _predict(self, graph: coupling.ChannelGraph,
+                 plan: planning.Plan) -> float | None:
+        """The step seconds `plan` should give: the measured ones minus the
+        batch × the per-example seconds the roofline says it saves (None
+        without a roofline, a timed step or a known batch size)."""
+        if self.roofline is None or self.step_seconds is None \
+                or self.batch_size is None:
+            return None
+        now = np.ones(len(graph.root), bool)
+        saved = budget.estimate_seconds(graph, now, self.roofline) \
+            - budget.estimate_seconds(graph, plan.keep, self.roofline)
+        return max(0.0, self.step_seconds - self.batch_size * saved)
+
     def reconfigure(self, epoch: int = 0, plan: planning.Plan | None = None,
-                    planning_seconds: float = 0.0) -> Reconfiguration:
+                    planning_seconds: float = 0.0,
+                    predicted_step_seconds: float | None = None
+                    ) -> Reconfiguration:
         """Removes the dead channels now, or what `plan` removes (also
         callable outside `fit`, after `set_model(model)`); the seconds spent
-        making `plan` count as the reconfiguration's."""
+        making `plan` count as the reconfiguration's, and
+        `predicted_step_seconds` is what the plan's step should take."""
         if self.model is None:
             raise ValueError("Reconfigure.reconfigure: no model; pass the "
                              "callback to model.fit or call set_model(model).")
@@ -557,7 +641,9 @@ class Reconfigure(RunLog):
         done = Reconfiguration(epoch, before, self.model.count_params(),
                                flops_before, self._flops(), bytes_before,
                                self._gradient_bytes(), seconds, changes,
-                               step_seconds_before=step_before)
+                               step_seconds_before=step_before,
+                               step_seconds_predicted=predicted_step_seconds
+                               if changes else None)
         self.reconfigurations.append(done)
         self.record("reconfiguration", **dataclasses.asdict(done))
         if self.verbose:

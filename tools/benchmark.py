@@ -7,6 +7,8 @@ data, epochs and schedule, it trains
 * `thin`: uniformly thinner dense networks, for every `--widths` multiplier
   (the simplest alternative: a smaller model trained from scratch);
 * `prunetrain`: `Reconfigure(flops_target=t)` for every `--targets` value;
+* `prunetrain_time` (with `--time_rank`): the same with `rank="time"`
+  (channels ranked by weight norm per second on the measured roofline);
 * `scratch`: each PruneTrain run's final architecture trained dense from
   fresh weights (is pruning while training worth it?);
 * `paper`: the paper's setting (λ calibrated from a 0.2 penalty ratio, the
@@ -80,7 +82,8 @@ WORKLOADS = {
                              lr_decay_epochs=(10, 15), **_TUNED),
 }
 DEFAULTS = WORKLOADS["fashion_mnist"]
-METHODS = ("dense", "thin", "prunetrain", "scratch", "paper")
+METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "scratch",
+           "paper")
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
@@ -95,6 +98,9 @@ _TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5"],
 _WIDTHS = flags.DEFINE_list("widths", ["0.25", "0.5", "0.75"],
                             "Width multipliers of the thin dense runs.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_TIME_RANK = flags.DEFINE_boolean(
+    "time_rank", False, "Also run each PruneTrain target with rank='time' "
+    "(channels ranked per second on the measured roofline, not per FLOP).")
 _SCRATCH = flags.DEFINE_boolean("scratch", True, "Also train each PruneTrain "
                                 "run's final architecture from scratch.")
 _PAPER = flags.DEFINE_boolean("paper", True, "Also run the paper's setting.")
@@ -180,7 +186,8 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
-        "step_changes", "removed_layers", "train_seconds", "seconds")}
+        "step_changes", "predicted_step_changes", "removed_layers",
+        "train_seconds", "seconds")}
 
 
 _RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
@@ -204,7 +211,8 @@ def _ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
 def comparison(config: common.Config, widths: Sequence[float],
                targets: Sequence[float], seeds: Sequence[int],
                scratch: bool = True, paper_interval: int | None = 2,
-               json_path: str | None = None) -> dict[str, Any]:
+               json_path: str | None = None,
+               time_rank: bool = False) -> dict[str, Any]:
     """Every method of the module docstring for every seed (`paper_interval`
     None: no paper run); the runs, the per-setting summary, the Pareto front
     and the goals, written to `json_path` (if given) after every run."""
@@ -212,7 +220,8 @@ def comparison(config: common.Config, widths: Sequence[float],
     settings += [("thin", w) for w in widths]
     for target in targets:
         settings += [("prunetrain", target)] + (
-            [("scratch", target)] if scratch else [])
+            [("scratch", target)] if scratch else []) + (
+            [("prunetrain_time", target)] if time_rank else [])
     if paper_interval is not None:
         settings.append(("paper", None))
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
@@ -264,8 +273,10 @@ def _setting(base: common.Config, method: str, value: float | None,
         return dataclasses.replace(base, prunetrain=False,
                                    width_multiplier=base.width_multiplier
                                    * value)
-    if method == "prunetrain":
-        return dataclasses.replace(base, prunetrain=True, flops_target=value)
+    if method in ("prunetrain", "prunetrain_time"):
+        return dataclasses.replace(
+            base, prunetrain=True, flops_target=value,
+            rank="time" if method == "prunetrain_time" else "flops")
     if method == "scratch":
         return dataclasses.replace(base, prunetrain=False, width_multiplier=1.0,
                                    architecture=architecture)
@@ -523,7 +534,7 @@ def main(argv: list[str]) -> None:
     result = comparison(config, [float(w) for w in _WIDTHS.value], targets,
                         [int(s) for s in _SEEDS.value], _SCRATCH.value,
                         _PAPER_INTERVAL.value if _PAPER.value else None,
-                        _JSON.value)
+                        _JSON.value, _TIME_RANK.value)
     print(comparison_table(result))
     print(comparison_markdown(result))
     if _PNG.value:
