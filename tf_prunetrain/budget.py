@@ -6,8 +6,9 @@ curve (most of the cut early, as TFMOT's `PolynomialDecay` does for
 sparsity) and reached at `target_epoch`. `plan_to_flops` turns a
 `ChannelGraph` and a FLOPs goal into a pruning `Plan` (see `planning`): dead
 channel sets go first, then the live ones with the least weight norm per
-FLOP they cost, until the goal is met. `Reconfigure(flops_target=...)`
-drives both.
+FLOP they cost — or per second, given a `latency.Roofline`
+(`measure_roofline`; `Reconfigure(rank="time")`) — until the goal is met.
+`Reconfigure(flops_target=...)` drives both.
 
 FLOPs of a hypothetical cut are estimated from the handler table's counts
 of the current model: a layer's forward FLOPs are split over its weights in
@@ -16,6 +17,10 @@ each of its channel axes that is kept (convolutions and Dense are bilinear
 in their input and output channels). That is exact for the kernels and off
 by the bias share for the bias adds (a fraction of a percent on
 convolutions); the exact count of the cut model comes from `training_cost`.
+Seconds (`estimate_seconds`) follow the same shares: a layer's training
+FLOPs (3 × forward) at its measured marginal rate, plus, for every
+bandwidth-bound layer call (BatchNorm, activation, merge), its memory
+traffic as `cost` counts it, over its output channels.
 """
 
 from __future__ import annotations
@@ -182,14 +187,15 @@ def measure_roofline(graph: coupling.ChannelGraph, dtype: str | None = None,
     copies alike in config and input shape are timed once per process).
 
     Example:
-    >>> import keras, tf_prunetrain
+    >>> import keras, numpy as np, tf_prunetrain
     >>> from tf_prunetrain import budget
     >>> x = keras.Input((8, 8, 3))
     >>> y = keras.layers.Conv2D(4, 3, padding="same", name="c")(x)
-    >>> r = budget.measure_roofline(tf_prunetrain.channel_groups(
-    ...     keras.Model(x, y)))
-    >>> list(r.layer_seconds_per_flop)
-    ['c']
+    >>> graph = tf_prunetrain.channel_groups(keras.Model(x, y))
+    >>> r = budget.measure_roofline(graph)
+    >>> all_kept = np.ones(len(graph.root), bool)
+    >>> budget.estimate_seconds(graph, all_kept, r) > 0  # per example
+    True
     """
     layers = []
     for record in graph.records:
