@@ -111,7 +111,7 @@ class Roofline:
 
     >>> r = Roofline("CPU", "float32", seconds_per_flop=1e-11,
     ...              seconds_per_byte=2e-10)
-    >>> r.flops_per_byte  # one byte of traffic costs as much as 20 FLOPs
+    >>> round(r.flops_per_byte, 6)  # a byte of traffic costs 20 FLOPs' time
     20.0
     >>> r.seconds(flops=3e9, traffic_bytes=1e8)  # 0.03 + 0.02
     0.05
