@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -68,3 +70,30 @@ def pruned_in_fit(build) -> tuple[keras.Model, tf_prunetrain.Reconfigure,
     model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
     assert callback.reconfigurations[0].changes
     return model, callback, x
+
+
+def on_fake_clock(
+        monkeypatch, **kwargs
+) -> tuple[tf_prunetrain.Reconfigure, Callable[[float], None]]:
+    """A `Reconfigure(interval=1, penalty_ratio=None, **kwargs)` on a
+    model_zoo ResNet with 40% of its channel groups zeroed, its clock
+    replaced by a fake one; returns it and `step(seconds)`, which runs one
+    train-batch callback pair that lasts `seconds` on that clock."""
+    from tf_prunetrain import runlog
+
+    now = [0.0]
+    monkeypatch.setattr(runlog.time, "perf_counter", lambda: now[0])
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    zero_random_groups(model, 0.4, seed=3)
+    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
+                                         **kwargs)
+    callback.set_model(model)
+
+    def step(seconds: float) -> None:
+        callback.on_train_batch_begin(0)
+        now[0] += seconds
+        callback.on_train_batch_end(0, {"loss": 1.0})
+
+    return callback, step

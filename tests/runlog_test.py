@@ -247,22 +247,7 @@ def test_step_time_phases_skip_retraces_and_price_the_saving(monkeypatch):
     """On a fake clock: the first step after each (re)trace is not timed,
     medians are per architecture, the saving prices every step at its
     model's median, and all of it survives state()/restore()."""
-    from tf_prunetrain import runlog
-
-    now = [0.0]
-    monkeypatch.setattr(runlog.time, "perf_counter", lambda: now[0])
-    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
-    model.compile(keras.optimizers.SGD(0.01), LOSS)
-    pt.zero_random_groups(model, 0.4, seed=3)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0,
-                                   batch_size=BATCH)
-    cb.set_model(model)
-
-    def step(seconds):
-        cb.on_train_batch_begin(0)
-        now[0] += seconds
-        cb.on_train_batch_end(0, {"loss": 1.0})
-
+    cb, step = pt.on_fake_clock(monkeypatch, verbose=0, batch_size=BATCH)
     cb.on_train_begin()
     for seconds in (5.0, 1.0, 1.2, 0.8):  # a trace, then three steps
         step(seconds)

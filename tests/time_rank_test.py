@@ -176,20 +176,8 @@ def test_fit_with_time_rank_meets_the_target_and_logs_the_prediction(
 
 def test_a_slower_reconfiguration_is_reported(monkeypatch, tmp_path, capsys):
     """On a fake clock: the step after a cut is slower than before it."""
-    now = [0.0]
-    monkeypatch.setattr(runlog.time, "perf_counter", lambda: now[0])
-    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
-    model.compile(keras.optimizers.SGD(0.01), LOSS)
-    pt.zero_random_groups(model, 0.4, seed=3)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=1,
-                                   batch_size=8, log_dir=str(tmp_path))
-    cb.set_model(model)
-
-    def step(seconds):
-        cb.on_train_batch_begin(0)
-        now[0] += seconds
-        cb.on_train_batch_end(0, {"loss": 1.0})
-
+    cb, step = pt.on_fake_clock(monkeypatch, verbose=1, batch_size=8,
+                                log_dir=str(tmp_path))
     cb.on_train_begin()
     for seconds in (5.0, 1.0, 1.0, 1.0):
         step(seconds)

@@ -429,8 +429,8 @@ def plot(result: dict[str, Any], path: str) -> None:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    colors = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:orange",
-                                "tab:green")))
+    colors = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
+                                "tab:orange", "tab:green"), strict=True))
     for ax, key, name in ((axes[0], "wall_time", "training wall time"),
                           (axes[1], "train_flops", "training FLOPs")):
         for method in METHODS:
