@@ -118,3 +118,19 @@ def test_step_time_fit_is_consistent_with_its_rows():
     assert result["fixed"] + result["per_flop"] == pytest.approx(1.0)
     assert result["fixed"] + result["per_flop"] * half["flops"] == \
         pytest.approx(half["step"])
+
+
+def test_a_target_epoch_flag_is_prunetrains_alone(tmp_path):
+    """`--target_epoch=1` sets when PruneTrain meets its target; the dense,
+    thin and scratch runs of the same invocation must still validate."""
+    base = common.Config(data="synthetic", epochs=4, target_epoch=1)
+    architecture = tmp_path / "arch.json"
+    architecture.write_text("{}")
+    for method, value in (("dense", None), ("thin", 0.5), ("scratch", 0.5),
+                          ("prunetrain", 0.5), ("prunetrain_time", 0.5)):
+        config = benchmark._setting(base, method, value, 2,
+                                    str(architecture))
+        common.validate(config)
+        pruned = method.startswith("prunetrain")
+        assert config.target_epoch == (1 if pruned else None), method
+        assert config.prunetrain == pruned

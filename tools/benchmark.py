@@ -267,18 +267,19 @@ def _fresh_state() -> None:
 
 def _setting(base: common.Config, method: str, value: float | None,
              paper_interval: int | None, architecture: str) -> common.Config:
+    # A --target_epoch given on the command line is PruneTrain's.
+    dense = dataclasses.replace(base, prunetrain=False, target_epoch=None)
     if method == "dense":
-        return dataclasses.replace(base, prunetrain=False)
+        return dense
     if method == "thin":
-        return dataclasses.replace(base, prunetrain=False,
-                                   width_multiplier=base.width_multiplier
+        return dataclasses.replace(dense, width_multiplier=base.width_multiplier
                                    * value)
     if method in ("prunetrain", "prunetrain_time"):
         return dataclasses.replace(
             base, prunetrain=True, flops_target=value,
             rank="time" if method == "prunetrain_time" else "flops")
     if method == "scratch":
-        return dataclasses.replace(base, prunetrain=False, width_multiplier=1.0,
+        return dataclasses.replace(dense, width_multiplier=1.0,
                                    architecture=architecture)
     return paper_setting(base, paper_interval)
 
