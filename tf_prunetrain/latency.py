@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_prunetrain import _checks
+from tf_prunetrain import cost as cost_lib
 
 CANDIDATES = (1, 2, 4, 8, 16, 32)
 TOLERANCE = 0.03  # timing noise a "free" round-up may show
@@ -216,7 +217,8 @@ def _device_roofline(dtype: str, batch_size: int, spatial: int,
     # Halving c halves the traffic and quarters the FLOPs (c_in and c_out):
     # the FLOP rate's "half" saves 3/4 of the work.
     flops = 3 * 2 * 9 * channels * elements
-    traffic = 2 * 8 * elements * np.dtype(dtype).itemsize
+    traffic = 2 * cost_lib.ACCESSES_PER_ACTIVATION * elements \
+        * np.dtype(dtype).itemsize  # BatchNorm and ReLU outputs
     return Roofline(device, dtype,
                     _rate(conv, conv_half, 0.75 * flops, flops),
                     _rate(norm, norm_half, 0.5 * traffic, traffic))
