@@ -83,14 +83,14 @@ class Reconfigure(RunLog):
     all) and at `target_epoch` the channel sets are removed in order: dead
     ones first, then the live ones with the least weight norm per FLOP
     (`budget.plan_to_flops`), so the target is met whatever the group lasso
-    did; with `rank="time"` "per FLOP" is "per training-step
-    second" on this device's measured roofline (`latency.roofline`: the
-    FLOPs of convolutions plus the memory traffic of BatchNorms, activations
-    and merges), so the FLOPs cut goes where it saves time. The cut's
-    predicted step time is logged beside the measured one, and a
-    reconfiguration that made the step slower is reported (`slower_step`
-    in the run log). A cut before `target_epoch` that would remove less than 5% of the
-    initial FLOPs is skipped (it would not pay for its re-trace). Once the
+    did; with `rank="time"` "per FLOP" is "per training-step second" on
+    this device's measured roofline (`latency.roofline`: the FLOPs of
+    convolutions plus the memory traffic of BatchNorms, activations and
+    merges), so the FLOPs cut goes where it saves time. The cut's predicted
+    step time is logged beside the measured one, and a reconfiguration that
+    made the step slower is reported (`slower_step` in the run log). A cut
+    before `target_epoch` that would remove less than 5% of the initial
+    FLOPs is skipped (it would not pay for its re-trace). Once the
     target is met — at `target_epoch`, or earlier if enough channels died —
     the group lasso is switched off and detached (no penalty, no proximal
     step: its cost is gone), there is no further reconfiguration and the
@@ -492,9 +492,10 @@ class Reconfigure(RunLog):
             self.record("slower_step", epoch=done.epoch, ratio=after / before)
             if self.verbose:
                 print(f"Reconfigure (epoch {done.epoch}): WARNING: the train "
-                      f"step got {after / before:.2f}x slower (channel counts "
-                      "this device runs slowly; try round_to='auto' or a "
-                      "larger multiple)")
+                      f"step got {after / before:.2f}x slower: this cut's "
+                      "channel counts run no faster on this device (try "
+                      "rank='time', a single cut with target_epoch, or a "
+                      "larger round_to; see BENCHMARKS.md)")
 
     def _time_retrace(self, step_seconds: float) -> None:
         self._retrace.append(step_seconds)
