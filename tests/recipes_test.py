@@ -182,6 +182,8 @@ def test_bad_flags_are_named():
                          ({"augment": "flip"}, "--augment must be one of"),
                          ({"train_size": 0}, "--train_size must be >= 1"),
                          ({"round_to": 0}, "--round_to must be >= 1"),
+                         ({"flops_target": 0.5, "rank": "seconds"},
+                          r"--rank must be one of \('flops', 'time'\)"),
                          ({"data": "synthetic", "train_size": 10**6},
                           r"--train_size must be an integer in \[1, "),
                          ({"data": "imagenet", "data_dir": "/x",
