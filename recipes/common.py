@@ -63,6 +63,7 @@ class Config:
     threshold: float = 1e-4
     round_to: int | str = "auto"  # measured on this device, or a multiple
     rank: str = "flops"  # how the budget ranks live channels (Reconfigure)
+    undo_slower: bool = False  # put back a cut whose step got slower
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -130,6 +131,9 @@ _HELP = {
     "rank": "With --flops_target: rank live channels by weight norm per "
             "FLOP ('flops') or per second on this device's measured roofline "
             "('time').",
+    "undo_slower": "Put back a reconfiguration whose measured train step got "
+                   "more than 3% slower; later ones use twice the channel "
+                   "multiple.",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -486,6 +490,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             penalty_ratio=None if config.strength is not None
             else config.penalty_ratio, penalty_epochs=config.penalty_epochs,
             flops_target=config.flops_target, rank=config.rank,
+            undo_slower=config.undo_slower,
             target_epoch=None if config.flops_target is None
             else target_epoch(config), **common)
     else:
@@ -556,6 +561,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     if config.export_dir:
         model.export(config.export_dir, verbose=False)
     cost = tracker.cost
+    reconfigurations = getattr(tracker, "reconfigurations", [])
+    standing = [r for r in reconfigurations if not r.undone]
     result = {
         "model": model, "history": history,
         "accuracy": float(evaluation["accuracy"]),
@@ -577,25 +584,23 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "initial_memory_traffic_bytes":
         tracker.initial_cost.memory_traffic_bytes
         if tracker.initial_cost else None,
-        "reconfiguration_seconds": sum(
-            r.seconds for r in getattr(tracker, "reconfigurations", [])),
-        "retrace_seconds": sum(
-            r.retrace_seconds
-            for r in getattr(tracker, "reconfigurations", [])),
-        # Measured step time after / before each reconfiguration (re-trace
-        # steps excluded; only those timed on both sides).
+        "reconfiguration_seconds": sum(r.seconds for r in reconfigurations),
+        "retrace_seconds": sum(r.retrace_seconds for r in reconfigurations),
+        # Measured step time after / before each reconfiguration that
+        # stands (undone cuts left out, undos in; re-trace steps excluded;
+        # only those timed on both sides).
         "step_changes": [
             r.step_seconds_after / r.step_seconds_before
-            for r in getattr(tracker, "reconfigurations", [])
-            if r.step_seconds_before and r.step_seconds_after],
+            for r in standing if r.step_seconds_before and r.step_seconds_after],
         # What rank="time" predicted for each (None: not predicted).
         "predicted_step_changes": [
             r.step_seconds_predicted / r.step_seconds_before
             if r.step_seconds_predicted and r.step_seconds_before else None
-            for r in getattr(tracker, "reconfigurations", [])
-            if r.step_seconds_before and r.step_seconds_after],
+            for r in standing if r.step_seconds_before and r.step_seconds_after],
+        # Cuts put back because their step got slower (undo_slower).
+        "undone_cuts": sum(r.undone for r in reconfigurations),
         "removed_layers": sum(
-            after == 0 for r in getattr(tracker, "reconfigurations", [])
+            after == 0 for r in standing if r.kind == "cut"
             for _, _, after in r.changes),
         "batch_size": batch,
         "train_seconds": train_seconds,

@@ -35,8 +35,12 @@ class _LayerChange:
     values: list[np.ndarray] | None  # new weights in layer.weights order
 
 
-def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
+def reconfigure_in_place(model: keras.Model,
+                         plan: planning.Plan) -> "Undo | None":
     """Shrinks `model` in place to what `plan` keeps.
+
+    Returns an `Undo` that puts the model back as it was just before (None
+    when the plan changes nothing).
 
     Raises:
       RuntimeError: the change failed; the model is left as it was.
@@ -45,11 +49,8 @@ def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
     tensors = _tensor_shapes(plan)
     graphs = _losing_branches(plan)
     if not changes and not tensors and not graphs:
-        return
-    optimizer = getattr(model, "optimizer", None) if model.compiled else None
-    snapshot = [_Snapshot(c.layer) for c in changes]
-    wiring = [_keras.GraphSnapshot(g) for g in graphs]
-    old_shapes = {id(t): t.shape for t, _ in tensors}
+        return None
+    undo = Undo(model, changes, tensors, graphs)
     old_weights = {id(c.layer): list(c.layer.weights) for c in changes}
     try:
         with model.distribute_strategy.scope():
@@ -59,26 +60,87 @@ def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> None:
                 graph_lib.set_shape(tensor, shape)
             for graph in graphs:
                 _rewire(graph, plan)
-            if optimizer is not None:
+            if undo.optimizer is not None:
                 replaced = {id(new): (old, change.layer) for change in changes
                             for old, new in zip(old_weights[id(change.layer)],
                                                 change.layer.weights)}
-                model.optimizer = _rebuilt_optimizer(model, optimizer, plan,
-                                                     replaced)
+                model.optimizer = _rebuilt_optimizer(model, undo.optimizer,
+                                                     plan, replaced)
         _retrace(model)
     except Exception as e:
-        for state in snapshot:
-            state.restore()
-        for state in reversed(wiring):
-            state.restore()
-        for tensor, _ in tensors:
-            graph_lib.set_shape(tensor, old_shapes[id(tensor)])
-        if optimizer is not None:
-            model.optimizer = optimizer
+        undo.restore()
         _retrace(model)
         raise RuntimeError(
             f"in-place reconfiguration of '{model.name}' failed and was rolled "
             f"back; the model is unchanged: {type(e).__name__}: {e}") from e
+    undo.seal()
+    return undo
+
+
+class Undo:
+    """Puts a model that `reconfigure_in_place` changed back as it was just
+    before: its layers' variables (the same objects, with the values they had
+    then), graph, tensor shapes and optimizer with its state then. Training
+    done since on the smaller model is dropped, except the optimizer's
+    iteration count and other non-slot state, which go on.
+
+    Example (`plan` from `planning.plan_pruning`):
+        undo = tf_prunetrain.reconfigure_in_place(model, plan)
+        ...  # train a few steps, find the step slower
+        undo()  # the model is back; its functions are re-traced
+    """
+
+    def __init__(self, model: keras.Model, changes: list[_LayerChange],
+                 tensors: list[tuple[Any, tuple]], graphs: list[Any]):
+        self.model = model
+        self.optimizer = getattr(model, "optimizer", None) \
+            if model.compiled else None
+        self._built = self.optimizer is not None and bool(
+            _keras.trained_variables(self.optimizer))
+        self._layers = [_Snapshot(c.layer) for c in changes]
+        self._wiring = [_keras.GraphSnapshot(g) for g in graphs]
+        self._shapes = [(t, t.shape) for t, _ in tensors]
+        self._after: list[int] | None = None
+
+    def seal(self) -> None:
+        """Marks the change done: `__call__` checks the model is still as
+        the change left it."""
+        self._after = [id(v) for v in self.model.variables]
+
+    def restore(self) -> None:
+        """Puts everything back (no re-trace, no checks)."""
+        for state in self._layers:
+            state.restore()
+        for state in reversed(self._wiring):
+            state.restore()
+        for tensor, shape in self._shapes:
+            graph_lib.set_shape(tensor, shape)
+        if self.optimizer is not None:
+            self.model.optimizer = self.optimizer
+
+    def __call__(self) -> None:
+        """Undoes the change and re-traces the model's functions.
+
+        Raises:
+          RuntimeError: the model changed again since (undo that first).
+        """
+        if self._after is None or \
+                self._after != [id(v) for v in self.model.variables]:
+            raise RuntimeError(
+                f"cannot undo the reconfiguration of '{self.model.name}': the "
+                "model changed after it. Undo the later change first.")
+        current = getattr(self.model, "optimizer", None)
+        with self.model.distribute_strategy.scope():
+            self.restore()
+            if self.optimizer is not None and not self._built:
+                # It had no state then; it has built on the smaller model's
+                # variables since, so a fresh one takes its place.
+                self.model.optimizer = type(self.optimizer).from_config(
+                    self.optimizer.get_config())
+            elif self.optimizer is not None and current is not self.optimizer:
+                _carry_rest(current, self.optimizer)
+        _retrace(self.model)
+        self._after = None
 
 
 def _losing_branches(plan: planning.Plan) -> list[Any]:
@@ -254,16 +316,27 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
                         f" has shape {tuple(slot.shape)}, not its variable's: "
                         "its slices cannot be carried over.")
                 target.assign(value)
-        in_slots = {id(s) for slots in (*old_slots.values(),
-                                        *new_slots.values()) for s in slots}
-        # Each optimizer's own other state (iterations, loss scale, ...).
+    _carry_rest(old, new)
+    return new
+
+
+def _carry_rest(source: Any, target: Any) -> None:
+    """Copies an optimizer's own state that is not a slot (iterations, loss
+    scale, ...) to another built from its config, and so for an inner
+    optimizer (LossScaleOptimizer)."""
+    pairs = [(source, target)]
+    if hasattr(source, "inner_optimizer"):
+        pairs.append((source.inner_optimizer, target.inner_optimizer))
+    for old_opt, new_opt in pairs:
+        lists = (_keras.slot_lists(old_opt), _keras.slot_lists(new_opt))
+        in_slots = {id(s) for slots in lists for group in slots.values()
+                    for s in group}
         rest_old = [v for v in _keras.optimizer_variables(old_opt)
                     if id(v) not in in_slots]
         rest_new = [v for v in _keras.optimizer_variables(new_opt)
                     if id(v) not in in_slots]
-        for source, target in zip(rest_old, rest_new, strict=True):
-            target.assign(source)
-    return new
+        for value, variable in zip(rest_old, rest_new, strict=True):
+            variable.assign(value)
 
 
 def _retrace(model: keras.Model) -> None:

@@ -48,6 +48,10 @@ class Reconfiguration:
     # time before it minus what the roofline says the cut saves; None: not
     # predicted).
     step_seconds_predicted: float | None = None
+    # "cut" (channels removed) or "undo" (a slower cut put back: see
+    # `Reconfigure(undo_slower=True)`; its epoch is the cut's).
+    kind: str = "cut"
+    undone: bool = False  # a cut that a later "undo" put back
 
 
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
@@ -149,6 +153,13 @@ class Reconfigure(RunLog):
         "time" (weight norm per second they cost on this device's roofline,
         measured at the start of `fit` in a few seconds; BENCHMARKS.md has
         what it bought).
+      undo_slower: put back a cut whose train step, measured over its first
+        5 steps, is more than 3% slower than before it (those steps'
+        updates are dropped; the weights and optimizer state are the ones
+        at the cut), and make later cuts with twice the channel multiple
+        (where `flops_target` stays reachable). A cut at `target_epoch`
+        that is undone is made again one epoch later. Off by default: it
+        makes the widths depend on this machine's timing noise.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
       log_dir: TensorBoard summaries and run log directory (see `RunLog`).
@@ -187,8 +198,15 @@ class Reconfigure(RunLog):
                  log_dir: str | None = None, batch_size: int | None = None,
                  penalty_epochs: int | None = None,
                  flops_target: float | None = None,
-                 target_epoch: int | None = None, rank: str = "flops"):
+                 target_epoch: int | None = None, rank: str = "flops",
+                 undo_slower: bool = False):
         super().__init__(log_dir=log_dir, batch_size=batch_size)
+        if not isinstance(undo_slower, bool):
+            raise ValueError("Reconfigure: undo_slower must be True or False "
+                             f"(put back a cut that made the step slower), "
+                             f"got {undo_slower!r}.")
+        self.undo_slower = undo_slower
+        self._undo: inplace.Undo | None = None  # the last cut, until checked
         if rank not in RANKS:
             raise ValueError(f"Reconfigure: rank must be one of {RANKS} (what "
                              "a channel's cost is measured in), got "
@@ -417,7 +435,9 @@ class Reconfigure(RunLog):
         (the model's regularizers carry it)."""
         super().restore(state)
         self._restored_calibration = bool(state.get("calibrated"))
-        if not self._round_resolved and state.get("round_to"):
+        coarsened = any(r.get("kind") == "undo"
+                        for r in state.get("reconfigurations", []))
+        if state.get("round_to") and (coarsened or not self._round_resolved):
             self.round_to, self._round_resolved = int(state["round_to"]), True
         if self.rank == "time" and state.get("roofline"):
             self.roofline = latency.Roofline(**state["roofline"])
@@ -488,14 +508,67 @@ class Reconfigure(RunLog):
             print(f"Reconfigure (epoch {done.epoch}): train step "
                   f"{1e3 * before:.1f} ms -> {1e3 * after:.1f} ms "
                   f"({after / before:.2f}x), measured{predicted}")
-        if before and after > SLOWER * before:
+        slower = bool(before and after > SLOWER * before)
+        undo, self._undo = self._undo, None
+        if undo is not None and distribute.broadcast(
+                self.model.distribute_strategy, np.int64(slower)):
+            self._undo_cut(done, undo)  # one decision: the first replica's
+        elif slower:
             self.record("slower_step", epoch=done.epoch, ratio=after / before)
             if self.verbose:
                 print(f"Reconfigure (epoch {done.epoch}): WARNING: the train "
                       f"step got {after / before:.2f}x slower: this cut's "
                       "channel counts run no faster on this device (try "
-                      "rank='time', a single cut with target_epoch, or a "
-                      "larger round_to; see BENCHMARKS.md)")
+                      "undo_slower=True, rank='time', a single cut with "
+                      "target_epoch, or a larger round_to; see BENCHMARKS.md)")
+
+    def _undo_cut(self, done: Reconfiguration, undo: inplace.Undo) -> None:
+        """Puts back the cut `done`, whose step got slower; later cuts use
+        a coarser channel multiple."""
+        start = time.perf_counter()
+        before, flops_before = self.model.count_params(), self._flops()
+        bytes_before, step_before = self._gradient_bytes(), self.step_seconds
+        undo()
+        done.undone = True
+        if self.target_reached is not None:  # the target is met again later
+            self.target_reached = None
+            self._lasso_off()  # detached from the restored variables too
+        self.refresh()
+        self._retrace = []
+        coarser = self._coarser()
+        back = Reconfiguration(
+            done.epoch, before, self.model.count_params(), flops_before,
+            self._flops(), bytes_before, self._gradient_bytes(),
+            time.perf_counter() - start,
+            [(path, new, old) for path, old, new in done.changes],
+            step_seconds_before=step_before, kind="undo")
+        self.reconfigurations.append(back)
+        self.record("reconfiguration", **dataclasses.asdict(back))
+        ratio = done.step_seconds_after / done.step_seconds_before
+        self.record("undo", epoch=done.epoch, ratio=ratio,
+                    round_to=self.round_to)
+        if self.verbose:
+            again = " (made again after the next epoch)" if \
+                self.flops_target is not None and \
+                done.epoch >= self.target_epoch else ""
+            multiple = (f"; later cuts keep multiples of {self.round_to} "
+                        "channels") if coarser else ""
+            print(f"Reconfigure (epoch {done.epoch}): the cut made the train "
+                  f"step {ratio:.2f}x slower: undone{again}, parameters back to "
+                  f"{back.params_after:,} ({back.seconds:.2f} s){multiple}")
+
+    def _coarser(self) -> bool:
+        """Doubles `round_to` after an undone cut, unless `flops_target`
+        could no longer be reached with it; True if it did."""
+        doubled = 2 * self.round_to
+        if self.flops_target is not None and self.initial_cost is not None:
+            reachable = budget.reachable_flops(
+                coupling.channel_groups(self.model), self.min_channels,
+                doubled) / self.initial_cost.inference_flops
+            if self.flops_target < reachable:
+                return False
+        self.round_to = doubled
+        return True
 
     def _time_retrace(self, step_seconds: float) -> None:
         self._retrace.append(step_seconds)
@@ -506,6 +579,10 @@ class Reconfigure(RunLog):
             self._retrace = None
             self.record("retrace", epoch=done.epoch,
                         seconds=done.retrace_seconds)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._undo = None  # a cut with no step timed after it stays
+        super().on_train_end(logs)
 
     # -- reconfiguration ------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -635,7 +712,8 @@ class Reconfigure(RunLog):
                                              plan.keep)
         changes = plan.changes()
         if changes:
-            inplace.reconfigure_in_place(self.model, plan)
+            undo = inplace.reconfigure_in_place(self.model, plan)
+            self._undo = undo if self.undo_slower else None
             self.refresh()
             self._retrace = []
         seconds = time.perf_counter() - start + planning_seconds

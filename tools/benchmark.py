@@ -9,6 +9,8 @@ data, epochs and schedule, it trains
 * `prunetrain`: `Reconfigure(flops_target=t)` for every `--targets` value;
 * `prunetrain_time` (with `--time_rank`): the same with `rank="time"`
   (channels ranked by weight norm per second on the measured roofline);
+* `prunetrain_undo` (with `--undo`): the same with `undo_slower=True` (a
+  cut whose measured step got slower is put back, and made again coarser);
 * `scratch`: each PruneTrain run's final architecture trained dense from
   fresh weights (is pruning while training worth it?);
 * `paper`: the paper's setting (λ calibrated from a 0.2 penalty ratio, the
@@ -82,8 +84,8 @@ WORKLOADS = {
                              lr_decay_epochs=(10, 15), **_TUNED),
 }
 DEFAULTS = WORKLOADS["fashion_mnist"]
-METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "scratch",
-           "paper")
+METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
+           "scratch", "paper")
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
@@ -101,6 +103,9 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _TIME_RANK = flags.DEFINE_boolean(
     "time_rank", False, "Also run each PruneTrain target with rank='time' "
     "(channels ranked per second on the measured roofline, not per FLOP).")
+_UNDO = flags.DEFINE_boolean(
+    "undo", False, "Also run each PruneTrain target with undo_slower=True "
+    "(method prunetrain_undo).")
 _SCRATCH = flags.DEFINE_boolean("scratch", True, "Also train each PruneTrain "
                                 "run's final architecture from scratch.")
 _PAPER = flags.DEFINE_boolean("paper", True, "Also run the paper's setting.")
@@ -186,7 +191,8 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
-        "step_changes", "predicted_step_changes", "removed_layers",
+        "step_changes", "predicted_step_changes", "undone_cuts",
+        "removed_layers",
         "train_seconds", "seconds")}
 
 
@@ -205,6 +211,7 @@ def _ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
         / dense["memory_traffic_bytes"]
     # The slowest step change a reconfiguration caused (1: none timed).
     ratios["worst_step_change"] = max(run["step_changes"], default=1.0)
+    ratios["undone_cuts"] = float(run["undone_cuts"])
     return ratios
 
 
@@ -212,7 +219,7 @@ def comparison(config: common.Config, widths: Sequence[float],
                targets: Sequence[float], seeds: Sequence[int],
                scratch: bool = True, paper_interval: int | None = 2,
                json_path: str | None = None,
-               time_rank: bool = False) -> dict[str, Any]:
+               time_rank: bool = False, undo: bool = False) -> dict[str, Any]:
     """Every method of the module docstring for every seed (`paper_interval`
     None: no paper run); the runs, the per-setting summary, the Pareto front
     and the goals, written to `json_path` (if given) after every run."""
@@ -221,7 +228,8 @@ def comparison(config: common.Config, widths: Sequence[float],
     for target in targets:
         settings += [("prunetrain", target)] + (
             [("scratch", target)] if scratch else []) + (
-            [("prunetrain_time", target)] if time_rank else [])
+            [("prunetrain_time", target)] if time_rank else []) + (
+            [("prunetrain_undo", target)] if undo else [])
     if paper_interval is not None:
         settings.append(("paper", None))
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
@@ -274,10 +282,11 @@ def _setting(base: common.Config, method: str, value: float | None,
     if method == "thin":
         return dataclasses.replace(dense, width_multiplier=base.width_multiplier
                                    * value)
-    if method in ("prunetrain", "prunetrain_time"):
+    if method in ("prunetrain", "prunetrain_time", "prunetrain_undo"):
         return dataclasses.replace(
             base, prunetrain=True, flops_target=value,
-            rank="time" if method == "prunetrain_time" else "flops")
+            rank="time" if method == "prunetrain_time" else "flops",
+            undo_slower=base.undo_slower or method == "prunetrain_undo")
     if method == "scratch":
         return dataclasses.replace(dense, width_multiplier=1.0,
                                    architecture=architecture)
@@ -431,7 +440,8 @@ def plot(result: dict[str, Any], path: str) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     colors = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
-                                "tab:orange", "tab:green"), strict=True))
+                                "tab:brown", "tab:orange", "tab:green"),
+                      strict=True))
     for ax, key, name in ((axes[0], "wall_time", "training wall time"),
                           (axes[1], "train_flops", "training FLOPs")):
         for method in METHODS:
@@ -535,7 +545,7 @@ def main(argv: list[str]) -> None:
     result = comparison(config, [float(w) for w in _WIDTHS.value], targets,
                         [int(s) for s in _SEEDS.value], _SCRATCH.value,
                         _PAPER_INTERVAL.value if _PAPER.value else None,
-                        _JSON.value, _TIME_RANK.value)
+                        _JSON.value, _TIME_RANK.value, _UNDO.value)
     print(comparison_table(result))
     print(comparison_markdown(result))
     if _PNG.value:

@@ -1,0 +1,195 @@
+"""Undoing a cut: `reconfigure_in_place` returns an `Undo` that puts the model
+back as it was at the cut, and `Reconfigure(undo_slower=True)` uses it when
+the measured step got slower (on a fake clock here, so the decision is the
+test's, not the machine's)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model_zoo
+import pruning_testing as pt
+import tf_prunetrain
+from tf_prunetrain import runlog
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+TOL = 1e-6
+
+
+def _trained(strategy=None):
+    """A model_zoo ResNet with lasso, momentum slots set, its dead-channel
+    plan (40% of the groups zeroed, one residual branch among them)."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
+        if strategy is not None:
+            model = tf_prunetrain.synchronize_batchnorm(model)
+        model = tf_prunetrain.add_group_lasso(model, 1e-3)
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+    x = model_zoo.random_input(model, batch_size=8, seed=0)
+    y = np.arange(8) % 10
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    pt.zero_random_groups(model, 0.4, seed=3)
+    graph = tf_prunetrain.channel_groups(model)
+    branch = next(r for r in graph.records
+                  if r.view.path == "stage2_block2_conv1")
+    graph.zero(sorted(set(graph.roots(branch.outs[0]).tolist()) - {0}))
+    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model))
+    assert plan.merges, "the plan should remove a residual branch"
+    return model, plan, x, y
+
+
+def _state(model):
+    return ([id(v) for v in model.weights],
+            [np.array(v.numpy()) for v in model.weights],
+            [np.array(v.numpy()) for v in model.optimizer.variables
+             if v is not model.optimizer.iterations])
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_undo_puts_back_the_model_and_optimizer_as_at_the_cut(distributed):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) \
+        if distributed else None
+    model, plan, x, y = _trained(strategy)
+    outputs = model.predict(x, verbose=0)
+    ids, values, slots = _state(model)
+    params, layers = model.count_params(), len(model.layers)
+    iterations = int(model.optimizer.iterations.numpy())
+    optimizer = model.optimizer
+
+    undo = tf_prunetrain.reconfigure_in_place(model, plan)
+    assert model.count_params() < params and len(model.layers) < layers
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # 2 steps, then undone
+    undo()
+
+    assert model.count_params() == params and len(model.layers) == layers
+    assert model.optimizer is optimizer
+    now_ids, now_values, now_slots = _state(model)
+    assert now_ids == ids  # the same variable objects
+    for before, after in zip(values + slots, now_values + now_slots,
+                             strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert int(model.optimizer.iterations.numpy()) == iterations + 2
+    assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
+    history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def test_undo_after_a_later_change_is_refused_and_changes_nothing():
+    model, plan, x, _ = _trained()
+    first = tf_prunetrain.reconfigure_in_place(model, plan)
+    pt.zero_random_groups(model, 0.3, seed=5)
+    second = tf_prunetrain.reconfigure_in_place(
+        model, tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model)))
+    assert second is not None
+    outputs, params = model.predict(x, verbose=0), model.count_params()
+    with pytest.raises(RuntimeError, match=f"'{model.name}'.*changed after"):
+        first()
+    assert model.count_params() == params
+    assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
+    second()
+    first()  # in order, both undo
+    with pytest.raises(RuntimeError, match="changed after"):
+        first()  # once only
+
+
+def test_a_plan_that_changes_nothing_has_no_undo():
+    model, _, _, _ = _trained()
+    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model),
+                                      threshold=0.0)
+    assert not plan.changes()
+    assert tf_prunetrain.reconfigure_in_place(model, plan) is None
+
+
+def _cut_then_time(monkeypatch, after_seconds, **kwargs):
+    """On the fake clock: 10 steps of 1 s, a dead-channel cut, its untimed
+    re-trace step and 5 steps of `after_seconds`."""
+    callback, step = pt.on_fake_clock(monkeypatch, verbose=0, **kwargs)
+    callback.on_train_begin()
+    for _ in range(10):
+        step(1.0)
+    params = callback.model.count_params()
+    cut = callback.reconfigure(1)
+    assert cut.changes and callback.model.count_params() < params
+    for seconds in [5.0] + [after_seconds] * 5:
+        step(seconds)
+    return callback, params
+
+
+def test_a_slower_cut_is_undone_and_later_cuts_round_coarser(
+        monkeypatch, tmp_path):
+    callback, params = _cut_then_time(monkeypatch, 1.2, undo_slower=True,
+                                      round_to=2, log_dir=str(tmp_path))
+    cut, back = callback.reconfigurations
+    assert cut.undone and cut.step_seconds_after == pytest.approx(1.2)
+    assert back.kind == "undo" and back.params_after == params
+    assert callback.model.count_params() == params
+    assert back.changes == [(p, new, old) for p, old, new in cut.changes]
+    assert callback.round_to == 4
+    assert callback.cost.inference_flops == \
+        callback.initial_cost.inference_flops
+    with open(tmp_path / "prunetrain.jsonl") as f:
+        events = [json.loads(line)["event"] for line in f]
+    assert "undo" in events and "slower_step" not in events
+    again = callback.reconfigure(2)  # the same dead channels, rounded to 4
+    widths = [new for _, _, new in again.changes]
+    full = {path: old for path, old, _ in again.changes}
+    assert all(w % 4 == 0 or w == full[p]
+               for (p, _, _), w in zip(again.changes, widths))
+    state = callback.state()
+    resumed = tf_prunetrain.Reconfigure(round_to=2, undo_slower=True)
+    resumed.restore(state)
+    assert resumed.round_to == 4
+
+
+@pytest.mark.parametrize("undo_slower,after", [(True, 0.9), (False, 1.2)])
+def test_a_faster_cut_or_undo_off_keeps_the_cut(monkeypatch, undo_slower,
+                                                after):
+    callback, params = _cut_then_time(monkeypatch, after, round_to=2,
+                                      undo_slower=undo_slower)
+    assert [r.kind for r in callback.reconfigurations] == ["cut"]
+    assert not callback.reconfigurations[0].undone
+    assert callback.model.count_params() < params and callback.round_to == 2
+
+
+def test_budget_cut_undone_in_fit_is_made_again_and_meets_the_target(
+        monkeypatch):
+    """Steps are slow exactly on the architecture of the first cut: it is
+    undone, the target is met an epoch later with a coarser multiple, and the
+    lasso ends detached from the restored variables."""
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+    x = model_zoo.random_input(model, batch_size=64, seed=0)
+    y = np.arange(64) % 10
+    callback = tf_prunetrain.Reconfigure(
+        flops_target=0.5, target_epoch=1, round_to=1, undo_slower=True,
+        penalty_ratio=None, verbose=0)
+    slow, now = [], [0.0]
+
+    def clock():
+        params = model.count_params()
+        if not slow and callback.reconfigurations:
+            slow.append(callback.reconfigurations[0].params_after)
+        now[0] += 0.5 if slow and params == slow[0] else 0.25
+        return now[0]
+
+    monkeypatch.setattr(runlog.time, "perf_counter", clock)
+    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[callback])
+
+    kinds = [(r.kind, r.epoch, r.undone) for r in callback.reconfigurations]
+    assert kinds == [("cut", 1, True), ("undo", 1, False), ("cut", 2, False)]
+    assert callback.target_reached == 2 and callback.round_to == 2
+    final = callback.reconfigurations[-1]
+    assert all(new % 2 == 0 or new == old for _, old, new in final.changes)
+    assert callback.cost.inference_flops <= \
+        0.5 * callback.initial_cost.inference_flops
+    assert not any(v.regularizer for v in model.trainable_variables
+                   if hasattr(v, "regularizer"))
+    assert model.count_params() == final.params_after
+
+
+def test_undo_slower_must_be_a_bool():
+    with pytest.raises(ValueError, match="undo_slower must be True or False"):
+        tf_prunetrain.Reconfigure(undo_slower="yes")
