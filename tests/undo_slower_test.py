@@ -62,7 +62,9 @@ def test_undo_puts_back_the_model_and_optimizer_as_at_the_cut(distributed):
     undo = tf_prunetrain.reconfigure_in_place(model, plan)
     assert model.count_params() < params and len(model.layers) < layers
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # 2 steps, then undone
-    undo()
+    pruned, pruned_outputs = _state(model), model.predict(x, verbose=0)
+    pruned_step = model.train_function
+    redo = undo()
 
     assert model.count_params() == params and len(model.layers) == layers
     assert model.optimizer is optimizer
@@ -73,6 +75,16 @@ def test_undo_puts_back_the_model_and_optimizer_as_at_the_cut(distributed):
         np.testing.assert_array_equal(before, after)
     assert int(model.optimizer.iterations.numpy()) == iterations + 2
     assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
+    history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+    redo()  # the smaller model as it was at the undo, its step not re-traced
+    assert model.train_function is pruned_step
+    for before, after in zip(pruned[1] + pruned[2], sum(_state(model)[1:], []),
+                             strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert int(model.optimizer.iterations.numpy()) == iterations + 4
+    assert pt.relative_error(pruned_outputs, model.predict(x, verbose=0)) < TOL
     history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
 
@@ -103,9 +115,10 @@ def test_a_plan_that_changes_nothing_has_no_undo():
     assert tf_prunetrain.reconfigure_in_place(model, plan) is None
 
 
-def _cut_then_time(monkeypatch, after_seconds, **kwargs):
+def _cut_then_time(monkeypatch, after_seconds, then_seconds=1.0, **kwargs):
     """On the fake clock: 10 steps of 1 s, a dead-channel cut, its untimed
-    re-trace step and 5 steps of `after_seconds`."""
+    re-trace step and 5 steps of `after_seconds`, then 6 of `then_seconds`
+    (an undo's untimed re-trace step and 5 of the model before the cut)."""
     callback, step = pt.on_fake_clock(monkeypatch, verbose=0, **kwargs)
     callback.on_train_begin()
     for _ in range(10):
@@ -113,7 +126,7 @@ def _cut_then_time(monkeypatch, after_seconds, **kwargs):
     params = callback.model.count_params()
     cut = callback.reconfigure(1)
     assert cut.changes and callback.model.count_params() < params
-    for seconds in [5.0] + [after_seconds] * 5:
+    for seconds in [5.0] + [after_seconds] * 5 + [5.0] + [then_seconds] * 5:
         step(seconds)
     return callback, params
 
@@ -132,7 +145,8 @@ def test_a_slower_cut_is_undone_and_later_cuts_round_coarser(
         callback.initial_cost.inference_flops
     with open(tmp_path / "prunetrain.jsonl") as f:
         events = [json.loads(line)["event"] for line in f]
-    assert "undo" in events and "slower_step" not in events
+    assert "undo" in events and "undo_kept" in events
+    assert "slower_step" not in events and "redo" not in events
     again = callback.reconfigure(2)  # the same dead channels, rounded to 4
     widths = [new for _, _, new in again.changes]
     full = {path: old for path, old, _ in again.changes}
@@ -142,6 +156,21 @@ def test_a_slower_cut_is_undone_and_later_cuts_round_coarser(
     resumed = tf_prunetrain.Reconfigure(round_to=2, undo_slower=True)
     resumed.restore(state)
     assert resumed.round_to == 4
+
+
+def test_a_cut_whose_model_before_is_no_faster_is_made_again(monkeypatch):
+    """The slowdown was the machine's: the model before the cut is timed
+    no faster, so the cut is redone (the same variables, no re-trace) and
+    the multiple stays."""
+    callback, params = _cut_then_time(monkeypatch, 1.2, then_seconds=1.2,
+                                      undo_slower=True, round_to=2)
+    cut, back, again = callback.reconfigurations
+    assert [r.kind for r in (cut, back, again)] == ["cut", "undo", "redo"]
+    assert not cut.undone and back.undone and not again.undone
+    assert again.changes == cut.changes
+    assert callback.model.count_params() == cut.params_after < params
+    assert callback.round_to == 2 and again.retrace_seconds == 0.0
+    assert callback.cost.inference_flops == cut.flops_after
 
 
 @pytest.mark.parametrize("undo_slower,after", [(True, 0.9), (False, 1.2)])
@@ -154,30 +183,41 @@ def test_a_faster_cut_or_undo_off_keeps_the_cut(monkeypatch, undo_slower,
     assert callback.model.count_params() < params and callback.round_to == 2
 
 
-def test_budget_cut_undone_in_fit_is_made_again_and_meets_the_target(
-        monkeypatch):
-    """Steps are slow exactly on the architecture of the first cut: it is
-    undone, the target is met an epoch later with a coarser multiple, and the
-    lasso ends detached from the restored variables."""
+def _budget_fit(monkeypatch, slow):
+    """A budget-mode fit (target at epoch 1 of 4, 8 steps per epoch) on a
+    fake clock: a step takes 0.5 s when `slow(callback)`, else 0.25 s."""
     model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
     x = model_zoo.random_input(model, batch_size=64, seed=0)
-    y = np.arange(64) % 10
     callback = tf_prunetrain.Reconfigure(
         flops_target=0.5, target_epoch=1, round_to=1, undo_slower=True,
         penalty_ratio=None, verbose=0)
-    slow, now = [], [0.0]
+    now = [0.0]
 
     def clock():
-        params = model.count_params()
-        if not slow and callback.reconfigurations:
-            slow.append(callback.reconfigurations[0].params_after)
-        now[0] += 0.5 if slow and params == slow[0] else 0.25
+        now[0] += 0.5 if slow(callback) else 0.25
         return now[0]
 
     monkeypatch.setattr(runlog.time, "perf_counter", clock)
-    model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[callback])
+    model.fit(x, np.arange(64) % 10, epochs=4, batch_size=8, verbose=0,
+              callbacks=[callback])
+    return model, callback
 
+
+def test_budget_cut_undone_in_fit_is_made_again_coarser_and_meets_the_target(
+        monkeypatch):
+    """Steps are slow exactly on the architecture of the first cut: it is
+    undone, the model before it is faster, so the target is met an epoch
+    later with a coarser multiple, and the lasso ends detached from the
+    restored variables."""
+    first = []
+
+    def slow(callback):
+        if not first and callback.reconfigurations:
+            first.append(callback.reconfigurations[0].params_after)
+        return bool(first) and callback.model.count_params() == first[0]
+
+    model, callback = _budget_fit(monkeypatch, slow)
     kinds = [(r.kind, r.epoch, r.undone) for r in callback.reconfigurations]
     assert kinds == [("cut", 1, True), ("undo", 1, False), ("cut", 2, False)]
     assert callback.target_reached == 2 and callback.round_to == 2
@@ -185,9 +225,23 @@ def test_budget_cut_undone_in_fit_is_made_again_and_meets_the_target(
     assert all(new % 2 == 0 or new == old for _, old, new in final.changes)
     assert callback.cost.inference_flops <= \
         0.5 * callback.initial_cost.inference_flops
-    assert not any(v.regularizer for v in model.trainable_variables
-                   if hasattr(v, "regularizer"))
+    assert not any(getattr(v, "regularizer", None)
+                   for v in model.trainable_variables)
     assert model.count_params() == final.params_after
+
+
+def test_budget_cut_slowed_by_noise_is_redone_in_fit(monkeypatch):
+    """Every step is slow from the cut until the undo is timed (the machine,
+    not the cut): the cut is redone, the target stays met at epoch 1."""
+    model, callback = _budget_fit(
+        monkeypatch, lambda cb: len(cb.reconfigurations) in (1, 2))
+    cut, back, again = callback.reconfigurations
+    assert [(r.kind, r.undone) for r in callback.reconfigurations] == [
+        ("cut", False), ("undo", True), ("redo", False)]
+    assert callback.target_reached == 1 and callback.round_to == 1
+    assert model.count_params() == cut.params_after == again.params_after
+    assert not any(getattr(v, "regularizer", None)
+                   for v in model.trainable_variables)
 
 
 def test_undo_slower_must_be_a_bool():

@@ -29,7 +29,8 @@ Public API:
   budget            the FLOPs budget: FlopsSchedule, plan_to_flops.
   latency           hardware-aware widths: channel_multiple, the channel
                     multiple that runs fast here (Reconfigure(round_to="auto")).
-  reconfigure_in_place   apply a plan to the live model (the callback's engine).
+  reconfigure_in_place   apply a plan to the live model (the callback's engine;
+                         returns an Undo that puts it back).
 """
 
 try:

@@ -158,7 +158,7 @@ class GraphSnapshot:
         self.graph = graph
         self.state = {key: getattr(graph, key) for key in _GRAPH_STATE}
         self.layers = list(graph._layers)
-        self.nodes = [(op, len(op._inbound_nodes), len(op._outbound_nodes))
+        self.nodes = [(op, list(op._inbound_nodes), list(op._outbound_nodes))
                       for op in graph._operations]
 
     def restore(self) -> None:
@@ -166,7 +166,7 @@ class GraphSnapshot:
             object.__setattr__(self.graph, key, value)
         self.graph._layers[:] = self.layers
         for op, inbound, outbound in self.nodes:
-            del op._inbound_nodes[inbound:], op._outbound_nodes[outbound:]
+            op._inbound_nodes[:], op._outbound_nodes[:] = inbound, outbound
 
 
 def rewire(graph: Functional, outputs: list) -> None:

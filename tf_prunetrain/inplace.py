@@ -50,7 +50,8 @@ def reconfigure_in_place(model: keras.Model,
     graphs = _losing_branches(plan)
     if not changes and not tensors and not graphs:
         return None
-    undo = Undo(model, changes, tensors, graphs)
+    undo = Undo(model, [c.layer for c in changes], graphs,
+                [t for t, _ in tensors])
     old_weights = {id(c.layer): list(c.layer.weights) for c in changes}
     try:
         with model.distribute_strategy.scope():
@@ -81,25 +82,30 @@ class Undo:
     """Puts a model that `reconfigure_in_place` changed back as it was just
     before: its layers' variables (the same objects, with the values they had
     then), graph, tensor shapes and optimizer with its state then. Training
-    done since on the smaller model is dropped, except the optimizer's
-    iteration count and other non-slot state, which go on.
+    done since is dropped, except the optimizer's iteration count and other
+    non-slot state, which go on. Calling it returns the `Undo` that puts the
+    change back again (a redo, which reuses the functions traced for the
+    changed model: no re-trace).
 
     Example (`plan` from `planning.plan_pruning`):
         undo = tf_prunetrain.reconfigure_in_place(model, plan)
         ...  # train a few steps, find the step slower
-        undo()  # the model is back; its functions are re-traced
+        redo = undo()  # the model is back; its functions are re-traced
+        redo()  # the smaller model again, as it was at the undo
     """
 
-    def __init__(self, model: keras.Model, changes: list[_LayerChange],
-                 tensors: list[tuple[Any, tuple]], graphs: list[Any]):
+    def __init__(self, model: keras.Model, layers: list[Any],
+                 graphs: list[Any], tensors: list[Any],
+                 functions: tuple | None = None):
         self.model = model
         self.optimizer = getattr(model, "optimizer", None) \
             if model.compiled else None
         self._built = self.optimizer is not None and bool(
             _keras.trained_variables(self.optimizer))
-        self._layers = [_Snapshot(c.layer) for c in changes]
+        self._layers = [_Snapshot(layer) for layer in layers]
         self._wiring = [_keras.GraphSnapshot(g) for g in graphs]
-        self._shapes = [(t, t.shape) for t, _ in tensors]
+        self._shapes = [(t, t.shape) for t in tensors]
+        self._functions = functions  # (train, test, predict) to put back
         self._after: list[int] | None = None
 
     def seal(self) -> None:
@@ -118,29 +124,41 @@ class Undo:
         if self.optimizer is not None:
             self.model.optimizer = self.optimizer
 
-    def __call__(self) -> None:
-        """Undoes the change and re-traces the model's functions.
+    def __call__(self) -> "Undo":
+        """Undoes the change; returns the `Undo` that redoes it.
 
         Raises:
           RuntimeError: the model changed again since (undo that first).
         """
+        model = self.model
         if self._after is None or \
-                self._after != [id(v) for v in self.model.variables]:
+                self._after != [id(v) for v in model.variables]:
             raise RuntimeError(
-                f"cannot undo the reconfiguration of '{self.model.name}': the "
+                f"cannot undo the reconfiguration of '{model.name}': the "
                 "model changed after it. Undo the later change first.")
-        current = getattr(self.model, "optimizer", None)
-        with self.model.distribute_strategy.scope():
+        redo = Undo(model, [s.layer for s in self._layers],
+                    [w.graph for w in self._wiring],
+                    [t for t, _ in self._shapes],
+                    (model.train_function, model.test_function,
+                     model.predict_function))
+        current = getattr(model, "optimizer", None)
+        with model.distribute_strategy.scope():
             self.restore()
             if self.optimizer is not None and not self._built:
-                # It had no state then; it has built on the smaller model's
+                # It had no state then; it has built on the changed model's
                 # variables since, so a fresh one takes its place.
-                self.model.optimizer = type(self.optimizer).from_config(
+                model.optimizer = type(self.optimizer).from_config(
                     self.optimizer.get_config())
             elif self.optimizer is not None and current is not self.optimizer:
                 _carry_rest(current, self.optimizer)
-        _retrace(self.model)
+        if self._functions is None:
+            _retrace(model)
+        else:
+            (model.train_function, model.test_function,
+             model.predict_function) = self._functions
         self._after = None
+        redo.seal()
+        return redo
 
 
 def _losing_branches(plan: planning.Plan) -> list[Any]:

@@ -48,10 +48,11 @@ class Reconfiguration:
     # time before it minus what the roofline says the cut saves; None: not
     # predicted).
     step_seconds_predicted: float | None = None
-    # "cut" (channels removed) or "undo" (a slower cut put back: see
-    # `Reconfigure(undo_slower=True)`; its epoch is the cut's).
+    # "cut" (channels removed), "undo" (a slower cut put back) or "redo"
+    # (the cut made again: the model before it was no faster); see
+    # `Reconfigure(undo_slower=True)`. An undo's or redo's epoch is the cut's.
     kind: str = "cut"
-    undone: bool = False  # a cut that a later "undo" put back
+    undone: bool = False  # reversed by the undo or redo after it
 
 
 # `target_epoch` by default: this fraction of `fit`'s epochs (README,
@@ -92,7 +93,8 @@ class Reconfigure(RunLog):
     convolutions plus the memory traffic of BatchNorms, activations and
     merges), so the FLOPs cut goes where it saves time. The cut's predicted
     step time is logged beside the measured one, and a reconfiguration that
-    made the step slower is reported (`slower_step` in the run log). A cut
+    made the step slower is reported (`slower_step` in the run log) or, with
+    `undo_slower=True`, put back (`undo`) and made again coarser. A cut
     before `target_epoch` that would remove less than 5% of the initial
     FLOPs is skipped (it would not pay for its re-trace). Once the
     target is met — at `target_epoch`, or earlier if enough channels died —
@@ -154,12 +156,14 @@ class Reconfigure(RunLog):
         measured at the start of `fit` in a few seconds; BENCHMARKS.md has
         what it bought).
       undo_slower: put back a cut whose train step, measured over its first
-        5 steps, is more than 3% slower than before it (those steps'
+        5 timed steps, is more than 3% slower than before it (those steps'
         updates are dropped; the weights and optimizer state are the ones
-        at the cut), and make later cuts with twice the channel multiple
-        (where `flops_target` stays reachable). A cut at `target_epoch`
-        that is undone is made again one epoch later. Off by default: it
-        makes the widths depend on this machine's timing noise.
+        at the cut), then time the model before it for 5 steps: if that is
+        not 3% faster than the cut, the slowdown was noise and the cut is
+        made again (no re-trace); if it is, the undo stands, later cuts use
+        twice the channel multiple (where `flops_target` stays reachable),
+        and an undone cut at `target_epoch` is made again after that epoch.
+        Off by default: it makes the widths depend on timing noise.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
       log_dir: TensorBoard summaries and run log directory (see `RunLog`).
@@ -206,7 +210,11 @@ class Reconfigure(RunLog):
                              f"(put back a cut that made the step slower), "
                              f"got {undo_slower!r}.")
         self.undo_slower = undo_slower
-        self._undo: inplace.Undo | None = None  # the last cut, until checked
+        self._undo: inplace.Undo | None = None  # the last cut, until timed
+        # An undone cut, its redo and target_reached, until the model before
+        # it is timed.
+        self._redo: tuple[Reconfiguration, inplace.Undo, int | None] | None \
+            = None
         if rank not in RANKS:
             raise ValueError(f"Reconfigure: rank must be one of {RANKS} (what "
                              "a channel's cost is measured in), got "
@@ -509,10 +517,12 @@ class Reconfigure(RunLog):
                   f"{1e3 * before:.1f} ms -> {1e3 * after:.1f} ms "
                   f"({after / before:.2f}x), measured{predicted}")
         slower = bool(before and after > SLOWER * before)
+        if done.kind == "undo":
+            self._check_undo(done)
+            return
         undo, self._undo = self._undo, None
-        if undo is not None and distribute.broadcast(
-                self.model.distribute_strategy, np.int64(slower)):
-            self._undo_cut(done, undo)  # one decision: the first replica's
+        if undo is not None and self._agreed(slower):
+            self._undo_cut(done, undo)
         elif slower:
             self.record("slower_step", epoch=done.epoch, ratio=after / before)
             if self.verbose:
@@ -522,40 +532,81 @@ class Reconfigure(RunLog):
                       "undo_slower=True, rank='time', a single cut with "
                       "target_epoch, or a larger round_to; see BENCHMARKS.md)")
 
-    def _undo_cut(self, done: Reconfiguration, undo: inplace.Undo) -> None:
-        """Puts back the cut `done`, whose step got slower; later cuts use
-        a coarser channel multiple."""
+    def _agreed(self, decision: bool) -> bool:
+        """The first replica's `decision`, for every replica and worker."""
+        return bool(distribute.broadcast(self.model.distribute_strategy,
+                                         np.int64(decision)))
+
+    def _switch(self, done: Reconfiguration, change: inplace.Undo,
+                kind: str) -> tuple[Reconfiguration, inplace.Undo]:
+        """Applies `change` (an undo or redo of the cut `done`); returns its
+        record and the `Undo` that reverses it."""
         start = time.perf_counter()
         before, flops_before = self.model.count_params(), self._flops()
         bytes_before, step_before = self._gradient_bytes(), self.step_seconds
-        undo()
-        done.undone = True
-        if self.target_reached is not None:  # the target is met again later
-            self.target_reached = None
-            self._lasso_off()  # detached from the restored variables too
+        reverse = change()
         self.refresh()
-        self._retrace = []
-        coarser = self._coarser()
-        back = Reconfiguration(
+        changes = done.changes if kind == "redo" else [
+            (path, new, old) for path, old, new in done.changes]
+        record = Reconfiguration(
             done.epoch, before, self.model.count_params(), flops_before,
             self._flops(), bytes_before, self._gradient_bytes(),
-            time.perf_counter() - start,
-            [(path, new, old) for path, old, new in done.changes],
-            step_seconds_before=step_before, kind="undo")
-        self.reconfigurations.append(back)
-        self.record("reconfiguration", **dataclasses.asdict(back))
+            time.perf_counter() - start, changes,
+            step_seconds_before=step_before, kind=kind)
+        self.reconfigurations.append(record)
+        self.record("reconfiguration", **dataclasses.asdict(record))
+        return record, reverse
+
+    def _undo_cut(self, done: Reconfiguration, undo: inplace.Undo) -> None:
+        """Puts back the cut `done`, whose step got slower; the model before
+        it is then timed (`_check_undo`)."""
+        reached, self.target_reached = self.target_reached, None
+        back, redo = self._switch(done, undo, "undo")
+        done.undone = True
+        if reached is not None:  # made again later, unless redone
+            self._lasso_off()  # detached from the restored variables too
+        self._retrace = []
+        self._redo = (done, redo, reached)
         ratio = done.step_seconds_after / done.step_seconds_before
-        self.record("undo", epoch=done.epoch, ratio=ratio,
+        self.record("undo", epoch=done.epoch, ratio=ratio)
+        if self.verbose:
+            print(f"Reconfigure (epoch {done.epoch}): the cut made the train "
+                  f"step {ratio:.2f}x slower: undone, parameters back to "
+                  f"{back.params_after:,} ({back.seconds:.2f} s); timing the "
+                  "model before it")
+
+    def _check_undo(self, back: Reconfiguration) -> None:
+        """The model before an undone cut is timed: unless it is faster than
+        the cut's by the margin (the slowdown was noise), the cut is redone
+        (no re-trace); otherwise later cuts use a coarser multiple."""
+        if self._redo is None:
+            return
+        done, redo, reached = self._redo
+        self._redo = None
+        ratio = back.step_seconds_before / back.step_seconds_after
+        if self._agreed(not ratio > SLOWER):
+            forward, _ = self._switch(done, redo, "redo")
+            done.undone, back.undone = False, True
+            self.target_reached = reached
+            self.record("redo", epoch=done.epoch, ratio=ratio)
+            if self.verbose:
+                print(f"Reconfigure (epoch {done.epoch}): the model before "
+                      f"the cut is not faster ({ratio:.2f}x), so the "
+                      "slowdown was timing noise: the cut is made again "
+                      f"({forward.seconds:.2f} s, no re-trace)")
+            return
+        coarser = self._coarser()
+        self.record("undo_kept", epoch=done.epoch, ratio=ratio,
                     round_to=self.round_to)
         if self.verbose:
-            again = " (made again after the next epoch)" if \
-                self.flops_target is not None and \
-                done.epoch >= self.target_epoch else ""
-            multiple = (f"; later cuts keep multiples of {self.round_to} "
-                        "channels") if coarser else ""
-            print(f"Reconfigure (epoch {done.epoch}): the cut made the train "
-                  f"step {ratio:.2f}x slower: undone{again}, parameters back to "
-                  f"{back.params_after:,} ({back.seconds:.2f} s){multiple}")
+            then = ["the target's cut is made again after this epoch"] \
+                if reached is not None else []
+            then.append(f"later cuts keep multiples of {self.round_to} "
+                        "channels" if coarser else "the channel multiple "
+                        f"stays {self.round_to}")
+            print(f"Reconfigure (epoch {done.epoch}): the model before the "
+                  f"cut is {ratio:.2f}x faster: the undo stands; "
+                  + "; ".join(then))
 
     def _coarser(self) -> bool:
         """Doubles `round_to` after an undone cut, unless `flops_target`
@@ -581,7 +632,7 @@ class Reconfigure(RunLog):
                         seconds=done.retrace_seconds)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self._undo = None  # a cut with no step timed after it stays
+        self._undo = self._redo = None  # a cut or undo not timed stays
         super().on_train_end(logs)
 
     # -- reconfiguration ------------------------------------------------------
@@ -714,6 +765,7 @@ class Reconfigure(RunLog):
         if changes:
             undo = inplace.reconfigure_in_place(self.model, plan)
             self._undo = undo if self.undo_slower else None
+            self._redo = None
             self.refresh()
             self._retrace = []
         seconds = time.perf_counter() - start + planning_seconds
