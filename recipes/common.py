@@ -246,6 +246,9 @@ def validate(config: Config) -> None:
         raise ValueError(f"--rank must be one of "
                          f"{tf_prunetrain.reconfigure.RANKS}, got "
                          f"{config.rank!r}.")
+    if config.undo_slower and not config.prunetrain:
+        raise ValueError("--undo_slower needs PruneTrain (it undoes "
+                         "reconfigurations); drop it with --noprunetrain.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:
             raise ValueError("--flops_target must be in (0, 1) (or unset for "
@@ -598,7 +601,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             if r.step_seconds_predicted and r.step_seconds_before else None
             for r in standing if r.step_seconds_before and r.step_seconds_after],
         # Cuts put back because their step got slower (undo_slower).
-        "undone_cuts": sum(r.undone for r in reconfigurations),
+        "undone_cuts": sum(r.undone for r in reconfigurations
+                           if r.kind == "cut"),
+        # Undone cuts made again: the model before them timed no faster.
+        "redone_cuts": sum(r.kind == "redo" for r in reconfigurations),
         "removed_layers": sum(
             after == 0 for r in standing if r.kind == "cut"
             for _, _, after in r.changes),

@@ -182,6 +182,8 @@ def test_bad_flags_are_named():
                          ({"augment": "flip"}, "--augment must be one of"),
                          ({"train_size": 0}, "--train_size must be >= 1"),
                          ({"round_to": 0}, "--round_to must be >= 1"),
+                         ({"prunetrain": False, "undo_slower": True},
+                          "--undo_slower needs PruneTrain"),
                          ({"flops_target": 0.5, "rank": "seconds"},
                           r"--rank must be one of \('flops', 'time'\)"),
                          ({"data": "synthetic", "train_size": 10**6},

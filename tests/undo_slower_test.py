@@ -50,8 +50,9 @@ def _state(model):
 
 @pytest.mark.parametrize("distributed", [False, True])
 def test_undo_puts_back_the_model_and_optimizer_as_at_the_cut(distributed):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) \
-        if distributed else None
+    # One strategy per process (`make_strategy` caches it): a second
+    # MirroredStrategy would reuse its collective keys.
+    strategy = tf_prunetrain.make_strategy("mirrored") if distributed else None
     model, plan, x, y = _trained(strategy)
     outputs = model.predict(x, verbose=0)
     ids, values, slots = _state(model)

@@ -443,7 +443,7 @@ class Reconfigure(RunLog):
         (the model's regularizers carry it)."""
         super().restore(state)
         self._restored_calibration = bool(state.get("calibrated"))
-        coarsened = any(r.get("kind") == "undo"
+        coarsened = any(r.get("kind") == "undo" and not r.get("undone")
                         for r in state.get("reconfigurations", []))
         if state.get("round_to") and (coarsened or not self._round_resolved):
             self.round_to, self._round_resolved = int(state["round_to"]), True

@@ -191,7 +191,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
-        "step_changes", "predicted_step_changes", "undone_cuts",
+        "step_changes", "predicted_step_changes", "undone_cuts", "redone_cuts",
         "removed_layers",
         "train_seconds", "seconds")}
 
@@ -212,6 +212,7 @@ def _ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     # The slowest step change a reconfiguration caused (1: none timed).
     ratios["worst_step_change"] = max(run["step_changes"], default=1.0)
     ratios["undone_cuts"] = float(run["undone_cuts"])
+    ratios["redone_cuts"] = float(run["redone_cuts"])
     return ratios
 
 
@@ -275,8 +276,10 @@ def _fresh_state() -> None:
 
 def _setting(base: common.Config, method: str, value: float | None,
              paper_interval: int | None, architecture: str) -> common.Config:
-    # A --target_epoch given on the command line is PruneTrain's.
-    dense = dataclasses.replace(base, prunetrain=False, target_epoch=None)
+    # A --target_epoch or --undo_slower given on the command line is
+    # PruneTrain's.
+    dense = dataclasses.replace(base, prunetrain=False, target_epoch=None,
+                                undo_slower=False)
     if method == "dense":
         return dense
     if method == "thin":
