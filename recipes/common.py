@@ -565,7 +565,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         model.export(config.export_dir, verbose=False)
     cost = tracker.cost
     reconfigurations = getattr(tracker, "reconfigurations", [])
-    standing = [r for r in reconfigurations if not r.undone]
+    # The cuts that stand: undone ones (and their undos) are no change, a
+    # redo repeats its cut (whose measured change counts).
+    standing = [r for r in reconfigurations
+                if r.kind == "cut" and not r.undone]
     result = {
         "model": model, "history": history,
         "accuracy": float(evaluation["accuracy"]),
@@ -589,9 +592,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         if tracker.initial_cost else None,
         "reconfiguration_seconds": sum(r.seconds for r in reconfigurations),
         "retrace_seconds": sum(r.retrace_seconds for r in reconfigurations),
-        # Measured step time after / before each reconfiguration that
-        # stands (undone cuts left out, undos in; re-trace steps excluded;
-        # only those timed on both sides).
+        # Measured step time after / before each cut that stands (re-trace
+        # steps excluded; only those timed on both sides).
         "step_changes": [
             r.step_seconds_after / r.step_seconds_before
             for r in standing if r.step_seconds_before and r.step_seconds_after],
@@ -606,8 +608,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         # Undone cuts made again: the model before them timed no faster.
         "redone_cuts": sum(r.kind == "redo" for r in reconfigurations),
         "removed_layers": sum(
-            after == 0 for r in standing if r.kind == "cut"
-            for _, _, after in r.changes),
+            after == 0 for r in standing for _, _, after in r.changes),
         "batch_size": batch,
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,

@@ -108,6 +108,23 @@ def test_undo_after_a_later_change_is_refused_and_changes_nothing():
         first()  # once only
 
 
+def test_undo_of_a_cut_before_any_step_keeps_the_iteration_count():
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+    pt.zero_random_groups(model, 0.4, seed=3)
+    x = model_zoo.random_input(model, batch_size=8, seed=0)
+    outputs, params = model.predict(x, verbose=0), model.count_params()
+    undo = tf_prunetrain.reconfigure_in_place(
+        model, tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model)))
+    model.fit(x, np.arange(8) % 10, epochs=1, batch_size=4, verbose=0)
+    undo()
+    assert model.count_params() == params
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
+    model.fit(x, np.arange(8) % 10, epochs=1, batch_size=4, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 4
+
+
 def test_a_plan_that_changes_nothing_has_no_undo():
     model, _, _, _ = _trained()
     plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model),
@@ -184,11 +201,12 @@ def test_a_faster_cut_or_undo_off_keeps_the_cut(monkeypatch, undo_slower,
     assert callback.model.count_params() < params and callback.round_to == 2
 
 
-def _budget_fit(monkeypatch, slow):
-    """A budget-mode fit (target at epoch 1 of 4, 8 steps per epoch) on a
-    fake clock: a step takes 0.5 s when `slow(callback)`, else 0.25 s."""
-    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+def _budget_fit(monkeypatch, slow, epochs=4, batch_size=8, strategy=None):
+    """A budget-mode fit (target at epoch 1, 64 examples) on a fake clock:
+    a step takes 0.5 s when `slow(callback)`, else 0.25 s."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
     x = model_zoo.random_input(model, batch_size=64, seed=0)
     callback = tf_prunetrain.Reconfigure(
         flops_target=0.5, target_epoch=1, round_to=1, undo_slower=True,
@@ -200,8 +218,8 @@ def _budget_fit(monkeypatch, slow):
         return now[0]
 
     monkeypatch.setattr(runlog.time, "perf_counter", clock)
-    model.fit(x, np.arange(64) % 10, epochs=4, batch_size=8, verbose=0,
-              callbacks=[callback])
+    model.fit(x, np.arange(64) % 10, epochs=epochs, batch_size=batch_size,
+              verbose=0, callbacks=[callback])
     return model, callback
 
 
@@ -220,8 +238,11 @@ def test_budget_cut_undone_in_fit_is_made_again_coarser_and_meets_the_target(
 
     model, callback = _budget_fit(monkeypatch, slow)
     kinds = [(r.kind, r.epoch, r.undone) for r in callback.reconfigurations]
-    assert kinds == [("cut", 1, True), ("undo", 1, False), ("cut", 2, False)]
-    assert callback.target_reached == 2 and callback.round_to == 2
+    # Epoch 2: 5 timed steps, the undo, 1 timed step of the model before the
+    # cut (not enough: epoch 2's reconfiguration waits); epoch 3: its check,
+    # then the cut again after epoch 3.
+    assert kinds == [("cut", 1, True), ("undo", 1, False), ("cut", 3, False)]
+    assert callback.target_reached == 3 and callback.round_to == 2
     final = callback.reconfigurations[-1]
     assert all(new % 2 == 0 or new == old for _, old, new in final.changes)
     assert callback.cost.inference_flops <= \
@@ -231,11 +252,16 @@ def test_budget_cut_undone_in_fit_is_made_again_coarser_and_meets_the_target(
     assert model.count_params() == final.params_after
 
 
-def test_budget_cut_slowed_by_noise_is_redone_in_fit(monkeypatch):
+@pytest.mark.parametrize("distributed", [False, True])
+def test_budget_cut_slowed_by_noise_is_redone_in_fit(monkeypatch,
+                                                     distributed):
     """Every step is slow from the cut until the undo is timed (the machine,
-    not the cut): the cut is redone, the target stays met at epoch 1."""
+    not the cut): the cut is redone, the target stays met at epoch 1; under
+    MirroredStrategy every decision is the first replica's."""
+    strategy = tf_prunetrain.make_strategy("mirrored") if distributed else None
     model, callback = _budget_fit(
-        monkeypatch, lambda cb: len(cb.reconfigurations) in (1, 2))
+        monkeypatch, lambda cb: len(cb.reconfigurations) in (1, 2),
+        strategy=strategy)
     cut, back, again = callback.reconfigurations
     assert [(r.kind, r.undone) for r in callback.reconfigurations] == [
         ("cut", False), ("undo", True), ("redo", False)]
@@ -243,6 +269,46 @@ def test_budget_cut_slowed_by_noise_is_redone_in_fit(monkeypatch):
     assert model.count_params() == cut.params_after == again.params_after
     assert not any(getattr(v, "regularizer", None)
                    for v in model.trainable_variables)
+
+
+def test_short_epochs_defer_reconfiguration_until_the_timing_is_done(
+        monkeypatch):
+    """4 steps per epoch: the 5 steps a decision needs span epochs, and no
+    cut is made while one is pending (the target's cut is retried only once
+    the undo is checked, with the coarser multiple)."""
+    first = []
+
+    def slow(callback):
+        if not first and callback.reconfigurations:
+            first.append(callback.reconfigurations[0].params_after)
+        return bool(first) and callback.model.count_params() == first[0]
+
+    model, callback = _budget_fit(monkeypatch, slow, epochs=6, batch_size=16)
+    kinds = [(r.kind, r.epoch, r.undone) for r in callback.reconfigurations]
+    # Cut after epoch 1; 5 timed steps by epoch 3's second: undone; the
+    # model before it timed 5 steps by epoch 4's last; the cut again after 4.
+    assert kinds == [("cut", 1, True), ("undo", 1, False), ("cut", 4, False)]
+    assert callback.target_reached == 4 and callback.round_to == 2
+    assert model.count_params() == callback.reconfigurations[-1].params_after
+
+
+def test_an_undo_not_checked_when_fit_ends_is_redone(monkeypatch):
+    """fit ends one timed step after an undo: the cut stands (it is redone,
+    as if the slowdown were noise), so the model never ends undecided."""
+    callback, step = pt.on_fake_clock(monkeypatch, verbose=0, round_to=2,
+                                      undo_slower=True)
+    callback.on_train_begin()
+    for _ in range(10):
+        step(1.0)
+    cut = callback.reconfigure(1)
+    for seconds in [5.0] + [1.2] * 5 + [5.0, 1.0]:
+        step(seconds)  # the cut, its undo, 1 timed step of the model before
+    assert cut.undone and callback.reconfigurations[-1].kind == "undo"
+    callback.on_train_end()
+    assert [r.kind for r in callback.reconfigurations] == ["cut", "undo",
+                                                          "redo"]
+    assert callback.model.count_params() == cut.params_after
+    assert callback.round_to == 2
 
 
 def test_undo_slower_must_be_a_bool():

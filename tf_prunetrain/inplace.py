@@ -146,9 +146,13 @@ class Undo:
             self.restore()
             if self.optimizer is not None and not self._built:
                 # It had no state then; it has built on the changed model's
-                # variables since, so a fresh one takes its place.
+                # variables since, so a fresh one, built on the restored
+                # variables, takes its place (empty slots, the count goes on).
                 model.optimizer = type(self.optimizer).from_config(
                     self.optimizer.get_config())
+                if _keras.trained_variables(current):
+                    model.optimizer.build(model.trainable_variables)
+                    _carry_rest(current, model.optimizer)
             elif self.optimizer is not None and current is not self.optimizer:
                 _carry_rest(current, self.optimizer)
         if self._functions is None:

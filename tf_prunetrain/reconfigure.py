@@ -94,7 +94,7 @@ class Reconfigure(RunLog):
     merges), so the FLOPs cut goes where it saves time. The cut's predicted
     step time is logged beside the measured one, and a reconfiguration that
     made the step slower is reported (`slower_step` in the run log) or, with
-    `undo_slower=True`, put back (`undo`) and made again coarser. A cut
+    `undo_slower=True`, put back (`undo`; see the argument). A cut
     before `target_epoch` that would remove less than 5% of the initial
     FLOPs is skipped (it would not pay for its re-trace). Once the
     target is met — at `target_epoch`, or earlier if enough channels died —
@@ -162,8 +162,11 @@ class Reconfigure(RunLog):
         not 3% faster than the cut, the slowdown was noise and the cut is
         made again (no re-trace); if it is, the undo stands, later cuts use
         twice the channel multiple (where `flops_target` stays reachable),
-        and an undone cut at `target_epoch` is made again after that epoch.
-        Off by default: it makes the widths depend on timing noise.
+        and an undone cut at `target_epoch` is made again after that epoch
+        (in the paper's mode, later cuts only). No reconfiguration is made
+        while such a decision waits for its 5 steps, and an undo not yet
+        checked when `fit` ends is redone. Off by default: it makes the
+        widths depend on timing noise.
       verbose: 0 silent, 1 one summary per reconfiguration, 2 also the
         channel count of every changed layer.
       log_dir: TensorBoard summaries and run log directory (see `RunLog`).
@@ -210,11 +213,12 @@ class Reconfigure(RunLog):
                              f"(put back a cut that made the step slower), "
                              f"got {undo_slower!r}.")
         self.undo_slower = undo_slower
-        self._undo: inplace.Undo | None = None  # the last cut, until timed
-        # An undone cut, its redo and target_reached, until the model before
-        # it is timed.
-        self._redo: tuple[Reconfiguration, inplace.Undo, int | None] | None \
-            = None
+        # The last cut and its undo, until it is timed.
+        self._undo: tuple[Reconfiguration, inplace.Undo] | None = None
+        # An undone cut, the undo's record, the redo and target_reached,
+        # until the model before the cut is timed.
+        self._redo: tuple[Reconfiguration, Reconfiguration, inplace.Undo,
+                          int | None] | None = None
         if rank not in RANKS:
             raise ValueError(f"Reconfigure: rank must be one of {RANKS} (what "
                              "a channel's cost is measured in), got "
@@ -500,12 +504,25 @@ class Reconfigure(RunLog):
 
     def _time_after(self, enough: int) -> None:
         """Fills the last reconfiguration's `step_seconds_after` once
-        `enough` steps of the new model are timed."""
+        `enough` steps of the new model are timed, and takes a pending
+        `undo_slower` decision once `AFTER_STEPS` are."""
         done = self.reconfigurations[-1] if self.reconfigurations else None
-        if done is None or not done.changes or \
-                done.step_seconds_after is not None or \
-                len(self.step_phases[-1]["times"]) < enough:
+        timed = len(self.step_phases[-1]["times"]) if self.step_phases else 0
+        if done is not None and done.changes and \
+                done.step_seconds_after is None and timed >= enough:
+            self._report_after(done)
+        if timed < AFTER_STEPS:
             return
+        if self._undo is not None:
+            (cut, undo), self._undo = self._undo, None
+            cut.step_seconds_after = self.step_seconds
+            if self._agreed(cut.step_seconds_after
+                            > SLOWER * (cut.step_seconds_before or np.inf)):
+                self._undo_cut(cut, undo)
+        elif self._redo is not None:
+            self._check_undo()
+
+    def _report_after(self, done: Reconfiguration) -> None:
         done.step_seconds_after = self.step_seconds
         before, after = done.step_seconds_before, done.step_seconds_after
         self.record("step_time", epoch=done.epoch, before=before, after=after,
@@ -516,21 +533,23 @@ class Reconfigure(RunLog):
             print(f"Reconfigure (epoch {done.epoch}): train step "
                   f"{1e3 * before:.1f} ms -> {1e3 * after:.1f} ms "
                   f"({after / before:.2f}x), measured{predicted}")
-        slower = bool(before and after > SLOWER * before)
-        if done.kind == "undo":
-            self._check_undo(done)
-            return
-        undo, self._undo = self._undo, None
-        if undo is not None and self._agreed(slower):
-            self._undo_cut(done, undo)
-        elif slower:
-            self.record("slower_step", epoch=done.epoch, ratio=after / before)
-            if self.verbose:
-                print(f"Reconfigure (epoch {done.epoch}): WARNING: the train "
-                      f"step got {after / before:.2f}x slower: this cut's "
-                      "channel counts run no faster on this device (try "
-                      "undo_slower=True, rank='time', a single cut with "
-                      "target_epoch, or a larger round_to; see BENCHMARKS.md)")
+        if not before or after <= SLOWER * before or done.kind == "undo" \
+                or self._undo is not None:
+            return  # an undo, or a cut `undo_slower` decides on
+        self.record("slower_step", epoch=done.epoch, ratio=after / before)
+        if self.verbose:
+            hint = "" if self.undo_slower else "undo_slower=True, "
+            print(f"Reconfigure (epoch {done.epoch}): WARNING: the train "
+                  f"step got {after / before:.2f}x slower: this cut's "
+                  "channel counts run no faster on this device (try "
+                  f"{hint}rank='time', a single cut with target_epoch, or a "
+                  "larger round_to; see BENCHMARKS.md)")
+
+    @property
+    def _deciding(self) -> bool:
+        """An `undo_slower` decision is pending (no reconfiguration until
+        it is taken)."""
+        return self._undo is not None or self._redo is not None
 
     def _agreed(self, decision: bool) -> bool:
         """The first replica's `decision`, for every replica and worker."""
@@ -566,7 +585,7 @@ class Reconfigure(RunLog):
         if reached is not None:  # made again later, unless redone
             self._lasso_off()  # detached from the restored variables too
         self._retrace = []
-        self._redo = (done, redo, reached)
+        self._redo = (done, back, redo, reached)
         ratio = done.step_seconds_after / done.step_seconds_before
         self.record("undo", epoch=done.epoch, ratio=ratio)
         if self.verbose:
@@ -575,26 +594,18 @@ class Reconfigure(RunLog):
                   f"{back.params_after:,} ({back.seconds:.2f} s); timing the "
                   "model before it")
 
-    def _check_undo(self, back: Reconfiguration) -> None:
+    def _check_undo(self) -> None:
         """The model before an undone cut is timed: unless it is faster than
         the cut's by the margin (the slowdown was noise), the cut is redone
         (no re-trace); otherwise later cuts use a coarser multiple."""
-        if self._redo is None:
-            return
-        done, redo, reached = self._redo
-        self._redo = None
+        done, back, redo, reached = self._redo
+        back.step_seconds_after = self.step_seconds
         ratio = back.step_seconds_before / back.step_seconds_after
         if self._agreed(not ratio > SLOWER):
-            forward, _ = self._switch(done, redo, "redo")
-            done.undone, back.undone = False, True
-            self.target_reached = reached
-            self.record("redo", epoch=done.epoch, ratio=ratio)
-            if self.verbose:
-                print(f"Reconfigure (epoch {done.epoch}): the model before "
-                      f"the cut is not faster ({ratio:.2f}x), so the "
-                      "slowdown was timing noise: the cut is made again "
-                      f"({forward.seconds:.2f} s, no re-trace)")
+            self._redo_cut(f"the model before the cut is not faster "
+                           f"({ratio:.2f}x), so the slowdown was timing noise")
             return
+        self._redo = None
         coarser = self._coarser()
         self.record("undo_kept", epoch=done.epoch, ratio=ratio,
                     round_to=self.round_to)
@@ -607,6 +618,18 @@ class Reconfigure(RunLog):
             print(f"Reconfigure (epoch {done.epoch}): the model before the "
                   f"cut is {ratio:.2f}x faster: the undo stands; "
                   + "; ".join(then))
+
+    def _redo_cut(self, why: str) -> None:
+        """Makes the undone cut again (pending `_redo`), as it was at the
+        undo; its traced functions are reused."""
+        (done, back, redo, reached), self._redo = self._redo, None
+        forward, _ = self._switch(done, redo, "redo")
+        done.undone, back.undone = False, True
+        self.target_reached = reached
+        self.record("redo", epoch=done.epoch, reason=why)
+        if self.verbose:
+            print(f"Reconfigure (epoch {done.epoch}): {why}: the cut is made "
+                  f"again ({forward.seconds:.2f} s, no re-trace)")
 
     def _coarser(self) -> bool:
         """Doubles `round_to` after an undone cut, unless `flops_target`
@@ -632,7 +655,10 @@ class Reconfigure(RunLog):
                         seconds=done.retrace_seconds)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self._undo = self._redo = None  # a cut or undo not timed stays
+        self._undo = None  # a cut not timed enough stays
+        if self._redo is not None:  # so does one undone but not checked
+            self._redo_cut("fit ended before the model before the cut was "
+                           "timed")
         super().on_train_end(logs)
 
     # -- reconfiguration ------------------------------------------------------
@@ -640,17 +666,26 @@ class Reconfigure(RunLog):
         self._time_after(1)  # an epoch shorter than AFTER_STEPS
         done = epoch + 1
         last = self.penalty_epochs
-        if self.flops_target is not None:
+        budget_mode = self.flops_target is not None
+        due = self.target_reached is None if budget_mode else (
+            (last is None or done <= last)
+            and (done % self.interval == 0 or done == last))
+        if due and self._deciding:
+            self.record("reconfiguration_deferred", epoch=done)
+            if self.verbose:
+                print(f"Reconfigure (epoch {done}): the last cut's timing "
+                      f"(undo_slower) needs {AFTER_STEPS} steps: no "
+                      "reconfiguration now")
+        elif due and budget_mode:
             self._budget_step(done)
-        elif last is None or done <= last:
-            if done % self.interval == 0 or done == last:
-                self.reconfigure(done)
-            if done == last:
-                self._lasso_off(detach=False)
-                self.record("penalty_end", epoch=done)
-                if self.verbose:
-                    print(f"Reconfigure (epoch {done}): group lasso off, "
-                          "no further reconfiguration")
+        elif due:
+            self.reconfigure(done)
+        if not budget_mode and done == last:
+            self._lasso_off(detach=False)
+            self.record("penalty_end", epoch=done)
+            if self.verbose:
+                print(f"Reconfigure (epoch {done}): group lasso off, "
+                      "no further reconfiguration")
         super().on_epoch_end(epoch, logs)
 
     def _budget_step(self, done: int) -> None:
@@ -764,7 +799,7 @@ class Reconfigure(RunLog):
         changes = plan.changes()
         if changes:
             undo = inplace.reconfigure_in_place(self.model, plan)
-            self._undo = undo if self.undo_slower else None
+            self._undo = (None, undo) if self.undo_slower else None
             self._redo = None
             self.refresh()
             self._retrace = []
@@ -776,6 +811,8 @@ class Reconfigure(RunLog):
                                step_seconds_predicted=predicted_step_seconds
                                if changes else None)
         self.reconfigurations.append(done)
+        if self._undo is not None and self._undo[0] is None:
+            self._undo = (done, self._undo[1])  # timed from now on
         self.record("reconfiguration", **dataclasses.asdict(done))
         if self.verbose:
             self._print(done)
