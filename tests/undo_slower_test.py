@@ -69,23 +69,22 @@ def test_undo_puts_back_the_model_and_optimizer_as_at_the_cut(distributed):
 
     assert model.count_params() == params and len(model.layers) == layers
     assert model.optimizer is optimizer
-    now_ids, now_values, now_slots = _state(model)
-    assert now_ids == ids  # the same variable objects
-    for before, after in zip(values + slots, now_values + now_slots,
-                             strict=True):
-        np.testing.assert_array_equal(before, after)
-    assert int(model.optimizer.iterations.numpy()) == iterations + 2
-    assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
-    history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    assert np.isfinite(history.history["loss"][-1])
+    _assert_back(model, (ids, values, slots), outputs, iterations + 2, x, y)
 
     redo()  # the smaller model as it was at the undo, its step not re-traced
     assert model.train_function is pruned_step
-    for before, after in zip(pruned[1] + pruned[2], sum(_state(model)[1:], []),
-                             strict=True):
+    _assert_back(model, pruned, pruned_outputs, iterations + 4, x, y)
+
+
+def _assert_back(model, state, outputs, iterations, x, y):
+    """`model` holds `state` (the same variables, values and slots) and
+    gives `outputs`, its optimizer counts `iterations`, and it trains on."""
+    ids, values, slots = _state(model)
+    assert ids == state[0]  # the same variable objects
+    for before, after in zip(state[1] + state[2], values + slots, strict=True):
         np.testing.assert_array_equal(before, after)
-    assert int(model.optimizer.iterations.numpy()) == iterations + 4
-    assert pt.relative_error(pruned_outputs, model.predict(x, verbose=0)) < TOL
+    assert int(model.optimizer.iterations.numpy()) == iterations
+    assert pt.relative_error(outputs, model.predict(x, verbose=0)) < TOL
     history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
 
