@@ -30,6 +30,8 @@ import tf_prunetrain
 from tf_prunetrain import data as data_lib
 from tf_prunetrain import models
 
+import timeline as timeline_lib  # recipes/timeline.py
+
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50")
 DATA = ("mnist5k", "digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
@@ -449,7 +451,9 @@ class _StepLearningRate(keras.callbacks.Callback):
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def _compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
+def compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
+    """The model `config` trains, with its lasso (no proximal step yet:
+    `Reconfigure` binds it), compiled with the recipe's SGD."""
     model = build_model(config, data.shape, data.num_classes)
     if replicas > 1:
         model = tf_prunetrain.synchronize_batchnorm(model)
@@ -498,7 +502,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             else target_epoch(config), **common)
     else:
         tracker = tf_prunetrain.RunLog(**common)
-    callbacks: list[Any] = [tracker]
+    timeline = timeline_lib.Timeline()
+    callbacks: list[Any] = [tracker, timeline]
     restored = None
     with strategy.scope():
         if config.log_dir:
@@ -509,7 +514,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         if restored:
             model, epoch = restored
         else:
-            model, epoch = _compiled_model(config, data, replicas), 0
+            model, epoch = compiled_model(config, data, replicas), 0
     schedule = _StepLearningRate(config, config.learning_rate * replicas)
     callbacks.append(schedule)
     if config.log_dir:
@@ -610,6 +615,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "removed_layers": sum(
             after == 0 for r in standing for _, _, after in r.changes),
         "batch_size": batch,
+        # What trained for how many steps (tools/benchmark.py replays it).
+        "timeline": timeline.segments,
+        "architectures": timeline.architectures,
         "train_seconds": train_seconds,
         "seconds": time.perf_counter() - start,
     }

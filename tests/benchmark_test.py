@@ -1,5 +1,8 @@
-"""tools/benchmark.py on a tiny workload: the comparison is consistent."""
+"""tools/benchmark.py on a tiny workload: the comparison is consistent,
+replayed, resumable, the same with two jobs, and its goals follow the
+paired intervals."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -11,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import benchmark  # noqa: E402  (tools/benchmark.py)
 import common  # noqa: E402  (recipes/common.py, put on the path by benchmark)
 import step_time  # noqa: E402  (tools/step_time.py)
+import verdicts  # noqa: E402  (tools/verdicts.py)
 
 
 def test_compare_reports_consistent_ratios():
@@ -34,23 +38,46 @@ def test_compare_reports_consistent_ratios():
     assert "wall / FLOPs ratio" in text and "group-lasso step" in text
 
 
-def test_comparison_runs_every_method_against_its_seeds_dense_run(tmp_path):
-    config = common.Config(model="resnet20", data="synthetic", image_size=16,
-                           synthetic_size=64, epochs=3, batch_size=16,
-                           width_multiplier=0.5, proximal=True,
-                           strength=0.05, validate=False, verbose=0)
-    path = tmp_path / "comparison.json"
-    result = benchmark.comparison(config, [0.5], [0.5], [0, 1],
-                                  paper_interval=1, json_path=str(path))
+TINY = common.Config(model="resnet20", data="synthetic", image_size=16,
+                     synthetic_size=64, epochs=3, batch_size=16,
+                     width_multiplier=0.5, proximal=True, scales=True,
+                     strength=0.05, round_to=1, validate=False, verbose=0)
+SETTINGS = [("dense", None), ("thin", 0.5), ("prunetrain", 0.5),
+            ("scratch", 0.5), ("paper", None)]
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """The tiny comparison over seeds 0 and 1, run by one worker process
+    (then replayed) and by two (not replayed)."""
+    folder = tmp_path_factory.mktemp("sweeps")
+    out = {}
+    for jobs, rounds in ((1, 1), (2, 0)):
+        path = folder / f"jobs{jobs}.json"
+        result = benchmark.comparison(
+            TINY, [0.5], [0.5], [0, 1], paper_interval=1, json_path=str(path),
+            jobs=jobs, replay_rounds=rounds, replay_steps=1, replay_warmup=1)
+        out[jobs] = (result, path)
+    return out
+
+
+def _item(segment):
+    return (f"{segment['architecture']}:{segment['lasso']}"
+            if segment["lasso"] else segment["architecture"])
+
+
+def test_comparison_runs_every_method_against_its_seeds_dense_run(
+        sweeps, tmp_path):
+    result, path = sweeps[1]
     runs = result["runs"]
-    settings = [("dense", None), ("thin", 0.5), ("prunetrain", 0.5),
-                ("scratch", 0.5), ("paper", None)]
     assert [(r["seed"], r["method"], r["setting"]) for r in runs] == [
-        (seed, *s) for seed in (0, 1) for s in settings]
+        (seed, *s) for seed in (0, 1) for s in SETTINGS]
+    steps = result["replay"]["step_seconds"]
     for seed in (0, 1):
         dense, thin, pruned, scratch, paper = (
             r for r in runs if r["seed"] == seed)
         assert dense["ratios"]["wall_time"] == 1.0
+        assert dense["ratios"]["replayed_time"] == 1.0
         # PruneTrain's dense reference is what the dense run spent.
         assert pruned["train_flops_dense"] == dense["train_flops_spent"]
         assert pruned["ratios"]["final_flops"] == pytest.approx(0.5, abs=0.05)
@@ -59,54 +86,158 @@ def test_comparison_runs_every_method_against_its_seeds_dense_run(tmp_path):
         # The control trains exactly the pruned architecture, dense.
         assert scratch["params"] == pruned["params"]
         assert scratch["inference_flops"] == pruned["inference_flops"]
-        assert scratch["reconfiguration_seconds"] == 0
+        assert scratch["timeline"] == [{
+            "architecture": pruned["final_architecture"], "lasso": "",
+            "steps": sum(s["steps"] for s in pruned["timeline"])}]
         assert scratch["train_flops_spent"] < pruned["train_flops_spent"]
         assert paper["ratios"]["train_flops"] <= 1.0
-    summary = {row["label"]: row for row in result["summary"]}
-    assert list(summary) == ["dense", "thin 0.5", "prunetrain 0.5",
-                             "scratch 0.5", "paper"]
-    assert summary["thin 0.5"]["seeds"] == 2
-    assert summary["thin 0.5"]["top1"]["mean"] == pytest.approx(
+        # PruneTrain starts as the dense architecture, with its lasso.
+        assert pruned["timeline"][0]["architecture"] == \
+            dense["final_architecture"]
+        assert pruned["timeline"][0]["lasso"] == "proximal+scales"
+        assert paper["timeline"][0]["lasso"] == "loss"
+        for run in (dense, thin, pruned, scratch, paper):
+            assert run["replayed_seconds"] == pytest.approx(
+                sum(s["steps"] * steps[_item(s)] for s in run["timeline"])
+                + run["one_off_seconds"])
+    summary_rows = {row["label"]: row for row in result["summary"]}
+    assert list(summary_rows) == ["dense", "thin 0.5", "prunetrain 0.5",
+                                  "scratch 0.5", "paper"]
+    assert summary_rows["thin 0.5"]["seeds"] == 2
+    assert summary_rows["thin 0.5"]["top1"]["mean"] == pytest.approx(
         (runs[1]["accuracy"] + runs[6]["accuracy"]) / 2)
-    assert json.loads(path.read_text())["summary"] == result["summary"]
-    assert [g["goal"] for g in result["goals"]][0].startswith("no thin")
-    text = benchmark.comparison_table(result)
-    assert "scratch 0.5" in text and "reached" in text
-    markdown = benchmark.comparison_markdown(result).splitlines()
-    assert len(markdown) == 2 + len(settings)
-    assert markdown[3].startswith(("| thin 0.5 |", "| **thin 0.5** |"))
+    pair = summary_rows["prunetrain 0.5"]["paired"]["scratch 0.5"]
+    assert pair["differences"] == pytest.approx(
+        [100 * (runs[k]["accuracy"] - runs[k + 1]["accuracy"])
+         for k in (2, 7)])
+    saved = json.loads(path.read_text())
+    assert saved["summary"] == json.loads(json.dumps(result["summary"]))
+    assert saved["replay"]["machine"]["cpu"]
+    assert [g["goal"].split(":")[0] for g in result["goals"]] == [
+        "architecture", "path", "worth it", "at thin 0.5's time, at least "
+        "as accurate as thin 0.5"]
+    assert {g["status"] for g in result["goals"]} <= {
+        "reached", "missed", "not established"}
+    text = benchmark.summary.comparison_table(result)
+    assert "scratch 0.5" in text and "replayed time" in text
+    markdown = benchmark.summary.comparison_markdown(result).split("\n\n")
+    assert len(markdown[0].splitlines()) == 2 + len(SETTINGS)
+    assert markdown[0].splitlines()[3].startswith(("| thin 0.5 |",
+                                                   "| **thin 0.5** |"))
     png = tmp_path / "comparison.png"
-    benchmark.plot(result, str(png))
+    benchmark.summary.plot(result, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _row(label, wall, top1, points=0.0):
+def test_two_jobs_give_the_serial_top1_and_timelines(sweeps):
+    serial, parallel = sweeps[1][0]["runs"], sweeps[2][0]["runs"]
+    assert [(r["seed"], r["method"], r["setting"]) for r in parallel] == [
+        (r["seed"], r["method"], r["setting"]) for r in serial]
+    for one, two in zip(serial, parallel):
+        assert (one["accuracy"], one["timeline"], one["channels"]) == (
+            two["accuracy"], two["timeline"], two["channels"]), one["method"]
+    assert "replay" not in sweeps[2][0]  # --replay_rounds=0: wall time
+    assert benchmark.summary.time_key(sweeps[2][0]) == "wall_time"
+
+
+def test_replaying_a_results_file_again_reports_the_agreement(sweeps,
+                                                              tmp_path,
+                                                              capsys):
+    _, path = sweeps[1]
+    out = tmp_path / "again.json"
+    result = benchmark.replay_file(str(path), str(out), rounds=1, steps=1,
+                                   warmup=1)
+    assert result["previous_replay"] == json.loads(path.read_text())[
+        "replay"]
+    assert set(result["replay"]["step_seconds"]) == set(
+        result["previous_replay"]["step_seconds"])
+    agreement = benchmark.replay_agreement(result, result["previous_replay"])
+    assert set(agreement) == {"thin 0.5", "prunetrain 0.5", "scratch 0.5",
+                              "paper"}
+    assert "this replay against the previous one" in capsys.readouterr().out
+    assert json.loads(out.read_text())["runs"] == json.loads(
+        json.dumps(result["runs"]))
+
+
+def test_a_sweep_resumes_from_its_file_and_refuses_other_flags(tmp_path):
+    config = dataclasses.replace(TINY, epochs=1)
+    path = str(tmp_path / "sweep.json")
+    first = benchmark.comparison(config, [0.5], [], [0], json_path=path,
+                                 replay_rounds=0)
+    assert [r["method"] for r in first["runs"]] == ["dense", "thin"]
+    again = benchmark.comparison(config, [0.5, 0.25], [], [0, 1],
+                                 json_path=path, replay_rounds=0)
+    # Seed 0's two runs are the file's, not trained again.
+    assert again["runs"][:2] == json.loads(json.dumps(first["runs"]))
+    assert [(r["seed"], r["method"], r["setting"]) for r in again["runs"]] \
+        == [(0, "dense", None), (0, "thin", 0.5), (0, "thin", 0.25),
+            (1, "dense", None), (1, "thin", 0.5), (1, "thin", 0.25)]
+    assert again["seeds"] == [0, 1]
+    other = dataclasses.replace(config, epochs=2, learning_rate=0.05)
+    with pytest.raises(ValueError, match=r"--epochs=1 there, 2 now; "
+                       r"--learning_rate=0.1 there, 0.05 now"):
+        benchmark.comparison(other, [0.5], [], [0], json_path=path,
+                             replay_rounds=0)
+    with pytest.raises(ValueError, match=r"--run_threads=1 there, 2 now"):
+        benchmark.comparison(config, [0.5], [], [0], json_path=path,
+                             run_threads=2, replay_rounds=0)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"config": {}, "runs": []}))
+    with pytest.raises(ValueError, match="no architecture timelines"):
+        benchmark.comparison(config, [0.5], [], [0], json_path=str(old))
+
+
+def _row(label, time, top1, final_flops=0.5, paired=None):
     method, _, value = label.partition(" ")
     return {"method": method, "setting": float(value) if value else None,
-            "label": label, "wall_time": {"mean": wall},
-            "top1": {"mean": top1}, "top1_points": {"mean": points}}
+            "label": label, "replayed_time": {"mean": time},
+            "top1": {"mean": top1}, "final_flops": {"mean": final_flops},
+            "paired": paired or {}}
 
 
-def test_goals_decide_from_setting_means():
-    summary = [_row("dense", 1.0, 0.90), _row("thin 0.25", 0.45, 0.86),
-               _row("thin 0.5", 0.6, 0.895),
-               _row("prunetrain 0.25", 0.58, 0.893, -0.7),
-               _row("prunetrain 0.5", 0.7, 0.899, -0.1)]
-    front, quarter, sixty = benchmark.goals(summary)
-    # thin 0.5 is slower than prunetrain 0.25, and faster but less accurate
-    # than prunetrain 0.5: no thin setting is better on both axes.
-    assert front["reached"] and front["detail"] == "none is"
-    assert not quarter["reached"] and "as fast" in quarter["detail"]
-    assert not sixty["reached"] and "-0.70" in sixty["detail"]
-    summary[2] = _row("thin 0.5", 0.55, 0.9)
-    front, _, _ = benchmark.goals(summary)
-    assert not front["reached"]
-    assert front["detail"] == ("thin 0.5 beats prunetrain 0.25; "
-                               "thin 0.5 beats prunetrain 0.5")
-    summary[3] = _row("prunetrain 0.25", 0.44, 0.885, -0.4)
-    _, quarter, sixty = benchmark.goals(summary)
-    assert quarter["reached"] and "+2.50 points" in quarter["detail"]
-    assert sixty["reached"]
+def _pair(mean, low, high):
+    return {"mean": mean, "low": low, "high": high, "seeds": 5,
+            "verdict": verdicts.verdict(low, high)}
+
+
+def test_goals_are_decided_by_paired_intervals_not_means():
+    summary = [
+        _row("dense", 1.0, 0.90, 1.0),
+        _row("thin 0.5", 0.4, 0.89, 0.25, {"prunetrain 0.5": _pair(
+            0.3, -0.1, 0.7)}),
+        _row("thin 0.75", 0.7, 0.90, 0.56, {"prunetrain 0.5": _pair(
+            0.8, 0.2, 1.4)}),
+        _row("prunetrain 0.5", 0.6, 0.887, 0.5, {
+            "scratch 0.5": _pair(-1.0, -1.6, -0.4),
+            "thin 0.5": _pair(-0.3, -0.7, 0.1)}),
+        _row("scratch 0.5", 0.5, 0.897, 0.5, {
+            "thin 0.75": _pair(-0.3, -0.9, 0.2)})]
+
+    def goals():
+        return {g["goal"].split(":")[0]: g for g in
+                benchmark.summary.goals(summary, "replayed_time")}
+
+    decided = goals()
+    # scratch 0.5's final FLOPs (0.5) are nearest thin 0.75's (0.56).
+    assert "scratch 0.5 >= thin 0.75" in decided["architecture"]["goal"]
+    assert decided["architecture"]["status"] == "not established"
+    assert decided["path"]["status"] == "missed"
+    # thin 0.5 is faster and more accurate on the mean only; thin 0.75 is
+    # slower than prunetrain 0.5 (0.7 vs 0.6): it does not count.
+    worth = decided["worth it"]
+    assert worth["status"] == "not established"
+    assert "thin 0.5 (0.400x) is faster than prunetrain 0.5" in \
+        worth["detail"] and "thin 0.75" not in worth["detail"]
+    half = "at thin 0.5's time, at least as accurate as thin 0.5"
+    assert decided[half]["status"] == "missed"  # none is that fast
+    assert "no PruneTrain setting is as fast" in decided[half]["detail"]
+    summary[1]["paired"]["prunetrain 0.5"] = _pair(0.9, 0.3, 1.5)
+    summary[1]["replayed_time"]["mean"] = 0.65  # now slower than PruneTrain
+    decided = goals()
+    assert decided["worth it"]["status"] == "reached"
+    assert decided[half]["status"] == "not established"  # -0.3 [-0.7, 0.1]
+    summary[1]["replayed_time"]["mean"] = 0.5
+    assert goals()["worth it"]["status"] == "missed"
 
 
 def test_step_time_fit_is_consistent_with_its_rows():

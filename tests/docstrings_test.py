@@ -3,8 +3,14 @@
 import doctest
 import importlib
 import importlib.util
+import os
+import sys
 
 import pytest
+
+_ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, os.path.join(_ROOT, "recipes"))
+sys.path.insert(0, os.path.join(_ROOT, "tools"))
 
 MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.checkpoint", "tf_prunetrain.cost",
@@ -15,7 +21,9 @@ MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.planning",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.runlog", "tf_prunetrain.surgery",
-           "tf_prunetrain.models", "tf_prunetrain.tfmot_interop"]
+           "tf_prunetrain.models", "tf_prunetrain.tfmot_interop",
+           # The benchmark's instruments (tools/, recipes/).
+           "benchmark", "replay", "summary", "timeline", "verdicts"]
 # Modules whose examples need an optional extra: the packages it brings.
 # (Looked up, not imported: importing TFMOT changes the process' Keras.)
 NEEDS = {"tf_prunetrain.tfmot_interop": (

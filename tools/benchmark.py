@@ -1,4 +1,5 @@
-r"""PruneTrain against what a user would do instead, side by side.
+r"""PruneTrain against what a user would do instead, side by side, priced on
+a replayed clock.
 
 The default (`--mode=comparison`): on one workload, for every seed, the same
 data, epochs and schedule, it trains
@@ -7,26 +8,41 @@ data, epochs and schedule, it trains
 * `thin`: uniformly thinner dense networks, for every `--widths` multiplier
   (the simplest alternative: a smaller model trained from scratch);
 * `prunetrain`: `Reconfigure(flops_target=t)` for every `--targets` value;
-* `prunetrain_time` (with `--time_rank`): the same with `rank="time"`
-  (channels ranked by weight norm per second on the measured roofline);
-* `prunetrain_undo` (with `--undo`): the same with `undo_slower=True` (a
-  cut whose measured step got slower is put back, and made again coarser);
+* `prunetrain_time` (with `--time_rank`): the same with `rank="time"`;
+* `prunetrain_undo` (with `--undo`): the same with `undo_slower=True`;
 * `scratch`: each PruneTrain run's final architecture trained dense from
   fresh weights (is pruning while training worth it?);
-* `paper`: the paper's setting (λ calibrated from a 0.2 penalty ratio, the
-  lasso as a loss term on kernels, a reconfiguration every `--paper_interval`
-  epochs, arbitrary widths).
+* `paper` (with `--paper`): the paper's setting (λ calibrated from a 0.2
+  penalty ratio, the lasso as a loss term on kernels, a reconfiguration
+  every `--paper_interval` epochs, arbitrary widths).
 
-It reports, per setting, mean ± std over seeds of top-1 and of the training
-wall time, training FLOPs, final inference FLOPs and parameters, each as a
-ratio to the same seed's dense run; marks the settings on the Pareto front of
-top-1 vs wall time; checks the goals of BENCHMARKS.md; and writes `--json`
-after every run and `--png` (top-1 vs wall time and vs training FLOPs, one
-point per run, the fronts drawn) at the end. Training time is `fit`'s wall
-time without per-epoch validation (`--novalidate`): top-1 is measured once,
-on the whole test set, after training.
+**Time is replayed** (`tools/replay.py`): every run records its architecture
+timeline (what trained, lasso on or off, how many steps; `recipes/timeline.py`)
+and its one-off reconfiguration seconds; at the end one process builds every
+distinct architecture and times its train step in round-robin rounds, and a
+run's time is Σ steps × step seconds + one-off seconds. Whole-run wall time
+stays as a column beside it (`wall/replayed`: their agreement).
 
-    python tools/benchmark.py --json=bench.json --png=bench.png   # Fashion-MNIST (~55 min)
+It reports, per setting, mean ± std over seeds of top-1 and of each figure
+as a ratio to the same seed's dense run; the **paired** top-1 difference
+against dense, every thin width and (PruneTrain) its scratch control, with
+a 95 % bootstrap interval over seeds (`tools/verdicts.py`: a claim needs an
+interval that excludes 0); the Pareto front of top-1 vs replayed time; the
+goals of BENCHMARKS.md; and `--png` (top-1 vs replayed time and vs training
+FLOPs). Top-1 is measured once, on the whole test set, after training.
+
+**The `--json` file is the sweep's state**: it is written after every run,
+and running the same command again skips the runs it holds (same seed,
+method and setting) and goes on; more `--seeds`, `--widths` or `--targets`
+extend it. A file made with other recipe flags is refused, naming them.
+Every run trains in a worker process with `--run_threads` TensorFlow threads
+(1 by default: TensorFlow's CPU sums depend on the thread count, so a fixed
+count makes a run's top-1 the same however it is scheduled); `--jobs=N` runs
+N at a time (on 2 cores: `--jobs=2`). Top-1 and timelines are then those of
+`--jobs=1`; only the wall column suffers.
+
+    python tools/benchmark.py --json=bench.json --png=bench.png --jobs=2  # Fashion-MNIST, 5 seeds
+    python tools/benchmark.py --replay=bench.json --json=again.json   # re-time only
     python tools/benchmark.py --workload=mnist5k --seeds=0        # the quick mode
     python tools/benchmark.py --mode=pair --targets=0.5           # one dense/PruneTrain pair
 
@@ -39,8 +55,7 @@ needs its files (`sudo apt-get install dataset-fashion-mnist`).
 `--mode=pair` runs one dense/PruneTrain pair with the recipe flags as given
 (`--targets` empty or one value) and adds the group-lasso step overhead (the
 initial model's median train-step time with its GroupLasso regularizers vs
-without, same widths, alternating rounds). Ratios are the headline;
-absolute times are context only (a noisy 2-core machine).
+without, same widths, alternating rounds).
 """
 
 from __future__ import annotations
@@ -64,18 +79,24 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 import common  # noqa: E402  (recipes/common.py)
+import replay as replay_lib  # noqa: E402  (tools/replay.py)
+import summary  # noqa: E402  (tools/summary.py)
+import sweep  # noqa: E402  (tools/sweep.py)
 import tf_prunetrain  # noqa: E402
+from tf_prunetrain import data as data_lib  # noqa: E402
 
 # PruneTrain's tuned settings in both workloads: the proximal lasso on
-# kernels and BatchNorm scales at λ = 0.02 until the FLOPs target is met,
-# widths rounded to the multiple this device runs fast (round_to="auto",
-# the library's default: 8 on the 2-core CPU of BENCHMARKS.md, where it is
-# faster than arbitrary counts at the same FLOPs).
+# kernels and BatchNorm scales at λ = 0.02 until the FLOPs target is met.
+# Widths are rounded to multiples of 8, fixed rather than the library's
+# measured round_to="auto": a measurement taken at each run's start gave
+# different multiples in different processes (issue 28), which would make
+# runs of one sweep, and --jobs, disagree. 8 is what "auto" chose on the
+# CPU of the earlier BENCHMARKS.md figures.
 _TUNED = dict(model="resnet20", batch_size=128, proximal=True, scales=True,
-              strength=0.02, round_to="auto", validate=False, verbose=0)
-# ResNet-20, not -32: on 2 cores the whole comparison (3 seeds, 11 settings)
-# must finish in under an hour, and ResNet-20's thin 0.25 already trails
-# dense by several points on Fashion-MNIST, so width matters at this size.
+              strength=0.02, round_to=8, validate=False, verbose=0)
+# ResNet-20, not -32: on 2 cores a sweep must fit in a few sittings, and
+# ResNet-20's thin 0.25 already trails dense by several points on
+# Fashion-MNIST, so width matters at this size.
 WORKLOADS = {
     "fashion_mnist": common.Config(data="fashion_mnist", train_size=10_000,
                                    epochs=8, lr_decay_epochs=(4, 6),
@@ -84,22 +105,37 @@ WORKLOADS = {
                              lr_decay_epochs=(10, 15), **_TUNED),
 }
 DEFAULTS = WORKLOADS["fashion_mnist"]
-METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
-           "scratch", "paper")
+METHODS = summary.METHODS
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
 _WORKLOAD = flags.DEFINE_enum("workload", "fashion_mnist", list(WORKLOADS),
                               "Defaults of the recipe flags not given.")
-_JSON = flags.DEFINE_string("json", None, "Also write the figures here "
-                            "(after every run).")
+_JSON = flags.DEFINE_string("json", None, "The sweep's state and figures: "
+                            "written after every run, resumed from when it "
+                            "exists.")
 _PNG = flags.DEFINE_string("png", None, "Draw top-1 vs training time and vs "
                            "training FLOPs here (needs matplotlib).")
 _TARGETS = flags.DEFINE_list("targets", ["0.25", "0.5"],
                              "PruneTrain flops_target values.")
-_WIDTHS = flags.DEFINE_list("widths", ["0.25", "0.5", "0.75"],
+_WIDTHS = flags.DEFINE_list("widths", ["0.25", "0.375", "0.5", "0.75"],
                             "Width multipliers of the thin dense runs.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds.")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Training runs at a time, each in "
+                             "its own worker process.")
+_RUN_THREADS = flags.DEFINE_integer(
+    "run_threads", 1, "TensorFlow threads of every training run (part of the "
+    "sweep's configuration: other counts give other floats, so other top-1).")
+_REPLAY = flags.DEFINE_string(
+    "replay", None, "Only replay the runs of this results JSON (no "
+    "training); writes --json (default: this file).")
+_REPLAY_ROUNDS = flags.DEFINE_integer(
+    "replay_rounds", 5, "Round-robin rounds of the replay (0: no replay; "
+    "time is then wall time).")
+_REPLAY_STEPS = flags.DEFINE_integer("replay_steps", 6, "Timed steps per "
+                                     "architecture per round.")
+_REPLAY_WARMUP = flags.DEFINE_integer("replay_warmup", 2, "Untimed steps "
+                                      "before them in each round.")
 _TIME_RANK = flags.DEFINE_boolean(
     "time_rank", False, "Also run each PruneTrain target with rank='time' "
     "(channels ranked per second on the measured roofline, not per FLOP).")
@@ -108,7 +144,7 @@ _UNDO = flags.DEFINE_boolean(
     "(method prunetrain_undo).")
 _SCRATCH = flags.DEFINE_boolean("scratch", True, "Also train each PruneTrain "
                                 "run's final architecture from scratch.")
-_PAPER = flags.DEFINE_boolean("paper", True, "Also run the paper's setting.")
+_PAPER = flags.DEFINE_boolean("paper", False, "Also run the paper's setting.")
 _PAPER_INTERVAL = flags.DEFINE_integer(
     "paper_interval", 2, "Epochs between the paper setting's "
     "reconfigurations (the paper: 10 of 182).")
@@ -187,95 +223,293 @@ def paper_setting(config: common.Config, interval: int) -> common.Config:
 
 
 def _figures(result: dict[str, Any]) -> dict[str, Any]:
-    return {key: result[key] for key in (
+    figures = {key: result[key] for key in (
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
         "step_changes", "predicted_step_changes", "undone_cuts", "redone_cuts",
-        "removed_layers",
-        "train_seconds", "seconds")}
+        "removed_layers", "timeline", "train_seconds", "seconds")}
+    # What the replay adds to a run's steps: the surgery, and the first
+    # step after each reconfiguration minus a steady one.
+    figures["one_off_seconds"] = (result["reconfiguration_seconds"]
+                                  + result["retrace_seconds"])
+    return figures
 
 
-_RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
-           "final_flops": "inference_flops", "params": "params"}
+def settings(widths: Sequence[float], targets: Sequence[float],
+             scratch: bool = True, paper: bool = False,
+             time_rank: bool = False, undo: bool = False
+             ) -> list[tuple[str, float | None]]:
+    """The (method, setting) pairs of a comparison, in report order.
+
+    >>> settings([0.5], [0.25], paper=True)
+    [('dense', None), ('thin', 0.5), ('prunetrain', 0.25), ('scratch', 0.25), ('paper', None)]
+    """
+    out: list[tuple[str, float | None]] = [("dense", None)]
+    out += [("thin", w) for w in widths]
+    for target in targets:
+        out += [("prunetrain", target)] + [("scratch", target)] * scratch \
+            + [("prunetrain_time", target)] * time_rank \
+            + [("prunetrain_undo", target)] * undo
+    return out + [("paper", None)] * paper
 
 
-def _ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
-    """One run against the same seed's dense run."""
-    ratios = {name: run[key] / dense[key] for name, key in _RATIOS.items()}
-    ratios["top1_points"] = 100 * (run["accuracy"] - dense["accuracy"])
-    ratios["reconfiguration_share"] = (run["reconfiguration_seconds"]
-                                       + run["retrace_seconds"]) \
-        / run["train_seconds"]
-    ratios["memory_traffic"] = run["memory_traffic_bytes"] \
-        / dense["memory_traffic_bytes"]
-    # The slowest step change a reconfiguration caused (1: none timed).
-    ratios["worst_step_change"] = max(run["step_changes"], default=1.0)
-    ratios["undone_cuts"] = float(run["undone_cuts"])
-    ratios["redone_cuts"] = float(run["redone_cuts"])
-    return ratios
+def run_record(config: common.Config, method: str, value: float | None,
+               paper_interval: int, architecture: str | None
+               ) -> dict[str, Any]:
+    """One run of a sweep, here or in a worker process: its figures, its
+    timeline, and the model JSON of every architecture it trained
+    (`architecture`: the JSON a scratch run trains)."""
+    _fresh_state()  # a worker's earlier run
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "architecture.json")
+        if architecture is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(architecture)
+        outcome = common.run(_setting(config, method, value, paper_interval,
+                                      path))
+    return {"seed": config.seed, "method": method, "setting": value,
+            **_figures(outcome), "architectures": outcome["architectures"]}
+
+
+# Recipe flags that do not change what a run computes.
+_NEUTRAL = ("seed", "verbose", "log_dir", "export_dir")
+
+
+def _config_dict(config: common.Config) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def load_state(path: str | None, config: common.Config, paper_interval: int,
+               run_threads: int) -> dict[str, Any]:
+    """The sweep so far: `path`'s results when it exists (refused when its
+    recipe flags, `--paper_interval` or `--run_threads` differ), else an
+    empty one."""
+    state = {"config": _config_dict(config), "paper_interval": paper_interval,
+             "run_threads": run_threads, "seeds": [], "runs": [],
+             "architectures": {}, "sweep_seconds": 0.0}
+    if not path or not os.path.exists(path):
+        return state
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    if "architectures" not in old:
+        raise ValueError(f"{path} holds no architecture timelines (it was "
+                         "written before sweeps could be replayed or "
+                         "resumed): give another --json.")
+    differing = [f"--{name}={old['config'].get(name)!r} there, {value!r} now"
+                 for name, value in state["config"].items()
+                 if name not in _NEUTRAL and old["config"].get(name) != value]
+    for name in ("paper_interval", "run_threads"):
+        if old.get(name) != state[name]:
+            differing.append(f"--{name}={old.get(name)!r} there, "
+                             f"{state[name]!r} now")
+    if differing:
+        raise ValueError(f"{path} was made with other flags: "
+                         f"{'; '.join(differing)}. Give the same flags to "
+                         "go on with it, or another --json.")
+    return old
+
+
+def _refresh(result: dict[str, Any]) -> None:
+    summary.annotate(result)
+    result["summary"] = summary.summarize(result)
+    result["goals"] = summary.goals(result["summary"],
+                                    summary.time_key(result))
 
 
 def comparison(config: common.Config, widths: Sequence[float],
                targets: Sequence[float], seeds: Sequence[int],
-               scratch: bool = True, paper_interval: int | None = 2,
-               json_path: str | None = None,
-               time_rank: bool = False, undo: bool = False) -> dict[str, Any]:
+               scratch: bool = True, paper_interval: int | None = None,
+               json_path: str | None = None, time_rank: bool = False,
+               undo: bool = False, jobs: int = 1, run_threads: int = 1,
+               replay_rounds: int = 5, replay_steps: int = 6,
+               replay_warmup: int = 2) -> dict[str, Any]:
     """Every method of the module docstring for every seed (`paper_interval`
-    None: no paper run); the runs, the per-setting summary, the Pareto front
-    and the goals, written to `json_path` (if given) after every run."""
-    settings: list[tuple[str, float | None]] = [("dense", None)]
-    settings += [("thin", w) for w in widths]
-    for target in targets:
-        settings += [("prunetrain", target)] + (
-            [("scratch", target)] if scratch else []) + (
-            [("prunetrain_time", target)] if time_rank else []) + (
-            [("prunetrain_undo", target)] if undo else [])
-    if paper_interval is not None:
-        settings.append(("paper", None))
-    result: dict[str, Any] = {"config": dataclasses.asdict(config),
-                              "seeds": list(seeds), "runs": []}
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in seeds:
-            base = dataclasses.replace(config, seed=seed)
-            dense: dict[str, Any] = {}
-            for method, value in settings:
-                run_config = _setting(base, method, value, paper_interval,
-                                      os.path.join(folder, f"{seed}_{value}"))
-                _fresh_state()
-                outcome = common.run(run_config)
-                if method == "prunetrain" and scratch:
-                    with open(os.path.join(folder, f"{seed}_{value}"), "w",
-                              encoding="utf-8") as f:
-                        f.write(outcome["model"].to_json())
-                figures = _figures(outcome)
-                dense = dense or figures
-                result["runs"].append({"seed": seed, "method": method,
-                                       "setting": value, **figures,
-                                       "ratios": _ratios(dense, figures)})
-                result["summary"] = summarize(result["runs"])
-                _write(result, json_path)
-                print(f"seed {seed}, {_label(method, value)}: top-1 "
-                      f"{figures['accuracy']:.4f}, " + ", ".join(
-                          f"{k} {v:.3f}" for k, v in
-                          result["runs"][-1]["ratios"].items()), flush=True)
-    result["goals"] = goals(result["summary"])
+    None: no paper run), `jobs` runs at a time in worker processes of
+    `run_threads` TensorFlow threads (`tools/sweep.py`), resumed from
+    `json_path` and written there after every run; then the replay in this
+    process (`replay_rounds` 0: none), the summary, the paired verdicts and
+    the goals."""
+    start = time.perf_counter()
+    result = load_state(json_path, config, paper_interval or 0, run_threads)
+    plan = settings(widths, targets, scratch, paper_interval is not None,
+                    time_rank, undo)
+    result["seeds"] = sorted(set(result["seeds"]) | set(seeds))
+    held = {(r["seed"], r["method"], r["setting"]) for r in result["runs"]}
+    tasks = [(seed, *s) for seed in seeds for s in plan
+             if (seed, *s) not in held]
+    if tasks:
+        print(f"{len(tasks)} runs to go ({len(held)} in "
+              f"{json_path or 'no file'} already), {jobs} at a time",
+              flush=True)
+    finals = {(r["seed"], r["setting"]): r["final_model"]
+              for r in result["runs"] if r["method"] == "prunetrain"}
+    spent = result["sweep_seconds"]
+
+    def prepare(task: tuple) -> tuple | None:
+        seed, method, value = task
+        architecture = None
+        if method == "scratch":
+            architecture = finals.get((seed, value))
+            if architecture is None:
+                return None  # its PruneTrain run is not done yet
+        return (dataclasses.replace(config, seed=seed), method, value,
+                paper_interval or 0, architecture)
+
+    def done(task: tuple, record: dict[str, Any]) -> None:
+        architectures = record.pop("architectures")
+        record["final_architecture"] = record["timeline"][-1]["architecture"]
+        if record["method"] == "prunetrain":
+            # Its own JSON (its seed's initializers) for its scratch run;
+            # the shared table keeps one JSON per architecture, for replays.
+            record["final_model"] = architectures[record["final_architecture"]]
+            finals[(record["seed"], record["setting"])] = record["final_model"]
+        for key, text in architectures.items():
+            result["architectures"].setdefault(key, text)
+        result["runs"].append(record)
+        _order(result["runs"], plan)
+        if result.pop("replay", None):
+            print("the results' replay no longer covers every run: it is "
+                  "redone at the end", flush=True)
+        result["sweep_seconds"] = spent + time.perf_counter() - start
+        _refresh(result)
+        _write(result, json_path)
+        print(f"seed {record['seed']}, "
+              f"{summary.label(record['method'], record['setting'])}: top-1 "
+              f"{record['accuracy']:.4f}, wall {record['train_seconds']:.0f}"
+              f" s, steps " + "+".join(str(s["steps"])
+                                       for s in record["timeline"]),
+              flush=True)
+
+    sweep.run_tasks(tasks, prepare, run_record, done, jobs, run_threads)
+    if replay_rounds > 0 and result["runs"] and "replay" not in result:
+        result["replay"] = replay_runs(result, replay_rounds, replay_steps,
+                                       replay_warmup)
+    result["sweep_seconds"] = spent + time.perf_counter() - start
+    _refresh(result)
     _write(result, json_path)
     return result
+
+
+def _order(runs: list[dict[str, Any]],
+           plan: Sequence[tuple[str, float | None]]) -> None:
+    """Runs by seed, then in the plan's order (others after, by name)."""
+    def key(run: dict[str, Any]) -> tuple:
+        setting = (run["method"], run["setting"])
+        return (run["seed"], plan.index(setting) if setting in plan
+                else len(plan), run["method"], run["setting"] or 0.0)
+    runs.sort(key=key)
+
+
+def _replay_model(config: common.Config, data: common.Data, item: str,
+                  architectures: dict[str, str], folder: str) -> keras.Model:
+    """The compiled model a replay item trains: its architecture with fresh
+    weights, the lasso of its kind when on, the recipe's optimizer."""
+    architecture, lasso = replay_lib.split_item(item)
+    path = os.path.join(folder, f"{architecture}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(architectures[architecture])
+    config = dataclasses.replace(
+        config, architecture=path, width_multiplier=1.0,
+        prunetrain=bool(lasso), proximal="proximal" in lasso,
+        scales="scales" in lasso, strength=config.strength or 1e-4)
+    model = common.compiled_model(config, data, replicas=1)
+    if config.proximal:
+        tf_prunetrain.attach_proximal_step(model)
+    return model
+
+
+def replay_runs(result: dict[str, Any], rounds: int, steps: int,
+                warmup: int) -> dict[str, Any]:
+    """Times the train step of every architecture (and lasso kind) the runs
+    trained, with the sweep's batch size, optimizer, precision and input
+    pipeline, in round-robin rounds (`tools/replay.py`)."""
+    start = time.perf_counter()
+    fields = {f.name for f in dataclasses.fields(common.Config)}
+    values = {k: v for k, v in result["config"].items() if k in fields}
+    values["lr_decay_epochs"] = tuple(values["lr_decay_epochs"])
+    config = common.Config(**values)
+    keys = replay_lib.items(s for r in result["runs"] for s in r["timeline"])
+    info = replay_lib.machine()
+    print(f"replay: {len(keys)} architectures, {rounds} rounds x {steps} "
+          f"steps, on {replay_lib.describe(info)}", flush=True)
+    _fresh_state()
+    data = common.load_data(config)
+
+    def dataset() -> Any:
+        return data_lib.repeated(
+            data.train(config.batch_size, False))[0]
+
+    policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            models = {key: _replay_model(config, data, key,
+                                         result["architectures"], folder)
+                      for key in keys}
+        seconds = replay_lib.time_models(
+            models, dataset, rounds, steps, warmup,
+            progress=lambda line: print(line, flush=True))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    del models
+    _fresh_state()
+    return {"machine": info, "rounds": rounds, "steps": steps,
+            "warmup": warmup, "step_seconds": seconds,
+            "seconds": time.perf_counter() - start,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def replay_file(path: str, out: str | None, rounds: int, steps: int,
+                warmup: int) -> dict[str, Any]:
+    """Replays the runs of the results file `path` (no training) and
+    writes the result to `out` (default: `path`); a replay the file held
+    is kept as `previous_replay`, and the largest difference between the
+    two replays' time ratios is printed."""
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    if "architectures" not in result:
+        raise ValueError(f"{path} holds no architecture timelines (written "
+                         "before sweeps could be replayed): nothing to "
+                         "replay.")
+    if result.get("replay"):
+        result["previous_replay"] = result["replay"]
+    result["replay"] = replay_runs(result, rounds, steps, warmup)
+    _refresh(result)
+    previous = result.get("previous_replay")
+    if previous:
+        print(f"replayed time ratios, this replay against the previous "
+              f"one ({previous['date']}): " + ", ".join(
+                  f"{name} {change:+.2%}" for name, change in
+                  replay_agreement(result, previous).items()), flush=True)
+    _write(result, out or path)
+    return result
+
+
+def replay_agreement(result: dict[str, Any], other: dict[str, Any]
+                     ) -> dict[str, float]:
+    """Per setting: the mean replayed time ratio under `result`'s replay
+    over the one under `other` (a replay of the same runs), minus 1."""
+    twin = dict(result, replay=other, runs=[dict(r) for r in result["runs"]])
+    summary.annotate(twin)
+    mine, theirs = summary.summarize(result), summary.summarize(twin)
+    return {a["label"]: a["replayed_time"]["mean"]
+            / b["replayed_time"]["mean"] - 1
+            for a, b in zip(mine, theirs) if a["method"] != "dense"}
 
 
 def _fresh_state() -> None:
     """Frees the previous runs' models and traced functions before a run,
     so that collecting them does not land inside the next run's training.
     Measured once (four identical 2-epoch dense runs in a row): 29.5 / 47.9
-    / 27.0 / 23.9 s without it, 25.4 / 25.0 / 28.5 / 25.9 s with it; the
-    machine's own drift over an hour is larger still (BENCHMARKS.md)."""
+    / 27.0 / 23.9 s without it, 25.4 / 25.0 / 28.5 / 25.9 s with it."""
     keras.backend.clear_session()
     gc.collect()
 
 
 def _setting(base: common.Config, method: str, value: float | None,
-             paper_interval: int | None, architecture: str) -> common.Config:
+             paper_interval: int, architecture: str) -> common.Config:
     # A --target_epoch or --undo_slower given on the command line is
     # PruneTrain's.
     dense = dataclasses.replace(base, prunetrain=False, target_epoch=None,
@@ -296,191 +530,14 @@ def _setting(base: common.Config, method: str, value: float | None,
     return paper_setting(base, paper_interval)
 
 
-def _label(method: str, value: float | None) -> str:
-    return method if value is None else f"{method} {value:g}"
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-
-
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per setting, in run order: mean ± std over seeds of top-1 and of each
-    ratio to dense, and whether the setting is on the Pareto front of mean
-    top-1 vs mean wall-time ratio."""
-    keys = list(dict.fromkeys((r["method"], r["setting"]) for r in runs))
-    rows = []
-    for method, value in keys:
-        mine = [r for r in runs if (r["method"], r["setting"]) == (method,
-                                                                    value)]
-        rows.append({"method": method, "setting": value,
-                     "label": _label(method, value), "seeds": len(mine),
-                     "top1": _mean_std([r["accuracy"] for r in mine]),
-                     **{k: _mean_std([r["ratios"][k] for r in mine])
-                        for k in mine[0]["ratios"]}})
-    front = pareto([(r["wall_time"]["mean"], r["top1"]["mean"])
-                    for r in rows])
-    for i, row in enumerate(rows):
-        row["pareto"] = i in front
-    return rows
-
-
-def pareto(points: Sequence[tuple[float, float]]) -> set[int]:
-    """Indices of the `(cost, accuracy)` points that no other point beats:
-    none has a cost as low and an accuracy as high, one of them strictly.
-
-    >>> sorted(pareto([(1.0, 0.9), (0.5, 0.8), (0.6, 0.7), (0.5, 0.8)]))
-    [0, 1, 3]
-    """
-    def beats(a: tuple[float, float], b: tuple[float, float]) -> bool:
-        return a[0] <= b[0] and a[1] >= b[1] and a != b
-    return {i for i, p in enumerate(points)
-            if not any(beats(q, p) for q in points)}
-
-
-def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The goals of BENCHMARKS.md, each reached or not, with the figures
-    that decide it (setting means)."""
-    pruned = [r for r in summary if r["method"] == "prunetrain"]
-    thin = [r for r in summary if r["method"] == "thin"]
-    if not pruned:
-        return []
-
-    def wall(row: dict[str, Any]) -> float:
-        return row["wall_time"]["mean"]
-
-    def top1(row: dict[str, Any]) -> float:
-        return row["top1"]["mean"]
-
-    beaten = [f"{t['label']} beats {p['label']}" for p in pruned for t in thin
-              if wall(t) < wall(p) and top1(t) > top1(p)]
-    out = [{"goal": "no thin dense setting is both faster and more accurate "
-            "than a PruneTrain setting", "reached": not beaten,
-            "detail": "; ".join(beaten) or "none is"}]
-    quarter = next((t for t in thin if t["setting"] == 0.25), None)
-    if quarter is not None:
-        fast = [p for p in pruned if wall(p) <= wall(quarter)]
-        best = max(fast, key=top1, default=None)
-        gain = 100 * (top1(best) - top1(quarter)) if best else None
-        out.append({
-            "goal": "at thin 0.25's training time, >= 2 points more accurate",
-            "reached": gain is not None and gain >= 2,
-            "detail": f"{best['label']}: {gain:+.2f} points at wall "
-                      f"{wall(best):.3f}x vs {wall(quarter):.3f}x" if best
-            else f"no PruneTrain setting is as fast (fastest: wall "
-                 f"{min(map(wall, pruned)):.3f}x vs {wall(quarter):.3f}x)"})
-    fast = [p for p in pruned if wall(p) <= 0.6]
-    best = max(fast, key=top1, default=None)
-    out.append({
-        "goal": "at 0.6x dense wall time, within 0.5 point of dense",
-        "reached": best is not None
-        and best["top1_points"]["mean"] >= -0.5,
-        "detail": f"{best['label']}: {best['top1_points']['mean']:+.2f} "
-                  f"points at wall {wall(best):.3f}x" if best
-        else f"no PruneTrain setting is that fast (fastest: wall "
-             f"{min(map(wall, pruned)):.3f}x)"})
-    return out
-
-
-def comparison_table(result: dict[str, Any]) -> str:
-    """Mean ± std over seeds, one row per setting; * marks the Pareto front
-    of top-1 vs wall time."""
-    header = ("setting", "seeds", "top-1", "vs dense", "wall time",
-              "training FLOPs", "final FLOPs", "parameters", "front")
-
-    def cell(row: dict[str, Any], key: str, scale: float = 1.0,
-             digits: int = 3, unit: str = "x") -> str:
-        return (f"{scale * row[key]['mean']:.{digits}f} ± "
-                f"{scale * row[key]['std']:.{digits}f}{unit}")
-
-    rows = [(r["label"], str(r["seeds"]), cell(r, "top1", digits=4, unit=""),
-             cell(r, "top1_points", digits=2, unit=" pt"),
-             cell(r, "wall_time"), cell(r, "train_flops"),
-             cell(r, "final_flops"), cell(r, "params"),
-             "*" if r["pareto"] else "") for r in result["summary"]]
-    widths = [max(len(row[i]) for row in [header, *rows])
-              for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths))
-             for row in [header, *rows]]
-    for goal in result.get("goals", []):
-        lines.append(f"{'reached' if goal['reached'] else 'NOT reached'}: "
-                     f"{goal['goal']} ({goal['detail']})")
-    return "\n".join(lines)
-
-
-def comparison_markdown(result: dict[str, Any]) -> str:
-    """The summary as a Markdown table (BENCHMARKS.md): mean ± std over
-    seeds, median wall ratio in brackets, front settings in bold."""
-    def cell(row: dict[str, Any], key: str, scale: float = 1.0,
-             digits: int = 3) -> str:
-        return (f"{scale * row[key]['mean']:.{digits}f} ± "
-                f"{scale * row[key]['std']:.{digits}f}")
-
-    lines = ["| setting | top-1 | vs dense (points) | training wall time "
-             "(median) | training FLOPs | final FLOPs | parameters |",
-             "|---|---|---|---|---|---|---|"]
-    for row in result["summary"]:
-        walls = [r["ratios"]["wall_time"] for r in result["runs"]
-                 if (r["method"], r["setting"]) == (row["method"],
-                                                    row["setting"])]
-        label = f"**{row['label']}**" if row["pareto"] else row["label"]
-        lines.append(
-            f"| {label} | {cell(row, 'top1', digits=4)} | "
-            f"{cell(row, 'top1_points', digits=2)} | "
-            f"{cell(row, 'wall_time')}x ({statistics.median(walls):.3f}x) | "
-            f"{cell(row, 'train_flops')}x | {cell(row, 'final_flops')}x | "
-            f"{cell(row, 'params')}x |")
-    return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: str) -> None:
-    """Top-1 vs training wall time and vs training FLOPs (ratios to dense),
-    one point per run, setting means with their Pareto front drawn."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    colors = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
-                                "tab:brown", "tab:orange", "tab:green"),
-                      strict=True))
-    for ax, key, name in ((axes[0], "wall_time", "training wall time"),
-                          (axes[1], "train_flops", "training FLOPs")):
-        for method in METHODS:
-            runs = [r for r in result["runs"] if r["method"] == method]
-            if runs:
-                ax.scatter([r["ratios"][key] for r in runs],
-                           [r["accuracy"] for r in runs], s=14, alpha=0.45,
-                           color=colors[method], label=method)
-        summary = result["summary"]
-        means = [(r[key]["mean"], r["top1"]["mean"]) for r in summary]
-        for row, (x, y) in zip(summary, means):
-            ax.errorbar(x, y, xerr=row[key]["std"], yerr=row["top1"]["std"],
-                        fmt="D", ms=5, color=colors[row["method"]],
-                        capsize=2)
-            ax.annotate(row["label"], (x, y), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-        front = sorted(means[i] for i in pareto(means))
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post",
-                color="gray", linestyle="--", label="Pareto front (means)")
-        ax.set_xlabel(f"{name} / dense (same seed)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 (test set)")
-    axes[0].legend(fontsize=8, loc="lower right")
-    config = result["config"]
-    figure.suptitle(f"{config['model']} on {config['data']}, "
-                    f"{config['epochs']} epochs, seeds {result['seeds']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def _write(result: dict[str, Any], path: str | None) -> None:
+    """Writes `result` to `path` whole or not at all (a stopped sweep
+    leaves its last complete state)."""
     if path:
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1,
                       default=lambda v: np.asarray(v).tolist())
+        os.replace(path + ".tmp", path)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -530,6 +587,13 @@ def _apply_workload(name: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    rounds = (_REPLAY_ROUNDS.value, _REPLAY_STEPS.value, _REPLAY_WARMUP.value)
+    if _REPLAY.value:
+        if rounds[0] < 1:
+            raise app.UsageError("--replay needs --replay_rounds >= 1.")
+        result = summary_report(replay_file(_REPLAY.value, _JSON.value,
+                                            *rounds))
+        return
     _apply_workload(_WORKLOAD.value)
     config = common.config_from_flags()
     targets = [float(t) for t in _TARGETS.value]
@@ -545,15 +609,34 @@ def main(argv: list[str]) -> None:
         return
     if not targets:
         raise app.UsageError("--targets: give at least one flops_target.")
-    result = comparison(config, [float(w) for w in _WIDTHS.value], targets,
-                        [int(s) for s in _SEEDS.value], _SCRATCH.value,
-                        _PAPER_INTERVAL.value if _PAPER.value else None,
-                        _JSON.value, _TIME_RANK.value, _UNDO.value)
-    print(comparison_table(result))
-    print(comparison_markdown(result))
+    if _JOBS.value < 1:
+        raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}.")
+    try:
+        result = comparison(
+            config, [float(w) for w in _WIDTHS.value], targets,
+            [int(s) for s in _SEEDS.value], _SCRATCH.value,
+            _PAPER_INTERVAL.value if _PAPER.value else None, _JSON.value,
+            _TIME_RANK.value, _UNDO.value, _JOBS.value, _RUN_THREADS.value,
+            *rounds)
+    except ValueError as err:  # a results file made with other flags
+        raise app.UsageError(str(err)) from None
+    summary_report(result)
+
+
+def summary_report(result: dict[str, Any]) -> dict[str, Any]:
+    """Prints the comparison's tables and draws `--png`."""
+    replay = result.get("replay")
+    if replay:
+        print(f"time: replayed on {replay_lib.describe(replay['machine'])} "
+              f"({replay['rounds']} rounds x {replay['steps']} steps, "
+              f"{replay['seconds']:.0f} s); sweep wall time "
+              f"{result.get('sweep_seconds', 0) / 60:.1f} min")
+    print(summary.comparison_table(result))
+    print(summary.comparison_markdown(result))
     if _PNG.value:
-        plot(result, _PNG.value)
+        summary.plot(result, _PNG.value)
         print(f"plot: {_PNG.value}")
+    return result
 
 
 if __name__ == "__main__":

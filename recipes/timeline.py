@@ -1,0 +1,119 @@
+"""`Timeline`: which architecture a run trained, for how many steps, with
+the group lasso on or off: what `tools/benchmark.py` replays to price a
+run's training time on a quiet clock (`tools/replay.py`).
+
+An architecture is named by `architecture_key`: a short hash of every
+layer's class and weight shapes, so the same widths give the same key in
+any run, whatever the seed, the layer names' provenance or the regularizers
+attached (a dense run and PruneTrain's initial model share one key; the
+lasso is recorded beside it). Its model JSON (`model.to_json()`) is kept
+once per key, so that the replay can build it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import keras
+
+from tf_prunetrain.regularizers import lasso_variables
+
+
+def architecture_key(model: keras.Model) -> str:
+    """12 hex digits naming `model`'s layer classes and weight shapes (the
+    GroupLasso strength variables left out).
+
+    >>> import keras
+    >>> def net(width):
+    ...     x = keras.Input((4,))
+    ...     return keras.Model(x, keras.layers.Dense(width)(x))
+    >>> architecture_key(net(3)) == architecture_key(net(3))
+    True
+    >>> architecture_key(net(3)) == architecture_key(net(2))
+    False
+    """
+    structure = [(type(layer).__name__,
+                  [list(w.shape) for w in layer.weights
+                   if not w.path.endswith("group_lasso_strength")])
+                 for layer in model.layers]
+    text = json.dumps(structure, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def lasso_kind(model: keras.Model) -> str:
+    """How `model`'s group lasso runs, as what a replay must rebuild:
+    "proximal" or "loss" (a step after the update, or a loss term),
+    "+scales" when BatchNorm scales carry one too; "" without a lasso.
+
+    >>> import keras, tf_prunetrain
+    >>> x = keras.Input((4,))
+    >>> model = keras.Model(x, keras.layers.Dense(2)(
+    ...     keras.layers.Dense(8)(x)))
+    >>> lasso_kind(model), lasso_kind(tf_prunetrain.add_group_lasso(
+    ...     model, strength=1e-4, proximal=True))
+    ('', 'proximal')
+    """
+    pairs = lasso_variables(model)
+    kinds = sorted({"proximal" if reg.proximal else "loss"
+                    for _, reg in pairs})
+    if any(v.path.endswith("gamma") for v, _ in pairs):
+        kinds.append("scales")
+    return "+".join(kinds)
+
+
+class Timeline(keras.callbacks.Callback):
+    """Records `segments`: `{"architecture": key, "lasso": kind, "steps":
+    n}` in training order, one per stretch of steps with the same
+    architecture and lasso, and `architectures`: `{key: model JSON}`.
+
+    The lasso is on while any trainable variable carries a `GroupLasso`
+    (its penalty or proximal step costs time, whatever its strength); its
+    kind is `lasso_kind`'s, "" when off.
+    Checked only when `model.train_function` changes: every change of
+    architecture or lasso in `fit` (a reconfiguration, the lasso switched
+    off) re-makes it, and so does every new `fit` call. Its steps are
+    counted per `on_train_batch_end` (`steps_per_execution=1`).
+
+    Example:
+    >>> import keras, numpy as np
+    >>> x = keras.Input((4,))
+    >>> model = keras.Model(x, keras.layers.Dense(2)(x))
+    >>> model.compile("sgd", "mse")
+    >>> timeline = Timeline()
+    >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4,
+    ...               epochs=2, verbose=0, callbacks=[timeline])
+    >>> [(s["lasso"], s["steps"]) for s in timeline.segments]
+    [('', 4)]
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.segments: list[dict[str, Any]] = []
+        self.architectures: dict[str, str] = {}
+        self._function: Any = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None
+                             ) -> None:
+        if self.model.train_function is self._function:
+            return
+        self._function = self.model.train_function
+        key = architecture_key(self.model)
+        if key not in self.architectures:
+            self.architectures[key] = self.model.to_json()
+        lasso = lasso_kind(self.model)
+        last = self.segments[-1] if self.segments else None
+        if last is None or (last["architecture"], last["lasso"]) != (key,
+                                                                     lasso):
+            self.segments.append({"architecture": key, "lasso": lasso,
+                                  "steps": 0})
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None
+                           ) -> None:
+        self.segments[-1]["steps"] += 1
+
+    @property
+    def final_architecture(self) -> str | None:
+        """The key of the architecture that trained last."""
+        return self.segments[-1]["architecture"] if self.segments else None

@@ -1,0 +1,216 @@
+"""Replayed training time: the train-step time of every architecture a sweep
+trained, measured side by side in one process, priced over each run's
+timeline.
+
+Whole-run wall time cannot rank methods on a shared machine: the same run
+moves by ±25 % between invocations (BENCHMARKS.md). So a run records what it
+trained (`recipes/timeline.py`: architecture, lasso on or off, steps) and the
+one-off seconds it spent reconfiguring; the replay then builds every
+distinct architecture and times its train step in round-robin rounds (the
+order reversed every other round), `steps` timed steps per architecture per
+round after `warmup` untimed ones, the median over all rounds. Drift and
+other load then hit every architecture alike, and
+
+    replayed seconds = Σ over segments (steps × median step seconds)
+                       + one-off seconds
+
+prices a run as if its steps had all run on that same quiet clock.
+
+`tools/benchmark.py` replays its sweeps (at the end, or `--replay=results.json`);
+`tools/step_time.py`'s width table is a replay of thin architectures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import keras
+import tensorflow as tf
+
+# x86 and Arm vector extensions that decide a convolution's speed on CPU.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
+                "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                "asimd", "sve")
+
+
+def machine() -> dict[str, Any]:
+    """What the timings were taken on: CPU model and vector flags, cores,
+    GPUs, and the TensorFlow and Keras builds."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                name = name.strip()
+                if name in ("model name", "Model") and model in (
+                        platform.processor(), platform.machine()):
+                    model = value.strip()
+                elif name in ("flags", "Features") and not flags:
+                    present = set(value.split())
+                    flags = [f for f in VECTOR_FLAGS if f in present]
+    except OSError:  # not Linux: the platform module's name only
+        pass
+    build = tf.sysconfig.get_build_info()
+    return {"cpu": model, "vector_flags": flags, "cores": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "cuda": build.get("cuda_version"),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+
+
+def describe(info: Mapping[str, Any]) -> str:
+    """One line naming the machine of `machine()`.
+
+    >>> describe({"cpu": "AMD EPYC", "vector_flags": ["avx", "avx2"],
+    ...           "cores": 2, "gpus": [], "tensorflow": "2.21.0"})
+    'AMD EPYC (avx avx2), 2 cores, TensorFlow 2.21.0'
+    """
+    gpus = f", GPUs {', '.join(info['gpus'])}" if info.get("gpus") else ""
+    vector = " ".join(info["vector_flags"]) or "no vector flags read"
+    return (f"{info['cpu']} ({vector}), {info['cores']} cores{gpus}, "
+            f"TensorFlow {info['tensorflow']}")
+
+
+def item_key(architecture: str, lasso: str) -> str:
+    """The replay item a timeline segment runs on: its architecture, and
+    its lasso kind when on (`recipes/timeline.py`).
+
+    >>> item_key("0a1b2c3d4e5f", "proximal"), item_key("0a1b2c3d4e5f", "")
+    ('0a1b2c3d4e5f:proximal', '0a1b2c3d4e5f')
+    """
+    return f"{architecture}:{lasso}" if lasso else architecture
+
+
+def split_item(key: str) -> tuple[str, str]:
+    """`item_key`'s parts back.
+
+    >>> split_item("0a1b2c3d4e5f:proximal+scales")
+    ('0a1b2c3d4e5f', 'proximal+scales')
+    """
+    architecture, _, lasso = key.partition(":")
+    return architecture, lasso
+
+
+def items(segments: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The distinct replay items of timeline segments, in order."""
+    return list(dict.fromkeys(item_key(s["architecture"], s["lasso"])
+                              for s in segments))
+
+
+def replayed_seconds(segments: Iterable[Mapping[str, Any]],
+                     step_seconds: Mapping[str, float],
+                     one_off_seconds: float = 0.0) -> float:
+    """Σ steps × the segment's step seconds, plus the one-off seconds.
+
+    >>> replayed_seconds([{"architecture": "a", "lasso": "loss", "steps": 10},
+    ...                   {"architecture": "b", "lasso": "", "steps": 5}],
+    ...                  {"a:loss": 0.5, "b": 0.2}, one_off_seconds=1.5)
+    7.5
+    """
+    return sum(s["steps"] * step_seconds[item_key(s["architecture"],
+                                                  s["lasso"])]
+               for s in segments) + one_off_seconds
+
+
+class StepClock(keras.callbacks.Callback):
+    """The seconds between consecutive `on_train_batch_end` calls of one
+    `fit`, after its first `warmup` steps: what a steady step of `fit`
+    costs, data loading and callbacks included. `clock` is injectable
+    (seconds, monotonic)."""
+
+    def __init__(self, warmup: int,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        super().__init__()
+        if warmup < 1:
+            raise ValueError(f"StepClock: warmup must be >= 1 (the first "
+                             f"step has no step before it), got {warmup}.")
+        self.warmup, self.clock = warmup, clock
+        self.ends: list[float] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.ends = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None
+                           ) -> None:
+        self.ends.append(self.clock())
+
+    @property
+    def seconds(self) -> list[float]:
+        ends = self.ends[self.warmup - 1:]
+        return [b - a for a, b in zip(ends, ends[1:])]
+
+
+def round_robin(runners: Mapping[str, Callable[[], list[float]]],
+                rounds: int, progress: Callable[[str], None] | None = None
+                ) -> dict[str, list[float]]:
+    """Calls every runner once per round, the order reversed every other
+    round (a drift within a round then favours no one), and collects the
+    step seconds each returns.
+
+    >>> calls = []
+    >>> def runner(name):
+    ...     return lambda: calls.append(name) or [len(calls)]
+    >>> round_robin({"a": runner("a"), "b": runner("b")}, rounds=2)
+    {'a': [1, 4], 'b': [2, 3]}
+    >>> calls
+    ['a', 'b', 'b', 'a']
+    """
+    if rounds < 1:
+        raise ValueError(f"round_robin: rounds must be >= 1, got {rounds}.")
+    times: dict[str, list[float]] = {key: [] for key in runners}
+    order = list(runners)
+    for r in range(rounds):
+        start = time.perf_counter()
+        for key in (order if r % 2 == 0 else reversed(order)):
+            times[key].extend(runners[key]())
+        if progress:
+            progress(f"replay round {r + 1}/{rounds}: {len(order)} "
+                     f"architectures, {time.perf_counter() - start:.1f} s")
+    return times
+
+
+def time_models(models: Mapping[str, keras.Model],
+                dataset: Callable[[], Any], rounds: int = 5, steps: int = 6,
+                warmup: int = 2, clock: Callable[[], float] = time.perf_counter,
+                progress: Callable[[str], None] | None = None
+                ) -> dict[str, float]:
+    """Median train-step seconds of each compiled model: `fit` on
+    `dataset()` (a repeated `tf.data.Dataset`, as training feeds it) for
+    `warmup + steps` steps per round, rounds in alternating order after one
+    untimed tracing pass.
+
+    Example:
+    >>> import keras, numpy as np, tensorflow as tf
+    >>> def net(width):
+    ...     x = keras.Input((4,))
+    ...     m = keras.Model(x, keras.layers.Dense(1)(
+    ...         keras.layers.Dense(width)(x)))
+    ...     m.compile("sgd", "mse")
+    ...     return m
+    >>> data = lambda: tf.data.Dataset.from_tensor_slices(
+    ...     (np.ones((8, 4), "float32"), np.ones((8, 1), "float32"))
+    ...     ).batch(4).repeat()
+    >>> seconds = time_models({"wide": net(64), "thin": net(2)}, data,
+    ...                       rounds=2, steps=2)
+    >>> sorted(seconds), all(s > 0 for s in seconds.values())
+    (['thin', 'wide'], True)
+    """
+    for model in models.values():  # trace, untimed
+        model.fit(dataset(), epochs=1, steps_per_epoch=warmup, verbose=0,
+                  shuffle=False)
+
+    def runner(model: keras.Model) -> Callable[[], list[float]]:
+        def run() -> list[float]:
+            timer = StepClock(warmup, clock)
+            model.fit(dataset(), epochs=1, steps_per_epoch=warmup + steps,
+                      verbose=0, shuffle=False, callbacks=[timer])
+            return timer.seconds
+        return run
+
+    times = round_robin({key: runner(m) for key, m in models.items()},
+                        rounds, progress)
+    return {key: statistics.median(values) for key, values in times.items()}
