@@ -249,6 +249,9 @@ def test_step_time_fit_is_consistent_with_its_rows():
     assert result["fixed"] + result["per_flop"] == pytest.approx(1.0)
     assert result["fixed"] + result["per_flop"] * half["flops"] == \
         pytest.approx(half["step"])
+    # Replayed, and named: the machine it was measured on.
+    assert full["widths"] == [16, 32, 64] and half["widths"] == [8, 16, 32]
+    assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1
 
 
 @pytest.mark.parametrize("undo_slower", [False, True])

@@ -1,9 +1,12 @@
 r"""How train-step time follows FLOPs and channel counts on this machine.
 
-Times the median train step (`train_on_batch`, SGD with momentum) of the
-CIFAR ResNet at several stage widths, in alternating rounds in one process,
-and fits `step = fixed + per_flop × FLOPs` (least squares, as fractions of
-the first model). `fixed` is the share of a step that no channel pruning can
+A replay of thin architectures (`tools/replay.py`, the instrument that prices
+the benchmark's runs): the median train step of the CIFAR ResNet at several
+stage widths (`fit` on a repeated in-memory dataset, SGD with momentum),
+round-robin rounds in one process, the order reversed every other round.
+It fits `step = fixed + per_flop × FLOPs` (least squares, as fractions of
+the first model) and names the machine (CPU model and vector flags, cores,
+TensorFlow build). `fixed` is the share of a step that no channel pruning can
 remove (kernel launches, BatchNorm/optimizer bookkeeping, the first
 convolution's input, the classifier): it bounds the wall-time ratio a FLOPs
 target can reach, whatever channels it removes. The default widths are
@@ -20,15 +23,15 @@ from it.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app
 from absl import flags
 
+import replay  # tools/replay.py
 import tf_prunetrain
 from tf_prunetrain import latency
 from tf_prunetrain.models import resnet_cifar
@@ -49,41 +52,37 @@ def parse_entry(text: str) -> float | tuple[int, ...]:
 
 
 def measure(depth: int, shape: tuple[int, ...], batch: int,
-            entries: list[float | tuple[int, ...]], rounds: int, steps: int
-            ) -> dict[str, Any]:
-    """Median step seconds and FLOPs of each width (multipliers or stage
-    widths; the first is the reference); the linear fit."""
+            entries: list[float | tuple[int, ...]], rounds: int, steps: int,
+            warmup: int = 2) -> dict[str, Any]:
+    """Median step seconds (replayed) and FLOPs of each width (multipliers
+    or stage widths; the first is the reference); the linear fit; the
+    machine."""
     rng = np.random.default_rng(0)
-    x = rng.random((batch, *shape), np.float32)
-    y = rng.integers(0, 10, batch)
+    x = rng.random((4 * batch, *shape), np.float32)
+    y = rng.integers(0, 10, 4 * batch)
     models = {}
     for m in entries:
-        widths = stage_widths(m)
-        model = resnet_cifar(depth, 10, shape, widths, seed=0)
+        model = resnet_cifar(depth, 10, shape, stage_widths(m), seed=0)
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                       keras.losses.SparseCategoricalCrossentropy(
                           from_logits=True))
-        for _ in range(2):  # trace, then one warm step
-            model.train_on_batch(x, y)
-        models[m] = (widths, model)
-    times: dict[Any, list[float]] = {m: [] for m in entries}
-    for _ in range(rounds):
-        for m, (_, model) in models.items():
-            for _ in range(steps):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                times[m].append(time.perf_counter() - start)
-    base = entries[0]
-    full_flops = tf_prunetrain.forward_flops(models[base][1])
-    full_step = statistics.median(times[base])
-    rows = [{"widths": list(models[m][0]),
-             "flops": tf_prunetrain.forward_flops(models[m][1]) / full_flops,
-             "step": statistics.median(times[m]) / full_step,
-             "step_seconds": statistics.median(times[m])}
-            for m in entries]
+        models["/".join(map(str, stage_widths(m)))] = model
+
+    def dataset() -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(
+            batch).repeat()
+
+    seconds = replay.time_models(models, dataset, rounds, steps, warmup)
+    keys = list(models)
+    full_flops = tf_prunetrain.forward_flops(models[keys[0]])
+    rows = [{"widths": [int(w) for w in key.split("/")],
+             "flops": tf_prunetrain.forward_flops(models[key]) / full_flops,
+             "step": seconds[key] / seconds[keys[0]],
+             "step_seconds": seconds[key]} for key in keys]
     per_flop, fixed = np.polyfit([r["flops"] for r in rows],
                                  [r["step"] for r in rows], 1)
-    return {"rows": rows, "fixed": float(fixed), "per_flop": float(per_flop)}
+    return {"rows": rows, "fixed": float(fixed), "per_flop": float(per_flop),
+            "machine": replay.machine()}
 
 
 def main(argv: list[str]) -> None:
@@ -97,6 +96,7 @@ def main(argv: list[str]) -> None:
                              f"multipliers, got {f.widths}") from None
     result = measure(f.depth, tuple(int(d) for d in f.input_shape),
                      f.batch_size, entries, f.rounds, f.steps)
+    print(f"on {replay.describe(result['machine'])}")
     print("widths       FLOPs ratio  step-time ratio")
     for r in result["rows"]:
         print(f"{'/'.join(map(str, r['widths'])):<11}"
@@ -128,7 +128,7 @@ def define_flags() -> None:
                                  "10/20/40", "9/18/37", "8/16/32", "7/14/29"],
                       "Stage widths a/b/c, or multipliers of 16/32/64 (the "
                       "first is the reference).")
-    flags.DEFINE_integer("rounds", 6, "Alternating timing rounds.")
+    flags.DEFINE_integer("rounds", 6, "Round-robin timing rounds.")
     flags.DEFINE_integer("steps", 4, "Timed steps per model per round.")
     flags.DEFINE_string("json", None, "Also write the figures here.")
 
