@@ -23,12 +23,15 @@ What is used, and why:
 * an optimizer's `_trainable_variables`, `_variables` and per-variable slot
   lists (its state is carried over to the smaller model);
 * TensorFlow's trainer (`reduce_per_replica`, `_maybe_symbolic_build`,
-  `_symbolic_build`, `_distribute_strategy`) for `fix_multi_worker_fit`.
+  `_symbolic_build`, `_distribute_strategy`) for `fix_multi_worker_fit`;
+* the `CallbackList` that calls a callback's `set_model` (found on the call
+  stack: `fit_callbacks`), for the other callbacks of the same `fit`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Iterator
 
 import keras
@@ -248,6 +251,27 @@ def slot_lists(optimizer: Any) -> dict[str, list]:
         and isinstance(value, list) and n and len(value) == n
         and all(isinstance(v, keras.Variable) for v in value)
     }
+
+
+# -- The callbacks of one fit ---------------------------------------------------
+def fit_callbacks(callback: Any, depth: int = 8) -> list:
+    """The callbacks of the `keras.callbacks.CallbackList` whose `set_model`
+    is calling `callback.set_model` (Keras' `fit`, `evaluate` and `predict`
+    build one around their callbacks and set the model on each, in order);
+    [] when `set_model` was called otherwise."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(depth):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return []
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList) and any(
+                    c is callback for c in owner.callbacks):
+                return list(owner.callbacks)
+        return []
+    finally:
+        del frame
 
 
 # -- Multi-worker fit ---------------------------------------------------------

@@ -11,11 +11,13 @@ from typing import Any, Callable
 import numpy as np
 
 from tf_prunetrain import _checks
+from tf_prunetrain import _keras
 from tf_prunetrain import budget
 from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import distribute
 from tf_prunetrain import inplace
+from tf_prunetrain import keras_callbacks
 from tf_prunetrain import latency
 from tf_prunetrain import planning
 from tf_prunetrain import regularizers
@@ -127,6 +129,12 @@ class Reconfigure(RunLog):
     `reconfigurations` lists what each reconfiguration did; `summary()`
     prints channels initial → now per layer.
 
+    Keras' own callbacks in the same `fit` work across a reconfiguration in
+    any list order (`EarlyStopping` restarts at each cut), except
+    `BackupAndRestore`, refused before the first step (use `Checkpoint`);
+    a callback of yours with a method `on_reconfigure(reconfiguration,
+    plan)` is called after each one (`tf_prunetrain.keras_callbacks`).
+
     Args:
       flops_target: in (0, 1): the final model's inference FLOPs per example
         as a fraction of the model's at the start of the first `fit`; None
@@ -213,6 +221,8 @@ class Reconfigure(RunLog):
                              f"(put back a cut that made the step slower), "
                              f"got {undo_slower!r}.")
         self.undo_slower = undo_slower
+        # The other callbacks of the fit this one runs in (set_model).
+        self._companions = keras_callbacks.Companions([], self)
         # The last cut and its undo, until it is timed.
         self._undo: tuple[Reconfiguration, inplace.Undo] | None = None
         # An undone cut, the undo's record, the redo and target_reached,
@@ -296,6 +306,17 @@ class Reconfigure(RunLog):
         """The GroupLasso strength λ now in use (the first regularizer's)."""
         pairs = lasso_variables(self.model)
         return pairs[0][1].strength if pairs else 0.0
+
+    def set_model(self, model: Any) -> None:
+        """Also finds the other callbacks of the `fit` (refusing those that
+        cannot work across a reconfiguration, before anything runs)."""
+        companions = keras_callbacks.Companions(
+            _keras.fit_callbacks(self), self)
+        super().set_model(model)
+        self._companions = companions
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._companions.epoch_begin()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.target_reached is not None:  # a later fit, or resumed
@@ -574,6 +595,7 @@ class Reconfigure(RunLog):
             step_seconds_before=step_before, kind=kind)
         self.reconfigurations.append(record)
         self.record("reconfiguration", **dataclasses.asdict(record))
+        self._companions.after_change(None, record, None)
         return record, reverse
 
     def _undo_cut(self, done: Reconfiguration, undo: inplace.Undo) -> None:
@@ -655,6 +677,7 @@ class Reconfigure(RunLog):
                         seconds=done.retrace_seconds)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._companions.epoch_begin()
         self._undo = None  # a cut not timed enough stays
         if self._redo is not None:  # so does one undone but not checked
             self._redo_cut("fit ended before the model before the cut was "
@@ -811,6 +834,9 @@ class Reconfigure(RunLog):
                                step_seconds_predicted=predicted_step_seconds
                                if changes else None)
         self.reconfigurations.append(done)
+        if changes:  # at the end of the 0-based epoch `epoch - 1`
+            self._companions.after_change(epoch - 1 if epoch else None, done,
+                                          plan)
         if self._undo is not None and self._undo[0] is None:
             self._undo = (done, self._undo[1])  # timed from now on
         self.record("reconfiguration", **dataclasses.asdict(done))

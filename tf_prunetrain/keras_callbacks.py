@@ -1,0 +1,115 @@
+"""Keras' own callbacks across a reconfiguration.
+
+`Reconfigure` changes the model's shapes inside `fit`. A callback that holds
+weights from before a cut, or restores them, would put another
+architecture's weights back. Decided per callback (README, "Keras
+callbacks"), whatever their order in the list:
+
+* `EarlyStopping`: its best value, patience and (`restore_best_weights`)
+  best weights restart at each cut: it restores the best weights *since the
+  last cut*, and the cut epoch's own metric (measured on the model before
+  the cut) does not count. If `fit` stops in a cut's epoch, nothing is
+  restored (no epoch has run since).
+* `BackupAndRestore`: refused when `fit` starts, before its first step:
+  it restores weights into the model object of a new run, whose shapes are
+  the initial ones. `tf_prunetrain.Checkpoint` saves and restores the
+  architecture too.
+* Everything else Keras ships reads logs or writes what the model is now
+  (`ModelCheckpoint` whole or weights-only, `ReduceLROnPlateau`,
+  `LearningRateScheduler`, `TerminateOnNaN`, `CSVLogger`, `TensorBoard`,
+  `RemoteMonitor`, `History`, `ProgbarLogger`, `LambdaCallback`) and works
+  across a cut unchanged.
+* Your own callback that keeps weights or variable references (an average
+  of the weights, SWA): give it a method `on_reconfigure(reconfiguration,
+  plan)`. `Reconfigure` calls it after every change of the model's shapes,
+  with the `Reconfiguration` record and the `planning.Plan` applied (None
+  for an undo or redo of `undo_slower`); the model's variables are then the
+  new ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+# Callback types refused in the same `fit` as `Reconfigure`, and what to use.
+REFUSED: dict[type, str] = {
+    keras.callbacks.BackupAndRestore: (
+        "it restores the weights it backed up into the model object of a new "
+        "run, which has the initial shapes: after a reconfiguration they no "
+        "longer fit (Keras fails in the resumed fit). Use "
+        "tf_prunetrain.Checkpoint(directory, tracker=<the Reconfigure "
+        "callback>) instead: it saves the architecture with the weights, and "
+        "its restore() returns the model and the epoch to resume from"),
+}
+
+
+def check(callbacks: list[Any], owner: str = "Reconfigure") -> None:
+    """Raises ValueError naming the first refused callback of `callbacks`.
+
+    >>> import keras
+    >>> check([keras.callbacks.CSVLogger("log.csv")])
+    >>> check([keras.callbacks.BackupAndRestore("backup")])
+    Traceback (most recent call last):
+    ...
+    ValueError: Reconfigure cannot share fit with keras.callbacks.BackupAndRestore: it restores ...
+    """
+    for callback in callbacks:
+        for kind, why in REFUSED.items():
+            if isinstance(callback, kind):
+                raise ValueError(f"{owner} cannot share fit with keras."
+                                 f"callbacks.{kind.__name__}: {why}.")
+
+
+class Companions:
+    """The other callbacks of the `fit` that `owner` (a `Reconfigure`) runs
+    in, told of every reconfiguration.
+
+    Example:
+    >>> import keras
+    >>> stop = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    >>> stop.best, stop.best_weights, stop.wait = 0.5, ["weights"], 2
+    >>> owner = keras.callbacks.Callback()
+    >>> companions = Companions([owner, stop], owner)
+    >>> companions.after_change(epoch=3, reconfiguration=None, plan=None)
+    >>> stop.best, stop.best_weights, stop.wait, stop.start_from_epoch
+    (None, None, 0, 4)
+    >>> companions.epoch_begin()  # the next epoch: as configured again
+    >>> stop.start_from_epoch
+    0
+    """
+
+    def __init__(self, callbacks: list[Any], owner: Any) -> None:
+        check(callbacks, type(owner).__name__)
+        self.callbacks = [c for c in callbacks if c is not owner]
+        position = next((i for i, c in enumerate(callbacks) if c is owner),
+                        len(callbacks))
+        self._after = {id(c) for c in callbacks[position + 1:]}
+        # EarlyStopping callbacks whose start_from_epoch skips a cut's epoch.
+        self._skipping: list[tuple[keras.callbacks.EarlyStopping, int]] = []
+
+    def after_change(self, epoch: int | None, reconfiguration: Any,
+                     plan: Any) -> None:
+        """After the model's shapes changed: at the end of the 0-based
+        `epoch` (None: inside an epoch, e.g. an undo)."""
+        for callback in self.callbacks:
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                callback.best, callback.best_weights = None, None
+                callback.wait = 0
+                if epoch is not None and id(callback) in self._after:
+                    # Its on_epoch_end runs after this one: the epoch's
+                    # metric is the model's before the cut.
+                    self._skipping.append((callback,
+                                           callback.start_from_epoch))
+                    callback.start_from_epoch = max(
+                        callback.start_from_epoch, epoch + 1)
+            hook = getattr(callback, "on_reconfigure", None)
+            if callable(hook):
+                hook(reconfiguration, plan)
+
+    def epoch_begin(self) -> None:
+        """Puts back what `after_change` set for one epoch only."""
+        for callback, start in self._skipping:
+            callback.start_from_epoch = start
+        self._skipping = []
