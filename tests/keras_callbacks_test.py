@@ -197,3 +197,39 @@ def test_early_stopping_and_checkpoint_under_mirrored_strategy(tmp_path):
     assert stop.best == pytest.approx(min(history["val_loss"][1:]))
     loaded = keras.models.load_model(tmp_path / "best.keras")
     assert loaded.predict(_data(4, 2)[0], verbose=0).shape == (4, 10)
+
+
+def test_early_stopping_in_a_run_resumed_from_a_checkpoint(tmp_path):
+    """Cut after epoch 1, checkpointed after epoch 2, resumed with
+    EarlyStopping listed first: it restores the best of the resumed epochs
+    into the narrowed model."""
+    def callbacks():
+        cut = tf_prunetrain.Reconfigure(flops_target=0.5, target_epoch=1,
+                                        round_to=1, verbose=0,
+                                        penalty_ratio=None)
+        return cut, tf_prunetrain.Checkpoint(str(tmp_path), tracker=cut)
+
+    keras.utils.set_random_seed(0)
+    model = tf_prunetrain.add_group_lasso(resnet_cifar(
+        8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
+        strength=0.02, proximal=True)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    x, y = _data(48, 0)
+    model.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0,
+              callbacks=list(callbacks()))
+    cut, backup = callbacks()
+    model, epoch = backup.restore()
+    assert epoch == 2 and cut.target_reached == 1
+    snapshots = {}
+    snap = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: snapshots.__setitem__(
+            e, snap.model.get_weights()))
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=10,
+                                         restore_best_weights=True)
+    history = model.fit(x, y, epochs=EPOCHS, initial_epoch=epoch,
+                        batch_size=16, shuffle=False, verbose=0,
+                        validation_data=_data(16, 1),
+                        callbacks=[stop, cut, backup, snap]).history
+    best = epoch + int(np.argmin(history["val_loss"]))
+    assert stop.best_epoch == best
+    _same(model.get_weights(), snapshots[best])
