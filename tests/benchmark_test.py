@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import benchmark  # noqa: E402  (tools/benchmark.py)
 import common  # noqa: E402  (recipes/common.py, put on the path by benchmark)
 import step_time  # noqa: E402  (tools/step_time.py)
+import replay  # noqa: E402  (tools/replay.py)
 import verdicts  # noqa: E402  (tools/verdicts.py)
 
 
@@ -56,7 +57,8 @@ def sweeps(tmp_path_factory):
         path = folder / f"jobs{jobs}.json"
         result = benchmark.comparison(
             TINY, [0.5], [0.5], [0, 1], paper_interval=1, json_path=str(path),
-            jobs=jobs, replay_rounds=rounds, replay_steps=1, replay_warmup=1)
+            jobs=jobs, replays=1, replay_rounds=rounds, replay_steps=1,
+            replay_warmup=1)
         out[jobs] = (result, path)
     return out
 
@@ -140,21 +142,32 @@ def test_two_jobs_give_the_serial_top1_and_timelines(sweeps):
     assert benchmark.summary.time_key(sweeps[2][0]) == "wall_time"
 
 
-def test_replaying_a_results_file_again_reports_the_agreement(sweeps,
-                                                              tmp_path,
-                                                              capsys):
+def test_replaying_a_results_file_again_combines_the_replays(sweeps,
+                                                           tmp_path, capsys):
     _, path = sweeps[1]
+    first = json.loads(path.read_text())
+    assert len(first["replays"]) == 1 and first["replay"]["replays"] == 1
     out = tmp_path / "again.json"
-    result = benchmark.replay_file(str(path), str(out), rounds=1, steps=1,
-                                   warmup=1)
-    assert result["previous_replay"] == json.loads(path.read_text())[
-        "replay"]
-    assert set(result["replay"]["step_seconds"]) == set(
-        result["previous_replay"]["step_seconds"])
-    agreement = benchmark.replay_agreement(result, result["previous_replay"])
+    result = benchmark.replay_file(str(path), str(out), replays=2, rounds=1,
+                                   steps=1, warmup=1)
+    replays = result["replays"]
+    assert replays[0] == first["replays"][0] and len(replays) == 3
+    dense = first["runs"][0]["timeline"][0]["architecture"]
+    assert result["replay"]["step_seconds"] == replay.combine(
+        [r["step_seconds"] for r in replays], dense)
+    assert result["replay"]["replays"] == 3
+    # Priced on the combined replays.
+    run = result["runs"][2]
+    assert run["replayed_seconds"] == pytest.approx(
+        sum(s["steps"] * result["replay"]["step_seconds"][_item(s)]
+            for s in run["timeline"]) + run["one_off_seconds"])
+    agreement = benchmark.replay_agreement(result, replays[1],
+                                           first["replay"])
     assert set(agreement) == {"thin 0.5", "prunetrain 0.5", "scratch 0.5",
                               "paper"}
-    assert "this replay against the previous one" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "replay 1/2: its time ratios against the earlier 1 combined" in \
+        printed and "replay 2/2" in printed
     assert json.loads(out.read_text())["runs"] == json.loads(
         json.dumps(result["runs"]))
 
@@ -203,13 +216,12 @@ def _pair(mean, low, high):
 def test_goals_are_decided_by_paired_intervals_not_means():
     summary = [
         _row("dense", 1.0, 0.90, 1.0),
-        _row("thin 0.5", 0.4, 0.89, 0.25, {"prunetrain 0.5": _pair(
-            0.3, -0.1, 0.7)}),
-        _row("thin 0.75", 0.7, 0.90, 0.56, {"prunetrain 0.5": _pair(
-            0.8, 0.2, 1.4)}),
+        _row("thin 0.5", 0.4, 0.89, 0.25),
+        _row("thin 0.75", 0.7, 0.90, 0.56),
         _row("prunetrain 0.5", 0.6, 0.887, 0.5, {
             "scratch 0.5": _pair(-1.0, -1.6, -0.4),
-            "thin 0.5": _pair(-0.3, -0.7, 0.1)}),
+            "thin 0.5": _pair(-0.3, -0.7, 0.1),
+            "thin 0.75": _pair(-0.8, -1.4, -0.2)}),
         _row("scratch 0.5", 0.5, 0.897, 0.5, {
             "thin 0.75": _pair(-0.3, -0.9, 0.2)})]
 
@@ -231,13 +243,16 @@ def test_goals_are_decided_by_paired_intervals_not_means():
     half = "at thin 0.5's time, at least as accurate as thin 0.5"
     assert decided[half]["status"] == "missed"  # none is that fast
     assert "no PruneTrain setting is as fast" in decided[half]["detail"]
-    summary[1]["paired"]["prunetrain 0.5"] = _pair(0.9, 0.3, 1.5)
+    summary[3]["paired"]["thin 0.5"] = _pair(-0.9, -1.5, -0.3)
     summary[1]["replayed_time"]["mean"] = 0.65  # now slower than PruneTrain
     decided = goals()
     assert decided["worth it"]["status"] == "reached"
-    assert decided[half]["status"] == "not established"  # -0.3 [-0.7, 0.1]
+    assert decided[half]["status"] == "missed"  # -0.9 [-1.5, -0.3]
     summary[1]["replayed_time"]["mean"] = 0.5
-    assert goals()["worth it"]["status"] == "missed"
+    decided = goals()
+    assert decided["worth it"]["status"] == "missed"
+    assert "thin 0.5 (0.500x) is faster than prunetrain 0.5 (0.600x) and " \
+        "more accurate (established)" in decided["worth it"]["detail"]
 
 
 def test_step_time_fit_is_consistent_with_its_rows():

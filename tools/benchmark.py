@@ -129,6 +129,9 @@ _RUN_THREADS = flags.DEFINE_integer(
 _REPLAY = flags.DEFINE_string(
     "replay", None, "Only replay the runs of this results JSON (no "
     "training); writes --json (default: this file).")
+_REPLAYS = flags.DEFINE_integer(
+    "replays", 3, "Replays, one after another, each in a fresh process; "
+    "the runs are priced on their median ratios (tools/replay.py).")
 _REPLAY_ROUNDS = flags.DEFINE_integer(
     "replay_rounds", 5, "Round-robin rounds of the replay (0: no replay; "
     "time is then wall time).")
@@ -313,6 +316,10 @@ def load_state(path: str | None, config: common.Config, paper_interval: int,
 def _refresh(result: dict[str, Any]) -> None:
     summary.annotate(result)
     result["summary"] = summary.summarize(result)
+    spread = summary.replay_spread(result) if result.get("replay") else {}
+    for row in result["summary"]:
+        if row["label"] in spread:
+            row["replayed_spread"] = spread[row["label"]]
     result["goals"] = summary.goals(result["summary"],
                                     summary.time_key(result))
 
@@ -322,14 +329,15 @@ def comparison(config: common.Config, widths: Sequence[float],
                scratch: bool = True, paper_interval: int | None = None,
                json_path: str | None = None, time_rank: bool = False,
                undo: bool = False, jobs: int = 1, run_threads: int = 1,
-               replay_rounds: int = 5, replay_steps: int = 6,
-               replay_warmup: int = 2) -> dict[str, Any]:
+               replays: int = 3, replay_rounds: int = 5,
+               replay_steps: int = 6, replay_warmup: int = 2
+               ) -> dict[str, Any]:
     """Every method of the module docstring for every seed (`paper_interval`
     None: no paper run), `jobs` runs at a time in worker processes of
     `run_threads` TensorFlow threads (`tools/sweep.py`), resumed from
-    `json_path` and written there after every run; then the replay in this
-    process (`replay_rounds` 0: none), the summary, the paired verdicts and
-    the goals."""
+    `json_path` and written there after every run; then `replays` replays,
+    each in a fresh process (`replay_rounds` 0: none), the summary, the
+    paired verdicts and the goals."""
     start = time.perf_counter()
     result = load_state(json_path, config, paper_interval or 0, run_threads)
     plan = settings(widths, targets, scratch, paper_interval is not None,
@@ -369,8 +377,9 @@ def comparison(config: common.Config, widths: Sequence[float],
         result["runs"].append(record)
         _order(result["runs"], plan)
         if result.pop("replay", None):
-            print("the results' replay no longer covers every run: it is "
-                  "redone at the end", flush=True)
+            result.pop("replays", None)
+            print("the results' replays no longer cover every run: a new "
+                  "one is made at the end", flush=True)
         result["sweep_seconds"] = spent + time.perf_counter() - start
         _refresh(result)
         _write(result, json_path)
@@ -383,8 +392,8 @@ def comparison(config: common.Config, widths: Sequence[float],
 
     sweep.run_tasks(tasks, prepare, run_record, done, jobs, run_threads)
     if replay_rounds > 0 and result["runs"] and "replay" not in result:
-        result["replay"] = replay_runs(result, replay_rounds, replay_steps,
-                                       replay_warmup)
+        replay_many(result, replays, replay_rounds, replay_steps,
+                    replay_warmup)
     result["sweep_seconds"] = spent + time.perf_counter() - start
     _refresh(result)
     _write(result, json_path)
@@ -461,42 +470,82 @@ def replay_runs(result: dict[str, Any], rounds: int, steps: int,
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def replay_file(path: str, out: str | None, rounds: int, steps: int,
-                warmup: int) -> dict[str, Any]:
-    """Replays the runs of the results file `path` (no training) and
-    writes the result to `out` (default: `path`); a replay the file held
-    is kept as `previous_replay`, and the largest difference between the
-    two replays' time ratios is printed."""
+def _reference(result: dict[str, Any]) -> str:
+    """The replay item ratios are taken against: the dense architecture,
+    else the one trained for the most steps."""
+    steps: dict[str, int] = {}
+    for run in result["runs"]:
+        for segment in run["timeline"]:
+            item = replay_lib.item_key(segment["architecture"],
+                                       segment["lasso"])
+            if run["method"] == "dense":
+                return item
+            steps[item] = steps.get(item, 0) + segment["steps"]
+    return max(steps, key=steps.get)
+
+
+def add_replay(result: dict[str, Any], new: dict[str, Any]) -> None:
+    """Adds one replay to `result["replays"]` and sets `result["replay"]`,
+    what prices the runs: every replay so far, combined
+    (`replay.combine`)."""
+    replays = result.setdefault("replays", [])
+    replays.append(new)
+    result["replay"] = {
+        **{k: new[k] for k in ("machine", "rounds", "steps", "warmup",
+                               "date")},
+        "replays": len(replays), "seconds": sum(r["seconds"] for r in replays),
+        "step_seconds": replay_lib.combine(
+            [r["step_seconds"] for r in replays], _reference(result))}
+
+
+def replay_many(result: dict[str, Any], replays: int, rounds: int,
+                steps: int, warmup: int) -> None:
+    """`replays` replays of `result`'s runs, one after another, each in a
+    fresh process with all of this machine's threads (a process's own
+    state, such as the kernels TensorFlow picked, then varies between
+    replays and is outvoted), added to `result` (`add_replay`). Prints how
+    far each new replay's time ratios are from the ones before, combined."""
+    def done(task: int, new: dict[str, Any]) -> None:
+        earlier = result.get("replay")
+        if earlier:
+            print(f"replay {task + 1}/{replays}: its time ratios against the "
+                  f"earlier {earlier.get('replays', 1)} combined: " + ", ".join(
+                      f"{name} {change:+.2%}" for name, change in
+                      replay_agreement(result, new, earlier).items()),
+                  flush=True)
+        add_replay(result, new)
+
+    sweep.run_tasks(range(replays), lambda task: (result, rounds, steps,
+                                                  warmup),
+                    replay_runs, done, jobs=1, threads=os.cpu_count() or 1,
+                    fresh=True)
+
+
+def replay_file(path: str, out: str | None, replays: int, rounds: int,
+                steps: int, warmup: int) -> dict[str, Any]:
+    """Replays the runs of the results file `path` (no training) `replays`
+    more times and writes the result to `out` (default: `path`): the new
+    replays join the file's earlier ones, and the runs are priced on all of
+    them combined."""
     with open(path, encoding="utf-8") as f:
         result = json.load(f)
     if "architectures" not in result:
         raise ValueError(f"{path} holds no architecture timelines (written "
                          "before sweeps could be replayed): nothing to "
                          "replay.")
-    if result.get("replay"):
-        result["previous_replay"] = result["replay"]
-    result["replay"] = replay_runs(result, rounds, steps, warmup)
+    replay_many(result, replays, rounds, steps, warmup)
     _refresh(result)
-    previous = result.get("previous_replay")
-    if previous:
-        print(f"replayed time ratios, this replay against the previous "
-              f"one ({previous['date']}): " + ", ".join(
-                  f"{name} {change:+.2%}" for name, change in
-                  replay_agreement(result, previous).items()), flush=True)
     _write(result, out or path)
     return result
 
 
-def replay_agreement(result: dict[str, Any], other: dict[str, Any]
-                     ) -> dict[str, float]:
-    """Per setting: the mean replayed time ratio under `result`'s replay
-    over the one under `other` (a replay of the same runs), minus 1."""
-    twin = dict(result, replay=other, runs=[dict(r) for r in result["runs"]])
-    summary.annotate(twin)
-    mine, theirs = summary.summarize(result), summary.summarize(twin)
-    return {a["label"]: a["replayed_time"]["mean"]
-            / b["replayed_time"]["mean"] - 1
-            for a, b in zip(mine, theirs) if a["method"] != "dense"}
+def replay_agreement(result: dict[str, Any], one: dict[str, Any],
+                     other: dict[str, Any]) -> dict[str, float]:
+    """Per setting: the mean replayed time ratio when priced by the replay
+    `one` over the same when priced by `other`, minus 1."""
+    mine, theirs = summary.priced(result, one), summary.priced(result, other)
+    return {name: mine[name] / theirs[name] - 1 for name in mine
+            if name != "dense"}
 
 
 def _fresh_state() -> None:
@@ -592,7 +641,7 @@ def main(argv: list[str]) -> None:
         if rounds[0] < 1:
             raise app.UsageError("--replay needs --replay_rounds >= 1.")
         result = summary_report(replay_file(_REPLAY.value, _JSON.value,
-                                            *rounds))
+                                            _REPLAYS.value, *rounds))
         return
     _apply_workload(_WORKLOAD.value)
     config = common.config_from_flags()
@@ -617,7 +666,7 @@ def main(argv: list[str]) -> None:
             [int(s) for s in _SEEDS.value], _SCRATCH.value,
             _PAPER_INTERVAL.value if _PAPER.value else None, _JSON.value,
             _TIME_RANK.value, _UNDO.value, _JOBS.value, _RUN_THREADS.value,
-            *rounds)
+            _REPLAYS.value, *rounds)
     except ValueError as err:  # a results file made with other flags
         raise app.UsageError(str(err)) from None
     summary_report(result)
@@ -628,8 +677,9 @@ def summary_report(result: dict[str, Any]) -> dict[str, Any]:
     replay = result.get("replay")
     if replay:
         print(f"time: replayed on {replay_lib.describe(replay['machine'])} "
-              f"({replay['rounds']} rounds x {replay['steps']} steps, "
-              f"{replay['seconds']:.0f} s); sweep wall time "
+              f"({replay.get('replays', 1)} replays of {replay['rounds']} "
+              f"rounds x {replay['steps']} steps, {replay['seconds']:.0f} s);"
+              f" sweep wall time "
               f"{result.get('sweep_seconds', 0) / 60:.1f} min")
     print(summary.comparison_table(result))
     print(summary.comparison_markdown(result))

@@ -26,7 +26,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -114,6 +114,26 @@ def replayed_seconds(segments: Iterable[Mapping[str, Any]],
     return sum(s["steps"] * step_seconds[item_key(s["architecture"],
                                                   s["lasso"])]
                for s in segments) + one_off_seconds
+
+
+def combine(replays: Sequence[Mapping[str, float]], reference: str
+            ) -> dict[str, float]:
+    """Step seconds over several replays (separate invocations): each item's
+    median ratio to the `reference` item across them, times the reference's
+    median seconds. A ratio is what ranks; a replay whose machine ran
+    faster or slower throughout moves no ratio, and one item's outlier in
+    one replay (seen: one architecture 24 % off in one of three) is outvoted.
+
+    >>> combine([{"dense": 0.2, "thin": 0.1}, {"dense": 0.1, "thin": 0.06},
+    ...          {"dense": 0.2, "thin": 0.1}], "dense")
+    {'dense': 0.2, 'thin': 0.1}
+    """
+    if not replays:
+        raise ValueError("combine: no replay.")
+    base = statistics.median(r[reference] for r in replays)
+    return {item: base * statistics.median(r[item] / r[reference]
+                                            for r in replays)
+            for item in replays[-1]}
 
 
 class StepClock(keras.callbacks.Callback):

@@ -58,6 +58,26 @@ def ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def priced(result: dict[str, Any], replay: dict[str, Any]
+           ) -> dict[str, float]:
+    """Per setting label: the mean replayed time ratio when `result`'s runs
+    are priced by `replay` (one replay, or several combined)."""
+    twin = dict(result, replay=replay,
+                runs=[dict(r) for r in result["runs"]])
+    annotate(twin)
+    return {row["label"]: row["replayed_time"]["mean"]
+            for row in summarize(twin)}
+
+
+def replay_spread(result: dict[str, Any]) -> dict[str, list[float]]:
+    """Per setting label: [lowest, highest] mean replayed time ratio over
+    the single replays of `result["replays"]` (what one replay alone could
+    have reported)."""
+    each = [priced(result, one) for one in result.get("replays", [])]
+    return {name: [min(p[name] for p in each), max(p[name] for p in each)]
+            for name in (each[0] if each else {})}
+
+
 def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)),
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
@@ -164,10 +184,10 @@ def goals(summary: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     faster = []
     for p in pruned:
         for t in thin:
-            pair = t["paired"].get(p["label"])
-            if time(t) < time(p) and pair and pair["mean"] > 0:
+            pair = p["paired"].get(t["label"])  # PruneTrain − thin
+            if time(t) < time(p) and pair and pair["mean"] < 0:
                 faster.append((t, p, "established" if pair["verdict"]
-                               == "better" else "not established"))
+                               == "worse" else "not established"))
     out.append({
         "goal": "worth it: no thin width both faster and more accurate than "
                 "a PruneTrain setting",
@@ -212,15 +232,18 @@ def rows(result: dict[str, Any]) -> tuple[tuple[str, ...],
                                           list[tuple[str, ...]]]:
     """The comparison's header and one row per setting: top-1, the paired
     difference to dense, the time ratio that ranks (replayed, or wall), the
-    wall ratio and their agreement, FLOPs, the one-off share, the front."""
+    range of what single replays gave, the wall ratio and their agreement,
+    FLOPs, the one-off share, the front."""
     key = time_key(result)
     header = ("setting", "seeds", "top-1", "vs dense (points, 95% CI)",
               "replayed time" if key == "replayed_time" else "wall time",
-              "wall time", "wall/replayed", "training FLOPs", "final FLOPs",
-              "one-off share", "front")
+              "single replays", "wall time", "wall/replayed",
+              "training FLOPs", "final FLOPs", "one-off share", "front")
     out = [(r["label"], str(r["seeds"]), _cell(r, "top1", digits=4, unit=""),
             _short(r["paired"].get("dense")) if r["method"] != "dense"
             else "", _cell(r, key),
+            "{:.3f}..{:.3f}".format(*r["replayed_spread"])
+            if "replayed_spread" in r else "-",
             _cell(r, "wall_time") if key != "wall_time" else "-",
             _cell(r, "agreement"), _cell(r, "train_flops"),
             _cell(r, "final_flops"),

@@ -36,13 +36,14 @@ def run_tasks(tasks: Sequence[Hashable],
               prepare: Callable[[Hashable], tuple | None],
               work: Callable[..., dict[str, Any]],
               done: Callable[[Hashable, dict[str, Any]], None],
-              jobs: int = 1, threads: int = 1) -> None:
+              jobs: int = 1, threads: int = 1, fresh: bool = False) -> None:
     """Runs `work(*prepare(task))` for every task in `jobs` worker processes
     of `threads` TensorFlow threads each, and calls `done(task, record)` in
     this process as each finishes.
 
     `prepare(task)` returns the arguments, or None while the task waits for
     another one's `done`; tasks start in their order as they get ready.
+    With `fresh`, every task gets a new process (none is reused).
     `work` must be a module-level function (it is pickled to the workers),
     and the program that calls this needs the `if __name__ == "__main__":`
     guard (`spawn` imports it again in every worker).
@@ -62,7 +63,8 @@ def run_tasks(tasks: Sequence[Hashable],
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=context, initializer=_init_worker,
-            initargs=(threads,)) as pool:
+            initargs=(threads,),
+            max_tasks_per_child=1 if fresh else None) as pool:
         running: dict[concurrent.futures.Future, Hashable] = {}
         try:
             while waiting or running:
