@@ -115,14 +115,21 @@ def test_learning_rate_callbacks_follow_the_run_across_the_cut(order):
         model.optimizer.learning_rate)) == pytest.approx(0.05 / 2 ** 3)
 
 
-@pytest.mark.parametrize("order", ["before", "after"])
-def test_early_stopping_restores_the_best_weights_since_the_cut(order):
+def _watched():
+    """EarlyStopping restoring the best weights, and a callback that keeps
+    the weights of every epoch's end (`snapshots[epoch]`)."""
     snapshots = {}
     snap = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, logs: snapshots.__setitem__(
             e, snap.model.get_weights()))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=10,
                                          restore_best_weights=True)
+    return stop, snap, snapshots
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_early_stopping_restores_the_best_weights_since_the_cut(order):
+    stop, snap, snapshots = _watched()
     model, history = _fit([stop, snap], order)
     # Epoch 1 (index 0) ends with the cut: its metric is the model's before
     # it and does not count. The best of epochs 2-4 is restored.
@@ -220,12 +227,7 @@ def test_early_stopping_in_a_run_resumed_from_a_checkpoint(tmp_path):
     cut, backup = callbacks()
     model, epoch = backup.restore()
     assert epoch == 2 and cut.target_reached == 1
-    snapshots = {}
-    snap = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: snapshots.__setitem__(
-            e, snap.model.get_weights()))
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=10,
-                                         restore_best_weights=True)
+    stop, snap, snapshots = _watched()
     history = model.fit(x, y, epochs=EPOCHS, initial_epoch=epoch,
                         batch_size=16, shuffle=False, verbose=0,
                         validation_data=_data(16, 1),
