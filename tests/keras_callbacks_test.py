@@ -194,7 +194,10 @@ def test_a_user_callback_is_told_of_the_reconfiguration(order):
 
 
 def test_early_stopping_and_checkpoint_under_mirrored_strategy(tmp_path):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # One strategy per process (`make_strategy` caches it): a second
+    # MirroredStrategy would reuse its collective keys.
+    strategy = tf_prunetrain.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # the two logical CPUs
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=10,
                                          restore_best_weights=True)
     best = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"),
