@@ -112,8 +112,3 @@ class Timeline(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None
                            ) -> None:
         self.segments[-1]["steps"] += 1
-
-    @property
-    def final_architecture(self) -> str | None:
-        """The key of the architecture that trained last."""
-        return self.segments[-1]["architecture"] if self.segments else None

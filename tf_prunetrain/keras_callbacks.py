@@ -75,7 +75,7 @@ class Companions:
     >>> companions.after_change(epoch=3, reconfiguration=None, plan=None)
     >>> stop.best, stop.best_weights, stop.wait, stop.start_from_epoch
     (None, None, 0, 4)
-    >>> companions.epoch_begin()  # the next epoch: as configured again
+    >>> companions.release()  # the next epoch: as configured again
     >>> stop.start_from_epoch
     0
     """
@@ -108,8 +108,9 @@ class Companions:
             if callable(hook):
                 hook(reconfiguration, plan)
 
-    def epoch_begin(self) -> None:
-        """Puts back what `after_change` set for one epoch only."""
+    def release(self) -> None:
+        """Puts back what `after_change` set for one epoch only (call it at
+        the next epoch's start and at the end of `fit`)."""
         for callback, start in self._skipping:
             callback.start_from_epoch = start
         self._skipping = []

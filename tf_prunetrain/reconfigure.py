@@ -316,7 +316,7 @@ class Reconfigure(RunLog):
         self._companions = companions
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._companions.epoch_begin()
+        self._companions.release()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.target_reached is not None:  # a later fit, or resumed
@@ -677,7 +677,7 @@ class Reconfigure(RunLog):
                         seconds=done.retrace_seconds)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self._companions.epoch_begin()
+        self._companions.release()
         self._undo = None  # a cut not timed enough stays
         if self._redo is not None:  # so does one undone but not checked
             self._redo_cut("fit ended before the model before the cut was "

@@ -105,7 +105,6 @@ WORKLOADS = {
                              lr_decay_epochs=(10, 15), **_TUNED),
 }
 DEFAULTS = WORKLOADS["fashion_mnist"]
-METHODS = summary.METHODS
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
