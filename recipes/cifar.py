@@ -2,8 +2,10 @@ r"""PruneTrain on CIFAR-style networks with the paper's CIFAR settings.
 
 Defaults: ResNet-32 (16/32/64), 182 epochs, batch 128, SGD momentum 0.9,
 learning rate 0.1 × 0.1 at epochs 91 and 136, weight decay 5e-4, penalty
-ratio 0.2, a reconfiguration every 10 epochs, pad-4 random crop + flip on
-CIFAR. The data default is MNIST-5k (real, installs with the package); point
+ratio 0.2, a reconfiguration every 10 epochs (the paper's mode:
+`Reconfigure(DeadChannels(interval=10))`; --flops_target switches to
+`FlopsBudget`), widths in multiples of 8 (--round_to=1: any count), pad-4
+random crop + flip on CIFAR. The data default is MNIST-5k (real, installs with the package); point
 --data=cifar10 --data_dir at the extracted "python version" batches for the
 paper's experiment.
 

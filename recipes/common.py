@@ -5,11 +5,15 @@ trains in one `model.fit` call; with `--dynamic_batch` it makes one call per
 interval (`--interval` epochs; with `--flops_target`, one up to
 `--target_epoch` and one after), so that between calls it can grow the
 per-replica batch into the activation memory the reconfiguration freed
-(`tf_prunetrain.dynamic_batch_size`) and scale the learning rate with it.
-With `--log_dir`, a `tf_prunetrain.Checkpoint` saves every epoch and
-`--resume` continues from the latest intact one. With `--noprunetrain`
-everything is identical except that the model carries no group lasso and is
-never reconfigured: the dense baseline.
+(`tf_prunetrain.dynamic_batch.dynamic_batch_size`) and scale the learning
+rate with it. PruneTrain is `tf_prunetrain.Reconfigure` with a
+`FlopsBudget(--flops_target)` schedule, or with `DeadChannels` (the paper's
+mode) without one, followed by a `tf_prunetrain.RunLog` that accounts the
+cost and writes the run log. With `--log_dir`, a `tf_prunetrain.Checkpoint`
+saves every epoch and `--resume` continues from the latest intact one. With
+`--noprunetrain` everything is identical except that the model carries no
+group lasso and is never reconfigured (the `RunLog` alone): the dense
+baseline.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ CHECKPOINT_DIR = "checkpoints"
 # In --log_dir at the end: the trainable model (loads where tf_prunetrain is
 # imported) and strip_prunetrain's copy (loads with plain Keras).
 MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
+# FlopsBudget's default target epoch, as a fraction of the epochs (the
+# recipe fixes it up front: its dynamic batch splits the run at it).
+TARGET_FRACTION = 0.25
+# DeadChannels' default interval (the paper's: 10 epochs on CIFAR).
+DEFAULT_INTERVAL = 10
 
 
 @dataclasses.dataclass
@@ -63,9 +72,7 @@ class Config:
     target_epoch: int | None = None
     interval: int | None = None
     threshold: float = 1e-4
-    round_to: int | str = "auto"  # measured on this device, or a multiple
-    rank: str = "flops"  # how the budget ranks live channels (Reconfigure)
-    undo_slower: bool = False  # put back a cut whose step got slower
+    round_to: int = 8  # channel counts stay multiples of this
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -128,14 +135,8 @@ _HELP = {
     "interval": "Epochs between reconfigurations (unset or 0: 10; with "
                 "--flops_target, half of --target_epoch).",
     "threshold": "A channel is dead when all its kernel slices are below.",
-    "round_to": "Keep channel counts multiples of this (8 for tensor cores), "
-                "or 'auto': the multiple measured to run fast on this device.",
-    "rank": "With --flops_target: rank live channels by weight norm per "
-            "FLOP ('flops') or per second on this device's measured roofline "
-            "('time').",
-    "undo_slower": "Put back a reconfiguration whose measured train step got "
-                   "more than 3% slower; later ones use twice the channel "
-                   "multiple.",
+    "round_to": "Keep channel counts multiples of this (8: tensor cores, "
+                "and what runs fast on CPU; 1: any count).",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -182,8 +183,6 @@ def define_flags(defaults: Config) -> None:
             flags.DEFINE_integer(field.name, value, help_text)
         elif field.type in ("float", "float | None"):
             flags.DEFINE_float(field.name, value, help_text)
-        elif field.type == "int | str":
-            flags.DEFINE_string(field.name, str(value), help_text)
         else:
             flags.DEFINE_string(field.name, value, help_text)
 
@@ -192,12 +191,6 @@ def config_from_flags() -> Config:
     values = {f.name: flags.FLAGS[f.name].value
               for f in dataclasses.fields(Config)}
     values["lr_decay_epochs"] = tuple(int(v) for v in values["lr_decay_epochs"])
-    if values["round_to"] != "auto":
-        try:
-            values["round_to"] = int(values["round_to"])
-        except ValueError:
-            raise ValueError(f"--round_to must be an integer >= 1 or 'auto', "
-                             f"got {values['round_to']!r}.") from None
     if values["strength"] is not None and values["strength"] < 0:
         values["strength"] = None  # --strength=-1: calibrate from the ratio
     for name in ("penalty_epochs", "flops_target", "target_epoch",
@@ -239,18 +232,17 @@ def validate(config: Config) -> None:
     if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
         raise ValueError(f"--data={config.data} needs --data_dir (the data "
                          "cannot be downloaded here); or use --data=mnist5k.")
+    if isinstance(config.round_to, bool) or not isinstance(config.round_to,
+                                                           int):
+        raise ValueError(f"--round_to must be an integer >= 1 (a channel "
+                         f"multiple; 'auto' is gone: pass 8, or what "
+                         f"tf_prunetrain.latency.channel_multiple() "
+                         f"measures), got {config.round_to!r}.")
     for name in ("interval", "epochs", "batch_size", "round_to",
                  "target_epoch", "train_size"):
         value = getattr(config, name)
-        if value is not None and value != "auto" and value < 1:
+        if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
-    if config.rank not in tf_prunetrain.reconfigure.RANKS:
-        raise ValueError(f"--rank must be one of "
-                         f"{tf_prunetrain.reconfigure.RANKS}, got "
-                         f"{config.rank!r}.")
-    if config.undo_slower and not config.prunetrain:
-        raise ValueError("--undo_slower needs PruneTrain (it undoes "
-                         "reconfigurations); drop it with --noprunetrain.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:
             raise ValueError("--flops_target must be in (0, 1) (or unset for "
@@ -278,9 +270,9 @@ def validate(config: Config) -> None:
 
 
 def target_epoch(config: Config) -> int:
-    """The epoch by which --flops_target is met (Reconfigure's default)."""
+    """The epoch by which --flops_target is met (FlopsBudget's default)."""
     return config.target_epoch or max(1, round(
-        tf_prunetrain.reconfigure.TARGET_FRACTION * config.epochs))
+        TARGET_FRACTION * config.epochs))
 
 
 def _segment_end(config: Config, epoch: int) -> int:
@@ -290,7 +282,7 @@ def _segment_end(config: Config, epoch: int) -> int:
     if config.flops_target is not None:
         target = target_epoch(config)
         return target if epoch < target else config.epochs
-    interval = config.interval or 10
+    interval = config.interval or DEFAULT_INTERVAL
     return min(config.epochs, (epoch // interval + 1) * interval)
 
 
@@ -456,7 +448,7 @@ def compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
     `Reconfigure` binds it), compiled with the recipe's SGD."""
     model = build_model(config, data.shape, data.num_classes)
     if replicas > 1:
-        model = tf_prunetrain.synchronize_batchnorm(model)
+        model = tf_prunetrain.distribute.synchronize_batchnorm(model)
     if config.prunetrain:
         model = tf_prunetrain.add_group_lasso(
             model, strength=config.strength or 0.0, proximal=config.proximal,
@@ -484,59 +476,70 @@ def run(config: Config) -> dict[str, Any]:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+def pruning(config: Config) -> tf_prunetrain.Reconfigure:
+    """PruneTrain's callback for `config`: `Reconfigure` with a
+    `FlopsBudget` (--flops_target) or `DeadChannels` (the paper's mode)
+    schedule."""
+    if config.flops_target is not None:
+        schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
+            config.flops_target, target_epoch=target_epoch(config),
+            interval=config.interval, threshold=config.threshold)
+    else:
+        schedule = tf_prunetrain.DeadChannels(
+            config.interval or DEFAULT_INTERVAL, config.threshold,
+            config.penalty_epochs)
+    return tf_prunetrain.Reconfigure(
+        schedule, penalty_ratio=None if config.strength is not None
+        else config.penalty_ratio, round_to=config.round_to,
+        verbose=1 if config.verbose else 0)
+
+
 def _run(config: Config, start: float) -> dict[str, Any]:
-    strategy = tf_prunetrain.make_strategy(config.strategy)
+    strategy = tf_prunetrain.distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     data = load_data(config)
-    common = dict(log_dir=config.log_dir,
-                  batch_size=config.batch_size * replicas)
-    if config.prunetrain:
-        tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
-            interval=config.interval, threshold=config.threshold,
-            round_to=config.round_to, verbose=1 if config.verbose else 0,
-            penalty_ratio=None if config.strength is not None
-            else config.penalty_ratio, penalty_epochs=config.penalty_epochs,
-            flops_target=config.flops_target, rank=config.rank,
-            undo_slower=config.undo_slower,
-            target_epoch=None if config.flops_target is None
-            else target_epoch(config), **common)
-    else:
-        tracker = tf_prunetrain.RunLog(**common)
+    reconfigure = pruning(config) if config.prunetrain else None
+    # After the Reconfigure (it refuses a RunLog listed before it).
+    runlog = tf_prunetrain.RunLog(log_dir=config.log_dir,
+                                  batch_size=config.batch_size * replicas)
+    trackers: list[Any] = [reconfigure, runlog] if reconfigure else [runlog]
     timeline = timeline_lib.Timeline()
-    callbacks: list[Any] = [tracker, timeline]
+    callbacks: list[Any] = [*trackers, timeline]
     restored = None
     with strategy.scope():
         if config.log_dir:
             backup = tf_prunetrain.Checkpoint(
-                os.path.join(config.log_dir, CHECKPOINT_DIR), tracker=tracker)
+                os.path.join(config.log_dir, CHECKPOINT_DIR),
+                trackers=trackers)
             callbacks.append(backup)
             restored = backup.restore() if config.resume else None
         if restored:
             model, epoch = restored
         else:
             model, epoch = compiled_model(config, data, replicas), 0
-    schedule = _StepLearningRate(config, config.learning_rate * replicas)
-    callbacks.append(schedule)
+    learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
+    callbacks.append(learning_rate)
     if config.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
     # The dense model's activation memory at the base batch: the budget the
     # dynamic batch grows into.
     initial = dataclasses.replace(
-        tracker.initial_cost or tf_prunetrain.training_cost(model),
+        runlog.initial_cost or tf_prunetrain.training_cost(model),
         batch_size=config.batch_size)
     history: dict[str, list] = {}
     batch, train_seconds = config.batch_size, 0.0
     while epoch < config.epochs:
         end = _segment_end(config, epoch)
         if config.dynamic_batch and config.prunetrain:
-            batch = tf_prunetrain.dynamic_batch_size(
+            batch = tf_prunetrain.dynamic_batch.dynamic_batch_size(
                 initial, model, multiple=8,
                 max_batch_size=config.max_batch_size)
-        schedule.scale = batch / config.batch_size
-        tracker.batch_size = batch * replicas
+        learning_rate.scale = batch / config.batch_size
+        runlog.batch_size = batch * replicas
         if config.verbose:
             print(f"epochs {epoch + 1}-{end}: batch {batch} per replica × "
-                  f"{replicas}, learning rate × {schedule.scale:g}", flush=True)
+                  f"{replicas}, learning rate × {learning_rate.scale:g}",
+                  flush=True)
         even = replicas > 1
         fit_start = time.perf_counter()
         train, steps = data.train(batch * replicas, even), \
@@ -556,7 +559,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             history.setdefault(key, []).extend(values)
         epoch = end
     if config.dynamic_batch and config.prunetrain:  # what the next one gets
-        batch = tf_prunetrain.dynamic_batch_size(
+        batch = tf_prunetrain.dynamic_batch.dynamic_batch_size(
             initial, model, multiple=8, max_batch_size=config.max_batch_size)
     evaluation = model.evaluate(data.test(config.batch_size * replicas,
                                           replicas > 1),
@@ -568,52 +571,38 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             os.path.join(config.log_dir, PLAIN_MODEL_FILE))
     if config.export_dir:
         model.export(config.export_dir, verbose=False)
-    cost = tracker.cost
-    reconfigurations = getattr(tracker, "reconfigurations", [])
-    # The cuts that stand: undone ones (and their undos) are no change, a
-    # redo repeats its cut (whose measured change counts).
-    standing = [r for r in reconfigurations
-                if r.kind == "cut" and not r.undone]
+    cost, initial_cost = runlog.cost, runlog.initial_cost
+    reconfigurations = reconfigure.reconfigurations if reconfigure else []
+    cuts = [r for r in reconfigurations if r.changes]
     result = {
         "model": model, "history": history,
         "accuracy": float(evaluation["accuracy"]),
         "loss": float(evaluation["loss"]),
         "params": model.count_params(),
         "channels": cost.channels() if cost else None,
-        "initial_params": tracker.initial_cost.params
-        if tracker.initial_cost else None,
+        "initial_params": initial_cost.params if initial_cost else None,
         "inference_flops": cost.inference_flops if cost else None,
-        "initial_inference_flops": tracker.initial_cost.inference_flops
-        if tracker.initial_cost else None,
-        "train_flops_spent": tracker.train_flops_spent,
-        "train_flops_dense": tracker.train_flops_dense,
-        "train_flops_saved": tracker.train_flops_saved,
+        "initial_inference_flops": initial_cost.inference_flops
+        if initial_cost else None,
+        "train_flops_spent": runlog.train_flops_spent,
+        "train_flops_dense": runlog.train_flops_dense,
+        "train_flops_saved": runlog.train_flops_saved,
         "gradient_bytes": cost.gradient_bytes if cost else None,
-        "initial_gradient_bytes": tracker.initial_cost.gradient_bytes
-        if tracker.initial_cost else None,
+        "initial_gradient_bytes": initial_cost.gradient_bytes
+        if initial_cost else None,
         "memory_traffic_bytes": cost.memory_traffic_bytes if cost else None,
-        "initial_memory_traffic_bytes":
-        tracker.initial_cost.memory_traffic_bytes
-        if tracker.initial_cost else None,
+        "initial_memory_traffic_bytes": initial_cost.memory_traffic_bytes
+        if initial_cost else None,
         "reconfiguration_seconds": sum(r.seconds for r in reconfigurations),
-        "retrace_seconds": sum(r.retrace_seconds for r in reconfigurations),
-        # Measured step time after / before each cut that stands (re-trace
-        # steps excluded; only those timed on both sides).
+        # The RunLog's measure of each cut's re-trace (None: not timed).
+        "retrace_seconds": sum(r.retrace_seconds or 0.0 for r in cuts),
+        # Measured step time after / before each cut (re-trace steps
+        # excluded; only those timed on both sides).
         "step_changes": [
             r.step_seconds_after / r.step_seconds_before
-            for r in standing if r.step_seconds_before and r.step_seconds_after],
-        # What rank="time" predicted for each (None: not predicted).
-        "predicted_step_changes": [
-            r.step_seconds_predicted / r.step_seconds_before
-            if r.step_seconds_predicted and r.step_seconds_before else None
-            for r in standing if r.step_seconds_before and r.step_seconds_after],
-        # Cuts put back because their step got slower (undo_slower).
-        "undone_cuts": sum(r.undone for r in reconfigurations
-                           if r.kind == "cut"),
-        # Undone cuts made again: the model before them timed no faster.
-        "redone_cuts": sum(r.kind == "redo" for r in reconfigurations),
+            for r in cuts if r.step_seconds_before and r.step_seconds_after],
         "removed_layers": sum(
-            after == 0 for r in standing for _, _, after in r.changes),
+            after == 0 for r in cuts for _, _, after in r.changes),
         "batch_size": batch,
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": timeline.segments,

@@ -3,10 +3,12 @@ r"""PruneTrain on ResNet-50 with the paper's ImageNet settings.
 Defaults: keras.applications ResNet-50 at 224×224, 90 epochs, batch 64 per
 replica with learning rate 0.025 per replica (4 GPUs: 256 / 0.1), × 0.1 at
 epochs 41, 61 and 81, SGD momentum 0.9, weight decay 1e-4, penalty ratio
-0.2, a reconfiguration every 5 epochs; random-resized-crop + flip.
+0.2, a reconfiguration every 5 epochs (`DeadChannels(interval=5)`; with
+--flops_target, `FlopsBudget`), widths in multiples of 8 (--round_to, as
+tensor cores want); random-resized-crop + flip.
 
     python recipes/imagenet.py --data_dir=/data/imagenet --strategy=mirrored \
-        --mixed_precision --round_to=8 --log_dir=runs/r50
+        --mixed_precision --log_dir=runs/r50
     python recipes/imagenet.py --data=synthetic --epochs=2 --steps_per_epoch=50  # throughput
 
 --data_dir holds TFRecords in the standard layout (train-00000-of-01024,

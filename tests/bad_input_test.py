@@ -43,19 +43,29 @@ def _dynamic_model():
 
 def _keep(model, mask_fn):
     graph = tf_prunetrain.channel_groups(model)
-    return lambda: tf_prunetrain.plan_pruning(graph, keep=mask_fn(model))
+    return lambda: tf_prunetrain.planning.plan_pruning(graph,
+                                                       keep=mask_fn(model))
+
+
+def _reconfigure(**kwargs):
+    """A Reconfigure of the paper's schedule, cutting every epoch."""
+    return tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                     **kwargs)
 
 
 def _no_model_reconfigure(model):
-    return lambda: tf_prunetrain.Reconfigure().reconfigure()
+    plan = tf_prunetrain.planning.plan_pruning(
+        tf_prunetrain.channel_groups(model))
+    return lambda: _reconfigure().reconfigure(1, plan)
 
 
 def _nan_weights_reconfigure(model):
     model.get_layer("stage2_block1_conv1").kernel.assign(
         np.full(model.get_layer("stage2_block1_conv1").kernel.shape, np.nan))
-    callback = tf_prunetrain.Reconfigure(verbose=0)
+    callback = _reconfigure(verbose=0)
     callback.set_model(model)
-    return callback.reconfigure
+    # The end of an epoch: the schedule plans a cut of the diverged model.
+    return lambda: callback.on_epoch_end(0, {})
 
 
 def _fit_without_group_lasso(model):
@@ -63,7 +73,13 @@ def _fit_without_group_lasso(model):
     plain.compile("sgd", LOSS)
     x = model_zoo.random_input(plain, 4)
     return lambda: plain.fit(x, np.arange(4), verbose=0,
-                             callbacks=[tf_prunetrain.Reconfigure()])
+                             callbacks=[_reconfigure()])
+
+
+def _run_log_before_reconfigure(model):
+    x = model_zoo.random_input(model, 4)
+    return lambda: model.fit(x, np.arange(4), verbose=0, callbacks=[
+        tf_prunetrain.RunLog(), _reconfigure(verbose=0)])
 
 
 def _existing_regularizer(model):
@@ -88,18 +104,46 @@ def _checkpoint_in_a_file(model):
 
 CASES = {
     # name: (make the call from the model, error type, message pattern)
-    "interval": (lambda m: lambda: tf_prunetrain.Reconfigure(interval=0),
-                 ValueError, "interval must be an integer >= 1"),
-    "threshold": (lambda m: lambda: tf_prunetrain.Reconfigure(threshold=-1.0),
-                  ValueError, "threshold must be >= 0"),
-    "penalty_ratio": (lambda m: lambda: tf_prunetrain.Reconfigure(
-        penalty_ratio=1.5), ValueError, r"penalty_ratio must be in \(0, 1\)"),
-    "round_to": (lambda m: lambda: tf_prunetrain.Reconfigure(round_to=0),
-                 ValueError, "round_to"),
-    "min_channels": (lambda m: lambda: tf_prunetrain.Reconfigure(
-        min_channels=0), ValueError, "min_channels"),
-    "callback batch_size": (lambda m: lambda: tf_prunetrain.Reconfigure(
-        batch_size=0), ValueError, "batch_size must be an integer"),
+    "DeadChannels interval": (
+        lambda m: lambda: tf_prunetrain.DeadChannels(interval=0),
+        ValueError, "DeadChannels: interval must be an integer >= 1"),
+    "DeadChannels threshold": (
+        lambda m: lambda: tf_prunetrain.DeadChannels(threshold=-1.0),
+        ValueError, "DeadChannels: threshold must be >= 0"),
+    "DeadChannels penalty_epochs": (
+        lambda m: lambda: tf_prunetrain.DeadChannels(penalty_epochs=0),
+        ValueError, "DeadChannels: penalty_epochs must be an integer >= 1 "
+        "or None"),
+    "FlopsBudget target": (
+        lambda m: lambda: tf_prunetrain.FlopsBudget(1.5), ValueError,
+        r"FlopsBudget: target must be a number in \(0, 1\).*got 1\.5"),
+    "FlopsBudget target_epoch": (
+        lambda m: lambda: tf_prunetrain.FlopsBudget(0.5, target_epoch=0),
+        ValueError, "FlopsBudget: target_epoch must be an integer >= 1"),
+    "FlopsBudget interval": (
+        lambda m: lambda: tf_prunetrain.FlopsBudget(0.5, interval=-2),
+        ValueError, "FlopsBudget: interval must be an integer >= 1"),
+    "FlopsBudget min_cut": (
+        lambda m: lambda: tf_prunetrain.FlopsBudget(0.5, min_cut=-0.1),
+        ValueError, "FlopsBudget: min_cut must be >= 0"),
+    "Reconfigure schedule": (
+        lambda m: lambda: tf_prunetrain.Reconfigure("not a schedule"),
+        TypeError, "Reconfigure: schedule must be a tf_prunetrain.schedules."
+        "Schedule.*got 'not a schedule'"),
+    "Reconfigure schedule class": (
+        lambda m: lambda: tf_prunetrain.Reconfigure(
+            tf_prunetrain.DeadChannels), TypeError,
+        "Reconfigure: schedule must be"),
+    "penalty_ratio": (lambda m: lambda: _reconfigure(penalty_ratio=1.5),
+                      ValueError,
+                      r"Reconfigure: penalty_ratio must be in \(0, 1\)"),
+    "round_to": (lambda m: lambda: _reconfigure(round_to=0), ValueError,
+                 "Reconfigure: round_to must be an integer >= 1, got 0"),
+    "min_channels": (lambda m: lambda: _reconfigure(min_channels=0),
+                     ValueError, "Reconfigure: min_channels must be an "
+                     "integer >= 1"),
+    "RunLog before Reconfigure": (_run_log_before_reconfigure, ValueError,
+                                  "Reconfigure must come before RunLog"),
     "reconfigure without model": (_no_model_reconfigure, ValueError,
                                   "set_model"),
     "NaN weights": (_nan_weights_reconfigure, ValueError,
@@ -119,6 +163,10 @@ CASES = {
                            "export_saved_model: path '.*' is a file"),
     "checkpoint in a file": (_checkpoint_in_a_file, NotADirectoryError,
                              "Checkpoint: directory '.*' is a file"),
+    "checkpoint trackers": (lambda m: lambda: tf_prunetrain.Checkpoint(
+        tempfile.mkdtemp(), trackers=[tf_prunetrain.DeadChannels()]),
+        TypeError, r"Checkpoint: trackers must have state\(\) and "
+        r"restore\(state\).*got DeadChannels"),
     "keep unknown layer": (lambda m: _keep(m, lambda _: {"nope": [True]}),
                            ValueError, "no layer 'nope'"),
     "keep wrong length": (lambda m: _keep(m, lambda _: {
@@ -140,13 +188,13 @@ CASES = {
         m, "unused", tolerance=-1.0), ValueError, "tolerance"),
     "export dynamic sizes": (lambda m: lambda: tf_prunetrain.export_saved_model(
         _dynamic_model(), "unused"), ValueError, "sample_inputs"),
-    "dynamic batch multiple": (lambda m: lambda: tf_prunetrain.dynamic_batch_size(
+    "dynamic batch multiple": (lambda m: lambda: tf_prunetrain.dynamic_batch.dynamic_batch_size(
         tf_prunetrain.training_cost(m, 8), m, multiple=0), ValueError,
         "multiple"),
-    "dynamic batch cap": (lambda m: lambda: tf_prunetrain.dynamic_batch_size(
+    "dynamic batch cap": (lambda m: lambda: tf_prunetrain.dynamic_batch.dynamic_batch_size(
         tf_prunetrain.training_cost(m, 8), m, max_batch_size=4), ValueError,
         "max_batch_size"),
-    "strategy": (lambda m: lambda: tf_prunetrain.make_strategy("tpu"),
+    "strategy": (lambda m: lambda: tf_prunetrain.distribute.make_strategy("tpu"),
                  ValueError, "one of"),
     "RunLog batch_size": (lambda m: lambda: tf_prunetrain.RunLog(
         batch_size=-1), ValueError, "RunLog: batch_size"),
@@ -178,7 +226,7 @@ def test_nan_data_at_calibration_is_reported_as_the_data():
     config, strength = model.to_json(), _strengths(model)
     x = model_zoo.random_input(model, 8)
     x[0, 0, 0, 0] = np.nan
-    callback = tf_prunetrain.Reconfigure(verbose=0)
+    callback = _reconfigure(verbose=0)
     with pytest.raises(ValueError, match=r"loss is nan.*NaN or infinite "
                        r"values in the training data or labels"):
         model.fit(x, np.arange(8), verbose=0, callbacks=[callback])

@@ -22,7 +22,8 @@ def test_compare_reports_consistent_ratios():
     config = common.Config(model="resnet20", data="synthetic", image_size=16,
                            synthetic_size=64, epochs=2, interval=1,
                            batch_size=16, width_multiplier=0.25,
-                           threshold=1.0, verbose=0)  # channels die at once
+                           threshold=1.0, round_to=1,
+                           verbose=0)  # channels die at once
     result = benchmark.compare(config, rounds=2, steps=2)
     dense, pruned, ratios = (result["dense"], result["prunetrain"],
                              result["ratios"])
@@ -269,24 +270,18 @@ def test_step_time_fit_is_consistent_with_its_rows():
     assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1
 
 
-@pytest.mark.parametrize("undo_slower", [False, True])
-def test_target_epoch_and_undo_flags_are_prunetrains_alone(tmp_path,
-                                                           undo_slower):
-    """`--target_epoch=1` sets when PruneTrain meets its target and
-    `--undo_slower` makes it undo slower cuts; the dense, thin and scratch
-    runs of the same invocation must still validate."""
-    base = common.Config(data="synthetic", epochs=4, target_epoch=1,
-                         undo_slower=undo_slower)
+def test_target_epoch_is_prunetrains_alone(tmp_path):
+    """`--target_epoch=1` sets when PruneTrain meets its target; the dense,
+    thin and scratch runs of the same invocation must still validate."""
+    base = common.Config(data="synthetic", epochs=4, target_epoch=1)
     architecture = tmp_path / "arch.json"
     architecture.write_text("{}")
     for method, value in (("dense", None), ("thin", 0.5), ("scratch", 0.5),
-                          ("prunetrain", 0.5), ("prunetrain_time", 0.5),
-                          ("prunetrain_undo", 0.5)):
+                          ("prunetrain", 0.5)):
         config = benchmark._setting(base, method, value, 2,
                                     str(architecture))
         common.validate(config)
-        pruned = method.startswith("prunetrain")
+        pruned = method == "prunetrain"
         assert config.target_epoch == (1 if pruned else None), method
         assert config.prunetrain == pruned
-        assert config.undo_slower == (pruned and (
-            undo_slower or method == "prunetrain_undo")), method
+        assert config.flops_target == (0.5 if pruned else None), method

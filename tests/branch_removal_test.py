@@ -10,7 +10,7 @@ import tensorflow as tf
 import model_zoo
 import pruning_testing as pt
 import tf_prunetrain
-from tf_prunetrain import planning
+from tf_prunetrain import slicing
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 TOL = 1e-5
@@ -28,7 +28,7 @@ def _trained(build=model_zoo.resnet_basic, strategy=None):
     with (strategy or tf.distribute.get_strategy()).scope():
         model = model_zoo.randomize_batchnorm(build())
         if strategy is not None:  # one set of BatchNorm statistics
-            model = tf_prunetrain.synchronize_batchnorm(model)
+            model = tf_prunetrain.distribute.synchronize_batchnorm(model)
         model = tf_prunetrain.add_group_lasso(model, 1e-3)
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
     x = model_zoo.random_input(model, batch_size=8, seed=0)
@@ -46,7 +46,7 @@ def _slots(model):
 
 def _remove_branch(model, conv_name="stage2_block2_conv1"):
     pt.zero_groups(model, _branch_roots(model, conv_name))
-    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model))
+    plan = tf_prunetrain.planning.plan_pruning(tf_prunetrain.channel_groups(model))
     assert plan.merges, "the branch should be removable"
     return plan
 
@@ -58,7 +58,7 @@ def test_in_place_removal_keeps_the_function_and_the_other_slots():
     slots = _slots(model)
     layers = {id(layer): layer for layer in model.layers}
     variables = len(model.trainable_variables)
-    tf_prunetrain.reconfigure_in_place(model, plan)
+    tf_prunetrain.inplace.reconfigure_in_place(model, plan)
 
     names = {layer.name for layer in model.layers}
     assert not names & {*BRANCH, "stage2_block2_add"}
@@ -83,14 +83,14 @@ def test_in_place_removal_keeps_the_function_and_the_other_slots():
     assert np.isfinite(history.history["loss"][0])
     plan = _remove_branch(model, "stage1_block1_conv1")
     before = model.predict(x, verbose=0)
-    tf_prunetrain.reconfigure_in_place(model, plan)
+    tf_prunetrain.inplace.reconfigure_in_place(model, plan)
     assert "stage1_block1_conv1" not in {layer.name for layer in model.layers}
     assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL
 
 
 def test_saved_loaded_and_exported_model_equals_the_live_one(tmp_path):
     model, x, y = _trained()
-    tf_prunetrain.reconfigure_in_place(model, _remove_branch(model))
+    tf_prunetrain.inplace.reconfigure_in_place(model, _remove_branch(model))
     live = model.predict(x, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
@@ -126,8 +126,8 @@ def test_branch_inside_a_nested_model():
     model.fit(data, np.zeros((4, 3)), verbose=0)
     pt.zero_groups(model, _branch_roots(model, "block/c1"))
     before = model.predict(data, verbose=0)
-    tf_prunetrain.reconfigure_in_place(
-        model, tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model)))
+    tf_prunetrain.inplace.reconfigure_in_place(
+        model, tf_prunetrain.planning.plan_pruning(tf_prunetrain.channel_groups(model)))
     assert model.get_layer("block") is block
     assert {layer.name for layer in block.layers} >= {"add_offset"}
     assert not {"c1", "c2", "bn1", "bn2"} & {l.name for l in block.layers}
@@ -147,9 +147,9 @@ def test_a_failed_removal_is_rolled_back(monkeypatch):
     def fail(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(planning.Plan, "merged", fail)
+    monkeypatch.setattr(slicing, "merged", fail)
     with pytest.raises(RuntimeError, match="rolled back.*boom"):
-        tf_prunetrain.reconfigure_in_place(model, plan)
+        tf_prunetrain.inplace.reconfigure_in_place(model, plan)
     monkeypatch.undo()
     assert [layer.name for layer in model.layers] == names
     assert {layer.name: (len(layer._inbound_nodes), len(layer._outbound_nodes))
@@ -170,8 +170,9 @@ class _KillBranch(keras.callbacks.Callback):
 
 def test_reconfigure_removes_a_dead_branch_inside_fit(tmp_path):
     model, x, y = _trained()
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         verbose=0)
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
+        round_to=1, verbose=0)
     history = model.fit(x, y, epochs=3, batch_size=4, verbose=0,
                         callbacks=[_KillBranch(), callback])
     assert len(history.history["loss"]) == 3
@@ -185,14 +186,14 @@ def test_reconfigure_removes_a_dead_branch_inside_fit(tmp_path):
 
 
 def test_removal_under_mirrored_strategy():
-    strategy = tf_prunetrain.make_strategy("mirrored")
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     model, x, y = _trained(strategy=strategy)
     plan = _remove_branch(model)
     with strategy.scope():
         before = model.predict(x, verbose=0)
     slots = _slots(model)
-    tf_prunetrain.reconfigure_in_place(model, plan)
+    tf_prunetrain.inplace.reconfigure_in_place(model, plan)
     with strategy.scope():
         assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL
     for path, value in _slots(model).items():
@@ -210,13 +211,13 @@ def test_the_budget_plan_removes_a_branch_its_dead_channels_cut_off():
     model, x, _ = _trained()
     pt.zero_groups(model, _branch_roots(model, "stage2_block2_conv1"))
     graph = tf_prunetrain.channel_groups(model)
-    start = tf_prunetrain.forward_flops(model)
+    start = tf_prunetrain.cost.forward_flops(model)
     plan = budget.plan_to_flops(graph, start)  # only dead channels go
     narrowed = budget.plan_to_flops(graph, start, remove_blocks=False)
     assert plan.merges and not narrowed.merges
     assert budget.estimate_flops(graph, plan.keep) < \
         budget.estimate_flops(graph, narrowed.keep)
     before = model.predict(x, verbose=0)
-    tf_prunetrain.reconfigure_in_place(model, plan)
+    tf_prunetrain.inplace.reconfigure_in_place(model, plan)
     assert "stage2_block2_conv2" not in {layer.name for layer in model.layers}
     assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL

@@ -17,7 +17,12 @@ def test_demo_compares_runs_exports_and_reports(tmp_path, capsys):
                       test_size=500, out_dir=str(tmp_path), verbose=0)
     dense, pruned = result["dense"], result["prunetrain"]
     # The budget mode: the FLOPs target met at epoch 1 (25% of 3 epochs).
-    assert pruned["tracker"].target_reached == 1
+    assert pruned["reconfigure"].finished == 1
+    assert dense["reconfigure"] is None  # the RunLog alone
+    # The figures are the RunLogs'.
+    assert pruned["train_flops"] == pruned["runlog"].train_flops_spent
+    assert dense["inference_flops"] == \
+        dense["runlog"].initial_cost.inference_flops
     assert pruned["inference_flops"] / dense["inference_flops"] == \
         pytest.approx(0.3, abs=0.02)
     assert dense["accuracy"] > 0.5 and pruned["accuracy"] > 0.5  # learned
@@ -34,7 +39,7 @@ def test_demo_compares_runs_exports_and_reports(tmp_path, capsys):
         assert b"tf_prunetrain" not in archive.read("config.json")
     with zipfile.ZipFile(trainable) as archive:
         assert b"tf_prunetrain>GroupLasso" in archive.read("config.json")
-    shrank = any(r.changes for r in pruned["tracker"].reconfigurations)
+    shrank = any(r.changes for r in pruned["reconfigure"].reconfigurations)
     assert sorted(map(os.path.basename, result["figures"])) == (
         ["channels.png"] if shrank else []) + ["curves.png", "flops.png"]
     out = capsys.readouterr().out

@@ -30,15 +30,16 @@ class _Kill(keras.callbacks.Callback):
 
 def _train(strategy):
     with strategy.scope():
-        model = tf_prunetrain.synchronize_batchnorm(
+        model = tf_prunetrain.distribute.synchronize_batchnorm(
             model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
         model = tf_prunetrain.add_group_lasso(model)
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
     pt.zero_random_groups(model, 0.4, seed=3)
     x = model_zoo.random_input(model, batch_size=32, seed=0)
     y = np.arange(32) % 10
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=0.2,
-                                         verbose=0)
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), penalty_ratio=0.2,
+        round_to=1, verbose=0)
     model.fit(x, y, epochs=EPOCHS, batch_size=16, shuffle=False, verbose=0,
               callbacks=[_Kill(), callback])
     return model, callback, x
@@ -47,7 +48,7 @@ def _train(strategy):
 @pytest.fixture(scope="module")
 def mirrored():
     # The recipes' strategy: one per process (see make_strategy).
-    strategy = tf_prunetrain.make_strategy("mirrored")
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2  # the two logical CPUs
     return (strategy, *_train(strategy))
 
@@ -88,16 +89,17 @@ def test_variables_stay_mirrored_and_equal_across_replicas(mirrored):
 def test_reconfiguration_under_the_strategy_keeps_the_function(mirrored):
     strategy = mirrored[0]
     with strategy.scope():
-        model = tf_prunetrain.add_group_lasso(tf_prunetrain.synchronize_batchnorm(
+        model = tf_prunetrain.add_group_lasso(tf_prunetrain.distribute.synchronize_batchnorm(
             model_zoo.randomize_batchnorm(model_zoo.resnet_basic())))
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
     pt.zero_random_groups(model, 0.5, seed=5)
     x = model_zoo.random_input(model, batch_size=8)
     with strategy.scope():
         before = model.predict(x, verbose=0)
-    callback = tf_prunetrain.Reconfigure(verbose=0)
+    callback = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(),
+                                         round_to=1, verbose=0)
     callback.set_model(model)
-    done = callback.reconfigure()
+    done = callback.reconfigure(0, pt.dead_channel_plan(callback))
     assert done.params_after < done.params_before
     with strategy.scope():
         after = model.predict(x, verbose=0)
@@ -107,12 +109,13 @@ def test_reconfiguration_under_the_strategy_keeps_the_function(mirrored):
 def _train_proximal(strategy):
     with strategy.scope():
         model = tf_prunetrain.add_group_lasso(
-            tf_prunetrain.synchronize_batchnorm(model_zoo.resnet_basic()),
+            tf_prunetrain.distribute.synchronize_batchnorm(model_zoo.resnet_basic()),
             strength=2.0, proximal=True)
         model.compile(keras.optimizers.SGD(0.1), LOSS)
     x = model_zoo.random_input(model, batch_size=32, seed=1)
-    callback = tf_prunetrain.Reconfigure(interval=2, penalty_ratio=None,
-                                         verbose=0)
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=2), penalty_ratio=None,
+        round_to=1, verbose=0)
     model.fit(x, np.arange(32) % 10, epochs=4, batch_size=16, shuffle=False,
               verbose=0, callbacks=[callback])
     return model, callback
@@ -150,7 +153,7 @@ def test_exported_model_equals_in_strategy_predictions(mirrored, tmp_path):
 def test_synchronize_batchnorm_keeps_the_function():
     model = tf_prunetrain.add_group_lasso(
         model_zoo.randomize_batchnorm(model_zoo.resnet_basic()), 1e-3)
-    synced = tf_prunetrain.synchronize_batchnorm(model)
+    synced = tf_prunetrain.distribute.synchronize_batchnorm(model)
     batchnorms = [l for l in synced.layers
                   if isinstance(l, keras.layers.BatchNormalization)]
     assert batchnorms and all(l.synchronized for l in batchnorms)
@@ -163,14 +166,14 @@ def test_synchronize_batchnorm_keeps_the_function():
 
 def test_broadcast_and_make_strategy(mirrored):
     strategy = mirrored[0]
-    assert tf_prunetrain.make_strategy("mirrored") is strategy
+    assert tf_prunetrain.distribute.make_strategy("mirrored") is strategy
     keep = np.array([True, False, True])
-    assert tf_prunetrain.broadcast(strategy, keep).tolist() == keep.tolist()
-    assert float(tf_prunetrain.broadcast(strategy, np.float64(0.125))) == 0.125
+    assert tf_prunetrain.distribute.broadcast(strategy, keep).tolist() == keep.tolist()
+    assert float(tf_prunetrain.distribute.broadcast(strategy, np.float64(0.125))) == 0.125
     with pytest.raises(ValueError, match="one of"):
-        tf_prunetrain.make_strategy("horovod")
+        tf_prunetrain.distribute.make_strategy("horovod")
     with pytest.raises(ValueError, match="devices= applies"):
-        tf_prunetrain.make_strategy("default", ["/cpu:0"])
+        tf_prunetrain.distribute.make_strategy("default", ["/cpu:0"])
 
 
 def _free_port():
@@ -189,7 +192,7 @@ def test_two_workers_end_with_identical_architecture_and_weights(tmp_path):
 
 def test_two_workers_meet_a_flops_target_alike(tmp_path):
     results = _two_workers(tmp_path, "target")
-    assert results[0]["target_reached"] == 2
+    assert results[0]["finished"] == 2
     assert results[0]["strength"] == 0.0  # the lasso is off after it
 
 

@@ -24,22 +24,22 @@ def test_batch_grows_into_the_initial_activation_budget():
     assert initial.activation_bytes == per_example(32)
     budget = 64 * per_example(32)
     expected = budget // per_example(8) // 8 * 8
-    assert tf_prunetrain.dynamic_batch_size(initial, _net(8)) == expected
+    assert tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(8)) == expected
     assert expected > 64 * 3  # about four times the memory per example freed
-    assert tf_prunetrain.dynamic_batch_size(initial, _net(8), multiple=32) \
+    assert tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(8), multiple=32) \
         == budget // per_example(8) // 32 * 32
-    assert tf_prunetrain.dynamic_batch_size(initial, _net(8),
+    assert tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(8),
                                             max_batch_size=100) == 100
     # Never below the initial batch, even if the model grew.
-    assert tf_prunetrain.dynamic_batch_size(initial, _net(64)) == 64
+    assert tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(64)) == 64
 
 
 def test_bad_arguments():
     initial = tf_prunetrain.training_cost(_net(8), batch_size=16)
     with pytest.raises(ValueError, match="multiple"):
-        tf_prunetrain.dynamic_batch_size(initial, _net(8), multiple=0)
+        tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(8), multiple=0)
     with pytest.raises(ValueError, match="max_batch_size"):
-        tf_prunetrain.dynamic_batch_size(initial, _net(8), max_batch_size=8)
+        tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, _net(8), max_batch_size=8)
 
 
 def test_run_log_counts_the_dense_model_on_each_steps_batch():

@@ -18,10 +18,11 @@ import tf_prunetrain
 
 
 def test_pruned_resnet_exports_verified_with_metadata_and_tflite(tmp_path):
-    model, callback, x = pt.pruned_in_fit(model_zoo.resnet_basic)
+    model, callback, log, x = pt.pruned_in_fit(model_zoo.resnet_basic)
     done = tf_prunetrain.export_saved_model(model, str(tmp_path / "saved"),
                                             sample_inputs=x[:4],
-                                            callback=callback, tflite=True)
+                                            callback=callback, log=log,
+                                            tflite=True)
     assert done.max_difference <= 1e-5
     assert done.tflite_max_difference <= 1e-3
     assert os.path.getsize(done.tflite_path) > 0
@@ -29,14 +30,40 @@ def test_pruned_resnet_exports_verified_with_metadata_and_tflite(tmp_path):
         metadata = json.load(f)
     assert metadata["params"] == model.count_params()
     assert metadata["params"] < metadata["initial_params"]
+    assert metadata["initial_params"] == log.initial_cost.params
+    assert metadata["train_flops_saved"] == log.train_flops_saved
     assert metadata["channels"] == tf_prunetrain.training_cost(
         model).channels()
-    assert metadata["threshold"] == callback.threshold
+    assert metadata["threshold"] == callback.schedule.threshold == 1e-4
     assert metadata["lambda"] == pytest.approx(1e-3)
     assert len(metadata["reconfigurations"]) == 1
+    assert metadata["reconfigurations"][0]["params_after"] == \
+        model.count_params()
     served = tf.saved_model.load(str(tmp_path / "saved"))
     np.testing.assert_allclose(served.serve(x), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
+
+
+class _Never(tf_prunetrain.Schedule):
+    """A schedule of one's own, without a deadness threshold."""
+
+    def decide(self, epoch, context):
+        return None
+
+
+def test_metadata_without_a_threshold_or_a_run_log(tmp_path):
+    """A schedule without `threshold` records None; without the RunLog
+    there are no initial parameters or training FLOPs saved to record."""
+    x = keras.Input((4, 4, 3))
+    model = keras.Model(x, keras.layers.Conv2D(2, 1, name="conv")(x))
+    callback = tf_prunetrain.Reconfigure(_Never(), verbose=0)
+    done = tf_prunetrain.export_saved_model(model, str(tmp_path / "saved"),
+                                            callback=callback)
+    assert done.metadata["threshold"] is None
+    assert done.metadata["reconfigurations"] == []
+    assert "initial_params" not in done.metadata
+    assert "train_flops_saved" not in done.metadata
+    assert done.metadata["channels"] == {"conv": 2}
 
 
 def test_pruned_mobilenet_style_model_exports_verified(tmp_path):
@@ -140,12 +167,12 @@ def _our_objects(model):
     return [(layer.name, key) for layer in model.layers
             for key, value in vars(layer).items()
             if isinstance(value, (tf_prunetrain.GroupLasso,
-                                  tf_prunetrain.ProximalStep))] + [
+                                  tf_prunetrain.regularizers.ProximalStep))] + [
         v.path for v in model.weights
         if isinstance(getattr(v, "regularizer", None),
                       tf_prunetrain.GroupLasso)
         or isinstance(getattr(v, "constraint", None),
-                      tf_prunetrain.ProximalStep)]
+                      tf_prunetrain.regularizers.ProximalStep)]
 
 
 def test_stripped_model_loads_in_plain_keras_in_another_process(tmp_path):
@@ -160,8 +187,9 @@ def test_stripped_model_loads_in_plain_keras_in_another_process(tmp_path):
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pt.zero_random_groups(model, 0.5, seed=1)
     x = model_zoo.random_input(model, batch_size=16)
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         verbose=0)
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
+        round_to=1, verbose=0)
     model.fit(x, np.arange(16) % 10, epochs=1, verbose=0,
               callbacks=[callback])
     assert callback.reconfigurations[0].changes

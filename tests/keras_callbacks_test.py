@@ -33,8 +33,9 @@ def _fit(callbacks=(), order="after", strategy=None, epochs=EPOCHS):
             8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
             strength=0.02, proximal=True)
         model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
-    cut = tf_prunetrain.Reconfigure(flops_target=0.5, target_epoch=1,
-                                    round_to=1, verbose=0, penalty_ratio=None)
+    cut = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.5, target_epoch=1), round_to=1,
+        verbose=0, penalty_ratio=None)
     listed = [*callbacks, cut] if order == "before" else [cut, *callbacks]
     x, y = _data(48, 0)
     history = model.fit(x, y, epochs=epochs, batch_size=16, shuffle=False,
@@ -148,7 +149,7 @@ def test_backup_and_restore_is_refused_before_the_first_step(tmp_path, order):
     model.compile(keras.optimizers.SGD(0.05), LOSS)
     weights = model.get_weights()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    cut = tf_prunetrain.Reconfigure(flops_target=0.5, verbose=0)
+    cut = tf_prunetrain.Reconfigure(tf_prunetrain.FlopsBudget(0.5), verbose=0)
     listed = [backup, cut] if order == "before" else [cut, backup]
     with pytest.raises(ValueError, match=r"Reconfigure cannot share fit with "
                        r"keras\.callbacks\.BackupAndRestore: .*"
@@ -196,7 +197,7 @@ def test_a_user_callback_is_told_of_the_reconfiguration(order):
 def test_early_stopping_and_checkpoint_under_mirrored_strategy(tmp_path):
     # One strategy per process (`make_strategy` caches it): a second
     # MirroredStrategy would reuse its collective keys.
-    strategy = tf_prunetrain.make_strategy("mirrored")
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2  # the two logical CPUs
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=10,
                                          restore_best_weights=True)
@@ -214,10 +215,10 @@ def test_early_stopping_in_a_run_resumed_from_a_checkpoint(tmp_path):
     EarlyStopping listed first: it restores the best of the resumed epochs
     into the narrowed model."""
     def callbacks():
-        cut = tf_prunetrain.Reconfigure(flops_target=0.5, target_epoch=1,
-                                        round_to=1, verbose=0,
-                                        penalty_ratio=None)
-        return cut, tf_prunetrain.Checkpoint(str(tmp_path), tracker=cut)
+        cut = tf_prunetrain.Reconfigure(
+            tf_prunetrain.FlopsBudget(0.5, target_epoch=1), round_to=1,
+            verbose=0, penalty_ratio=None)
+        return cut, tf_prunetrain.Checkpoint(str(tmp_path), trackers=[cut])
 
     keras.utils.set_random_seed(0)
     model = tf_prunetrain.add_group_lasso(resnet_cifar(
@@ -229,7 +230,7 @@ def test_early_stopping_in_a_run_resumed_from_a_checkpoint(tmp_path):
               callbacks=list(callbacks()))
     cut, backup = callbacks()
     model, epoch = backup.restore()
-    assert epoch == 2 and cut.target_reached == 1
+    assert epoch == 2 and cut.finished == 1
     stop, snap, snapshots = _watched()
     history = model.fit(x, y, epochs=EPOCHS, initial_epoch=epoch,
                         batch_size=16, shuffle=False, verbose=0,

@@ -1,8 +1,5 @@
 """Hardware-aware widths: the latency table, the multiple it picks, and
-`Reconfigure(round_to="auto")`."""
-
-import json
-import os
+`Reconfigure(round_to=...)`, a fixed multiple (default 8)."""
 
 import keras
 import numpy as np
@@ -47,7 +44,6 @@ def test_a_table_too_narrow_for_the_candidates_is_refused():
         table.multiple(candidates=(16,))
 
 
-@pytest.mark.measured_device
 def test_measured_once_per_process_on_this_device():
     first = latency.latency_table(range(4, 13), rounds=2)
     assert first is latency.latency_table(range(4, 13), rounds=2)
@@ -59,7 +55,20 @@ def test_measured_once_per_process_on_this_device():
         latency.latency_table(range(4, 8), rounds=0)
 
 
-def _fit(round_to, log_dir=None, epochs=4):
+def test_channel_multiple_reads_the_candidate_table(monkeypatch):
+    widths = {}
+
+    def fake_table(widths_asked, dtype=None):
+        widths["asked"] = tuple(widths_asked)
+        return _table(lambda c: -(-c // 8))
+
+    monkeypatch.setattr(latency, "latency_table", fake_table)
+    assert latency.channel_multiple(candidates=(1, 2, 4, 8, 16)) == 8
+    # From a quarter of the largest candidate to twice it.
+    assert widths["asked"] == tuple(range(4, 33))
+
+
+def _fit(round_to, epochs=4, target=0.4):
     keras.utils.set_random_seed(0)
     model = tf_prunetrain.add_group_lasso(
         resnet_cifar(8, input_shape=(12, 12, 1), widths=(16, 32, 32), seed=0),
@@ -70,68 +79,39 @@ def _fit(round_to, log_dir=None, epochs=4):
     rng = np.random.default_rng(0)
     x = rng.random((64, 12, 12, 1), np.float32)
     callback = tf_prunetrain.Reconfigure(
-        flops_target=0.4, penalty_ratio=None, verbose=0, batch_size=32,
-        round_to=round_to, log_dir=log_dir)
+        tf_prunetrain.FlopsBudget(target), penalty_ratio=None, verbose=0,
+        **({} if round_to is None else {"round_to": round_to}))
     model.fit(x, np.arange(64) % 10, epochs=epochs, batch_size=32, verbose=0,
               callbacks=[callback])
     return model, callback, full
 
 
-def test_auto_rounding_keeps_widths_multiples_of_the_measured_value(
-        monkeypatch, tmp_path):
-    monkeypatch.setattr(latency, "channel_multiple", lambda dtype: 8)
-    model, callback, full = _fit("auto", log_dir=str(tmp_path))
-    assert callback.round_to == 8 and callback.target_reached is not None
+@pytest.mark.parametrize("round_to, expected, target", [
+    (None, 8, 0.4),  # the default
+    (16, 16, 0.7),   # multiples of 16 reach 0.657 of the FLOPs at best
+])
+def test_widths_stay_multiples_of_round_to(round_to, expected, target):
+    model, callback, full = _fit(round_to, target=target)
+    assert callback.round_to == expected and callback.finished is not None
     widths = {layer.name: layer.filters for layer in model.layers
               if hasattr(layer, "filters")}
-    assert widths != full  # it pruned
+    assert widths != full  # it pruned, to the target
+    assert tf_prunetrain.cost.forward_flops(model) <= \
+        target * callback.initial_flops * 1.002
     for name, width in widths.items():
-        assert width % 8 == 0 or width == full[name], (name, width)
-    with open(os.path.join(tmp_path, tf_prunetrain.runlog.LOG_FILE)) as f:
-        events = [json.loads(line) for line in f]
-    rounding = [e for e in events if e["event"] == "round_to"]
-    assert len(rounding) == 1 and rounding[0]["multiple"] == 8
-    assert rounding[0]["dtype"] == "float32"
-
-    # A resumed run keeps the resolved multiple (every worker and a restart
-    # round alike, whatever a new measurement would say).
-    resumed = tf_prunetrain.Reconfigure(flops_target=0.4, round_to="auto")
-    resumed.restore(callback.state())
-    assert resumed.round_to == 8 and resumed.state()["round_to"] == 8
+        assert width % expected == 0 or width == full[name], (name, width)
 
 
-@pytest.mark.measured_device
-def test_auto_rounding_with_the_real_measurement():
-    model, callback, full = _fit("auto", epochs=2)
-    assert callback.round_to in latency.CANDIDATES
-    for layer in model.layers:
-        if hasattr(layer, "filters"):
-            assert (layer.filters % callback.round_to == 0
-                    or layer.filters == full[layer.name]), layer.name
-
-
-def test_auto_falls_back_to_a_multiple_that_reaches_the_target(
-        monkeypatch, tmp_path):
+def test_a_target_the_multiple_cannot_reach_is_refused():
     # Widths 16/32/32 rounded to multiples of 32 cannot go below 0.657 of
-    # the FLOPs: "auto" must take a finer multiple, not refuse the target.
-    monkeypatch.setattr(latency, "channel_multiple", lambda dtype: 32)
-    model, callback, full = _fit("auto", log_dir=str(tmp_path), epochs=2)
-    assert callback.round_to in (2, 4, 8, 16)
-    for layer in model.layers:
-        if hasattr(layer, "filters"):
-            assert (layer.filters % callback.round_to == 0
-                    or layer.filters == full[layer.name]), layer.name
-    with open(os.path.join(tmp_path, tf_prunetrain.runlog.LOG_FILE)) as f:
-        rounding = [e for e in map(json.loads, f) if e["event"] == "round_to"]
-    assert rounding[0]["measured"] == 32
-    assert rounding[0]["multiple"] == callback.round_to
-    # A fixed round_to is the user's word: refused, not changed.
-    with pytest.raises(ValueError, match="flops_target=0.4 is below"):
+    # the FLOPs: a fixed round_to is the user's word, refused, not changed.
+    with pytest.raises(ValueError, match="target=0.4 is below.*round_to=32"):
         _fit(32, epochs=2)
 
 
-def test_round_to_must_be_a_positive_integer_or_auto():
-    for bad in ("fast", 0, 2.5, True):
-        with pytest.raises(ValueError, match="round_to must be an integer "
-                                             ">= 1 or 'auto'"):
-            tf_prunetrain.Reconfigure(round_to=bad)
+def test_round_to_must_be_a_positive_integer():
+    for bad in ("auto", "fast", 0, 2.5, True):
+        with pytest.raises(ValueError, match="Reconfigure: round_to must be "
+                                             "an integer >= 1, got"):
+            tf_prunetrain.Reconfigure(tf_prunetrain.FlopsBudget(0.5),
+                                      round_to=bad)

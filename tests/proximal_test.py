@@ -7,7 +7,7 @@ import pytest
 import model_zoo
 import pruning_testing as pt
 import tf_prunetrain
-from tf_prunetrain import ProximalStep
+from tf_prunetrain.regularizers import ProximalStep
 from tf_prunetrain.models import resnet_cifar
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -77,12 +77,12 @@ def test_attach_binds_every_proximal_kernel_once():
     model = _small()
     regularized = [v for v in model.trainable_variables
                    if isinstance(v.regularizer, tf_prunetrain.GroupLasso)]
-    assert tf_prunetrain.attach_proximal_step(model) == len(regularized) > 0
+    assert tf_prunetrain.regularizers.attach_proximal_step(model) == len(regularized) > 0
     first = [v.constraint for v in regularized]
     assert all(isinstance(c, ProximalStep) and c.model is model for c in first)
-    assert tf_prunetrain.attach_proximal_step(model) == len(regularized)
+    assert tf_prunetrain.regularizers.attach_proximal_step(model) == len(regularized)
     assert [v.constraint for v in regularized] == first  # idempotent
-    assert tf_prunetrain.attach_proximal_step(_small(proximal=False)) == 0
+    assert tf_prunetrain.regularizers.attach_proximal_step(_small(proximal=False)) == 0
 
 
 def test_attach_refuses_a_kernel_with_its_own_constraint():
@@ -91,7 +91,7 @@ def test_attach_refuses_a_kernel_with_its_own_constraint():
                   if isinstance(v.regularizer, tf_prunetrain.GroupLasso))
     victim.constraint = keras.constraints.MaxNorm(2.0)
     with pytest.raises(ValueError, match=victim.path):
-        tf_prunetrain.attach_proximal_step(model)
+        tf_prunetrain.regularizers.attach_proximal_step(model)
     assert isinstance(victim.constraint, keras.constraints.MaxNorm)
     assert all(v.constraint is None for v in model.trainable_variables
                if v is not victim)  # nothing attached
@@ -103,7 +103,7 @@ def test_attach_refuses_gradient_accumulation():
     model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2),
                   LOSS)
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2"):
-        tf_prunetrain.attach_proximal_step(model)
+        tf_prunetrain.regularizers.attach_proximal_step(model)
     assert all(v.constraint is None for v in model.trainable_variables)
 
 
@@ -127,7 +127,7 @@ def test_step_is_gradient_step_then_exact_group_shrink():
                 v.regularizer.strength = 0.0
         prox = tf_prunetrain.add_group_lasso(build(), 0.7, proximal=True)
         prox.compile(keras.optimizers.SGD(rate), LOSS)
-        tf_prunetrain.attach_proximal_step(prox)
+        tf_prunetrain.regularizers.attach_proximal_step(prox)
         before = [v.numpy().copy() for v in prox.trainable_variables]
         plain.train_on_batch(x, y)
         prox.train_on_batch(x, y)
@@ -163,11 +163,13 @@ def test_proximal_mode_kills_channels_at_a_high_learning_rate():
                          seed=0),
             strength=0.3, proximal=proximal)
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOSS)
-        cb = tf_prunetrain.Reconfigure(interval=100, penalty_ratio=None,
-                                       verbose=0)
+        cb = tf_prunetrain.Reconfigure(
+            tf_prunetrain.DeadChannels(interval=100), penalty_ratio=None,
+            round_to=1, verbose=0)
         model.fit(x, y, batch_size=32, epochs=12, verbose=0, callbacks=[cb])
+        assert not cb.reconfigurations  # no cut was due in the run
         before = model.predict(x[:16], verbose=0)
-        done = cb.reconfigure(12)
+        done = cb.reconfigure(12, pt.dead_channel_plan(cb))
         after = model.predict(x[:16], verbose=0)
         assert pt.relative_error(before, after) < 1e-5
         results[proximal] = (done, model)
@@ -191,16 +193,20 @@ def test_reconfigure_in_fit_with_proximal_and_calibration():
         proximal=True)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOSS,
                   metrics=["accuracy"])
-    cb = tf_prunetrain.Reconfigure(interval=2, penalty_ratio=0.99, verbose=0)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=2),
+                                   penalty_ratio=0.99, round_to=1, verbose=0)
+    log = tf_prunetrain.RunLog()
     history = model.fit(x, y, batch_size=32, epochs=8, verbose=0,
-                        callbacks=[cb])
+                        callbacks=[cb, log])
     assert cb.strength > 0, cb.strength
     assert any(r.changes for r in cb.reconfigurations), cb.strength
-    assert 0 < cb.train_flops_saved < 1
+    assert 0 < log.train_flops_saved < 1
     # The re-trace after a change is timed (the step after it is slower).
     mid = [r for r in cb.reconfigurations[:-1] if r.changes]
     assert mid and all(r.retrace_seconds > 0 for r in mid)
-    assert all(r.retrace_seconds == 0 for r in cb.reconfigurations
+    # A cut that changed nothing re-traces nothing: the RunLog does not
+    # time it (no record of its own: a "no_change" event).
+    assert all(r.retrace_seconds is None for r in cb.reconfigurations
                if not r.changes)
     # Logged loss has no penalty term in proximal mode: it is the data loss.
     assert history.history["prunetrain_penalty"][-1] > 0
@@ -219,7 +225,7 @@ def test_proximal_step_under_mixed_precision_and_jit(jit):
     finally:
         keras.config.set_dtype_policy("float32")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    tf_prunetrain.attach_proximal_step(model)
+    tf_prunetrain.regularizers.attach_proximal_step(model)
     x, y = model_zoo.random_input(model, 16), np.arange(16) % 10
     for _ in range(3):
         model.train_on_batch(x, y)

@@ -55,45 +55,86 @@ def forward_flops(model: keras.Model) -> int:
 
 
 def pruned_in_fit(build) -> tuple[keras.Model, tf_prunetrain.Reconfigure,
-                                  np.ndarray]:
+                                  tf_prunetrain.RunLog, np.ndarray]:
     """A model_zoo model with GroupLasso, half its channel groups zeroed and
-    removed in place by `Reconfigure` during one epoch of `fit`; returns the
-    model, the callback and the 16 inputs it was fitted on."""
+    removed in place by `Reconfigure(DeadChannels(interval=1), round_to=1)`
+    during one epoch of `fit`, with a `RunLog` after it; returns the model,
+    the two callbacks and the 16 inputs it was fitted on."""
     model = tf_prunetrain.add_group_lasso(
         model_zoo.randomize_batchnorm(build()), 1e-3)
     model.compile(keras.optimizers.SGD(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     zero_random_groups(model, 0.5, seed=1)
     x = model_zoo.random_input(model, batch_size=16)
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         verbose=0)
-    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0, callbacks=[callback])
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
+        round_to=1, verbose=0)
+    log = tf_prunetrain.RunLog()
+    model.fit(x, np.arange(16) % 10, epochs=1, verbose=0,
+              callbacks=[callback, log])
     assert callback.reconfigurations[0].changes
-    return model, callback, x
+    return model, callback, log, x
+
+
+def dead_channel_plan(callback: tf_prunetrain.Reconfigure
+                      ) -> tf_prunetrain.planning.Plan:
+    """The plan that removes the dead channels of `callback`'s model now,
+    with its schedule's threshold and its width rules (what
+    `DeadChannels` decides when a cut is due)."""
+    return tf_prunetrain.planning.plan_pruning(
+        tf_prunetrain.channel_groups(callback.model),
+        callback.schedule.threshold, round_to=callback.round_to,
+        min_channels=callback.min_channels)
 
 
 def on_fake_clock(
-        monkeypatch, **kwargs
-) -> tuple[tf_prunetrain.Reconfigure, Callable[[float], None]]:
-    """A `Reconfigure(interval=1, penalty_ratio=None, **kwargs)` on a
-    model_zoo ResNet with 40% of its channel groups zeroed, its clock
-    replaced by a fake one; returns it and `step(seconds)`, which runs one
-    train-batch callback pair that lasts `seconds` on that clock."""
-    from tf_prunetrain import runlog
-
+        batch_size: int | None = None, **kwargs
+) -> tuple[tf_prunetrain.Reconfigure, tf_prunetrain.RunLog,
+           Callable[[float], None]]:
+    """A `Reconfigure(DeadChannels(interval=1), penalty_ratio=None,
+    round_to=1, **kwargs)` and a `RunLog(batch_size=batch_size)` after it,
+    whose clock is a fake one, set on a model_zoo ResNet with 40% of its
+    channel groups zeroed (through a `CallbackList`, as `fit` does, so the
+    `RunLog` hears of every reconfiguration); returns them and
+    `step(seconds)`, which runs one train-batch callback pair of both that
+    lasts `seconds` on that clock. Call `on_train_begin` of both first."""
     now = [0.0]
-    monkeypatch.setattr(runlog.time, "perf_counter", lambda: now[0])
     model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
     model.compile(keras.optimizers.SGD(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     zero_random_groups(model, 0.4, seed=3)
-    callback = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                         **kwargs)
-    callback.set_model(model)
+    kwargs = {"penalty_ratio": None, "round_to": 1, **kwargs}
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), **kwargs)
+    log = tf_prunetrain.RunLog(batch_size=batch_size, clock=lambda: now[0])
+    callbacks = keras.callbacks.CallbackList([callback, log], model=model)
 
     def step(seconds: float) -> None:
-        callback.on_train_batch_begin(0)
+        callbacks.on_train_batch_begin(0)
         now[0] += seconds
-        callback.on_train_batch_end(0, {"loss": 1.0})
+        callbacks.on_train_batch_end(0, {"loss": 1.0})
 
-    return callback, step
+    return callback, log, step
+
+
+def two_convs(first: int = 16, second: int = 16,
+              activation: str | None = None) -> keras.Model:
+    """conv c1 (`first`) -> conv c2 (`second`) -> dense fc (10): both
+    convolutions prunable, c2 holding most FLOPs when it is as wide."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(first, 3, padding="same", activation=activation,
+                            name="c1")(x)
+    h = keras.layers.Conv2D(second, 3, padding="same",
+                            activation=activation, name="c2")(h)
+    y = keras.layers.Dense(10, name="fc")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    return keras.Model(x, y)
+
+
+def schedule_context(model: keras.Model, epochs: int = 10, round_to: int = 1,
+                     min_channels: int = 1) -> tf_prunetrain.schedules.Context:
+    """What a schedule sees of a run of `epochs` epochs that starts now."""
+    return tf_prunetrain.schedules.Context(
+        model, epochs, tf_prunetrain.cost.forward_flops(model), round_to,
+        min_channels)

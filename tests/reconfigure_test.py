@@ -30,9 +30,9 @@ def _batch(model, n=16, seed=0):
 
 
 def _in_place(model, **kwargs):
-    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model),
-                                      remove_blocks=False, **kwargs)
-    tf_prunetrain.reconfigure_in_place(model, plan)
+    plan = tf_prunetrain.planning.plan_pruning(
+        tf_prunetrain.channel_groups(model), remove_blocks=False, **kwargs)
+    tf_prunetrain.inplace.reconfigure_in_place(model, plan)
     return plan
 
 
@@ -83,14 +83,16 @@ def test_optimizer_state_is_carried_and_next_step_matches(optimizer_fn):
     # The plan indexes the pruned model's (same, resized) layer objects.
     for (v_new, s_new), (v_old, s_old) in zip(_slots(pruned), _slots(dense)):
         layer = pruned.get_layer(v_old.path.split("/")[-2])
-        expected = plan.slice_weight(layer, v_old.name, s_old.numpy())
+        expected = tf_prunetrain.slicing.slice_weight(
+            plan, layer, v_old.name, s_old.numpy())
         np.testing.assert_array_equal(s_new.numpy(), expected)
     dense.train_on_batch(x, y)
     pruned.train_on_batch(x, y)
     for layer in dense.layers:
         same = pruned.get_layer(layer.name)
         for w_old, w_new in zip(layer.weights, same.weights):
-            expected = plan.slice_weight(same, w_old.name, w_old.numpy())
+            expected = tf_prunetrain.slicing.slice_weight(
+                plan, same, w_old.name, w_old.numpy())
             np.testing.assert_allclose(w_new.numpy(), expected, rtol=1e-4,
                                        atol=1e-6, err_msg=w_old.path)
 
@@ -117,20 +119,28 @@ def test_callback_calibrates_lambda_from_the_penalty_ratio():
     regs = [(v, v.regularizer) for v in model.trainable_variables
             if isinstance(v.regularizer, tf_prunetrain.GroupLasso)]
     penalty0 = sum(float(r.penalty(v)) for v, r in regs)
-    cb = tf_prunetrain.Reconfigure(interval=100, penalty_ratio=0.25, verbose=0)
+    cb = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=100), penalty_ratio=0.25,
+        verbose=0)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[cb])
     # λ·GL / (L + λ·GL) = r at the start; GL is read after the first step.
     assert cb.strength == pytest.approx(0.25 * loss0 / (0.75 * penalty0),
                                         rel=0.02)
     assert {r.strength for _, r in regs} == {cb.strength}
+    # Marked calibrated (saved with the model: a later fit keeps this λ).
+    assert all(r.calibrated for _, r in regs)
+    assert not cb.reconfigurations  # not due before epoch 100
 
 
 def test_user_strength_is_kept_with_penalty_ratio_none():
     model = _compiled(model_zoo.plain_cnn, strength=3e-3)
     x, y = _batch(model, 32)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, verbose=0)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
     assert cb.strength == pytest.approx(3e-3)
+    assert not any(reg.calibrated for _, reg in
+                   tf_prunetrain.regularizers.lasso_variables(model))
 
 
 def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
@@ -146,11 +156,12 @@ def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
 
     log = os.path.join(tmp_path, "log.csv")
     ckpt = os.path.join(tmp_path, "ckpt_{epoch}.keras")
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, round_to=1, verbose=0)
     history = model.fit(
         x, y, validation_data=(xv, yv), epochs=4, batch_size=16, verbose=0,
         callbacks=[
-            Kill(), cb, keras.callbacks.CSVLogger(log),
+            Kill(), cb, tf_prunetrain.RunLog(), keras.callbacks.CSVLogger(log),
             keras.callbacks.ModelCheckpoint(ckpt),
             keras.callbacks.TensorBoard(os.path.join(tmp_path, "tb")),
             keras.callbacks.ReduceLROnPlateau(patience=1, factor=0.5),
@@ -161,7 +172,7 @@ def test_fit_shrinks_the_model_and_other_callbacks_keep_working(tmp_path):
     assert params[0] < 44930 and params[-1] < params[0]
     flops = history.history["prunetrain_flops"]
     assert flops[-1] < flops[0] < 3388042  # resnet_basic's dense count
-    assert flops[-1] == tf_prunetrain.forward_flops(model)
+    assert flops[-1] == tf_prunetrain.cost.forward_flops(model)
     # Zeroed at the start and at epoch 2: both reconfigurations shrink.
     assert [r.params_after < r.params_before
             for r in cb.reconfigurations[:2]] == [True, True]
@@ -180,13 +191,15 @@ def test_penalty_epochs_ends_the_lasso_and_the_reconfigurations():
     model = _compiled(model_zoo.resnet_basic, strength=3e-3)
     x, y = _batch(model, 32)
     pt.zero_random_groups(model, 0.3, seed=1)
-    cb = tf_prunetrain.Reconfigure(interval=10, penalty_ratio=None,
-                                   penalty_epochs=2, verbose=0)
+    cb = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=10, penalty_epochs=2),
+        penalty_ratio=None, round_to=1, verbose=0)
     history = model.fit(x, y, epochs=5, batch_size=16, verbose=0,
                         callbacks=[cb])
     # Forced at the end of the penalty phase (not an interval multiple), and
     # never again; λ is 0 from there on.
     assert [r.epoch for r in cb.reconfigurations] == [2]
+    assert cb.finished == 2
     assert cb.reconfigurations[0].params_after < \
         cb.reconfigurations[0].params_before
     assert history.history["prunetrain_lambda"] == pytest.approx(
@@ -200,8 +213,10 @@ def test_after_fit_save_load_export_and_summary_show_the_pruned_model(tmp_path):
     model = _compiled(model_zoo.mobilenetv2_like)
     x, y = _batch(model)
     pt.zero_random_groups(model, 0.5, seed=5)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, round_to=1, verbose=0)
     model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.reconfigurations[0].changes  # the summary shows a cut model
     expected = model.predict(x, verbose=0)
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
@@ -234,9 +249,11 @@ def test_mixed_precision_and_jit(jit):
     pt.zero_random_groups(model, 0.5, seed=6)
     before = model.predict(x, verbose=0)
     scale = float(model.optimizer.dynamic_scale)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, round_to=1, verbose=0)
     cb.set_model(model)
-    cb.reconfigure()
+    done = cb.reconfigure(0, _dead_plan(model))
+    assert done.changes and done.params_after < done.params_before
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert float(model.optimizer.dynamic_scale) == scale
     assert pt.relative_error(before, model.predict(x, verbose=0)) < 1e-2
@@ -268,13 +285,118 @@ def test_failed_reconfiguration_leaves_the_model_untouched(monkeypatch):
 
 def test_bad_arguments_and_models():
     for kwargs in ({"interval": 0}, {"threshold": -1.0},
-                   {"penalty_ratio": 1.0}, {"penalty_ratio": 0.0},
-                   {"round_to": 0}, {"min_channels": 0},
                    {"penalty_epochs": 0}, {"penalty_epochs": 2.5}):
-        with pytest.raises(ValueError, match=next(iter(kwargs))):
-            tf_prunetrain.Reconfigure(**kwargs)
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"DeadChannels: {name}"):
+            tf_prunetrain.DeadChannels(**kwargs)
+    for kwargs in ({"penalty_ratio": 1.0}, {"penalty_ratio": 0.0},
+                   {"round_to": 0}, {"min_channels": 0}):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"Reconfigure: {name}"):
+            tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(), **kwargs)
     plain = model_zoo.plain_cnn()
     plain.compile("sgd", LOSS)
     x, y = _batch(plain)
     with pytest.raises(ValueError, match="add_group_lasso"):
-        plain.fit(x, y, verbose=0, callbacks=[tf_prunetrain.Reconfigure()])
+        plain.fit(x, y, verbose=0, callbacks=[
+            tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels())])
+
+
+# -- DeadChannels' decisions, without fit ------------------------------------
+def _dead_plan(model, threshold=1e-4, round_to=1):
+    """The plan that cuts `model`'s dead channels now."""
+    return tf_prunetrain.planning.plan_pruning(
+        tf_prunetrain.channel_groups(model), threshold, round_to=round_to)
+
+
+def _kept(plan, model, name):
+    """Indices of the output channels of layer `name` that `plan` keeps."""
+    layer = model.get_layer(name)
+    rank = len(layer.kernel.shape)
+    kept, = [idx for axis, idx in
+             tf_prunetrain.slicing.weight_slices(plan, layer)["kernel"]
+             if axis % rank == rank - 1]  # the kernel's output axis
+    return kept.tolist()
+
+
+def test_dead_channels_is_due_every_interval_for_the_whole_run():
+    schedule = tf_prunetrain.DeadChannels(interval=3)
+    context = pt.schedule_context(pt.two_convs(8, 6, "relu"))
+    decisions = {e: schedule.decide(e, context) for e in range(1, 11)}
+    assert [e for e, d in decisions.items() if d is not None] == [3, 6, 9]
+    # Never the last: without penalty_epochs the lasso acts to the end.
+    assert not any(d.last for d in decisions.values() if d is not None)
+    assert all(isinstance(d.plan, tf_prunetrain.planning.Plan)
+               for d in decisions.values() if d is not None)
+    assert tf_prunetrain.DeadChannels().interval == 10  # the paper's
+
+
+def test_dead_channels_ends_at_penalty_epochs():
+    schedule = tf_prunetrain.DeadChannels(interval=3, penalty_epochs=7)
+    context = pt.schedule_context(pt.two_convs(8, 6, "relu"))
+    decisions = {e: schedule.decide(e, context) for e in range(1, 13)}
+    # Every interval up to penalty_epochs, and at it (not a multiple).
+    assert [e for e, d in decisions.items() if d is not None] == [3, 6, 7]
+    assert [decisions[e].last for e in (3, 6, 7)] == [False, False, True]
+    assert [e for e in range(1, 13) if schedule.due(e)] == [3, 6, 7]
+    # penalty_epochs on an interval multiple: the cut there is the last.
+    aligned = tf_prunetrain.DeadChannels(interval=2, penalty_epochs=4)
+    assert [(e, d.last) for e in range(1, 9)
+            if (d := aligned.decide(e, context)) is not None] == [
+                (2, False), (4, True)]
+
+
+def test_dead_channels_plans_exactly_the_zeroed_channels():
+    model = pt.two_convs(8, 6, "relu")
+    assert tf_prunetrain.coupling.zero_channels(
+        model, {"c1": [1, 4], "c2": [0, 3, 5]}) == 5
+    decision = tf_prunetrain.DeadChannels(interval=1).decide(
+        1, pt.schedule_context(model))
+    assert decision is not None and not decision.last
+    plan = decision.plan
+    assert plan.changes() == [("c1", 8, 6), ("c2", 6, 3), ("gap", 6, 3)]
+    assert _kept(plan, model, "c1") == [0, 2, 3, 5, 6, 7]
+    assert _kept(plan, model, "c2") == [1, 2, 4]
+    # The same plan as planning.plan_pruning's at the schedule's threshold.
+    np.testing.assert_array_equal(plan.keep, _dead_plan(model).keep)
+    # Applied by Reconfigure: the model loses exactly those channels.
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(),
+                                   round_to=1, verbose=0)
+    cb.set_model(model)
+    x = model_zoo.random_input(model, batch_size=4)
+    before = model.predict(x, verbose=0)
+    done = cb.reconfigure(1, plan)
+    assert done.changes == plan.changes()
+    assert (model.get_layer("c1").filters, model.get_layer("c2").filters) \
+        == (6, 3)
+    assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL
+
+
+def test_dead_channels_follows_threshold_and_the_context_widths():
+    model = pt.two_convs(8, 6, "relu")
+    tf_prunetrain.coupling.zero_channels(model, {"c1": [1, 4],
+                                                 "c2": [0, 3, 5]})
+    c1 = model.get_layer("c1")
+    weak = c1.kernel.numpy()
+    weak[..., 2] = 1e-3  # small, but above the default threshold
+    c1.kernel.assign(weak)
+    # The consumer's input slice of channel 2 is weak as well (its dead
+    # outputs stay zero).
+    c2 = model.get_layer("c2")
+    kernel = c2.kernel.numpy()
+    kernel[:, :, 2, :] = np.where(kernel[:, :, 2, :] != 0, 1e-3, 0.0)
+    c2.kernel.assign(kernel)
+    default = tf_prunetrain.DeadChannels(interval=1)
+    assert _kept(default.decide(1, pt.schedule_context(model)).plan, model, "c1") == \
+        [0, 2, 3, 5, 6, 7]
+    loose = tf_prunetrain.DeadChannels(interval=1, threshold=1e-2)
+    assert _kept(loose.decide(1, pt.schedule_context(model)).plan, model, "c1") == \
+        [0, 3, 5, 6, 7]
+    # round_to=2 from the context: c2's 3 live channels round up to 4 (its
+    # strongest dead one comes back); c1's 6 already are a multiple of 2.
+    rounded = default.decide(1, pt.schedule_context(model, round_to=2)).plan
+    assert rounded.changes() == [("c1", 8, 6), ("c2", 6, 4), ("gap", 6, 4)]
+    # min_channels from the context: every channel dead, 2 kept.
+    tf_prunetrain.coupling.zero_channels(model, {"c2": [1, 2, 4]})
+    least = default.decide(1, pt.schedule_context(model, min_channels=2)).plan
+    assert dict((p, a) for p, _, a in least.changes())["c2"] == 2

@@ -101,7 +101,7 @@ def test_unregistered_custom_layers_freeze_their_channels():
     assert graph.is_frozen(_ids(graph, "c1")).all()
     assert graph.is_frozen(_ids(graph, "tiny")).all()
     with pytest.raises(ValueError, match="channel 0 of 'c1' is frozen"):
-        tf_prunetrain.zero_channels(model, {"c1": [0]})
+        tf_prunetrain.coupling.zero_channels(model, {"c1": [0]})
 
 
 def test_registered_custom_layers_prune_and_keep_the_function(tmp_path):
@@ -111,7 +111,7 @@ def test_registered_custom_layers_prune_and_keep_the_function(tmp_path):
     graph = tf_prunetrain.channel_groups(model)
     assert not graph.is_frozen(_ids(graph, "c1")).any()
     assert not graph.is_frozen(_ids(graph, "tiny")).any()
-    assert tf_prunetrain.zero_channels(
+    assert tf_prunetrain.coupling.zero_channels(
         model, {"c1": [0, 3], "tiny": [1, 2, 5]}) == 5
     before = model.predict(x, verbose=0)
     small = tf_prunetrain.prune_channels(model)
@@ -121,8 +121,8 @@ def test_registered_custom_layers_prune_and_keep_the_function(tmp_path):
     after = small.predict(x, verbose=0)
     assert pt.relative_error(before, after) < TOL
     # FLOPs count the custom convolution through its handler.
-    assert (tf_prunetrain.forward_flops(small)
-            < tf_prunetrain.forward_flops(model))
+    assert (tf_prunetrain.cost.forward_flops(small)
+            < tf_prunetrain.cost.forward_flops(model))
 
     path = os.path.join(tmp_path, "small.keras")
     small.save(path)
@@ -143,11 +143,11 @@ def test_registered_custom_conv_gets_the_lasso_and_shrinks_in_place():
     assert regularizer.axes == (-2, -1)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
     tiny = model.get_layer("tiny")
-    tf_prunetrain.zero_channels(model, {"tiny": [0, 4]})
+    tf_prunetrain.coupling.zero_channels(model, {"tiny": [0, 4]})
     before = model.predict(x, verbose=0)
     graph = tf_prunetrain.channel_groups(model)
-    tf_prunetrain.reconfigure_in_place(
-        model, tf_prunetrain.plan_pruning(graph, remove_blocks=False))
+    tf_prunetrain.inplace.reconfigure_in_place(
+        model, tf_prunetrain.planning.plan_pruning(graph, remove_blocks=False))
     assert model.get_layer("tiny") is tiny and tiny.filters == 4
     assert tiny.kernel.shape == (3, 3, 8, 4)
     assert pt.relative_error(before, model.predict(x, verbose=0)) < TOL

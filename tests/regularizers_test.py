@@ -272,7 +272,7 @@ def test_config_round_trip():
     reg.strength = 1e-4
     config = reg.get_config()
     assert config == {"strength": 1e-4, "axes": [-2], "epsilon": 1e-10,
-                      "proximal": False}
+                      "proximal": False, "calibrated": False}
     assert type(config["strength"]) is float
     clone = GroupLasso.from_config(config)
     assert clone.get_config() == config
@@ -285,6 +285,22 @@ def test_config_round_trip():
     assert isinstance(restored, GroupLasso)
     assert restored.get_config() == config
     assert isinstance(keras.regularizers.get(serialized), GroupLasso)
+
+
+def test_calibrated_mark_is_kept_by_config_and_copies():
+    # Set after construction (as `regularizers.set_strength` does): saved.
+    reg = GroupLasso(strength=0.3, axes=(-1,), proximal=True)
+    reg.calibrated = True
+    config = reg.get_config()
+    assert config["calibrated"] is True and config["proximal"] is True
+    assert GroupLasso.from_config(config).calibrated is True
+    restored = keras.regularizers.deserialize(keras.regularizers.serialize(reg))
+    assert restored.calibrated is True
+    for other in (copy.copy(reg), copy.deepcopy(reg),
+                  pickle.loads(pickle.dumps(reg))):
+        assert other.calibrated is True
+        assert other.get_config() == config
+    assert GroupLasso(0.3, axes=(-1,)).calibrated is False  # the default
 
 
 def test_copies_are_independent():
@@ -348,6 +364,7 @@ def test_keras_file_round_trip(tmp_path):
     model = _small_model()
     # A value set after construction is what gets saved.
     _regularizers(model)["pw"].strength = 0.05
+    _regularizers(model)["fc"].calibrated = True
     x = np.random.default_rng(3).standard_normal((4, 8, 8, 3)).astype(
         "float32"
     )
@@ -368,6 +385,8 @@ def test_keras_file_round_trip(tmp_path):
     assert _regularizers(loaded)["pw"].strength == 0.05
     assert _regularizers(loaded)["pw"].epsilon == 1e-10
     assert _regularizers(loaded)["dw"].axes == (-2,)
+    assert _regularizers(loaded)["fc"].calibrated is True
+    assert _regularizers(loaded)["pw"].calibrated is False
     np.testing.assert_allclose(
         [float(v) for v in loaded.losses], expected_losses, rtol=1e-6
     )
@@ -388,6 +407,9 @@ def test_keras_file_round_trip(tmp_path):
         ({"epsilon": 0.0}, ValueError, "epsilon"),
         ({"epsilon": -1e-8}, ValueError, "epsilon"),
         ({"epsilon": float("nan")}, ValueError, "epsilon"),
+        ({"proximal": 1}, TypeError, "proximal"),
+        ({"calibrated": "yes"}, TypeError, "calibrated"),
+        ({"calibrated": None}, TypeError, "calibrated"),
     ],
 )
 def test_argument_validation(kwargs, error, match):

@@ -47,8 +47,9 @@ def test_timeline_through_a_reconfiguration_adds_up_to_the_runs_steps():
     recorder = timeline_lib.Timeline()
     x, y = _data()
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[
-        tf_prunetrain.Reconfigure(flops_target=0.5, target_epoch=2,
-                                  round_to=1, verbose=0, penalty_ratio=None),
+        tf_prunetrain.Reconfigure(
+            tf_prunetrain.FlopsBudget(0.5, target_epoch=2), round_to=1,
+            verbose=0, penalty_ratio=None),
         recorder])
     segments = recorder.segments
     assert sum(s["steps"] for s in segments) == 4 * 4  # epochs x batches
@@ -99,7 +100,7 @@ def test_time_models_on_a_fake_clock_prices_timelines_exactly():
     model measures 0.25 s, so the replayed seconds are exact."""
     ticks = itertools.count(0.0, 0.25)
     models = {"a": _model(lasso=False), "b:proximal+scales": _model()}
-    tf_prunetrain.attach_proximal_step(models["b:proximal+scales"])
+    tf_prunetrain.regularizers.attach_proximal_step(models["b:proximal+scales"])
     x, y = _data(32)
 
     def dataset():

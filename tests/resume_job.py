@@ -3,14 +3,18 @@ point, and resumes from its `Checkpoint` when started again.
 
 Usage: python resume_job.py DIR KILL_AT [MODE]
 KILL_AT: none | mid_epoch | reconfiguration | checkpoint_write
-MODE: dead (default: dead channels every epoch) | target (flops_target=0.5
-by epoch 2, a cut every epoch) | mirrored (dead, under MirroredStrategy on
-two logical CPUs)
+MODE: dead (default: `DeadChannels(interval=1)`, dead channels every epoch)
+| target (`FlopsBudget(0.5, target_epoch=2, interval=1)`, a cut every epoch
+until the budget is met) | mirrored (dead, under MirroredStrategy on two
+logical CPUs)
 
+`Reconfigure` (λ calibrated at the first step), then a `RunLog` (run log in
+DIR/log), then `Checkpoint(DIR/backup, trackers=[reconfigure, runlog])`.
 Deterministic (op determinism, fixed data order), so an interrupted and
 resumed run can be compared with an uninterrupted one. At the end it writes
-DIR/result.json (architecture, parameters, λ, cost totals, reconfiguration
-epochs) and DIR/weights.npz.
+DIR/result.json (architecture, parameters, λ per epoch run in this process,
+the calibrations done in this process, cost totals, reconfiguration epochs)
+and DIR/weights.npz.
 """
 
 import json
@@ -30,6 +34,7 @@ import pruning_testing as pt  # noqa: E402
 import tf_prunetrain  # noqa: E402
 from tf_prunetrain import checkpoint as checkpoint_lib  # noqa: E402
 from tf_prunetrain import inplace  # noqa: E402
+from tf_prunetrain import regularizers  # noqa: E402
 
 EPOCHS = 4
 
@@ -79,6 +84,21 @@ class _ZeroMore(keras.callbacks.Callback):
             pt.zero_random_groups(self.model, 0.3, seed=4)
 
 
+class _Events(keras.callbacks.Callback):
+    """After `Reconfigure`: counts its calibrations in this process and
+    keeps the λ each epoch of this process logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.calibrations, self.lambdas = 0, {}
+
+    def on_prunetrain_event(self, event, fields):
+        self.calibrations += event == "calibration"
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.lambdas[epoch + 1] = float(logs["prunetrain_lambda"])
+
+
 def main(directory, kill_at, mode):
     if mode == "mirrored":  # two logical CPUs, before TensorFlow starts
         tf.config.set_logical_device_configuration(
@@ -86,21 +106,29 @@ def main(directory, kill_at, mode):
             [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
-    target = dict(flops_target=0.5, target_epoch=2) if mode == "target" else {}
-    # round_to=1: the runs compared are separate processes, and "auto"
-    # may measure a different multiple in each.
-    reconfigure = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=0.2,
-                                            verbose=0, batch_size=16,
-                                            round_to=1, **target)
+    if mode == "target":
+        schedule = tf_prunetrain.FlopsBudget(0.5, target_epoch=2, interval=1)
+    else:
+        schedule = tf_prunetrain.DeadChannels(interval=1)
+    # round_to=1: the model's widths (8/16/32) leave little to cut in
+    # multiples of 8.
+    reconfigure = tf_prunetrain.Reconfigure(schedule, penalty_ratio=0.2,
+                                            round_to=1, verbose=0)
+    runlog = tf_prunetrain.RunLog(log_dir=os.path.join(directory, "log"),
+                                  batch_size=16)
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
-                                      tracker=reconfigure)
-    strategy = tf_prunetrain.make_strategy(
+                                      trackers=[reconfigure, runlog])
+    strategy = tf_prunetrain.distribute.make_strategy(
         "mirrored" if mode == "mirrored" else "default")
     with strategy.scope():
         restored = backup.restore()
         if restored:
             model, initial_epoch = restored
+            # λ comes back calibrated in the regularizers' config.
+            calibrated = [reg.calibrated for _, reg in
+                          regularizers.lasso_variables(model)]
         else:
+            calibrated = None
             model = tf_prunetrain.add_group_lasso(
                 model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
             model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
@@ -108,7 +136,8 @@ def main(directory, kill_at, mode):
                               from_logits=True))
             pt.zero_random_groups(model, 0.4, seed=3)
             initial_epoch = 0
-    callbacks = [_ZeroMore(), reconfigure, backup]
+    events = _Events()
+    callbacks = [_ZeroMore(), reconfigure, runlog, events, backup]
     if kill_at == "mid_epoch":
         callbacks.insert(0, _KillMidEpoch())
     _arm(kill_at)
@@ -116,13 +145,16 @@ def main(directory, kill_at, mode):
     y = np.arange(48) % 10
     model.fit(x, y, batch_size=16, epochs=EPOCHS, initial_epoch=initial_epoch,
               shuffle=False, verbose=0, callbacks=callbacks)
-    result = {"channels": reconfigure.cost.channels(),
+    result = {"channels": runlog.cost.channels(),
               "params": model.count_params(), "strength": reconfigure.strength,
-              "train_flops_spent": reconfigure.train_flops_spent,
-              "train_flops_dense": reconfigure.train_flops_dense,
-              "steps": reconfigure.steps,
+              "train_flops_spent": runlog.train_flops_spent,
+              "train_flops_dense": runlog.train_flops_dense,
+              "steps": runlog.steps,
               "resumed_from": initial_epoch,
-              "target_reached": reconfigure.target_reached,
+              "restored_calibrated": calibrated,
+              "calibrations": events.calibrations,
+              "lambdas": events.lambdas,
+              "finished": reconfigure.finished,
               "replicas": strategy.num_replicas_in_sync,
               "reconfigured": [r.epoch for r in reconfigure.reconfigurations
                                if r.changes]}

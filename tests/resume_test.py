@@ -1,6 +1,8 @@
-"""Fault-tolerant resume: SIGKILL at several points (one device and
-MirroredStrategy), resume, and end like an uninterrupted run; damaged
-checkpoints are skipped; a failed checkpoint write stops cleanly."""
+"""Fault-tolerant resume: `Reconfigure` + `RunLog` +
+`Checkpoint(trackers=[reconfigure, runlog])` SIGKILLed at several points
+(one device and MirroredStrategy) or stopped, resumed, and ending like an
+uninterrupted run, without calibrating λ again; damaged checkpoints are
+skipped; a failed checkpoint write stops cleanly."""
 
 import errno
 import json
@@ -15,8 +17,10 @@ import keras
 import numpy as np
 import pytest
 
+import model_zoo
 import tf_prunetrain
 from tf_prunetrain import checkpoint as checkpoint_lib
+from tf_prunetrain import regularizers
 
 JOB = os.path.join(os.path.dirname(__file__), "resume_job.py")
 
@@ -30,6 +34,12 @@ def _result(directory):
     with open(os.path.join(directory, "result.json")) as f:
         result = json.load(f)
     return result, np.load(os.path.join(directory, "weights.npz"))
+
+
+def _run_log(directory):
+    """The events of the job's run log (`RunLog(log_dir=DIR/log)`)."""
+    with open(os.path.join(directory, "log", "prunetrain.jsonl")) as f:
+        return [json.loads(line)["event"] for line in f]
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +74,15 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(
     ("reconfiguration", 1),  # killed inside the cut that meets the target
     ("mid_epoch", 2),        # killed after the target was met
 ])
-def test_flops_target_run_resumes_with_its_controller_state(
+def test_flops_budget_run_resumes_with_its_schedule_state(
         tmp_path, uninterrupted_target, kill_at, resumed_from):
+    """Reconfigure(FlopsBudget(0.5, target_epoch=2)): killed before and
+    after the budget is met, resumed, the same final widths."""
     result = _check_resumed(tmp_path, uninterrupted_target, kill_at,
                             resumed_from, "target")
-    assert result["target_reached"] == 2
+    assert result["finished"] == 2
     assert result["strength"] == 0.0  # the lasso stayed off after resuming
+    assert result["reconfigured"] == [1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +101,95 @@ def test_mirrored_run_killed_in_a_reconfiguration_resumes(
     assert result["reconfigured"]  # it did shrink
 
 
+class _Calibrations(keras.callbacks.Callback):
+    """Listed after `Reconfigure`: the "calibration" events it hears."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_prunetrain_event(self, event, fields):
+        if event == "calibration":
+            self.seen.append(fields["strength"])
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def _budget_fit(directory, stop=False):
+    """A `fit` of 4 epochs (or, `stop`ped, of one) with
+    `Reconfigure(FlopsBudget(0.5, target_epoch=3, interval=1))`, a `RunLog`
+    and `Checkpoint(directory, trackers=[reconfigure, runlog])`, resumed
+    from `directory`'s latest checkpoint if there is one. Returns the
+    model, the callbacks, the History, the epoch it started from and the
+    calibrations heard."""
+    cut = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.5, target_epoch=3, interval=1),
+        round_to=1, verbose=0)
+    log = tf_prunetrain.RunLog(batch_size=16)
+    backup = tf_prunetrain.Checkpoint(str(directory), trackers=[cut, log])
+    restored = backup.restore()
+    keras.utils.set_random_seed(0)
+    if restored:
+        model, initial_epoch = restored
+    else:
+        model = tf_prunetrain.add_group_lasso(
+            model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        initial_epoch = 0
+    heard = _Calibrations()
+    callbacks = [cut, log, heard, backup]
+    if stop:
+        callbacks.append(_StopAfterFirstEpoch())
+    x = model_zoo.random_input(model, batch_size=48, seed=0)
+    history = model.fit(x, np.arange(48) % 10, batch_size=16, epochs=4,
+                        initial_epoch=initial_epoch, shuffle=False,
+                        verbose=0, callbacks=callbacks)
+    return model, cut, log, history.history, initial_epoch, heard.seen
+
+
+def test_stopped_budget_run_resumes_to_the_same_widths_without_recalibrating(
+        tmp_path):
+    """Stopped after epoch 1 (of a FLOPs budget met at epoch 3), restored in
+    the same process and fitted on: the widths, cuts and cost totals of the
+    run that was never stopped, and λ as calibrated at the first step."""
+    model, cut, log, history, _, heard = _budget_fit(tmp_path / "whole")
+    assert len(heard) == 1 and heard[0] > 0
+    assert cut.finished == 3 and cut.strength == 0.0
+    assert log.cost.inference_flops <= 0.5 * log.initial_cost.inference_flops
+    _, _, _, first, _, first_heard = _budget_fit(tmp_path / "parts", True)
+    assert len(first["loss"]) == 1 and first_heard == heard
+    assert sorted(os.listdir(tmp_path / "parts")) == ["ckpt-1"]
+    # λ is saved calibrated in the regularizers (what a resumed fit reads).
+    saved = keras.models.load_model(tmp_path / "parts" / "ckpt-1" /
+                                    checkpoint_lib.MODEL_FILE)
+    lasso = regularizers.lasso_variables(saved)
+    assert lasso and all(reg.calibrated and reg.strength == pytest.approx(
+        heard[0]) for _, reg in lasso)
+
+    resumed, resumed_cut, resumed_log, rest, initial_epoch, again = \
+        _budget_fit(tmp_path / "parts")
+    assert initial_epoch == 1
+    assert again == []  # not calibrated again
+    # Epoch 2 still trains with the lasso, at the first run's λ.
+    assert rest["prunetrain_lambda"][0] == pytest.approx(
+        history["prunetrain_lambda"][1], rel=1e-6)
+    assert rest["prunetrain_lambda"][0] == pytest.approx(heard[0])
+    assert resumed_cut.finished == 3 and resumed_cut.strength == 0.0
+    assert resumed_log.cost.channels() == log.cost.channels()
+    assert resumed.count_params() == model.count_params()
+    assert [(r.epoch, r.changes) for r in resumed_cut.reconfigurations] == \
+        [(r.epoch, r.changes) for r in cut.reconfigurations]
+    assert resumed_cut.schedule.target_epoch == 3
+    for key in ("train_flops_spent", "train_flops_dense", "steps"):
+        assert getattr(resumed_log, key) == getattr(log, key), key
+    assert resumed_log.initial_cost.channels() == log.initial_cost.channels()
+
+
 def _check_resumed(tmp_path, uninterrupted, kill_at, resumed_from, mode):
     killed = _job(tmp_path, kill_at, mode)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -100,8 +202,24 @@ def _check_resumed(tmp_path, uninterrupted, kill_at, resumed_from, mode):
     # Architecture, λ, the reconfiguration history and the cost totals.
     for key in ("channels", "params", "strength", "reconfigured",
                 "train_flops_spent", "train_flops_dense", "steps",
-                "target_reached"):
+                "finished"):
         assert result[key] == expected[key], key
+    # λ was calibrated once, by the first process; it came back calibrated
+    # (the GroupLasso `calibrated` flag) and was not calibrated again: the
+    # resumed epochs log the uninterrupted run's λ.
+    assert expected["calibrations"] == 1 and result["calibrations"] == 0
+    assert result["restored_calibrated"] and all(
+        result["restored_calibrated"])
+    assert sorted(result["lambdas"], key=int) == [
+        e for e in sorted(expected["lambdas"], key=int)
+        if int(e) > resumed_from]
+    for epoch, strength in result["lambdas"].items():
+        assert strength == pytest.approx(expected["lambdas"][epoch],
+                                         rel=1e-6), epoch
+    # One run log across both processes, appended to on resume.
+    events = _run_log(tmp_path)
+    assert events.count("start") == 1 and events.count("resume") == 1
+    assert events.count("calibration") == 1
     # Deterministic ops, same data order: the weights agree as well.
     assert weights.files == expected_weights.files
     for name in weights.files:

@@ -1,5 +1,5 @@
-"""RunLog / Reconfigure cost accounting, TensorBoard summaries, the run log
-and tools/report.py, on short real runs."""
+"""RunLog cost accounting (beside Reconfigure), TensorBoard summaries, the
+run log and tools/report.py, on short real runs."""
 
 import glob
 import json
@@ -48,14 +48,16 @@ def runs(tmp_path_factory):
     model = tf_prunetrain.add_group_lasso(
         model_zoo.randomize_batchnorm(model_zoo.resnet_basic()), 1e-3)
     pt.zero_random_groups(model, 0.4, seed=3)
-    cb = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None, verbose=0,
-                                   log_dir=pruned_dir, batch_size=BATCH)
-    history = _fit(model, [_Kill(), cb,
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, round_to=1, verbose=0)
+    pruned_log = tf_prunetrain.RunLog(log_dir=pruned_dir, batch_size=BATCH)
+    history = _fit(model, [_Kill(), cb, pruned_log,
                            keras.callbacks.TensorBoard(pruned_dir)])
     dense = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
     log = tf_prunetrain.RunLog(log_dir=dense_dir, batch_size=BATCH)
     dense_history = _fit(dense, [log])
-    return {"model": model, "cb": cb, "history": history, "dir": pruned_dir,
+    return {"model": model, "cb": cb, "pruned_log": pruned_log,
+            "history": history, "dir": pruned_dir,
             "dense": dense, "log": log, "dense_history": dense_history,
             "dense_dir": dense_dir, "root": str(root)}
 
@@ -66,10 +68,10 @@ def _records(directory):
 
 
 def test_training_flops_are_accounted_step_by_step(runs):
-    cb, records = runs["cb"], _records(runs["dir"])
+    log, records = runs["pruned_log"], _records(runs["dir"])
     steps = 2  # 32 examples, batch 16
     dense = tf_prunetrain.training_cost(model_zoo.resnet_basic(), BATCH)
-    assert cb.initial_cost.train_flops == dense.train_flops
+    assert log.initial_cost.train_flops == dense.train_flops
     epochs = [r for r in records if r["event"] == "epoch"]
     assert len(epochs) == EPOCHS
     previous = {"train_flops_spent": 0, "train_flops_dense": 0,
@@ -81,13 +83,13 @@ def test_training_flops_are_accounted_step_by_step(runs):
         assert record["train_flops_dense"] - previous["train_flops_dense"] \
             == steps * dense.train_flops
         previous = record
-    assert cb.train_flops_spent == epochs[-1]["train_flops_spent"]
+    assert log.train_flops_spent == epochs[-1]["train_flops_spent"]
     saved = runs["history"]["prunetrain_train_flops_saved"]
-    assert saved[-1] == pytest.approx(100 * cb.train_flops_saved)
+    assert saved[-1] == pytest.approx(100 * log.train_flops_saved)
     # Epoch 1 ran the dense model; the first reconfiguration follows it.
     assert saved[0] == 0 < saved[1] < saved[-1] < 100
-    assert cb.cost.train_flops < cb.initial_cost.train_flops
-    assert cb.cost.gradient_bytes < cb.initial_cost.gradient_bytes
+    assert log.cost.train_flops < log.initial_cost.train_flops
+    assert log.cost.gradient_bytes < log.initial_cost.gradient_bytes
     assert runs["history"]["prunetrain_train_flops"][-1] == \
         tf_prunetrain.training_cost(runs["model"], BATCH).train_flops
     # The dense baseline's RunLog saves nothing.
@@ -131,7 +133,7 @@ def test_tensorboard_files_hold_the_scalars(runs):
         assert ours[name] == pytest.approx(
             dict(enumerate(history[f"prunetrain_{name}"])), rel=1e-6), name
     channels = {tag: v for tag, v in ours.items() if tag.startswith("channels/")}
-    final = runs["cb"].cost.channels()
+    final = runs["pruned_log"].cost.channels()
     assert {tag[len("channels/"):]: v[EPOCHS - 1]
             for tag, v in channels.items()} == final
     assert any(v[EPOCHS - 1] < v[0] for v in channels.values())
@@ -142,24 +144,31 @@ def test_tensorboard_files_hold_the_scalars(runs):
 
 
 def test_run_log_records_and_summary_table(runs):
-    records, cb = _records(runs["dir"]), runs["cb"]
+    records, log = _records(runs["dir"]), runs["pruned_log"]
     assert records[0]["event"] == "start"
     assert records[0]["batch_size"] == BATCH
+    # A cut after every epoch: a "reconfiguration" record when it changed
+    # the model, a "no_change" record when nothing was dead.
     done = [r for r in records if r["event"] == "reconfiguration"]
-    assert [r["epoch"] for r in done] == list(range(1, EPOCHS + 1))
+    unchanged = [r for r in records if r["event"] == "no_change"]
+    assert sorted(r["epoch"] for r in done + unchanged) == list(
+        range(1, EPOCHS + 1))
+    assert [r["epoch"] for r in done] == [
+        r.epoch for r in runs["cb"].reconfigurations if r.changes]
+    assert [r["epoch"] for r in done][:2] == [1, 2]  # 40%, then _Kill's 30%
     assert done[-1]["params_after"] == runs["model"].count_params()
-    assert done[-1]["channels"] == cb.cost.channels()
+    assert done[-1]["channels"] == log.cost.channels()
     shrunk = [r for r in done if r["changes"]]
-    assert shrunk and all(r["params_after"] < r["params_before"]
-                          for r in shrunk)
+    assert shrunk == done and all(r["params_after"] < r["params_before"]
+                                  for r in shrunk)
     epochs = [r for r in records if r["event"] == "epoch"]
     assert [r["logs"]["loss"] for r in epochs] == pytest.approx(
         runs["history"]["loss"])
-    table = cb.summary()
+    table = log.summary()
     changed = next(path for path, old, new in shrunk[0]["changes"]
-                   if path in cb.cost.channels())
+                   if path in log.cost.channels())
     line = next(l for l in table.splitlines() if l.startswith(changed + " "))
-    assert f"{cb.initial_cost.channels()[changed]} -> " in line
+    assert f"{log.initial_cost.channels()[changed]} -> " in line
     assert f"Parameters: {runs['model'].count_params():,} (initial" in table
 
 
@@ -211,8 +220,8 @@ def test_report_reads_torn_and_rejects_bad_logs(runs, tmp_path):
 def test_run_log_validates_and_handles_dynamic_sizes(tmp_path):
     with pytest.raises(ValueError, match="RunLog: batch_size"):
         tf_prunetrain.RunLog(batch_size=0)
-    with pytest.raises(ValueError, match="Reconfigure: batch_size"):
-        tf_prunetrain.Reconfigure(batch_size=1.5)
+    with pytest.raises(ValueError, match="RunLog: batch_size"):
+        tf_prunetrain.RunLog(batch_size=1.5)
     x = keras.Input((None, None, 1))
     y = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(x))
     model = keras.Model(x, y)
@@ -228,35 +237,38 @@ def test_run_log_validates_and_handles_dynamic_sizes(tmp_path):
 def test_measured_step_times_are_logged(runs):
     """A real fit: every epoch logs a measured median step time, and each
     shrinking reconfiguration its step time before and after."""
-    history, cb, records = runs["history"], runs["cb"], _records(runs["dir"])
+    history, records = runs["history"], _records(runs["dir"])
+    cb, log = runs["cb"], runs["pruned_log"]
     steps = history["prunetrain_step_seconds"]
     assert len(steps) == EPOCHS and all(0 < s < 60 for s in steps)
-    assert steps[-1] == pytest.approx(cb.step_seconds)
+    assert steps[-1] == pytest.approx(log.step_seconds)
     assert np.isfinite(history["prunetrain_step_time_saved"]).all()
     shrunk = [r for r in cb.reconfigurations if r.changes]
     assert shrunk and all(r.step_seconds_before > 0 and
                           r.step_seconds_after > 0 for r in shrunk)
     timed = [r for r in records if r["event"] == "step_time"]
     assert [r["epoch"] for r in timed] == [r.epoch for r in shrunk]
-    assert "train step (measured median, re-traces excluded)" in cb.summary()
+    assert "train step (measured median, re-traces excluded)" in log.summary()
     # The dense baseline's RunLog times its steps too.
     assert all(s > 0 for s in runs["dense_history"]["prunetrain_step_seconds"])
 
 
-def test_step_time_phases_skip_retraces_and_price_the_saving(monkeypatch):
-    """On a fake clock: the first step after each (re)trace is not timed,
-    medians are per architecture, the saving prices every step at its
-    model's median, and all of it survives state()/restore()."""
-    cb, step = pt.on_fake_clock(monkeypatch, verbose=0, batch_size=BATCH)
+def test_step_time_phases_skip_retraces_and_price_the_saving():
+    """On a fake clock (`RunLog(clock=...)`): the first step after each
+    (re)trace is not timed, medians are per architecture, the saving prices
+    every step at its model's median, and all of it survives
+    state()/restore() of both callbacks."""
+    cb, log, step = pt.on_fake_clock(batch_size=BATCH, verbose=0)
     cb.on_train_begin()
+    log.on_train_begin()
     for seconds in (5.0, 1.0, 1.2, 0.8):  # a trace, then three steps
         step(seconds)
-    assert cb.step_seconds == cb.initial_step_seconds == 1.0
-    assert cb.step_time_saved == 0.0
-    done = cb.reconfigure(1)
+    assert log.step_seconds == log.initial_step_seconds == 1.0
+    assert log.step_time_saved == 0.0
+    done = cb.reconfigure(1, pt.dead_channel_plan(cb))
     assert done.changes and done.step_seconds_before == 1.0
     assert done.step_seconds_after is None
-    assert cb.step_seconds == 1.0  # the new model has not run yet
+    assert log.step_seconds == 1.0  # the new model has not run yet
     for seconds in (4.0, 0.5, 0.6, 0.4, 0.5):  # a re-trace, four steps
         step(seconds)
     assert done.step_seconds_after is None  # AFTER_STEPS = 5 not yet timed
@@ -264,19 +276,24 @@ def test_step_time_phases_skip_retraces_and_price_the_saving(monkeypatch):
     assert done.step_seconds_after == 0.5
     assert done.retrace_seconds == pytest.approx(3.5)  # 4.0 - 0.5
     # 4 steps at 1.0 and 6 at 0.5, against 10 at 1.0.
-    assert cb.step_time_saved == pytest.approx(0.3)
-    scalars = cb.scalars({})
+    assert log.step_time_saved == pytest.approx(0.3)
+    scalars = log.scalars({})
     assert scalars["step_seconds"] == 0.5
     assert scalars["step_time_saved"] == pytest.approx(30.0)
     assert "initial 1000.0 ms, now 500.0 ms (0.50x); training time saved " \
-        "so far 30.0%" in cb.summary()
+        "so far 30.0%" in log.summary()
 
-    resumed = tf_prunetrain.Reconfigure(interval=1, penalty_ratio=None,
-                                        verbose=0, batch_size=BATCH)
+    resumed_log = tf_prunetrain.RunLog(batch_size=BATCH)
+    resumed_log.restore(json.loads(json.dumps(log.state())))
+    assert resumed_log.step_seconds == 0.5
+    assert resumed_log.initial_step_seconds == 1.0
+    assert resumed_log.step_time_saved == pytest.approx(0.3)
+    resumed = tf_prunetrain.Reconfigure(
+        tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
+        verbose=0)
     resumed.restore(json.loads(json.dumps(cb.state())))
-    assert resumed.step_seconds == 0.5 and resumed.initial_step_seconds == 1.0
-    assert resumed.step_time_saved == pytest.approx(0.3)
     assert resumed.reconfigurations[-1].step_seconds_after == 0.5
+    assert resumed.reconfigurations[-1].retrace_seconds == pytest.approx(3.5)
 
 
 def test_step_times_are_nan_until_a_step_is_timed():
@@ -289,3 +306,20 @@ def test_step_times_are_nan_until_a_step_is_timed():
     assert np.isnan(scalars["step_seconds"])
     assert np.isnan(scalars["step_time_saved"])
     assert log.step_seconds is None and log.step_time_saved is None
+
+
+def test_a_run_log_listed_before_reconfigure_is_refused():
+    """The RunLog logs what Reconfigure does in its on_epoch_end, so it goes
+    after it: listed before, fit refuses before its first step."""
+    model = tf_prunetrain.add_group_lasso(model_zoo.resnet_basic(), 1e-3)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
+                                   penalty_ratio=None, verbose=0)
+    log = tf_prunetrain.RunLog()
+    x = model_zoo.random_input(model, batch_size=BATCH)
+    with pytest.raises(ValueError, match="Reconfigure must come before "
+                       "RunLog"):
+        model.fit(x, np.arange(BATCH) % 10, epochs=1, verbose=0,
+                  callbacks=[log, cb])
+    assert int(model.optimizer.iterations) == 0
+    assert log.steps == 0

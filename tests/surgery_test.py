@@ -310,7 +310,8 @@ def test_plan_reports_channel_changes_and_removed_layers():
     pt.zero_groups(model, _branch_roots(model, "stage2_block2_conv1"))
     conv = model.get_layer("stage1_block1_conv1")
     pt.zero_groups(model, sorted(_branch_roots(model, conv.name))[:3])
-    plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(model))
+    plan = tf_prunetrain.planning.plan_pruning(
+        tf_prunetrain.channel_groups(model))
     rows = {path: (before, after) for path, before, after in plan.changes()}
     assert rows["stage1_block1_conv1"] == (conv.filters, conv.filters - 3)
     assert rows["stage2_block2_conv2"][1] == 0  # removed with its branch

@@ -172,7 +172,7 @@ def test_removed_block_offset_converts_saves_and_is_named_by_tfmot(tmp_path):
 
 @needs_extra
 def test_model_pruned_in_place_during_fit_converts():
-    model, _, x = pt.pruned_in_fit(model_zoo.mobilenetv2_like)
+    model, _, _, x = pt.pruned_in_fit(model_zoo.mobilenetv2_like)
     twin = tfmot_interop.to_tf_keras(model, sample_inputs=x[:4])
     _assert_twin(model, twin, x[:4])
     assert not twin.losses  # GroupLasso is a Keras 3 training object

@@ -2,7 +2,7 @@
 
 A refused value raises a ValueError that names the function or class that
 was called (`caller`), the argument, what it must be and what it got:
-"Reconfigure: interval must be an integer >= 1 or None, got 0."
+"DeadChannels: interval must be an integer >= 1, got 0."
 """
 
 from __future__ import annotations

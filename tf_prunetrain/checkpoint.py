@@ -4,8 +4,9 @@ Keras' `BackupAndRestore` restores weights into the model object `fit` was
 given, which cannot work once reconfigurations have changed its shapes. A
 `Checkpoint` saves, at every epoch end (after `Reconfigure`), the whole model
 (architecture, weights, BatchNorm statistics, optimizer state, λ in its
-regularizers) as a `.keras` file plus the `RunLog`/`Reconfigure` state (cost
-totals, calibration, reconfigurations) and the epoch, into
+regularizers, calibrated or not) as a `.keras` file plus the state of its
+`trackers` (`Reconfigure`: the schedule's state and the reconfigurations;
+`RunLog`: the cost totals) and the epoch, into
 `<directory>/ckpt-<epoch>/`. Each checkpoint is written into a `.tmp`
 directory and renamed into place, and its manifest carries the SHA-256 of
 the model file: a checkpoint cut short by a crash is never seen, a corrupt
@@ -20,13 +21,17 @@ import json
 import os
 import shutil
 import warnings
+from typing import Any, Sequence
 
 import keras
 
 from tf_prunetrain import _checks
-from tf_prunetrain.runlog import RunLog
 
 MODEL_FILE, MANIFEST_FILE, PREFIX = "model.keras", "manifest.json", "ckpt-"
+
+
+class _Mismatch(ValueError):
+    """A checkpoint of another set of trackers (not damage: raised)."""
 
 
 def _sha256(path: str) -> str:
@@ -41,8 +46,8 @@ class Checkpoint(keras.callbacks.Callback):
     """Saves a restorable checkpoint every `every` epochs; keeps `keep`.
 
     Put it after `Reconfigure` (and any `RunLog`) in the callback list, and
-    give it that callback as `tracker` so the cost totals and λ calibration
-    come back too.
+    give it those callbacks as `trackers` so their state comes back too
+    (anything with `state()` and `restore(state)` methods).
 
     Example:
     >>> import keras, numpy as np, tempfile, tf_prunetrain
@@ -60,9 +65,17 @@ class Checkpoint(keras.callbacks.Callback):
     2
     """
 
-    def __init__(self, directory: str, tracker: RunLog | None = None,
+    def __init__(self, directory: str, trackers: Sequence[Any] = (), *,
                  every: int = 1, keep: int = 2):
         super().__init__()
+        trackers = tuple(trackers)
+        for tracker in trackers:
+            if not (callable(getattr(tracker, "state", None))
+                    and callable(getattr(tracker, "restore", None))):
+                raise TypeError(
+                    f"Checkpoint: trackers must have state() and "
+                    f"restore(state) (Reconfigure, RunLog); got "
+                    f"{type(tracker).__name__}.")
         _checks.positive_int(every, "every", "Checkpoint")
         _checks.positive_int(keep, "keep", "Checkpoint")
         if not isinstance(directory, (str, os.PathLike)):
@@ -70,7 +83,7 @@ class Checkpoint(keras.callbacks.Callback):
                             f"{type(directory).__name__}.")
         directory = os.fspath(directory)
         self._check_directory(directory)
-        self.directory, self.tracker = directory, tracker
+        self.directory, self.trackers = directory, trackers
         self.every, self.keep = every, keep
 
     @staticmethod
@@ -105,8 +118,9 @@ class Checkpoint(keras.callbacks.Callback):
             model_path = os.path.join(temporary, MODEL_FILE)
             self.model.save(model_path)
             manifest = {"epoch": epoch, "sha256": _sha256(model_path),
-                        "tracker": None if self.tracker is None
-                        else self.tracker.state()}
+                        "trackers": [{"type": type(t).__name__,
+                                      "state": t.state()}
+                                     for t in self.trackers]}
             with open(os.path.join(temporary, MANIFEST_FILE), "w",
                       encoding="utf-8") as f:
                 json.dump(manifest, f)
@@ -142,18 +156,21 @@ class Checkpoint(keras.callbacks.Callback):
         """The latest intact checkpoint as `(model, epoch)`, or None.
 
         The model is loaded (compiled, with its optimizer state) inside the
-        current `tf.distribute` scope; the tracker gets its saved state. A
+        current `tf.distribute` scope; the trackers get their saved state. A
         checkpoint whose model file does not match its manifest, or that
         does not load, is skipped with a warning.
 
         Raises:
           NotADirectoryError: the checkpoint directory is a file.
+          ValueError: the checkpoint was saved with other trackers.
         """
         self._check_directory(self.directory)
         for epoch in reversed(self._epochs()):
             folder = os.path.join(self.directory, f"{PREFIX}{epoch}")
             try:
                 return self._load(folder)
+            except _Mismatch:
+                raise
             except Exception as e:  # noqa: BLE001 - any damage means skip
                 warnings.warn(f"Checkpoint: skipping damaged checkpoint "
                               f"'{folder}': {type(e).__name__}: {e}",
@@ -166,7 +183,14 @@ class Checkpoint(keras.callbacks.Callback):
         model_path = os.path.join(folder, MODEL_FILE)
         if _sha256(model_path) != manifest["sha256"]:
             raise ValueError("the model file does not match its checksum")
+        saved = manifest["trackers"]
+        kinds = [type(t).__name__ for t in self.trackers]
+        if [t["type"] for t in saved] != kinds:
+            raise _Mismatch(
+                f"Checkpoint: '{folder}' was saved with trackers "
+                f"{[t['type'] for t in saved]}, this Checkpoint has {kinds}; "
+                "pass the same callbacks in the same order.")
         model = keras.models.load_model(model_path)
-        if self.tracker is not None and manifest["tracker"] is not None:
-            self.tracker.restore(manifest["tracker"])
+        for tracker, state in zip(self.trackers, saved):
+            tracker.restore(state["state"])
         return model, int(manifest["epoch"])

@@ -234,7 +234,7 @@ def forward_flops(model: keras.Model) -> int:
     >>> import keras, tf_prunetrain
     >>> x = keras.Input((8, 8, 3))
     >>> y = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(x)
-    >>> tf_prunetrain.forward_flops(keras.Model(x, y))  # 2·3·3·3·4·8·8
+    >>> tf_prunetrain.cost.forward_flops(keras.Model(x, y))  # 2·3·3·3·4·8·8
     13824
     """
     return training_cost(model).inference_flops

@@ -292,7 +292,7 @@ def zero_channels(model: keras.Model,
     >>> x = keras.Input((8, 8, 3))
     >>> h = keras.layers.Conv2D(4, 3, name="c1")(x)
     >>> m = keras.Model(x, keras.layers.Conv2D(2, 3, name="c2")(h))
-    >>> tf_prunetrain.zero_channels(m, {"c1": [0, 1]})
+    >>> tf_prunetrain.coupling.zero_channels(m, {"c1": [0, 1]})
     2
     >>> tf_prunetrain.prune_channels(m).get_layer("c1").filters
     2

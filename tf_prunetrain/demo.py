@@ -13,10 +13,11 @@ What it does:
    cosine learning-rate schedule: a dense baseline (`RunLog` callback
    only), and PruneTrain in the budget mode: `add_group_lasso` (the proximal
    group lasso on kernels and BatchNorm scales) and
-   `Reconfigure(flops_target=...)`, which cuts the model inside the same
+   `Reconfigure(FlopsBudget(...))`, which cuts the model inside the same
    `fit` call until its inference FLOPs are `--flops_target` of the dense
    model's at `--target_epoch` (default: 25% of the epochs), then switches
-   the lasso off and trains the smaller model to the end.
+   the lasso off and trains the smaller model to the end; a `RunLog` after
+   it accounts the cost of both runs alike.
 3. Prints a table for both runs: test accuracy, training FLOPs spent (and
    the share of the dense run's), inference FLOPs, parameters, training wall
    time; exports the pruned model as a SavedModel (checked against Keras'
@@ -25,7 +26,7 @@ What it does:
    draws the PNG report (`tf_prunetrain.report`) into `--out_dir`.
 
 The paper's mode (no target: λ acts for the whole run and only channels it
-drives to zero go) is `--flops_target=0`.
+drives to zero go, `Reconfigure(DeadChannels(...))`) is `--flops_target=0`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from tf_prunetrain.models import resnet_cifar  # noqa: E402
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# The paper's mode without --interval: DeadChannels' default.
+DEAD_CHANNELS_INTERVAL = 10
 
 
 def load_mnist5k(test_size: int = 1000, seed: int = 0
@@ -73,7 +76,8 @@ def _parse_widths(widths: Sequence[Any]) -> tuple[int, int, int]:
 def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
           log_dir: str) -> dict[str, Any]:
     """One demo run (`settings`: the keyword arguments of `run` that shape
-    training) on `data`; returns the model, its tracker and its figures."""
+    training) on `data`; returns the model, its callbacks (`reconfigure`:
+    None for the dense run; `runlog`: the cost figures) and its figures."""
     (x_train, y_train), (x_test, y_test) = data
     s = settings
     keras.utils.set_random_seed(s["seed"])
@@ -85,18 +89,23 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
         model = tf_prunetrain.add_group_lasso(
             model, strength=s["strength"], proximal=target is not None,
             scales=target is not None)
-        tracker: tf_prunetrain.RunLog = tf_prunetrain.Reconfigure(
-            interval=s["interval"], threshold=s["threshold"],
-            round_to=s["round_to"], penalty_ratio=None, log_dir=log_dir,
-            batch_size=s["batch_size"],
-            flops_target=target, target_epoch=s["target_epoch"] if target
-            else None)
+        if target is not None:
+            schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
+                target, target_epoch=s["target_epoch"],
+                interval=s["interval"], threshold=s["threshold"])
+        else:
+            schedule = tf_prunetrain.DeadChannels(
+                s["interval"] or DEAD_CHANNELS_INTERVAL, s["threshold"])
+        reconfigure = tf_prunetrain.Reconfigure(
+            schedule, penalty_ratio=None, round_to=s["round_to"])
     else:
-        tracker = tf_prunetrain.RunLog(log_dir=log_dir,
-                                       batch_size=s["batch_size"])
+        reconfigure = None
+    # After the Reconfigure: it reads the cost of the model each step trains.
+    runlog = tf_prunetrain.RunLog(log_dir=log_dir, batch_size=s["batch_size"])
+    callbacks = [reconfigure, runlog] if reconfigure else [runlog]
     steps = -(-len(x_train) // s["batch_size"]) * s["epochs"]
-    schedule = keras.optimizers.schedules.CosineDecay(s["learning_rate"], steps)
-    model.compile(keras.optimizers.SGD(schedule, momentum=0.9,
+    decay = keras.optimizers.schedules.CosineDecay(s["learning_rate"], steps)
+    model.compile(keras.optimizers.SGD(decay, momentum=0.9,
                                        weight_decay=s["weight_decay"] or None),
                   LOSS, metrics=["accuracy"])
     print(f"\n{'PruneTrain' if prunetrain else 'Dense baseline'}: "
@@ -109,15 +118,16 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
     model.fit(batches, steps_per_epoch=per_epoch, epochs=s["epochs"],
               validation_data=data_lib.pipeline((x_test, y_test), 256,
                                                 training=False),
-              callbacks=[tracker], verbose=s["verbose"])
+              callbacks=callbacks, verbose=s["verbose"])
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0,
                               return_dict=True)["accuracy"]
-    return {"model": model, "tracker": tracker, "seconds": seconds,
-            "accuracy": float(accuracy), "params": model.count_params(),
-            "inference_flops": tracker.cost.inference_flops,
-            "train_flops": tracker.train_flops_spent,
-            "dense_train_flops": tracker.train_flops_dense}
+    return {"model": model, "reconfigure": reconfigure, "runlog": runlog,
+            "seconds": seconds, "accuracy": float(accuracy),
+            "params": model.count_params(),
+            "inference_flops": runlog.cost.inference_flops,
+            "train_flops": runlog.train_flops_spent,
+            "dense_train_flops": runlog.train_flops_dense}
 
 
 def _table(dense: dict[str, Any], pruned: dict[str, Any]) -> str:
@@ -196,14 +206,14 @@ def run(
               f"{strength:g} on kernels and BatchNorm scales until then"
               if flops_target else
               f"λ {strength:g} throughout, dead channels removed every "
-              f"{interval or 10} epochs (dead = max|w| < {threshold:g})"))
+              f"{interval or DEAD_CHANNELS_INTERVAL} epochs (dead = max|w| < "
+              f"{threshold:g})"))
     dense = train(False, data, settings, os.path.join(out_dir, "dense"))
     pruned = train(True, data, settings, os.path.join(out_dir, "prunetrain"))
 
     print("\nResults\n" + _table(dense, pruned))
-    tracker = pruned["tracker"]
     print("\nPruneTrain, channels per layer (initial -> now):\n"
-          + tracker.summary())
+          + pruned["runlog"].summary())
 
     model, (x_test, _) = pruned["model"], data[1]
     saved = os.path.join(out_dir, "saved_model")
@@ -251,7 +261,8 @@ def _main(argv: list[str]) -> None:
     flags.DEFINE_float("threshold", 1e-4, "A channel is dead when max|w| "
                        "over its coupled kernel slices is below this.")
     flags.DEFINE_integer("interval", None, "Epochs between reconfigurations "
-                         "(default: Reconfigure's).")
+                         "(default: the schedule's: half of --target_epoch, "
+                         "or 10 with --flops_target=0).")
     flags.DEFINE_integer("round_to", 8, "Keep channel counts multiples of "
                          "this (8 runs faster than arbitrary counts on CPU "
                          "and GPU: see BENCHMARKS.md).")

@@ -29,10 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_prunetrain import coupling
 from tf_prunetrain._keras import fix_multi_worker_fit
 from tf_prunetrain import handlers
-from tf_prunetrain import planning
+from tf_prunetrain import surgery
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
@@ -54,7 +53,7 @@ def make_strategy(name: str = "default",
 
     Example:
     >>> import tf_prunetrain
-    >>> strategy = tf_prunetrain.make_strategy("mirrored", ["/cpu:0"])
+    >>> strategy = tf_prunetrain.distribute.make_strategy("mirrored", ["/cpu:0"])
     >>> strategy.num_replicas_in_sync
     1
     """
@@ -86,15 +85,14 @@ def synchronize_batchnorm(model: keras.Model) -> keras.Model:
     >>> import keras, tf_prunetrain
     >>> x = keras.Input((4, 4, 3))
     >>> y = keras.layers.BatchNormalization(name="bn")(x)
-    >>> model = tf_prunetrain.synchronize_batchnorm(keras.Model(x, y))
+    >>> model = tf_prunetrain.distribute.synchronize_batchnorm(keras.Model(x, y))
     >>> model.get_layer("bn").synchronized
     True
     """
     def config_fn(layer: Any, config: dict) -> dict:
         return {**config, **handlers.handler_for(layer).replica_sync}
 
-    graph = coupling.channel_groups(model)
-    return planning.Plan.keep_all(graph).apply(config_fn)
+    return surgery.clone(model, config_fn)
 
 
 def broadcast(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
@@ -105,7 +103,7 @@ def broadcast(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
 
     Example:
     >>> import numpy as np, tensorflow as tf, tf_prunetrain
-    >>> tf_prunetrain.broadcast(tf.distribute.get_strategy(), np.array([1, 0]))
+    >>> tf_prunetrain.distribute.broadcast(tf.distribute.get_strategy(), np.array([1, 0]))
     array([1, 0])
     """
     value = np.asarray(value)

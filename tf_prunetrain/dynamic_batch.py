@@ -37,7 +37,7 @@ def dynamic_batch_size(initial: cost_lib.TrainingCost, model: keras.Model,
     ...     return keras.Model(x, keras.layers.Conv2D(width, 3)(x))
     >>> initial = tf_prunetrain.training_cost(net(64), batch_size=32)
     >>> # Per example: input 8·8·3 + output 6·6·width values.
-    >>> tf_prunetrain.dynamic_batch_size(initial, net(16))  # 32·2496 // 768
+    >>> tf_prunetrain.dynamic_batch.dynamic_batch_size(initial, net(16))  # 32·2496 // 768
     104
     """
     _checks.positive_int(multiple, "multiple", "dynamic_batch_size")

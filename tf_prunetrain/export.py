@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tf_prunetrain import _checks
 from tf_prunetrain import cost as cost_lib
+from tf_prunetrain import surgery
 from tf_prunetrain.regularizers import lasso_variables
 
 METADATA_FILE = "prunetrain.json"  # in the SavedModel's assets/
@@ -51,7 +52,7 @@ def random_inputs(model: keras.Model, seed: int,
     return samples
 
 
-def _metadata(model: keras.Model, callback: Any) -> dict[str, Any]:
+def _metadata(model: keras.Model, callback: Any, log: Any) -> dict[str, Any]:
     strengths = {float(reg.strength) for _, reg in lasso_variables(model)}
     out: dict[str, Any] = {"model": model.name, "params": model.count_params(),
                            "lambda": max(strengths) if strengths else None}
@@ -62,11 +63,13 @@ def _metadata(model: keras.Model, callback: Any) -> dict[str, Any]:
     except ValueError:  # dynamic spatial sizes: no FLOPs
         out.update(inference_flops=None, channels=None)
     if callback is not None:
-        out.update(threshold=callback.threshold,
-                   initial_params=getattr(callback.initial_cost, "params", None),
-                   train_flops_saved=callback.train_flops_saved,
+        out.update(threshold=getattr(getattr(callback, "schedule", None),
+                                     "threshold", None),
                    reconfigurations=[dataclasses.asdict(r)
                                      for r in callback.reconfigurations])
+    if log is not None:
+        out.update(initial_params=getattr(log.initial_cost, "params", None),
+                   train_flops_saved=log.train_flops_saved)
     return out
 
 
@@ -106,9 +109,9 @@ def strip_prunetrain(model: keras.Model) -> keras.Model:
     proximal constraints, so its `.keras` file loads with plain Keras
     (`keras.saving.load_model(path)`, `safe_mode=True` included) where
     tf_prunetrain is not installed. Regularizers and constraints that are
-    not ours are kept. The copy is not compiled: compile it to fine-tune it
-    (a pruned model fine-tuned without the lasso keeps its channels). The
-    model passed in is not changed.
+    not ours are kept. A compiled model's copy is compiled alike, with a
+    fresh optimizer (a pruned model fine-tuned without the lasso keeps its
+    channels). The model passed in is not changed.
 
     Example:
     >>> import keras, numpy as np, tempfile, tf_prunetrain
@@ -130,32 +133,28 @@ def strip_prunetrain(model: keras.Model) -> keras.Model:
         raise ValueError(f"strip_prunetrain: model '{model.name}' is not "
                          "built; build it or call it on data first.")
 
-    def plain(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return layer.__class__.from_config(_plain_config(layer.get_config()))
-
     try:
-        copy = keras.models.clone_model(model, clone_function=plain,
-                                        recursive=True)
-    except ValueError as err:
+        return surgery.clone(model, lambda layer, config: _plain_config(config))
+    except (TypeError, ValueError) as err:
         raise TypeError(f"strip_prunetrain: model '{model.name}' must be a "
                         f"functional or Sequential model ({err})") from err
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def export_saved_model(model: keras.Model, path: str,
                        sample_inputs: Any = None, callback: Any = None,
                        tolerance: float = 1e-5, tflite: bool = False,
-                       seed: int = 0) -> Export:
+                       seed: int = 0, *, log: Any = None) -> Export:
     """Writes `model` as a SavedModel (endpoint `serve`) and verifies it.
 
     The SavedModel is reloaded and run on `sample_inputs` (default: four
     standard-normal examples per input); its outputs must equal the Keras
     model's (inference mode) within `tolerance`, or a ValueError says by how
     much they differ. `assets/prunetrain.json` records the pruning: channels
-    per convolution/Dense layer, parameters, inference FLOPs, λ and, given
-    the `Reconfigure` callback that trained it, the threshold, the initial
-    parameters, the training FLOPs saved and every reconfiguration. With
+    per convolution/Dense layer, parameters, inference FLOPs, λ; given the
+    `Reconfigure` callback that trained it (`callback`), every
+    reconfiguration and its schedule's deadness threshold (None for a
+    schedule without one); given the `RunLog` of that run (`log`), the
+    initial parameters and the fraction of the training FLOPs saved. With
     `tflite=True` it also writes `<path>/model.tflite`, verified the same way
     (TFLite kernels round differently: within `100 × tolerance`).
 
@@ -188,7 +187,7 @@ def export_saved_model(model: keras.Model, path: str,
             f"export_saved_model: the SavedModel at '{path}' differs from "
             f"model '{model.name}' by {difference:.3g} (> tolerance "
             f"{tolerance:g}) on the sample inputs; it should not be used.")
-    metadata = _metadata(model, callback)
+    metadata = _metadata(model, callback, log)
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
     with open(os.path.join(path, "assets", METADATA_FILE), "w",
               encoding="utf-8") as f:

@@ -25,6 +25,7 @@ import numpy as np
 from tf_prunetrain import _keras
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import planning
+from tf_prunetrain import slicing
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ class Undo:
     changed model: no re-trace).
 
     Example (`plan` from `planning.plan_pruning`):
-        undo = tf_prunetrain.reconfigure_in_place(model, plan)
+        undo = tf_prunetrain.inplace.reconfigure_in_place(model, plan)
         ...  # train a few steps, find the step slower
         redo = undo()  # the model is back; its functions are re-traced
         redo()  # the smaller model again, as it was at the undo
@@ -181,7 +182,7 @@ def _rewire(graph: Any, plan: planning.Plan) -> None:
         if key in plan.removed:
             return None
         if key in plan.merges:
-            return [plan.merged(view, values, lambda: view.operation)]
+            return [slicing.merged(plan, view, values, lambda: view.operation)]
         args, kwargs = view.call_args(values)
         return keras.tree.flatten(view.operation(*args, **kwargs))
 
@@ -208,19 +209,19 @@ def _layer_changes(plan: planning.Plan) -> list[_LayerChange]:
             ins = [ins[i] for i in edit.kept]
         seen.add(id(layer))
         old = layer.get_config()
-        new = plan.layer_config(record)
+        new = slicing.layer_config(plan, record)
         attributes = {
             key: keras.saving.deserialize_keras_object(value)
             if isinstance(value, dict) else value
             for key, value in new.items() if not _same(value, old.get(key))
         }
-        shapes = [plan.shape(t.shape, ids) for t, ids in zip(inputs, ins)]
+        shapes = [slicing.shape(plan, t.shape, ids) for t, ids in zip(inputs, ins)]
         sliced = any(not np.all(plan.mask(b.ids))
                      for b in plan.graph.bindings_of(layer))
         resized = shapes != [tuple(t.shape) for t in record.view.inputs]
         if not (attributes or sliced or resized):
             continue
-        values = plan.sliced_weights(layer) if layer.weights else None
+        values = slicing.sliced_weights(plan, layer) if layer.weights else None
         changes.append(_LayerChange(layer, attributes, shapes, values))
     return changes
 
@@ -237,7 +238,7 @@ def _tensor_shapes(plan: planning.Plan) -> list[tuple[Any, tuple]]:
             inner = graph_lib.functional_of(record.view.operation).inputs
             pairs += list(zip(inner, record.ins))
         for tensor, ids in pairs:
-            shape = plan.shape(tensor.shape, ids)
+            shape = slicing.shape(plan, tensor.shape, ids)
             if shape != tuple(tensor.shape):
                 found.append((tensor, shape))
     return list({id(t): (t, s) for t, s in found}.values())
@@ -331,7 +332,7 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
                 slot = old_slots[name][index[id(source)]]
                 value = np.asarray(slot.numpy())
                 if layer is not None:
-                    value = plan.slice_weight(layer, source.name, value)
+                    value = slicing.slice_weight(plan, layer, source.name, value)
                 if tuple(target.shape) != value.shape:
                     raise RuntimeError(
                         f"optimizer state '{name}' of {type(old_opt).__name__}"

@@ -22,9 +22,13 @@ callbacks"), whatever their order in the list:
 * Your own callback that keeps weights or variable references (an average
   of the weights, SWA): give it a method `on_reconfigure(reconfiguration,
   plan)`. `Reconfigure` calls it after every change of the model's shapes,
-  with the `Reconfiguration` record and the `planning.Plan` applied (None
-  for an undo or redo of `undo_slower`); the model's variables are then the
-  new ones.
+  with the `Reconfiguration` record and the `planning.Plan` applied; the
+  model's variables are then the new ones. A method
+  `on_prunetrain_event(event, fields)` also gets `Reconfigure`'s other
+  events ("calibration", "pruning_end", "lasso_off", "no_change"; `RunLog`
+  writes them to its run log).
+* `RunLog` goes after `Reconfigure` in the list (it logs the epoch's cut
+  and λ): `Reconfigure` refuses a `RunLog` before it, naming it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ REFUSED: dict[type, str] = {
         "it restores the weights it backed up into the model object of a new "
         "run, which has the initial shapes: after a reconfiguration they no "
         "longer fit (Keras fails in the resumed fit). Use "
-        "tf_prunetrain.Checkpoint(directory, tracker=<the Reconfigure "
-        "callback>) instead: it saves the architecture with the weights, and "
+        "tf_prunetrain.Checkpoint(directory, trackers=[<the Reconfigure "
+        "callback>, <its RunLog>]) instead: it saves the architecture with the weights, and "
         "its restore() returns the model and the epoch to resume from"),
 }
 
@@ -85,6 +89,14 @@ class Companions:
         self.callbacks = [c for c in callbacks if c is not owner]
         position = next((i for i, c in enumerate(callbacks) if c is owner),
                         len(callbacks))
+        for callback in callbacks[:position]:
+            if callable(getattr(callback, "on_prunetrain_event", None)):
+                raise ValueError(
+                    f"{type(owner).__name__} must come before "
+                    f"{type(callback).__name__} in fit's callbacks: it logs "
+                    "the epoch's cut and λ, which happen in "
+                    f"{type(owner).__name__}'s on_epoch_end. Put "
+                    f"{type(owner).__name__} first.")
         self._after = {id(c) for c in callbacks[position + 1:]}
         # EarlyStopping callbacks whose start_from_epoch skips a cut's epoch.
         self._skipping: list[tuple[keras.callbacks.EarlyStopping, int]] = []
@@ -92,7 +104,7 @@ class Companions:
     def after_change(self, epoch: int | None, reconfiguration: Any,
                      plan: Any) -> None:
         """After the model's shapes changed: at the end of the 0-based
-        `epoch` (None: inside an epoch, e.g. an undo)."""
+        `epoch` (None: outside an epoch)."""
         for callback in self.callbacks:
             if isinstance(callback, keras.callbacks.EarlyStopping):
                 callback.best, callback.best_weights = None, None
@@ -107,6 +119,13 @@ class Companions:
             hook = getattr(callback, "on_reconfigure", None)
             if callable(hook):
                 hook(reconfiguration, plan)
+
+    def event(self, event: str, fields: dict[str, Any]) -> None:
+        """Passes one of the owner's events on (`on_prunetrain_event`)."""
+        for callback in self.callbacks:
+            hook = getattr(callback, "on_prunetrain_event", None)
+            if callable(hook):
+                hook(event, fields)
 
     def release(self) -> None:
         """Puts back what `after_change` set for one epoch only (call it at

@@ -287,12 +287,16 @@ def resnet_cifar(
             channels = out_channels
 
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        kernel_initializer=init(),
-        kernel_regularizer=reg,
-        name="classifier",
-    )(x)
+    return _classified(inputs, x, num_classes, init(), reg, name)
+
+
+def _classified(inputs: Any, features: Any, num_classes: int,
+                initializer: Any, regularizer: Any, name: str) -> keras.Model:
+    """The model from `inputs` to a `Dense` "classifier" (logits) on
+    `features`."""
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer,
+                                 kernel_regularizer=regularizer,
+                                 name="classifier")(features)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -331,16 +335,11 @@ def vgg_cifar(
         weight_decay: L2 factor for kernel regularizers (0 disables them).
         seed: Optional integer seed making kernel initialization deterministic.
 
-    Returns:
-        An uncompiled functional ``keras.Model``.
+    Returns an uncompiled functional ``keras.Model``:
 
-    Example:
-        >>> import numpy as np
         >>> model = vgg_cifar(depth=11, width_multiplier=0.25)
-        >>> model.get_layer("block1_conv1").filters
-        16
-        >>> model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0).shape
-        (2, 10)
+        >>> model.get_layer("block1_conv1").filters, model.output.shape
+        (16, (None, 10))
     """
     if not _is_int(depth) or depth not in VGG_CONFIGS:
         raise ValueError(
@@ -385,10 +384,4 @@ def vgg_cifar(
         x = keras.layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
 
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        kernel_initializer=init(),
-        kernel_regularizer=reg,
-        name="classifier",
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
+    return _classified(inputs, x, num_classes, init(), reg, name)

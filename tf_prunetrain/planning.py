@@ -1,17 +1,19 @@
 """The pruning decision: which channel groups and residual branches go.
 
 `plan_pruning` turns a `ChannelGraph` and the current weights into a `Plan`:
-which channel groups are kept, which residual branches are removed, and the
-slices of every weight. Two engines apply a plan: `surgery` rebuilds a
-smaller copy of the model (`Plan.apply`, `prune_channels`), and `inplace`
-shrinks the live model during `fit` (`reconfigure_in_place`).
+which channel groups are kept and which residual branches are removed. A
+`Plan` is data; two engines apply it (with the slicing in `slicing`):
+`surgery` rebuilds a smaller copy of the model (`surgery.rebuild`,
+`prune_channels`), and `inplace` shrinks the live model during `fit`
+(`reconfigure_in_place`). `budget.plan_to_flops` makes plans to a FLOPs
+goal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import keras
 import numpy as np
@@ -51,37 +53,6 @@ class Plan:
     def mask(self, ids: handlers.Ids) -> handlers.Mask:
         return None if ids is None else self.keep[self.graph.roots(ids)]
 
-    def weight_slices(self, layer: Any) -> dict[str, list[tuple[int, np.ndarray]]]:
-        """For each weight of `layer`: the (axis, kept indices) to take."""
-        slices: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for b in self.graph.bindings_of(layer):
-            slices.setdefault(b.weight, []).append(
-                (b.axis, np.flatnonzero(self.mask(b.ids))))
-        return slices
-
-    def slice_weight(self, layer: Any, name: str, value: np.ndarray) -> np.ndarray:
-        for axis, idx in self.weight_slices(layer).get(name, []):
-            value = np.take(value, idx, axis=axis)
-        return value
-
-    def sliced_weights(self, layer: Any) -> list[np.ndarray]:
-        """The kept part of every weight of `layer`, in `layer.weights` order."""
-        return [self.slice_weight(layer, w.name, np.asarray(w.numpy()))
-                for w in layer.weights]
-
-    def shape(self, shape: tuple, ids: handlers.Ids) -> tuple:
-        """`shape` (channels last) with only the kept channels of `ids`."""
-        mask = self.mask(ids)
-        if mask is None:
-            return tuple(shape)
-        return (*shape[:-1], int(np.count_nonzero(mask)))
-
-    def layer_config(self, record: coupling.Record) -> dict:
-        op = record.view.operation
-        return record.handler.config(
-            op, op.get_config(), [self.mask(i) for i in record.ins],
-            [self.mask(o) for o in record.outs])
-
     def changes(self) -> list[tuple[str, int, int]]:
         """(layer path, channels before, channels after) for every layer
         output whose channel count changes, and removed layers (after 0)."""
@@ -94,34 +65,6 @@ class Plan:
                 if after != len(r.outs[0]):
                     rows.append((r.view.path, len(r.outs[0]), after))
         return rows
-
-    def merged(self, view: graph_lib.NodeView, values: dict[int, Any],
-               operation: Callable[[], Any]) -> Any:
-        """The output of a merge that loses branches (`merges`), computed
-        from the values of its kept inputs: `operation()` (the merge layer
-        the engine uses) on them, or the one kept input, plus the removed
-        branches' constant as a `Rescaling` offset."""
-        edit = self.merges[id(view.node)]
-        kept = [values[id(view.inputs[i])] for i in edit.kept]
-        out = kept[0] if len(kept) == 1 else operation()(kept)
-        if edit.offset is not None:
-            record = next(r for r in self.graph.records if r.view.node is
-                          view.node)
-            out = keras.layers.Rescaling(
-                1.0, offset=edit.offset[self.mask(record.outs[0])],
-                name=f"{view.operation.name}_offset")(out)
-        return out
-
-    def apply(self, config_fn: Callable[[Any, dict], dict] | None = None
-              ) -> keras.Model:
-        """Builds the pruned model; the original is not modified.
-
-        `config_fn(layer, config)` may edit each new layer's config further
-        (`add_group_lasso` uses it to attach regularizers).
-        """
-        from tf_prunetrain import surgery  # the rebuild engine needs Plan
-
-        return surgery.rebuild(self, config_fn)
 
 
 def _count(outs: list) -> int:
@@ -151,9 +94,9 @@ def plan_pruning(
     >>> x = keras.Input((8, 8, 3))
     >>> h = keras.layers.Conv2D(6, 3, name="c1")(x)
     >>> m = keras.Model(x, keras.layers.Conv2D(2, 3, name="c2")(h))
-    >>> tf_prunetrain.zero_channels(m, {"c1": [0, 1, 2]})
+    >>> tf_prunetrain.coupling.zero_channels(m, {"c1": [0, 1, 2]})
     3
-    >>> plan = tf_prunetrain.plan_pruning(tf_prunetrain.channel_groups(m),
+    >>> plan = tf_prunetrain.planning.plan_pruning(tf_prunetrain.channel_groups(m),
     ...                                   round_to=4)
     >>> plan.changes()  # 3 live channels, rounded up to a multiple of 4
     [('c1', 6, 4)]

@@ -25,7 +25,7 @@ from keras import ops
 
 from tf_prunetrain import coupling
 from tf_prunetrain import handlers
-from tf_prunetrain import planning
+from tf_prunetrain import surgery
 
 __all__ = ["GroupLasso", "ProximalStep", "add_group_lasso",
            "attach_proximal_step", "lasso_variables"]
@@ -132,7 +132,7 @@ class GroupLasso(keras.regularizers.Regularizer):
     instead, after every optimizer update, each group is shrunk towards zero
     by `learning_rate * strength` in L2 norm and set exactly to zero when its
     norm is below that (group soft-thresholding, the proximal operator of
-    the penalty; see `tf_prunetrain.attach_proximal_step`, which
+    the penalty; see `tf_prunetrain.regularizers.attach_proximal_step`, which
     `Reconfigure` calls for you). A plain sub-gradient step only makes a
     group oscillate around zero with an amplitude of about
     `learning_rate * strength / (1 - momentum)`, so channels fall below the
@@ -148,6 +148,9 @@ class GroupLasso(keras.regularizers.Regularizer):
             group has a finite (zero) gradient.
         proximal: Apply the penalty as a proximal step after each update
             instead of as a loss term.
+        calibrated: Whether `strength` was set by `calibrate` (from a
+            penalty ratio). It is saved with the model, so a resumed or
+            reloaded run keeps its λ instead of calibrating again.
 
     Example:
 
@@ -176,13 +179,15 @@ class GroupLasso(keras.regularizers.Regularizer):
         axes: Sequence[int] = (-2, -1),
         epsilon: float = 1e-8,
         proximal: bool = False,
+        calibrated: bool = False,
     ) -> None:
-        if not isinstance(proximal, (bool, np.bool_)):
-            raise TypeError(
-                "Argument `proximal` must be True or False. "
-                f"Received: proximal={proximal!r}"
-            )
+        for name, value in (("proximal", proximal),
+                            ("calibrated", calibrated)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"Argument `{name}` must be True or False. "
+                                f"Received: {name}={value!r}")
         self._proximal = bool(proximal)
+        self.calibrated = bool(calibrated)
         strength = _validate_strength(strength)
         self._axes = _validate_axes(axes)
         self._epsilon = _validate_epsilon(epsilon)
@@ -325,6 +330,7 @@ class GroupLasso(keras.regularizers.Regularizer):
             "axes": list(self._axes),
             "epsilon": self._epsilon,
             "proximal": self._proximal,
+            "calibrated": self.calibrated,
         }
 
     @classmethod
@@ -338,14 +344,16 @@ class GroupLasso(keras.regularizers.Regularizer):
         # Copies (copy/deepcopy/pickle) get their own strength variable.
         return (
             self.__class__,
-            (self.strength, self._axes, self._epsilon, self._proximal),
+            (self.strength, self._axes, self._epsilon, self._proximal,
+             self.calibrated),
         )
 
     def __repr__(self) -> str:
         return (
             f"GroupLasso(strength={self.strength:g}, axes={self._axes}, "
             f"epsilon={self._epsilon:g}"
-            + (", proximal=True)" if self._proximal else ")")
+            + (", proximal=True" if self._proximal else "")
+            + (", calibrated=True)" if self.calibrated else ")")
         )
 
 
@@ -357,11 +365,69 @@ def lasso_variables(model: keras.Model) -> list[tuple[Any, GroupLasso]]:
     >>> x = keras.Input((4,))
     >>> m = keras.Model(x, keras.layers.Dense(2, kernel_regularizer=
     ...     tf_prunetrain.GroupLasso(1e-3, axes=(-1,)))(x))
-    >>> [v.name for v, _ in tf_prunetrain.lasso_variables(m)]
+    >>> [v.name for v, _ in tf_prunetrain.regularizers.lasso_variables(m)]
     ['kernel']
     """
     return [(v, v.regularizer) for v in model.trainable_variables
             if isinstance(getattr(v, "regularizer", None), GroupLasso)]
+
+
+def calibrate(model: keras.Model, loss: float, penalty_ratio: float
+              ) -> float:
+    """The GroupLasso strength λ that makes the penalty the fraction
+    `penalty_ratio` r of the total loss: `λ = r·L / ((1 − r)·GL(W))`, L the
+    loss without penalty, GL the summed group lasso of `model`'s regularized
+    kernels now. Set it with `set_strength(model, λ, calibrated=True)`
+    (`Reconfigure` does both, with the first step's loss).
+
+    >>> import keras, tf_prunetrain
+    >>> from tf_prunetrain import regularizers
+    >>> x = keras.Input((4,))
+    >>> m = tf_prunetrain.add_group_lasso(keras.Model(
+    ...     x, keras.layers.Dense(3, name="d")(keras.layers.Dense(8)(x))))
+    >>> lam = regularizers.calibrate(m, loss=2.0, penalty_ratio=0.2)
+    >>> regularizers.set_strength(m, lam, calibrated=True)
+    >>> pairs = regularizers.lasso_variables(m)
+    >>> gl = sum(float(reg.penalty(v)) for v, reg in pairs)
+    >>> round(lam * gl / (2.0 + lam * gl), 3), pairs[0][1].calibrated
+    (0.2, True)
+
+    Raises:
+      ValueError: `loss` or the group lasso is not finite, or the group
+        lasso is zero (λ would be meaningless).
+    """
+    if not 0 < penalty_ratio < 1:
+        raise ValueError(f"calibrate: penalty_ratio must be in (0, 1), got "
+                         f"{penalty_ratio!r}.")
+    pairs = lasso_variables(model)
+    if not pairs:
+        raise ValueError(f"calibrate: model '{model.name}' has no GroupLasso "
+                         "regularizer; wrap it with add_group_lasso first.")
+    penalty = float(sum(float(reg.penalty(v)) for v, reg in pairs))
+    if not np.isfinite(loss):
+        raise ValueError(
+            f"calibrate: the loss is {loss}, so λ cannot be calibrated from "
+            "it. A loss that is not finite at the first step almost always "
+            "means NaN or infinite values in the training data or labels "
+            "(check np.isfinite on them), or a learning rate so high the "
+            "first update diverged.")
+    if not np.isfinite(penalty) or penalty <= 0:
+        raise ValueError(
+            f"calibrate: the group penalty of the regularized kernels is "
+            f"{penalty} (NaN, infinite or zero weights). Fix the "
+            "initialization, or pass penalty_ratio=None with a strength set "
+            "by add_group_lasso(strength=...).")
+    return penalty_ratio * loss / ((1.0 - penalty_ratio) * penalty)
+
+
+def set_strength(model: keras.Model, strength: float,
+                 calibrated: bool | None = None) -> None:
+    """Sets every GroupLasso strength of `model` (and, unless None, their
+    `calibrated` mark)."""
+    for _, reg in lasso_variables(model):
+        reg.strength = strength
+        if calibrated is not None:
+            reg.calibrated = calibrated
 
 
 class ProximalStep(keras.constraints.Constraint):
@@ -408,7 +474,7 @@ def attach_proximal_step(model: keras.Model) -> int:
     >>> model = tf_prunetrain.add_group_lasso(keras.Model(x, y),
     ...                                       strength=1.0, proximal=True)
     >>> model.compile("sgd", "mse")
-    >>> tf_prunetrain.attach_proximal_step(model)
+    >>> tf_prunetrain.regularizers.attach_proximal_step(model)
     2
     """
     pairs = [(v, reg) for v, reg in lasso_variables(model) if reg.proximal]
@@ -512,7 +578,7 @@ def add_group_lasso(
             config[key] = GroupLasso(strength, layer_axes, epsilon, proximal)
         return config
 
-    return planning.Plan.keep_all(graph).apply(config_fn)
+    return surgery.clone(model, config_fn)
 
 
 def _layers(graph: coupling.ChannelGraph) -> list[Any]:

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -19,6 +19,8 @@ from tf_prunetrain import cost as cost_lib
 
 LOG_FILE = "prunetrain.jsonl"
 SUMMARY_DIR = "prunetrain"
+# Timed steps after a reconfiguration that give its `step_seconds_after`.
+AFTER_STEPS = 5
 
 
 class RunLog(keras.callbacks.Callback):
@@ -40,25 +42,35 @@ class RunLog(keras.callbacks.Callback):
     `History`, `CSVLogger` and Keras' `TensorBoard` see them (list `RunLog`
     before them).
 
-    Step times are wall-clock seconds from `on_train_batch_begin` to
+    Step times are `clock()` seconds from `on_train_batch_begin` to
     `on_train_batch_end` (data loading included). The first step after each
     (re)trace of the train function — the first of every `fit`, the first
     after a reconfiguration — is not timed: it measures tracing, which
     `Reconfiguration.retrace_seconds` reports.
+
+    With `Reconfigure` in the same `fit` (listed before it), it logs each
+    reconfiguration (`on_reconfigure`) with the measured step time before
+    it, after it (median of its first 5 timed steps, or of the epoch's if
+    fewer) and the re-trace's extra seconds, filled into the
+    `Reconfiguration` record, and every other event of `Reconfigure`
+    (`on_prunetrain_event`: calibration, end of pruning, ...). Epoch logs
+    that others put under `prunetrain_` (λ, the penalty) go to TensorBoard
+    too.
 
     With `log_dir`, it also writes TensorBoard scalars (the same figures plus
     `channels/<layer>` for every convolution/Dense layer) under
     `<log_dir>/prunetrain` — give it the `log_dir` of your `TensorBoard`
     callback and both show side by side — and a run log `<log_dir>/prunetrain.jsonl`
     (one JSON record at the start, per epoch, and per reconfiguration;
-    started afresh by a new `RunLog`). `Reconfigure` is a `RunLog`; use
-    `RunLog` alone for a dense baseline.
+    started afresh by a new `RunLog`). Alone, it logs a dense baseline.
 
     Args:
       log_dir: directory for the summaries and the run log, or None.
       batch_size: examples per step, for the absolute per-step figures. None
         counts one example per step: savings are the same, absolute FLOPs are
         per example. May be changed between `fit` calls (dynamic batch).
+      clock: returns seconds; what step times are read from (tests pass a
+        fake one).
 
     Example:
     >>> import keras, numpy as np, tf_prunetrain
@@ -77,8 +89,10 @@ class RunLog(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir: str | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         super().__init__()
+        self.clock = clock
         _checks.positive_int(batch_size, "batch_size", type(self).__name__,
                              optional=True)
         self.log_dir, self.batch_size = log_dir, batch_size
@@ -91,9 +105,8 @@ class RunLog(keras.callbacks.Callback):
         # Timed steps, one phase per architecture and batch size: "key"
         # (the step's training FLOPs), "batch_size", "steps" (all of them),
         # "times" (this process's timed ones) and, restored, "median".
-        self.step_phases: list[dict[str, Any]] = []
+        self.times = StepTimes()
         self.last_step_seconds: float | None = None
-        self._untimed = 0  # steps left not to time (re-traces)
         self._step_start = 0.0
         self._started = False
         self._restored = False
@@ -113,46 +126,26 @@ class RunLog(keras.callbacks.Callback):
         """Median train-step seconds of the latest model that has trained
         (just after a reconfiguration: the one before it; None before any
         step is timed)."""
-        timed = [_median(p) for p in self.step_phases
-                 if _median(p) is not None]
-        return timed[-1] if timed else None
+        return self.times.latest
 
     @property
     def initial_step_seconds(self) -> float | None:
         """Median train-step seconds of the initial model."""
-        return _median(self.step_phases[0]) if self.step_phases else None
+        return self.times.initial
 
     @property
     def step_time_saved(self) -> float | None:
-        """Fraction of the training time saved so far, from measured step
-        times: every step priced at its model's median seconds per example,
-        against the initial model's (re-traces excluded: see
-        `Reconfiguration.retrace_seconds`). None until both are timed."""
-        initial = self.step_phases[0] if self.step_phases else None
-        if initial is None or _median(initial) is None:
-            return None
-        per_example = _median(initial) / initial["batch_size"]
-        spent = dense = 0.0
-        for phase in self.step_phases:
-            median = _median(phase)
-            if median is not None:
-                spent += phase["steps"] * median
-                dense += phase["steps"] * phase["batch_size"] * per_example
-        return 1.0 - spent / dense
+        """Fraction of the training time saved so far (`StepTimes.saved`)."""
+        return self.times.saved
 
     def untimed_steps(self, count: int = 1) -> None:
         """Do not time the next `count` steps (the train function is being
         re-traced, e.g. after a reconfiguration)."""
-        self._untimed = max(self._untimed, count)
+        self.times.untimed = max(self.times.untimed, count)
 
     def _phase(self) -> None:
-        """Starts a new phase when the architecture or batch size changed."""
         key = None if self.cost is None else int(self.cost.train_flops)
-        batch = self.batch_size or 1
-        last = self.step_phases[-1] if self.step_phases else None
-        if last is None or (last["key"], last["batch_size"]) != (key, batch):
-            self.step_phases.append({"key": key, "batch_size": batch,
-                                     "steps": 0, "times": []})
+        self.times.phase(key, self.batch_size or 1)
 
     def _measure(self) -> cost_lib.TrainingCost | None:
         try:
@@ -178,9 +171,7 @@ class RunLog(keras.callbacks.Callback):
                 "train_flops_spent": self.train_flops_spent,
                 "train_flops_dense": self.train_flops_dense,
                 "steps": self.steps, "seconds": self.seconds,
-                "step_phases": [{"key": p["key"], "batch_size": p["batch_size"],
-                                 "steps": p["steps"], "median": _median(p)}
-                                for p in self.step_phases]}
+                "step_phases": self.times.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continues the run that `state()` described (before `fit`): the
@@ -194,8 +185,7 @@ class RunLog(keras.callbacks.Callback):
         self.train_flops_spent = int(state["train_flops_spent"])
         self.train_flops_dense = int(state["train_flops_dense"])
         self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
-        self.step_phases = [{**p, "times": []}
-                            for p in state.get("step_phases", [])]
+        self.times.restore(state.get("step_phases", []))
         self._restored = True
 
     def summary(self) -> str:
@@ -218,7 +208,7 @@ class RunLog(keras.callbacks.Callback):
     # -- Keras hooks -------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.refresh()
-        self._fit_start = time.perf_counter()
+        self._fit_start = self.clock()
         if self._started:
             return
         self._started = True
@@ -234,19 +224,15 @@ class RunLog(keras.callbacks.Callback):
                     model=self.model.name, batch_size=self.batch_size)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._step_start = time.perf_counter()
+        self._step_start = self.clock()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.last_step_seconds = time.perf_counter() - self._step_start
-        if not self.step_phases:  # hooks called without on_train_begin
+        self.last_step_seconds = self.clock() - self._step_start
+        if not self.times.phases:  # hooks called without on_train_begin
             self._phase()
-        phase = self.step_phases[-1]
-        phase["steps"] += 1
-        if self._untimed:
-            self._untimed -= 1
-        else:
-            phase["times"].append(self.last_step_seconds)
+        self.times.add(self.last_step_seconds)
         self.steps += 1
+        self._time_reconfiguration(AFTER_STEPS)
         if self.cost is not None and self.initial_cost is not None:
             # The dense model on this step's batch (which may have grown since
             # the start: see `dynamic_batch`).
@@ -255,12 +241,41 @@ class RunLog(keras.callbacks.Callback):
                                        // self.initial_cost.batch_size
                                        * self.cost.batch_size)
 
+    def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
+        """After `Reconfigure` changed the model: re-measures it, logs the
+        reconfiguration and times the steps after it."""
+        self._time_reconfiguration(1)  # a cut before AFTER_STEPS were timed
+        reconfiguration.step_seconds_before = self.step_seconds
+        self.refresh()
+        self.times.watch(reconfiguration)
+        self.record("reconfiguration", **dataclasses.asdict(reconfiguration))
+
+    def on_prunetrain_event(self, event: str, fields: dict[str, Any]) -> None:
+        """Another of `Reconfigure`'s events: written to the run log (after
+        "lasso_off" the train function is re-traced: not timed)."""
+        if event == "lasso_off":
+            self.untimed_steps()
+        self.record(event, **fields)
+
+    def _time_reconfiguration(self, enough: int) -> None:
+        done = self.times.timed(enough)
+        if done is not None:
+            self.record("step_time", epoch=done.epoch,
+                        before=done.step_seconds_before,
+                        after=done.step_seconds_after,
+                        retrace=done.retrace_seconds)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._time_reconfiguration(1)  # an epoch shorter than AFTER_STEPS
         scalars = self.scalars(logs or {})
         if logs is not None:
+            # What others logged under prunetrain_ (λ, from Reconfigure).
+            scalars.update({k[len("prunetrain_"):]: v for k, v in logs.items()
+                            if k.startswith("prunetrain_")
+                            and k[len("prunetrain_"):] not in scalars})
             logs.update({f"prunetrain_{k}": v for k, v in scalars.items()})
         self.record("epoch", epoch=epoch + 1, steps=self.steps,
-                    seconds=self.seconds + time.perf_counter() - self._fit_start,
+                    seconds=self.seconds + self.clock() - self._fit_start,
                     logs={k: float(np.asarray(v)) for k, v in (logs or {}).items()
                           if np.size(v) == 1},
                     train_flops_spent=self.train_flops_spent,
@@ -275,7 +290,7 @@ class RunLog(keras.callbacks.Callback):
             self._writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.seconds += time.perf_counter() - self._fit_start
+        self.seconds += self.clock() - self._fit_start
         if self._writer is not None:
             self._writer.flush()
 
@@ -308,6 +323,91 @@ class RunLog(keras.callbacks.Callback):
         with open(os.path.join(self.log_dir, LOG_FILE), "a",
                   encoding="utf-8") as f:
             f.write(json.dumps(line, default=_plain) + "\n")
+
+
+class StepTimes:
+    """Train-step times in phases, one per architecture and batch size:
+    "key" (the step's training FLOPs), "batch_size", "steps" (all of them),
+    "times" (this process's timed ones) and, restored, "median"."""
+
+    def __init__(self) -> None:
+        self.phases: list[dict[str, Any]] = []
+        self.untimed = 0  # steps left not to time (re-traces)
+        # A reconfiguration whose step times are being filled in, and the
+        # seconds of the steps after it (for its re-trace).
+        self.pending: Any = None
+        self._after: list[float] = []
+
+    def phase(self, key: int | None, batch_size: int) -> None:
+        """Starts a new phase when the architecture or batch size changed."""
+        last = self.phases[-1] if self.phases else None
+        if last is None or (last["key"], last["batch_size"]) != (
+                key, batch_size):
+            self.phases.append({"key": key, "batch_size": batch_size,
+                                "steps": 0, "times": []})
+
+    def add(self, seconds: float) -> None:
+        """One step of the current phase, timed unless `untimed`."""
+        phase = self.phases[-1]
+        phase["steps"] += 1
+        if self.untimed:
+            self.untimed -= 1
+        else:
+            phase["times"].append(seconds)
+        if self.pending is not None and len(self._after) < 2:
+            self._after.append(seconds)
+            if len(self._after) == 2:  # the re-trace's extra seconds
+                self.pending.retrace_seconds = max(
+                    0.0, self._after[0] - self._after[1])
+
+    def watch(self, reconfiguration: Any) -> None:
+        """Times the steps after `reconfiguration` (see `timed`)."""
+        self.pending, self._after = reconfiguration, []
+
+    def timed(self, enough: int) -> Any:
+        """The pending reconfiguration, its `step_seconds_after` filled in,
+        once `enough` steps of the new model are timed (else None)."""
+        done = self.pending
+        if done is None or not self.phases or \
+                len(self.phases[-1]["times"]) < enough:
+            return None
+        done.step_seconds_after = self.latest
+        self.pending, self._after = None, []
+        return done
+
+    @property
+    def latest(self) -> float | None:
+        timed = [m for m in map(_median, self.phases) if m is not None]
+        return timed[-1] if timed else None
+
+    @property
+    def initial(self) -> float | None:
+        return _median(self.phases[0]) if self.phases else None
+
+    @property
+    def saved(self) -> float | None:
+        """Fraction of the training time saved so far, from measured step
+        times: every step priced at its model's median seconds per example,
+        against the initial model's (re-traces excluded: see
+        `Reconfiguration.retrace_seconds`). None until both are timed."""
+        if self.initial is None:
+            return None
+        per_example = self.initial / self.phases[0]["batch_size"]
+        spent = dense = 0.0
+        for phase in self.phases:
+            median = _median(phase)
+            if median is not None:
+                spent += phase["steps"] * median
+                dense += phase["steps"] * phase["batch_size"] * per_example
+        return 1.0 - spent / dense
+
+    def state(self) -> list[dict[str, Any]]:
+        return [{"key": p["key"], "batch_size": p["batch_size"],
+                 "steps": p["steps"], "median": _median(p)}
+                for p in self.phases]
+
+    def restore(self, state: list[dict[str, Any]]) -> None:
+        self.phases = [{**p, "times": []} for p in state]
 
 
 def _median(phase: dict[str, Any]) -> float | None:

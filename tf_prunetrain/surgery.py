@@ -2,8 +2,10 @@
 
 `prune_channels(model)` plans (`planning.plan_pruning`) and rebuilds: new
 layers from edited configs, called on new tensors, given the surviving
-weight slices. The original model is not modified. `Plan` and
-`plan_pruning` live in `planning` (importing them from here still works).
+weight slices. The original model is not modified. `clone(model,
+config_fn)` is the same rebuild with nothing removed: the one way this
+library copies a model (`add_group_lasso`, `synchronize_batchnorm`,
+`strip_prunetrain`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,37 @@ import keras
 from tf_prunetrain import _checks
 from tf_prunetrain import coupling
 from tf_prunetrain import graph as graph_lib
-from tf_prunetrain.planning import MergeEdit, Plan, plan_pruning
+from tf_prunetrain import slicing
+from tf_prunetrain.planning import Plan, plan_pruning
 
-__all__ = ["MergeEdit", "Plan", "plan_pruning", "prune_channels", "rebuild"]
+ConfigFn = Callable[[Any, dict], dict]
 
 
-def rebuild(plan: Plan, config_fn: Callable[[Any, dict], dict] | None = None
-            ) -> keras.Model:
-    """The model `plan` describes, built anew (see `Plan.apply`)."""
+def rebuild(plan: Plan, config_fn: ConfigFn | None = None) -> keras.Model:
+    """The model `plan` describes, built anew; the original is not modified.
+
+    `config_fn(layer, config)` may edit each new layer's config further
+    (`add_group_lasso` uses it to attach regularizers). A compiled model's
+    copy is compiled alike, with a fresh optimizer.
+    """
     return _Rebuilder(plan, config_fn).model()
+
+
+def clone(model: keras.Model, config_fn: ConfigFn | None = None
+          ) -> keras.Model:
+    """A copy of `model` (same layers, names, weights), each layer's config
+    passed through `config_fn(layer, config)` first.
+
+    Example:
+    >>> import keras
+    >>> from tf_prunetrain import surgery
+    >>> x = keras.Input((4,))
+    >>> model = keras.Model(x, keras.layers.Dense(2, name="d")(x))
+    >>> copy = surgery.clone(model, lambda layer, c: {**c, "activation": "relu"})
+    >>> copy.get_layer("d").activation.__name__, model.get_layer("d").activation.__name__
+    ('relu', 'linear')
+    """
+    return rebuild(Plan.keep_all(coupling.channel_groups(model)), config_fn)
 
 
 class _Rebuilder:
@@ -53,7 +77,7 @@ class _Rebuilder:
         `ids` (None: all); other dimensions, dynamic ones included, stay."""
         functional = graph_lib.functional_of(old)
         inputs = [
-            keras.Input(batch_shape=self.plan.shape(t.shape, i),
+            keras.Input(batch_shape=slicing.shape(self.plan, t.shape, i),
                         dtype=t.dtype, name=graph_lib.input_name(t))
             for t, i in zip(functional.inputs, ids)
         ]
@@ -74,8 +98,8 @@ class _Rebuilder:
         if key in self.plan.removed:
             return None
         if key in self.plan.merges:
-            return [self.plan.merged(
-                view, values, lambda: self._operation(self.records[key]))]
+            return [slicing.merged(
+                self.plan, view, values, lambda: self._operation(self.records[key]))]
         args, kwargs = view.call_args(values)
         op = self._operation(self.records[key])
         return keras.tree.flatten(op(*args, **kwargs))
@@ -91,7 +115,7 @@ class _Rebuilder:
         if not isinstance(old, keras.layers.Layer):
             return old
         if id(old) not in self.layers:
-            config = self.plan.layer_config(record)
+            config = slicing.layer_config(self.plan, record)
             if self.config_fn is not None:
                 config = self.config_fn(old, config)
             self.layers[id(old)] = (old, graph_lib.layer_from_config(old, config))
@@ -101,16 +125,12 @@ class _Rebuilder:
         # Same class and config order the weights alike; names may differ
         # (a custom layer's auto-named weights get fresh unique names).
         for old, new in self.layers.values():
-            graph_lib.assign_weights(new, self.plan.sliced_weights(old))
+            graph_lib.assign_weights(new, slicing.sliced_weights(self.plan, old))
 
 
-def prune_channels(
-    model: keras.Model,
-    threshold: float = 1e-4,
-    keep: Mapping[str, Any] | None = None,
-    round_to: int = 1,
-    min_channels: int = 1,
-) -> keras.Model:
+def prune_channels(model: keras.Model, threshold: float = 1e-4,
+                   keep: Mapping[str, Any] | None = None, round_to: int = 1,
+                   min_channels: int = 1) -> keras.Model:
     """Returns a physically smaller copy of `model` without its dead channels.
 
     A channel is dead when every kernel slice coupled to it (the producer's
@@ -155,4 +175,5 @@ def prune_channels(
             "1e-4) to remove only the channels the lasso zeroed.",
             stacklevel=2)
     graph = coupling.channel_groups(model)
-    return plan_pruning(graph, threshold, keep, round_to, min_channels).apply()
+    return rebuild(plan_pruning(graph, threshold, keep, round_to,
+                                min_channels))

@@ -6,9 +6,11 @@ compiled with SGD(momentum=0.9):
 1. traces, warms up and times `train_on_batch` steps of the dense model;
 2. zeroes a random `--fraction` of the prunable channel groups on all their
    coupled sides (what group lasso does over an interval);
-3. times ONE reconfiguration end to end, `Reconfigure(...).reconfigure()`
-   with the callback's model set: analysis, plan, surgery, optimizer rebuild
-   and re-creation of the train/test/predict functions; then, separately, the
+3. times ONE reconfiguration end to end, as `Reconfigure` makes it after an
+   epoch, with the callback's model set: its `DeadChannels` schedule's
+   decision (analysis and plan) and `reconfigure(epoch, plan)` (surgery,
+   optimizer rebuild and re-creation of the train/test/predict functions);
+   then, separately, the
    first train step after it (the re-tracing happens there), and the
    Python part of that re-trace alone (tracing the train step into a graph
    without running it);
@@ -82,9 +84,9 @@ flags.DEFINE_boolean("grappler", True, "TensorFlow's graph optimizations "
 flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
 
 # Library functions timed inside one reconfiguration: (module, attribute).
-# `Reconfigure.reconfigure` calls them through their modules, so wrapping the
-# module attributes for the duration of the call times them without changing
-# what runs.
+# The schedule and `Reconfigure.reconfigure` call them through their
+# modules, so wrapping the module attributes for the duration of the call
+# times them without changing what runs.
 _PHASES = (
     ("channel_groups", coupling, "channel_groups"),
     ("plan_pruning", planning, "plan_pruning"),
@@ -171,8 +173,8 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
     zeroed, groups = _zero_random_groups(model, FLAGS.fraction, seed)
 
     cb = tf_prunetrain.Reconfigure(
-        interval=FLAGS.interval_epochs,
-        threshold=FLAGS.threshold,
+        tf_prunetrain.DeadChannels(interval=FLAGS.interval_epochs,
+                                   threshold=FLAGS.threshold),
         penalty_ratio=None,
         round_to=FLAGS.round_to,
         min_channels=FLAGS.min_channels,
@@ -183,7 +185,9 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
     phases: dict[str, float] = {}
     with _timed_phases(phases):
         start = time.perf_counter()
-        done = cb.reconfigure(FLAGS.interval_epochs)
+        # What Reconfigure does after epoch `interval_epochs` of a fit.
+        decision = cb.schedule.decide(FLAGS.interval_epochs, cb.context())
+        done = cb.reconfigure(FLAGS.interval_epochs, decision.plan)
         reconfigure_s = time.perf_counter() - start
     first_pruned = _time_steps(model, x, y, 1)[0]  # re-tracing shows up here
     _time_steps(model, x, y, FLAGS.warmup)
@@ -307,7 +311,7 @@ def _print_table(result: dict[str, Any]) -> None:
     )
     print(f"\none reconfiguration, {result['layers_narrowed']} layer outputs narrowed "
           f"(median of {result['repeats']}):")
-    print(f"  {'Reconfigure.reconfigure() total':<32}{ms * result['reconfigure_s']:>10.1f} ms")
+    print(f"  {'decide + reconfigure() total':<32}{ms * result['reconfigure_s']:>10.1f} ms")
     for name, seconds in result["reconfigure_phases_s"].items():
         label = "  " * name.count("/") + name.rsplit("/", 1)[-1]
         print(f"    {label:<30}{ms * seconds:>10.1f} ms")

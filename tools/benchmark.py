@@ -7,9 +7,7 @@ data, epochs and schedule, it trains
 * `dense`: the full network, no group lasso;
 * `thin`: uniformly thinner dense networks, for every `--widths` multiplier
   (the simplest alternative: a smaller model trained from scratch);
-* `prunetrain`: `Reconfigure(flops_target=t)` for every `--targets` value;
-* `prunetrain_time` (with `--time_rank`): the same with `rank="time"`;
-* `prunetrain_undo` (with `--undo`): the same with `undo_slower=True`;
+* `prunetrain`: `Reconfigure(FlopsBudget(t))` for every `--targets` value;
 * `scratch`: each PruneTrain run's final architecture trained dense from
   fresh weights (is pruning while training worth it?);
 * `paper` (with `--paper`): the paper's setting (λ calibrated from a 0.2
@@ -87,13 +85,10 @@ from tf_prunetrain import data as data_lib  # noqa: E402
 
 # PruneTrain's tuned settings in both workloads: the proximal lasso on
 # kernels and BatchNorm scales at λ = 0.02 until the FLOPs target is met.
-# Widths are rounded to multiples of 8, fixed rather than the library's
-# measured round_to="auto": a measurement taken at each run's start gave
-# different multiples in different processes (issue 28), which would make
-# runs of one sweep, and --jobs, disagree. 8 is what "auto" chose on the
-# CPU of the earlier BENCHMARKS.md figures.
+# Widths are rounded to multiples of 8 (the recipes' and the library's
+# default --round_to).
 _TUNED = dict(model="resnet20", batch_size=128, proximal=True, scales=True,
-              strength=0.02, round_to=8, validate=False, verbose=0)
+              strength=0.02, validate=False, verbose=0)
 # ResNet-20, not -32: on 2 cores a sweep must fit in a few sittings, and
 # ResNet-20's thin 0.25 already trails dense by several points on
 # Fashion-MNIST, so width matters at this size.
@@ -138,12 +133,6 @@ _REPLAY_STEPS = flags.DEFINE_integer("replay_steps", 6, "Timed steps per "
                                      "architecture per round.")
 _REPLAY_WARMUP = flags.DEFINE_integer("replay_warmup", 2, "Untimed steps "
                                       "before them in each round.")
-_TIME_RANK = flags.DEFINE_boolean(
-    "time_rank", False, "Also run each PruneTrain target with rank='time' "
-    "(channels ranked per second on the measured roofline, not per FLOP).")
-_UNDO = flags.DEFINE_boolean(
-    "undo", False, "Also run each PruneTrain target with undo_slower=True "
-    "(method prunetrain_undo).")
 _SCRATCH = flags.DEFINE_boolean("scratch", True, "Also train each PruneTrain "
                                 "run's final architecture from scratch.")
 _PAPER = flags.DEFINE_boolean("paper", False, "Also run the paper's setting.")
@@ -172,7 +161,7 @@ def group_lasso_overhead(config: common.Config, rounds: int,
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                       keras.losses.SparseCategoricalCrossentropy(
                           from_logits=True))
-        tf_prunetrain.attach_proximal_step(model)
+        tf_prunetrain.regularizers.attach_proximal_step(model)
         model.train_on_batch(x, y)  # trace
         models[name] = model
     times: dict[str, list[float]] = {"with": [], "without": []}
@@ -229,8 +218,8 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "accuracy", "params", "channels", "inference_flops",
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
-        "step_changes", "predicted_step_changes", "undone_cuts", "redone_cuts",
-        "removed_layers", "timeline", "train_seconds", "seconds")}
+        "step_changes", "removed_layers", "timeline", "train_seconds",
+        "seconds")}
     # What the replay adds to a run's steps: the surgery, and the first
     # step after each reconfiguration minus a steady one.
     figures["one_off_seconds"] = (result["reconfiguration_seconds"]
@@ -239,8 +228,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(widths: Sequence[float], targets: Sequence[float],
-             scratch: bool = True, paper: bool = False,
-             time_rank: bool = False, undo: bool = False
+             scratch: bool = True, paper: bool = False
              ) -> list[tuple[str, float | None]]:
     """The (method, setting) pairs of a comparison, in report order.
 
@@ -250,9 +238,7 @@ def settings(widths: Sequence[float], targets: Sequence[float],
     out: list[tuple[str, float | None]] = [("dense", None)]
     out += [("thin", w) for w in widths]
     for target in targets:
-        out += [("prunetrain", target)] + [("scratch", target)] * scratch \
-            + [("prunetrain_time", target)] * time_rank \
-            + [("prunetrain_undo", target)] * undo
+        out += [("prunetrain", target)] + [("scratch", target)] * scratch
     return out + [("paper", None)] * paper
 
 
@@ -326,8 +312,8 @@ def _refresh(result: dict[str, Any]) -> None:
 def comparison(config: common.Config, widths: Sequence[float],
                targets: Sequence[float], seeds: Sequence[int],
                scratch: bool = True, paper_interval: int | None = None,
-               json_path: str | None = None, time_rank: bool = False,
-               undo: bool = False, jobs: int = 1, run_threads: int = 1,
+               json_path: str | None = None, jobs: int = 1,
+               run_threads: int = 1,
                replays: int = 3, replay_rounds: int = 5,
                replay_steps: int = 6, replay_warmup: int = 2
                ) -> dict[str, Any]:
@@ -339,8 +325,7 @@ def comparison(config: common.Config, widths: Sequence[float],
     paired verdicts and the goals."""
     start = time.perf_counter()
     result = load_state(json_path, config, paper_interval or 0, run_threads)
-    plan = settings(widths, targets, scratch, paper_interval is not None,
-                    time_rank, undo)
+    plan = settings(widths, targets, scratch, paper_interval is not None)
     result["seeds"] = sorted(set(result["seeds"]) | set(seeds))
     held = {(r["seed"], r["method"], r["setting"]) for r in result["runs"]}
     tasks = [(seed, *s) for seed in seeds for s in plan
@@ -423,7 +408,7 @@ def _replay_model(config: common.Config, data: common.Data, item: str,
         scales="scales" in lasso, strength=config.strength or 1e-4)
     model = common.compiled_model(config, data, replicas=1)
     if config.proximal:
-        tf_prunetrain.attach_proximal_step(model)
+        tf_prunetrain.regularizers.attach_proximal_step(model)
     return model
 
 
@@ -558,20 +543,15 @@ def _fresh_state() -> None:
 
 def _setting(base: common.Config, method: str, value: float | None,
              paper_interval: int, architecture: str) -> common.Config:
-    # A --target_epoch or --undo_slower given on the command line is
-    # PruneTrain's.
-    dense = dataclasses.replace(base, prunetrain=False, target_epoch=None,
-                                undo_slower=False)
+    # A --target_epoch given on the command line is PruneTrain's.
+    dense = dataclasses.replace(base, prunetrain=False, target_epoch=None)
     if method == "dense":
         return dense
     if method == "thin":
         return dataclasses.replace(dense, width_multiplier=base.width_multiplier
                                    * value)
-    if method in ("prunetrain", "prunetrain_time", "prunetrain_undo"):
-        return dataclasses.replace(
-            base, prunetrain=True, flops_target=value,
-            rank="time" if method == "prunetrain_time" else "flops",
-            undo_slower=base.undo_slower or method == "prunetrain_undo")
+    if method == "prunetrain":
+        return dataclasses.replace(base, prunetrain=True, flops_target=value)
     if method == "scratch":
         return dataclasses.replace(dense, width_multiplier=1.0,
                                    architecture=architecture)
@@ -664,7 +644,7 @@ def main(argv: list[str]) -> None:
             config, [float(w) for w in _WIDTHS.value], targets,
             [int(s) for s in _SEEDS.value], _SCRATCH.value,
             _PAPER_INTERVAL.value if _PAPER.value else None, _JSON.value,
-            _TIME_RANK.value, _UNDO.value, _JOBS.value, _RUN_THREADS.value,
+            _JOBS.value, _RUN_THREADS.value,
             _REPLAYS.value, *rounds)
     except ValueError as err:  # a results file made with other flags
         raise app.UsageError(str(err)) from None

@@ -7,9 +7,9 @@ Example:
     python tools/report.py --log=runs/prunetrain --label=PruneTrain \
         --log=runs/dense --label=dense --out_dir=runs/report
 
-Each --log is a run log (prunetrain.jsonl) written by the RunLog or
-Reconfigure callback with log_dir=..., or that log_dir. Needs matplotlib:
-pip install 'tf-prunetrain[plots]'.
+Each --log is a run log (prunetrain.jsonl) written by a RunLog callback
+with log_dir=... (after Reconfigure in a PruneTrain run, alone in a dense
+one), or that log_dir. Needs matplotlib: pip install 'tf-prunetrain[plots]'.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ target can reach, whatever channels it removes. The default widths are
 issue #14's table: one channel less per stage can be slower than dense.
 
 It then prints this device's convolution latency table
-(`tf_prunetrain.latency`) and the channel multiple `round_to="auto"` picks
-from it.
+(`tf_prunetrain.latency`) and the channel multiple
+`latency.channel_multiple()` picks from it (what to pass as
+`Reconfigure(round_to=...)` or `--round_to` instead of the default 8).
 
     python tools/step_time.py                      # ResNet-20, 28x28x1, batch 128
     python tools/step_time.py --widths=1,0.75,0.5 --rounds=8 --json=steps.json
@@ -74,9 +75,9 @@ def measure(depth: int, shape: tuple[int, ...], batch: int,
 
     seconds = replay.time_models(models, dataset, rounds, steps, warmup)
     keys = list(models)
-    full_flops = tf_prunetrain.forward_flops(models[keys[0]])
+    full_flops = tf_prunetrain.cost.forward_flops(models[keys[0]])
     rows = [{"widths": [int(w) for w in key.split("/")],
-             "flops": tf_prunetrain.forward_flops(models[key]) / full_flops,
+             "flops": tf_prunetrain.cost.forward_flops(models[key]) / full_flops,
              "step": seconds[key] / seconds[keys[0]],
              "step_seconds": seconds[key]} for key in keys]
     per_flop, fixed = np.polyfit([r["flops"] for r in rows],
@@ -109,10 +110,11 @@ def main(argv: list[str]) -> None:
     print(f"conv 3x3 c→c latency on {table.device} ({table.dtype}): "
           "round-up cost per multiple " + ", ".join(
               f"{m}: {c:.3f}" for m, c in costs.items()))
-    print(f"round_to='auto' picks {multiple} here")
+    print(f"latency.channel_multiple() picks {multiple} here (the default "
+          "round_to is 8)")
     result["latency"] = {"device": table.device, "dtype": table.dtype,
                          "seconds": table.seconds, "round_up_cost": costs,
-                         "auto": multiple}
+                         "channel_multiple": multiple}
     if f.json:
         with open(f.json, "w", encoding="utf-8") as out:
             json.dump(result, out, indent=1)

@@ -306,6 +306,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                         "\n".join(f"- {line}" for line in _goal_lines(result))])
 
 
+# prunetrain_time and prunetrain_undo (rank="time", undo_slower=True) are
+# no longer run; results files of earlier sweeps hold them (tools/results/).
 METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
            "scratch", "paper")
 _COLORS = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
