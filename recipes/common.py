@@ -49,6 +49,9 @@ MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
 TARGET_FRACTION = 0.25
 # DeadChannels' default interval (the paper's: 10 epochs on CIFAR).
 DEFAULT_INTERVAL = 10
+# --ranking: the budget cut's order of live channels.
+RANKINGS = {"norm_per_flop": tf_prunetrain.budget.NormPerFlop,
+            "uniform_widths": tf_prunetrain.budget.UniformWidths}
 
 
 @dataclasses.dataclass
@@ -73,6 +76,7 @@ class Config:
     interval: int | None = None
     threshold: float = 1e-4
     round_to: int = 8  # channel counts stay multiples of this
+    ranking: str = "norm_per_flop"  # how the budget cut orders live channels
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -137,6 +141,8 @@ _HELP = {
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8: tensor cores, "
                 "and what runs fast on CPU; 1: any count).",
+    "ranking": "With --flops_target: the order live channels are cut in: "
+               f"{' or '.join(sorted(RANKINGS))} (tf_prunetrain.budget).",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -243,6 +249,9 @@ def validate(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
+    if config.ranking not in RANKINGS:
+        raise ValueError(f"--ranking must be one of {sorted(RANKINGS)}, got "
+                         f"{config.ranking!r}.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:
             raise ValueError("--flops_target must be in (0, 1) (or unset for "
@@ -483,7 +492,8 @@ def pruning(config: Config) -> tf_prunetrain.Reconfigure:
     if config.flops_target is not None:
         schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
             config.flops_target, target_epoch=target_epoch(config),
-            interval=config.interval, threshold=config.threshold)
+            interval=config.interval, threshold=config.threshold,
+            ranking=RANKINGS[config.ranking]())
     else:
         schedule = tf_prunetrain.DeadChannels(
             config.interval or DEFAULT_INTERVAL, config.threshold,

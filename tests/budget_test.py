@@ -449,3 +449,61 @@ def test_target_below_what_the_model_can_reach():
     assert "with round_to=1 and min_channels=1 (" in message
     reachable = float(message.split("min_channels=1 (")[1].split(" ")[0])
     assert 0.1 < reachable < 1
+
+
+# -- rankings (issue 31) ------------------------------------------------------
+def _equal_norms(model):
+    """Every kernel set to ones: no channel of a layer is weaker than
+    another (the lasso has given no evidence)."""
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
+    return model
+
+
+def _kept_fractions(plan, model):
+    kept = dict((path, after) for path, _, after in plan.changes())
+    return {name: kept.get(name, model.get_layer(name).filters)
+            / model.get_layer(name).filters for name in ("c1", "c2")}
+
+
+@pytest.mark.parametrize("target", [0.25, 0.5])
+def test_uniform_widths_keep_every_layer_alike(target):
+    model = _equal_norms(pt.two_convs(16, 16))
+    graph = tf_prunetrain.channel_groups(model)
+    start = tf_prunetrain.cost.forward_flops(model)
+    plan = budget.plan_to_flops(graph, target * start,
+                                ranking=budget.UniformWidths())
+    fractions = _kept_fractions(plan, model)
+    assert abs(fractions["c1"] - fractions["c2"]) <= 1 / 16
+    assert budget.estimate_flops(graph, plan.keep) <= target * start
+    # Norm per FLOP cuts the layer whose channels cost more (c2's FLOPs
+    # depend on c1's width too): the widths it picks are not uniform.
+    flops = _kept_fractions(budget.plan_to_flops(graph, target * start),
+                            model)
+    assert abs(flops["c1"] - flops["c2"]) > 1 / 16
+
+
+def test_uniform_widths_stay_uniform_whatever_the_norms_say():
+    model = _equal_norms(pt.two_convs(16, 16))
+    kernel = model.get_layer("c2").kernel.numpy()
+    kernel[..., [3, 7, 11]] *= 0.01  # weak but alive (above the threshold)
+    kernel[..., 5] = 0.0  # dead: goes first, wherever it is
+    model.get_layer("c2").kernel.assign(kernel)
+    graph = tf_prunetrain.channel_groups(model)
+    start = tf_prunetrain.cost.forward_flops(model)
+    plan = budget.plan_to_flops(graph, 0.5 * start,
+                                ranking=budget.UniformWidths())
+    c2 = plan.mask(graph.layer_outputs()["c2"])
+    assert not c2[[3, 5, 7, 11]].any()  # the weakest of c2 are the ones cut
+    fractions = _kept_fractions(plan, model)
+    assert abs(fractions["c1"] - fractions["c2"]) <= 1 / 16
+
+
+def test_flops_budget_takes_a_ranking_and_names_a_bad_one():
+    schedule = tf_prunetrain.FlopsBudget(0.5, ranking=budget.UniformWidths())
+    again = tf_prunetrain.FlopsBudget.from_config(schedule.get_config())
+    assert isinstance(again.ranking, budget.UniformWidths)
+    assert schedule.get_config()["ranking"] == "UniformWidths"
+    with pytest.raises(TypeError, match="FlopsBudget: ranking"):
+        tf_prunetrain.FlopsBudget(0.5, ranking="uniform")

@@ -34,13 +34,11 @@ class RunLog(keras.callbacks.Callback):
     (percent of the dense training FLOPs saved so far),
     `prunetrain_gradient_bytes` (all-reduced per step),
     `prunetrain_memory_traffic_bytes` (bandwidth-bound layers, per step),
-    `prunetrain_step_seconds` (the measured median train-step time of the
-    latest model that trained) and `prunetrain_step_time_saved` (percent of
-    the training time saved so far, measured: every step priced at its
-    model's median step time per example, against the initial model's;
-    both NaN until a step is timed), so
-    `History`, `CSVLogger` and Keras' `TensorBoard` see them (list `RunLog`
-    before them).
+    `prunetrain_step_seconds` (median train-step time of the latest model
+    that trained) and `prunetrain_step_time_saved` (percent of the training
+    time saved so far; both NaN until a step is timed), so `History`,
+    `CSVLogger` and `TensorBoard` see them (list it before those, after
+    `Reconfigure`).
 
     Step times are `clock()` seconds from `on_train_batch_begin` to
     `on_train_batch_end` (data loading included). The first step after each
@@ -59,10 +57,10 @@ class RunLog(keras.callbacks.Callback):
 
     With `log_dir`, it also writes TensorBoard scalars (the same figures plus
     `channels/<layer>` for every convolution/Dense layer) under
-    `<log_dir>/prunetrain` — give it the `log_dir` of your `TensorBoard`
-    callback and both show side by side — and a run log `<log_dir>/prunetrain.jsonl`
-    (one JSON record at the start, per epoch, and per reconfiguration;
-    started afresh by a new `RunLog`). Alone, it logs a dense baseline.
+    `<log_dir>/prunetrain` (give it your `TensorBoard`'s `log_dir`) and a
+    run log `<log_dir>/prunetrain.jsonl` (one JSON record at the start, per
+    epoch and per event; started afresh by a new `RunLog`). Alone, it logs
+    a dense baseline.
 
     Args:
       log_dir: directory for the summaries and the run log, or None.

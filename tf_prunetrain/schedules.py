@@ -218,6 +218,9 @@ class FlopsBudget(Schedule):
       min_cut: the smallest cut worth a re-trace, as a fraction of the
         initial FLOPs.
       threshold: deadness threshold on absolute kernel values.
+      ranking: the order live channels are cut in: `budget.NormPerFlop()`
+        (the default: weight norm per FLOP) or `budget.UniformWidths()` (as
+        a uniformly thinner network, unless the norms say otherwise).
 
     Example:
     >>> from tf_prunetrain.schedules import FlopsBudget
@@ -228,7 +231,8 @@ class FlopsBudget(Schedule):
 
     def __init__(self, target: float, target_epoch: int | None = None,
                  interval: int | None = None, power: float = 3.0,
-                 min_cut: float = 0.05, threshold: float = 1e-4):
+                 min_cut: float = 0.05, threshold: float = 1e-4,
+                 ranking: budget.NormPerFlop | None = None):
         if isinstance(target, bool) or not isinstance(target, (int, float)) \
                 or not 0 < float(target) < 1:
             raise ValueError(
@@ -243,6 +247,11 @@ class FlopsBudget(Schedule):
         self.target = float(target)
         self._target_epoch, self._interval = target_epoch, interval
         self.power, self.min_cut, self.threshold = power, min_cut, threshold
+        if ranking is not None and not isinstance(ranking, budget.NormPerFlop):
+            raise TypeError(
+                "FlopsBudget: ranking must be budget.NormPerFlop() or "
+                f"budget.UniformWidths(), got {ranking!r:.80}.")
+        self.ranking = ranking or budget.NormPerFlop()
         # Fixed when fit starts (`start`) and carried by checkpoints.
         self.target_epoch: int | None = target_epoch
 
@@ -302,7 +311,8 @@ class FlopsBudget(Schedule):
         plan = budget.plan_to_flops(
             context.graph, self.goal(epoch) * start,
             floor=self.target * start, threshold=self.threshold,
-            round_to=context.round_to, min_channels=context.min_channels)
+            round_to=context.round_to, min_channels=context.min_channels,
+            ranking=self.ranking)
         planned = budget.estimate_flops(context.graph, plan.keep)
         reached = final or planned <= self.target * start * (1 + 1e-9)
         if not reached and (context.flops - planned) / start < self.min_cut:
@@ -312,7 +322,15 @@ class FlopsBudget(Schedule):
     def get_config(self) -> dict[str, Any]:
         return {"target": self.target, "target_epoch": self._target_epoch,
                 "interval": self._interval, "power": self.power,
-                "min_cut": self.min_cut, "threshold": self.threshold}
+                "min_cut": self.min_cut, "threshold": self.threshold,
+                "ranking": type(self.ranking).__name__}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "FlopsBudget":
+        ranking = config.get("ranking")
+        if isinstance(ranking, str):
+            config = {**config, "ranking": getattr(budget, ranking)()}
+        return cls(**config)
 
     def get_state(self) -> dict[str, Any]:
         return {"target_epoch": self.target_epoch}

@@ -100,6 +100,10 @@ WORKLOADS = {
                              lr_decay_epochs=(10, 15), **_TUNED),
 }
 DEFAULTS = WORKLOADS["fashion_mnist"]
+# The levers of issue 31: recipe flags a `prunetrain_<lever>` method sets
+# (its `scratch_<lever>` control trains that run's final architecture).
+LEVERS: dict[str, dict[str, Any]] = {
+    "uniform_widths": {"ranking": "uniform_widths"}}
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
@@ -133,6 +137,9 @@ _REPLAY_STEPS = flags.DEFINE_integer("replay_steps", 6, "Timed steps per "
                                      "architecture per round.")
 _REPLAY_WARMUP = flags.DEFINE_integer("replay_warmup", 2, "Untimed steps "
                                       "before them in each round.")
+_LEVERS = flags.DEFINE_list(
+    "levers", [], "Also run PruneTrain with each of these levers (issue 31), "
+    f"as methods prunetrain_<lever> and scratch_<lever>: {', '.join(LEVERS)}.")
 _SCRATCH = flags.DEFINE_boolean("scratch", True, "Also train each PruneTrain "
                                 "run's final architecture from scratch.")
 _PAPER = flags.DEFINE_boolean("paper", False, "Also run the paper's setting.")
@@ -228,17 +235,22 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(widths: Sequence[float], targets: Sequence[float],
-             scratch: bool = True, paper: bool = False
-             ) -> list[tuple[str, float | None]]:
-    """The (method, setting) pairs of a comparison, in report order.
+             scratch: bool = True, paper: bool = False,
+             levers: Sequence[str] = ()) -> list[tuple[str, float | None]]:
+    """The (method, setting) pairs of a comparison, in report order; each
+    lever adds `prunetrain_<lever>` (and `scratch_<lever>`) per target.
 
     >>> settings([0.5], [0.25], paper=True)
     [('dense', None), ('thin', 0.5), ('prunetrain', 0.25), ('scratch', 0.25), ('paper', None)]
+    >>> settings([], [0.5], levers=["uniform"])[1:]
+    [('prunetrain', 0.5), ('scratch', 0.5), ('prunetrain_uniform', 0.5), ('scratch_uniform', 0.5)]
     """
     out: list[tuple[str, float | None]] = [("dense", None)]
     out += [("thin", w) for w in widths]
     for target in targets:
-        out += [("prunetrain", target)] + [("scratch", target)] * scratch
+        for suffix in ["", *(f"_{lever}" for lever in levers)]:
+            out += [(f"prunetrain{suffix}", target)] \
+                + [(f"scratch{suffix}", target)] * scratch
     return out + [("paper", None)] * paper
 
 
@@ -284,9 +296,13 @@ def load_state(path: str | None, config: common.Config, paper_interval: int,
         raise ValueError(f"{path} holds no architecture timelines (it was "
                          "written before sweeps could be replayed or "
                          "resumed): give another --json.")
-    differing = [f"--{name}={old['config'].get(name)!r} there, {value!r} now"
+    # A flag added since the file was written ran at its default there.
+    defaults = _config_dict(common.Config())
+    was = {name: old["config"].get(name, defaults[name])
+           for name in state["config"]}
+    differing = [f"--{name}={was[name]!r} there, {value!r} now"
                  for name, value in state["config"].items()
-                 if name not in _NEUTRAL and old["config"].get(name) != value]
+                 if name not in _NEUTRAL and was[name] != value]
     for name in ("paper_interval", "run_threads"):
         if old.get(name) != state[name]:
             differing.append(f"--{name}={old.get(name)!r} there, "
@@ -315,8 +331,8 @@ def comparison(config: common.Config, widths: Sequence[float],
                json_path: str | None = None, jobs: int = 1,
                run_threads: int = 1,
                replays: int = 3, replay_rounds: int = 5,
-               replay_steps: int = 6, replay_warmup: int = 2
-               ) -> dict[str, Any]:
+               replay_steps: int = 6, replay_warmup: int = 2,
+               levers: Sequence[str] = ()) -> dict[str, Any]:
     """Every method of the module docstring for every seed (`paper_interval`
     None: no paper run), `jobs` runs at a time in worker processes of
     `run_threads` TensorFlow threads (`tools/sweep.py`), resumed from
@@ -325,7 +341,8 @@ def comparison(config: common.Config, widths: Sequence[float],
     paired verdicts and the goals."""
     start = time.perf_counter()
     result = load_state(json_path, config, paper_interval or 0, run_threads)
-    plan = settings(widths, targets, scratch, paper_interval is not None)
+    plan = settings(widths, targets, scratch, paper_interval is not None,
+                    levers)
     result["seeds"] = sorted(set(result["seeds"]) | set(seeds))
     held = {(r["seed"], r["method"], r["setting"]) for r in result["runs"]}
     tasks = [(seed, *s) for seed in seeds for s in plan
@@ -334,15 +351,18 @@ def comparison(config: common.Config, widths: Sequence[float],
         print(f"{len(tasks)} runs to go ({len(held)} in "
               f"{json_path or 'no file'} already), {jobs} at a time",
               flush=True)
-    finals = {(r["seed"], r["setting"]): r["final_model"]
-              for r in result["runs"] if r["method"] == "prunetrain"}
+    # (seed, lever suffix, target): the final model JSON of that PruneTrain
+    # run, which its scratch control trains.
+    finals = {(r["seed"], r["method"][len("prunetrain"):], r["setting"]):
+              r["final_model"] for r in result["runs"]
+              if r["method"].startswith("prunetrain")}
     spent = result["sweep_seconds"]
 
     def prepare(task: tuple) -> tuple | None:
         seed, method, value = task
         architecture = None
-        if method == "scratch":
-            architecture = finals.get((seed, value))
+        if method.startswith("scratch"):
+            architecture = finals.get((seed, method[len("scratch"):], value))
             if architecture is None:
                 return None  # its PruneTrain run is not done yet
         return (dataclasses.replace(config, seed=seed), method, value,
@@ -351,11 +371,12 @@ def comparison(config: common.Config, widths: Sequence[float],
     def done(task: tuple, record: dict[str, Any]) -> None:
         architectures = record.pop("architectures")
         record["final_architecture"] = record["timeline"][-1]["architecture"]
-        if record["method"] == "prunetrain":
+        if record["method"].startswith("prunetrain"):
             # Its own JSON (its seed's initializers) for its scratch run;
             # the shared table keeps one JSON per architecture, for replays.
             record["final_model"] = architectures[record["final_architecture"]]
-            finals[(record["seed"], record["setting"])] = record["final_model"]
+            finals[(record["seed"], record["method"][len("prunetrain"):],
+                    record["setting"])] = record["final_model"]
         for key, text in architectures.items():
             result["architectures"].setdefault(key, text)
         result["runs"].append(record)
@@ -550,9 +571,11 @@ def _setting(base: common.Config, method: str, value: float | None,
     if method == "thin":
         return dataclasses.replace(dense, width_multiplier=base.width_multiplier
                                    * value)
-    if method == "prunetrain":
-        return dataclasses.replace(base, prunetrain=True, flops_target=value)
-    if method == "scratch":
+    if method.startswith("prunetrain"):
+        lever = LEVERS[method[len("prunetrain_"):]] if "_" in method else {}
+        return dataclasses.replace(base, prunetrain=True, flops_target=value,
+                                   **lever)
+    if method.startswith("scratch"):
         return dataclasses.replace(dense, width_multiplier=1.0,
                                    architecture=architecture)
     return paper_setting(base, paper_interval)
@@ -639,13 +662,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--targets: give at least one flops_target.")
     if _JOBS.value < 1:
         raise app.UsageError(f"--jobs must be >= 1, got {_JOBS.value}.")
+    unknown = sorted(set(_LEVERS.value) - set(LEVERS))
+    if unknown:
+        raise app.UsageError(f"--levers: unknown {', '.join(unknown)}; known: "
+                             f"{', '.join(LEVERS)}.")
     try:
         result = comparison(
             config, [float(w) for w in _WIDTHS.value], targets,
             [int(s) for s in _SEEDS.value], _SCRATCH.value,
             _PAPER_INTERVAL.value if _PAPER.value else None, _JSON.value,
             _JOBS.value, _RUN_THREADS.value,
-            _REPLAYS.value, *rounds)
+            _REPLAYS.value, *rounds, levers=_LEVERS.value)
     except ValueError as err:  # a results file made with other flags
         raise app.UsageError(str(err)) from None
     summary_report(result)

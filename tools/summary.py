@@ -25,6 +25,18 @@ def label(method: str, value: float | None) -> str:
     return method if value is None else f"{method} {value:g}"
 
 
+def scratch_of(method: str) -> str | None:
+    """The scratch control of a PruneTrain method (`prunetrain_<lever>`:
+    `scratch_<lever>`), None for other methods.
+
+    >>> scratch_of("prunetrain"), scratch_of("prunetrain_uniform"), scratch_of("thin")
+    ('scratch', 'scratch_uniform', None)
+    """
+    if not method.startswith("prunetrain"):
+        return None
+    return "scratch" + method[len("prunetrain"):]
+
+
 def time_key(result: dict[str, Any]) -> str:
     """The ratio that ranks settings: replayed when a replay exists."""
     return "replayed_time" if result.get("replay") else "wall_time"
@@ -99,8 +111,8 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     keys = list(dict.fromkeys((r["method"], r["setting"]) for r in runs))
     references = [k for k in keys if k[0] in ("dense", "thin")]
     # PruneTrain also against its own architecture from scratch (the path).
-    own = {("prunetrain", k[1]): ("scratch", k[1]) for k in keys
-           if k[0] == "scratch"}
+    own = {k: (scratch_of(k[0]), k[1]) for k in keys
+           if scratch_of(k[0]) and (scratch_of(k[0]), k[1]) in keys}
     rows = []
     for method, value in keys:
         mine = [r for r in runs if (r["method"], r["setting"]) == (method,
@@ -156,7 +168,7 @@ def goals(summary: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     nothing), with their figures; `key` is the time ratio that decides
     "faster"."""
     by = {row["label"]: row for row in summary}
-    pruned = [r for r in summary if r["method"] == "prunetrain"]
+    pruned = [r for r in summary if scratch_of(r["method"])]
     thin = [r for r in summary if r["method"] == "thin"]
     out: list[dict[str, Any]] = []
 
@@ -164,7 +176,7 @@ def goals(summary: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         return row[key]["mean"]
 
     for p in pruned:
-        scratch = by.get(label("scratch", p["setting"]))
+        scratch = by.get(label(scratch_of(p["method"]), p["setting"]))
         if scratch is None:
             continue
         if thin:  # the architecture: its widths vs uniform at equal FLOPs
@@ -264,11 +276,11 @@ def paired_rows(result: dict[str, Any]) -> tuple[tuple[str, ...],
     for r in summary:
         if r["method"] in ("dense", "thin"):
             continue
-        scratch = label("scratch", r["setting"])
+        own = scratch_of(r["method"])
         out.append((r["label"], *(_short(r["paired"].get(ref))
                                   for ref in refs),
-                    _short(r["paired"].get(scratch))
-                    if r["method"] == "prunetrain" else ""))
+                    _short(r["paired"].get(label(own, r["setting"])))
+                    if own else ""))
     return header, out
 
 
@@ -306,12 +318,15 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                         "\n".join(f"- {line}" for line in _goal_lines(result))])
 
 
-# prunetrain_time and prunetrain_undo (rank="time", undo_slower=True) are
-# no longer run; results files of earlier sweeps hold them (tools/results/).
+# prunetrain_time and prunetrain_undo (rank="time", undo_slower=True), and
+# prunetrain_uniform (an earlier uniform ranking, BENCHMARKS.md) are no
+# longer run; results files of earlier sweeps hold them (tools/results/).
 METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
-           "scratch", "paper")
+           "scratch", "paper", "prunetrain_uniform", "scratch_uniform",
+           "prunetrain_uniform_widths", "scratch_uniform_widths")
 _COLORS = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
-                             "tab:brown", "tab:orange", "tab:green"),
+                             "tab:brown", "tab:orange", "tab:green",
+                             "tab:pink", "tab:olive", "tab:cyan", "tab:gray"),
                    strict=True))
 
 
