@@ -498,6 +498,13 @@ def test_uniform_widths_stay_uniform_whatever_the_norms_say():
     assert not c2[[3, 5, 7, 11]].any()  # the weakest of c2 are the ones cut
     fractions = _kept_fractions(plan, model)
     assert abs(fractions["c1"] - fractions["c2"]) <= 1 / 16
+    # Most of c2's kernel zero: only c2's share goes, the zeroed first.
+    kernel[..., :12] = 0.0
+    model.get_layer("c2").kernel.assign(kernel)
+    graph = tf_prunetrain.channel_groups(model)
+    uniform = _kept_fractions(budget.plan_to_flops(
+        graph, 0.5 * start, ranking=budget.UniformWidths()), model)
+    assert abs(uniform["c1"] - uniform["c2"]) <= 1 / 16
 
 
 def test_flops_budget_takes_a_ranking_and_names_a_bad_one():

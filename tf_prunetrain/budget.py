@@ -242,8 +242,11 @@ def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
 class NormPerFlop:
     """Ranks live channel sets by the weight norm per FLOP they cost: the
     cut goes where a channel is weak for its price (0.1's only ranking).
-    Costs change as neighbours go, so it re-ranks after every half of the
-    remaining gap."""
+    Dead channel sets go first, wherever they are, and more of them after
+    the goal, down to the floor. Costs change as neighbours go, so it
+    re-ranks after every half of the remaining gap."""
+
+    dead_first = True
 
     def keys(self, counts: _Counts, left: list[int],
              score: np.ndarray) -> dict[int, float]:
@@ -260,19 +263,22 @@ class NormPerFlop:
 
 
 class UniformWidths(NormPerFlop):
-    """Ranks live channel sets so that every layer keeps the same fraction
-    of its channels, as a uniform width multiplier does; the weight norms
-    only choose *which* channels of a layer go (the weakest relative to the
-    layer's mean when the cut began). Dead channel sets still go first,
-    wherever they are. FLOPs do not enter the rank, so early,
+    """Ranks channel sets so that every layer keeps the same fraction of
+    its channels, as a uniform width multiplier does; the weight norms only
+    choose *which* channels of a layer go (the weakest relative to the
+    layer's mean when the cut began: dead ones first, but only within
+    their layer's share). FLOPs do not enter the rank, so early,
     high-resolution layers are not cut harder for costing more. It
     re-ranks after every channel set it removes.
 
-    (An earlier variant let the norms move the widths too: a channel's rank
-    was its relative norm over its layer's kept fraction. On Fashion-MNIST
-    it cut stages 2 and 3 to a quarter and kept stage 1 whole, and its
-    architecture trained from scratch lost 1.26 points [−1.74, −0.72] to
-    the norm-per-FLOP one at target 0.25: BENCHMARKS.md.)"""
+    (An earlier variant let the norms move the widths too, and removed dead
+    channel sets first wherever they were. On Fashion-MNIST the lasso had
+    killed most of stages 2 and 3 by the first cut, so it cut them to a
+    quarter and kept stage 1 whole, and that architecture trained from
+    scratch lost 1.26 points [−1.74, −0.72] to the norm-per-FLOP one at
+    target 0.25: BENCHMARKS.md.)"""
+
+    dead_first = False
 
     def keys(self, counts: _Counts, left: list[int],
              score: np.ndarray) -> dict[int, float]:
@@ -297,18 +303,18 @@ def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
          score: np.ndarray, goal: float, floor: float,
          ranking: NormPerFlop) -> None:
     total = counts.total()
-    one_at_a_time = isinstance(ranking, UniformWidths)
+    first = dead if ranking.dead_first else np.zeros_like(dead)
     while total > goal:
         left = [int(r) for r in candidates if counts.keep[r]
                 and counts.removable(int(r))]
         if not left:
             return
         keys = ranking.keys(counts, left, score)
-        order = sorted(left, key=lambda r: (not dead[r], keys[r]))
+        order = sorted(left, key=lambda r: (not first[r], keys[r]))
         gap, removed = total - goal, 0.0
         for root in order:
             if total <= goal or removed >= gap / 2 or (
-                    one_at_a_time and removed > 0 and not dead[root]):
+                    not ranking.dead_first and removed > 0):
                 break  # re-rank: costs or kept fractions changed
             if not counts.removable(root):
                 continue
@@ -318,6 +324,8 @@ def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
             removed += saved
         if removed == 0:
             return
+    if not ranking.dead_first:
+        return
     for root in candidates:  # dead sets left over, down to the floor
         root = int(root)
         if dead[root] and counts.keep[root] and counts.removable(root):
