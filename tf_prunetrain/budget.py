@@ -276,7 +276,13 @@ class UniformWidths(NormPerFlop):
     killed most of stages 2 and 3 by the first cut, so it cut them to a
     quarter and kept stage 1 whole, and that architecture trained from
     scratch lost 1.26 points [−1.74, −0.72] to the norm-per-FLOP one at
-    target 0.25: BENCHMARKS.md.)"""
+    target 0.25: BENCHMARKS.md.)
+
+    Experimental: measured, it loses to `NormPerFlop` too (−1.25 points
+    [−1.47, −1.00] at target 0.5, 5 seeds): it equalizes fractions of the
+    model at each cut rather than at the start, and rounding 16-channel
+    layers to multiples of 8 pushes the cut onto the wider stages
+    (BENCHMARKS.md, "Issue 31, lever 1")."""
 
     dead_first = False
 
