@@ -44,11 +44,6 @@ CHECKPOINT_DIR = "checkpoints"
 # In --log_dir at the end: the trainable model (loads where tf_prunetrain is
 # imported) and strip_prunetrain's copy (loads with plain Keras).
 MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
-# FlopsBudget's default target epoch, as a fraction of the epochs (the
-# recipe fixes it up front: its dynamic batch splits the run at it).
-TARGET_FRACTION = 0.25
-# DeadChannels' default interval (the paper's: 10 epochs on CIFAR).
-DEFAULT_INTERVAL = 10
 # --ranking: the budget cut's order of live channels.
 RANKINGS = {"norm_per_flop": tf_prunetrain.budget.NormPerFlop,
             "uniform_widths": tf_prunetrain.budget.UniformWidths}
@@ -281,7 +276,7 @@ def validate(config: Config) -> None:
 def target_epoch(config: Config) -> int:
     """The epoch by which --flops_target is met (FlopsBudget's default)."""
     return config.target_epoch or max(1, round(
-        TARGET_FRACTION * config.epochs))
+        tf_prunetrain.schedules.TARGET_FRACTION * config.epochs))
 
 
 def _segment_end(config: Config, epoch: int) -> int:
@@ -291,7 +286,8 @@ def _segment_end(config: Config, epoch: int) -> int:
     if config.flops_target is not None:
         target = target_epoch(config)
         return target if epoch < target else config.epochs
-    interval = config.interval or DEFAULT_INTERVAL
+    interval = (config.interval
+                or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL)
     return min(config.epochs, (epoch // interval + 1) * interval)
 
 
@@ -496,7 +492,8 @@ def pruning(config: Config) -> tf_prunetrain.Reconfigure:
             ranking=RANKINGS[config.ranking]())
     else:
         schedule = tf_prunetrain.DeadChannels(
-            config.interval or DEFAULT_INTERVAL, config.threshold,
+            config.interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
+            config.threshold,
             config.penalty_epochs)
     return tf_prunetrain.Reconfigure(
         schedule, penalty_ratio=None if config.strength is not None

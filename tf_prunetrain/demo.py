@@ -48,10 +48,9 @@ from tf_prunetrain import report  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
 
 IMAGE_SHAPE = (28, 28, 1)
+TARGET_FRACTION = tf_prunetrain.schedules.TARGET_FRACTION
 NUM_CLASSES = 10
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-# The paper's mode without --interval: DeadChannels' default.
-DEAD_CHANNELS_INTERVAL = 10
 
 
 def load_mnist5k(test_size: int = 1000, seed: int = 0
@@ -95,7 +94,8 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
                 interval=s["interval"], threshold=s["threshold"])
         else:
             schedule = tf_prunetrain.DeadChannels(
-                s["interval"] or DEAD_CHANNELS_INTERVAL, s["threshold"])
+                s["interval"] or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
+                s["threshold"])
         reconfigure = tf_prunetrain.Reconfigure(
             schedule, penalty_ratio=None, round_to=s["round_to"])
     else:
@@ -202,11 +202,13 @@ def run(
           f"epochs, batch {batch_size}, SGD lr {learning_rate:g} cosine-decayed"
           " to 0; PruneTrain: " + (
               f"FLOPs target {flops_target:g} by epoch "
-              f"{target_epoch or max(1, round(0.25 * epochs))}, proximal λ "
+              f"{target_epoch or max(1, round(TARGET_FRACTION * epochs))}, "
+              "proximal λ "
               f"{strength:g} on kernels and BatchNorm scales until then"
               if flops_target else
               f"λ {strength:g} throughout, dead channels removed every "
-              f"{interval or DEAD_CHANNELS_INTERVAL} epochs (dead = max|w| < "
+              f"{interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL}"
+              " epochs (dead = max|w| < "
               f"{threshold:g})"))
     dense = train(False, data, settings, os.path.join(out_dir, "dense"))
     pruned = train(True, data, settings, os.path.join(out_dir, "prunetrain"))

@@ -37,6 +37,11 @@ from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import coupling
 from tf_prunetrain import planning
 
+# `DeadChannels`' default interval (the paper's, on CIFAR), and
+# `FlopsBudget`'s default target epoch as a fraction of fit's epochs.
+DEAD_CHANNELS_INTERVAL = 10
+TARGET_FRACTION = 0.25
+
 
 @dataclasses.dataclass
 class Context:
@@ -164,7 +169,8 @@ class DeadChannels(Schedule):
     [2, 4, 5]
     """
 
-    def __init__(self, interval: int = 10, threshold: float = 1e-4,
+    def __init__(self, interval: int = DEAD_CHANNELS_INTERVAL,
+                 threshold: float = 1e-4,
                  penalty_epochs: int | None = None):
         _checks.positive_int(interval, "interval", "DeadChannels")
         _checks.non_negative(threshold, "threshold", "DeadChannels")
@@ -277,7 +283,7 @@ class FlopsBudget(Schedule):
                     "budget needs at least 2 (one to prune in, one to train "
                     "the smaller model). Train longer, or pass target_epoch "
                     "and fit past it.")
-            self.target_epoch = max(1, round(0.25 * context.epochs))
+            self.target_epoch = max(1, round(TARGET_FRACTION * context.epochs))
         elif self.target_epoch > context.epochs and not context.resumed:
             raise ValueError(
                 f"FlopsBudget: target_epoch={self.target_epoch} is past fit's "
