@@ -46,7 +46,7 @@ CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
 # --ranking: the budget cut's order of live channels.
 RANKINGS = {"norm_per_flop": tf_prunetrain.budget.NormPerFlop,
-            "uniform_widths": tf_prunetrain.budget.UniformWidths}
+            "thin_widths": tf_prunetrain.budget.ThinWidths}
 
 
 @dataclasses.dataclass

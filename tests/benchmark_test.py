@@ -290,16 +290,16 @@ def test_target_epoch_is_prunetrains_alone(tmp_path):
 def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
         tmp_path):
     config = dataclasses.replace(TINY, epochs=1)
-    lever = benchmark._setting(config, "prunetrain_uniform_widths", 0.5, 0,
+    lever = benchmark._setting(config, "prunetrain_thin_widths", 0.5, 0,
                                "")
-    assert lever.ranking == "uniform_widths" and lever.flops_target == 0.5
+    assert lever.ranking == "thin_widths" and lever.flops_target == 0.5
     assert benchmark._setting(config, "prunetrain", 0.5, 0, "").ranking \
         == "norm_per_flop"
-    control = benchmark._setting(config, "scratch_uniform_widths", 0.5, 0,
+    control = benchmark._setting(config, "scratch_thin_widths", 0.5, 0,
                                  "a.json")
     assert not control.prunetrain and control.architecture == "a.json"
-    assert benchmark.summary.scratch_of("prunetrain_uniform_widths") == \
-        "scratch_uniform_widths"
+    assert benchmark.summary.scratch_of("prunetrain_thin_widths") == \
+        "scratch_thin_widths"
     # A file written before a recipe flag existed ran at its default.
     path = tmp_path / "before.json"
     state = benchmark.load_state(None, config, 0, 1)
@@ -308,4 +308,4 @@ def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
     assert benchmark.load_state(str(path), config, 0, 1)["runs"] == []
     with pytest.raises(ValueError, match="--ranking='norm_per_flop' there"):
         benchmark.load_state(str(path), dataclasses.replace(
-            config, ranking="uniform_widths"), 0, 1)
+            config, ranking="thin_widths"), 0, 1)

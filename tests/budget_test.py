@@ -1,6 +1,7 @@
 """The FLOPs-budget schedule: `budget.plan_to_flops`, `FlopsBudget`'s
 decisions, and `Reconfigure(FlopsBudget(...))` in `fit`."""
 
+import json
 import math
 
 import keras
@@ -452,65 +453,129 @@ def test_target_below_what_the_model_can_reach():
 
 
 # -- rankings (issue 31) ------------------------------------------------------
-def _equal_norms(model):
-    """Every kernel set to ones: no channel of a layer is weaker than
-    another (the lasso has given no evidence)."""
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
-    return model
+def _three_convs(widths=(16, 32, 64)):
+    """c1 -> c2 -> c3 -> dense fc (10): the widths of a ResNet's stages."""
+    keras.utils.set_random_seed(0)
+    x = h = keras.Input((8, 8, 3))
+    for i, width in enumerate(widths, 1):
+        h = keras.layers.Conv2D(width, 3, padding="same", name=f"c{i}")(h)
+    y = keras.layers.Dense(10, name="fc")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    return keras.Model(x, y)
 
 
-def _kept_fractions(plan, model):
-    kept = dict((path, after) for path, _, after in plan.changes())
-    return {name: kept.get(name, model.get_layer(name).filters)
-            / model.get_layer(name).filters for name in ("c1", "c2")}
+def _widths(plan, model, names=("c1", "c2", "c3")):
+    kept = {path: after for path, _, after in plan.changes()}
+    return tuple(kept.get(n, model.get_layer(n).filters) for n in names)
 
 
-@pytest.mark.parametrize("target", [0.25, 0.5])
-def test_uniform_widths_keep_every_layer_alike(target):
-    model = _equal_norms(pt.two_convs(16, 16))
+@pytest.mark.parametrize("target", [0.25, 0.4, 0.5])
+def test_thin_widths_are_one_multiplier_with_flops_nearest_the_goal(target):
+    model = _three_convs()
     graph = tf_prunetrain.channel_groups(model)
     start = tf_prunetrain.cost.forward_flops(model)
-    plan = budget.plan_to_flops(graph, target * start,
-                                ranking=budget.UniformWidths())
-    fractions = _kept_fractions(plan, model)
-    assert abs(fractions["c1"] - fractions["c2"]) <= 1 / 16
-    assert budget.estimate_flops(graph, plan.keep) <= target * start
-    # Norm per FLOP cuts the layer whose channels cost more (c2's FLOPs
-    # depend on c1's width too): the widths it picks are not uniform.
-    flops = _kept_fractions(budget.plan_to_flops(graph, target * start),
-                            model)
-    assert abs(flops["c1"] - flops["c2"]) > 1 / 16
+    plan = budget.plan_to_flops(graph, target * start, round_to=8,
+                                ranking=budget.ThinWidths())
+    chosen = _widths(plan, model)
+    # Every width triple a multiplier gives (each width rounded to the
+    # nearest multiple of 8, at least 8), priced on real models.
+    thin = {tuple(max(8, 8 * math.floor(m * w / 8 + 0.5))
+                  for w in (16, 32, 64)) for m in np.linspace(0.01, 1, 500)}
+    flops = {w: tf_prunetrain.cost.forward_flops(_three_convs(w))
+             for w in thin}
+    assert chosen in thin
+    assert abs(flops[chosen] - target * start) == min(
+        abs(f - target * start) for f in flops.values())
+    assert budget.estimate_flops(graph, plan.keep) == pytest.approx(
+        flops[chosen], rel=2e-3)
+    if target == 0.25:  # half of every width: 0.25 of the FLOPs and a bit
+        assert chosen == (8, 16, 32)
+    # Norm per FLOP picks widths no multiplier gives.
+    other = budget.plan_to_flops(graph, target * start, round_to=8)
+    assert _widths(other, model) not in thin
 
 
-def test_uniform_widths_stay_uniform_whatever_the_norms_say():
-    model = _equal_norms(pt.two_convs(16, 16))
+@pytest.mark.parametrize("dead", [12, 24])
+def test_thin_widths_let_the_norms_choose_only_which_channels_go(dead):
+    model = _three_convs()
+    start = tf_prunetrain.cost.forward_flops(model)
+    tf_prunetrain.coupling.zero_channels(model, {"c2": list(range(dead))})
+    weak = [dead + 1, dead + 3]  # alive, but the weakest of the live ones
+    tf_prunetrain.coupling.zero_channels(model, {"c2": weak})
+    model.get_layer("c2").bias.assign(np.zeros(32, "float32"))
     kernel = model.get_layer("c2").kernel.numpy()
-    kernel[..., [3, 7, 11]] *= 0.01  # weak but alive (above the threshold)
-    kernel[..., 5] = 0.0  # dead: goes first, wherever it is
+    kernel[0, 0, 0, weak] = 1e-3
     model.get_layer("c2").kernel.assign(kernel)
     graph = tf_prunetrain.channel_groups(model)
+    plan = budget.plan_to_flops(graph, 0.25 * start, round_to=8,
+                                ranking=budget.ThinWidths())
+    # c2 keeps half, however many of its channels the lasso killed.
+    assert _widths(plan, model) == (8, 16, 32)
+    kept = set(np.flatnonzero(plan.mask(graph.layer_outputs()["c2"])))
+    live = set(range(dead, 32))
+    if dead == 12:  # 20 live: the 16 kept are among the strong ones
+        assert kept <= live - set(weak) and len(kept) == 16
+    else:  # 8 live: all kept, topped up with dead ones
+        assert kept >= live and len(kept) == 16
+    # NormPerFlop removes the dead channels first, wherever they are.
+    assert _widths(budget.plan_to_flops(graph, 0.25 * start, round_to=8),
+                   model)[1] <= 32 - dead
+
+
+def test_thin_widths_scale_the_widths_at_the_start_of_fit():
+    model = _three_convs()
     start = tf_prunetrain.cost.forward_flops(model)
-    plan = budget.plan_to_flops(graph, 0.5 * start,
-                                ranking=budget.UniformWidths())
-    c2 = plan.mask(graph.layer_outputs()["c2"])
-    assert not c2[[3, 5, 7, 11]].any()  # the weakest of c2 are the ones cut
-    fractions = _kept_fractions(plan, model)
-    assert abs(fractions["c1"] - fractions["c2"]) <= 1 / 16
-    # Most of c2's kernel zero: only c2's share goes, the zeroed first.
-    kernel[..., :12] = 0.0
-    model.get_layer("c2").kernel.assign(kernel)
-    graph = tf_prunetrain.channel_groups(model)
-    uniform = _kept_fractions(budget.plan_to_flops(
-        graph, 0.5 * start, ranking=budget.UniformWidths()), model)
-    assert abs(uniform["c1"] - uniform["c2"]) <= 1 / 16
+    ranking = budget.ThinWidths()
+    ranking.start(tf_prunetrain.channel_groups(model))
+    first = budget.plan_to_flops(tf_prunetrain.channel_groups(model),
+                                 0.7 * start, round_to=8, ranking=ranking)
+    smaller = tf_prunetrain.surgery.rebuild(first)
+    assert _widths(first, model) == (16, 24, 56)
+    # A later cut on the smaller model aims at one multiplier of the
+    # *initial* widths, as a cut straight from the start would.
+    again = budget.ThinWidths()
+    again.set_state(json.loads(json.dumps(ranking.get_state())))
+    later = budget.plan_to_flops(tf_prunetrain.channel_groups(smaller),
+                                 0.4 * start, round_to=8, ranking=again)
+    direct = budget.plan_to_flops(tf_prunetrain.channel_groups(model),
+                                  0.4 * start, round_to=8,
+                                  ranking=budget.ThinWidths())
+    assert _widths(later, smaller) == _widths(direct, model) == (8, 24, 40)
+    # Started on the smaller model instead, it scales *its* widths.
+    fresh = budget.plan_to_flops(tf_prunetrain.channel_groups(smaller),
+                                 0.4 * start, round_to=8,
+                                 ranking=budget.ThinWidths())
+    assert _widths(fresh, smaller) == (16, 16, 48)
+
+
+def test_budget_with_thin_widths_in_fit_ends_uniform_and_checkpoints_widths():
+    model, callback, log, _, _ = _fit(0.3, epochs=4, round_to=4,
+                                      ranking=budget.ThinWidths())
+    assert callback.finished == callback.schedule.target_epoch == 1
+    widths = callback.schedule.ranking.widths
+    state = json.loads(json.dumps(callback.state()))
+    assert state["schedule"]["ranking"]["widths"] == widths
+    # Every convolution kept its start width times one multiplier m.
+    kept = {layer.name: layer.filters for layer in model.layers
+            if isinstance(layer, keras.layers.Conv2D) and layer.name in widths}
+    assert len(kept) >= 7 and any(
+        all(k == max(4, 4 * math.floor(m * widths[n] / 4 + 0.5))
+            for n, k in kept.items()) for m in np.linspace(0.01, 0.99, 99))
+    assert sum(kept.values()) < sum(widths[n] for n in kept)
+    assert abs(_achieved(log) - 0.3) <= 0.1
 
 
 def test_flops_budget_takes_a_ranking_and_names_a_bad_one():
-    schedule = tf_prunetrain.FlopsBudget(0.5, ranking=budget.UniformWidths())
+    schedule = tf_prunetrain.FlopsBudget(0.5, ranking=budget.ThinWidths())
     again = tf_prunetrain.FlopsBudget.from_config(schedule.get_config())
-    assert isinstance(again.ranking, budget.UniformWidths)
-    assert schedule.get_config()["ranking"] == "UniformWidths"
-    with pytest.raises(TypeError, match="FlopsBudget: ranking"):
+    assert isinstance(again.ranking, budget.ThinWidths)
+    assert schedule.get_config()["ranking"] == "ThinWidths"
+    assert isinstance(tf_prunetrain.FlopsBudget(0.5).ranking,
+                      budget.NormPerFlop)
+    with pytest.raises(TypeError, match="FlopsBudget: ranking must be a "
+                       "budget.Ranking.*'uniform'"):
         tf_prunetrain.FlopsBudget(0.5, ranking="uniform")
+    with pytest.raises(ValueError, match="unknown ranking 'UniformWidths'; "
+                       "known: NormPerFlop, ThinWidths"):
+        tf_prunetrain.FlopsBudget.from_config(
+            {**schedule.get_config(), "ranking": "UniformWidths"})

@@ -76,26 +76,6 @@ class _Counts:
         self.counts = [[int(np.count_nonzero(keep[r])) for r in axes]
                        for axes in self.axes]
         self.set_counts = [int(np.count_nonzero(keep[s])) for s in self.sets]
-        self.set_sizes = np.asarray([len(s) for s in self.sets], float)
-        self._set_means: np.ndarray | None = None
-        self._membership: np.ndarray | None = None
-
-    def set_means(self, score: np.ndarray) -> np.ndarray:
-        """Per output channel set: its channels' mean `score` when the cut
-        began (this object's first call)."""
-        if self._set_means is None:
-            self._set_means = np.asarray([np.mean(score[s])
-                                          for s in self.sets])
-        return self._set_means
-
-    def membership(self) -> np.ndarray:
-        """A float matrix, roots × output sets: 1 where a root is in a set."""
-        if self._membership is None:
-            member = np.zeros((len(self.keep), len(self.sets)))
-            for root, sets in self.in_sets.items():
-                member[root, [s for s, _ in sets]] = 1.0
-            self._membership = member
-        return self._membership
 
     def _term(self, t: int, counts: list[int]) -> float:
         value = self.flops[t]
@@ -139,14 +119,14 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
                   floor: float = 0.0, threshold: float = 1e-4,
                   round_to: int = 1, min_channels: int = 1,
                   remove_blocks: bool = True,
-                  ranking: NormPerFlop | None = None) -> planning.Plan:
+                  ranking: Ranking | None = None) -> planning.Plan:
     """A plan whose model has at most `goal` forward FLOPs per example.
 
     Channel sets are removed in order: dead ones (every coupled kernel slice
-    `max|w| < threshold`) first, then live ones in the order of `ranking`
-    (default `NormPerFlop`: the sum of their slices' L2 norms per FLOP they
-    cost, re-ranked as the cut proceeds; `UniformWidths`: every layer keeps
-    the same fraction, the norms choose which channels). It stops as soon as the goal is
+    `max|w| < threshold`) first, then live ones by the sum of their slices'
+    L2 norms per FLOP they cost, re-ranked as the cut proceeds (the cost of
+    a channel falls as its neighbours go; `ranking`, default `NormPerFlop()`;
+    `ThinWidths()` cuts to uniform widths instead). It stops as soon as the goal is
     met, so it undershoots by less than one channel set's FLOPs; then more
     dead sets go while the FLOPs stay at or above `floor`. No output keeps
     fewer than `min_channels` channels; convolution/Dense outputs keep
@@ -176,8 +156,8 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     if not np.all(np.isfinite(score)):
         planning.raise_non_finite(graph)
     dead = max_abs < threshold
-    plan = _plan(graph, goal, floor, round_to, min_channels, dead, score,
-                 max_abs, ranking or NormPerFlop())
+    plan = (ranking or NormPerFlop()).plan(
+        graph, goal, floor, round_to, min_channels, dead, score, max_abs)
     if remove_blocks:  # cut off by dead channels: constant, whatever is cut
         alive = ~dead
         alive[coupling.FROZEN] = True
@@ -187,15 +167,14 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
 
 def _plan(graph: coupling.ChannelGraph, goal: float, floor: float,
           round_to: int, min_channels: int, dead: np.ndarray,
-          score: np.ndarray, max_abs: np.ndarray,
-          ranking: NormPerFlop) -> planning.Plan:
+          score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
     candidates = np.flatnonzero(np.isfinite(max_abs))
     candidates = candidates[candidates != coupling.FROZEN]
     aim = goal
     for _ in range(16):  # lower the aim until the rounded plan meets the goal
         keep = np.ones(len(graph.root), bool)
         counts = _Counts(graph, keep, min_channels)
-        _cut(counts, candidates, dead, score, aim, floor, ranking)
+        _cut(counts, candidates, dead, score, aim, floor)
         plan = planning.Plan(graph, keep, set(), {})
         planning.restore_minimum(plan, score, round_to, min_channels)
         if round_to == 1 or aim <= 0:
@@ -213,12 +192,7 @@ def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
     at a time (its strongest removed ones), taking each time the step that
     comes closest to the goal without passing it."""
     graph = plan.graph
-    outputs = {}
-    for r in graph.records:
-        if r.handler is not None and r.handler.count_key is not None \
-                and r.outs and r.outs[0] is not None:
-            roots = graph.roots(r.outs[0])
-            outputs.setdefault(roots.tobytes(), roots)
+    outputs = {roots.tobytes(): roots for roots in _outputs(graph).values()}
     flops = estimate_flops(graph, plan.keep)
     while True:
         best = None
@@ -239,89 +213,163 @@ def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
         plan, flops = best
 
 
-class NormPerFlop:
-    """Ranks live channel sets by the weight norm per FLOP they cost: the
-    cut goes where a channel is weak for its price (0.1's only ranking).
-    Dead channel sets go first, wherever they are, and more of them after
-    the goal, down to the floor. Costs change as neighbours go, so it
-    re-ranks after every half of the remaining gap."""
+class Ranking:
+    """Which live channels a budget cut removes (`FlopsBudget(ranking=)`).
 
-    dead_first = True
+    A ranking turns a FLOPs goal into a `planning.Plan` (`plan`). `start` is
+    called when `fit` starts (not on resume); `get_state`/`set_state` carry
+    what it remembers through checkpoints."""
 
-    def keys(self, counts: _Counts, left: list[int],
-             score: np.ndarray) -> dict[int, float]:
-        """Per root of `left`: its rank (lowest is cut first)."""
-        costs = {r: counts.marginal(r) for r in left}
-        return {r: score[r] / costs[r] if costs[r] > 0 else math.inf
-                for r in left}
+    def start(self, graph: coupling.ChannelGraph) -> None:
+        """Called by `FlopsBudget` with the model at the start of `fit`."""
+
+    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
+             round_to: int, min_channels: int, dead: np.ndarray,
+             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
+        raise NotImplementedError
 
     def get_config(self) -> dict:
         return {}
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Restores what `get_state` returned."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-class UniformWidths(NormPerFlop):
-    """Ranks channel sets so that every layer keeps the same fraction of
-    its channels, as a uniform width multiplier does; the weight norms only
-    choose *which* channels of a layer go (the weakest relative to the
-    layer's mean when the cut began: dead ones first, but only within
-    their layer's share). FLOPs do not enter the rank, so early,
-    high-resolution layers are not cut harder for costing more. It
-    re-ranks after every channel set it removes.
+class NormPerFlop(Ranking):
+    """Cuts where a channel is weak for its price (the default).
 
-    (An earlier variant let the norms move the widths too, and removed dead
-    channel sets first wherever they were. On Fashion-MNIST the lasso had
-    killed most of stages 2 and 3 by the first cut, so it cut them to a
-    quarter and kept stage 1 whole, and that architecture trained from
-    scratch lost 1.26 points [−1.74, −0.72] to the norm-per-FLOP one at
-    target 0.25: BENCHMARKS.md.)
+    Dead channel sets go first, wherever they are, and more of them after
+    the goal, down to the floor; then live ones with the least weight norm
+    per FLOP they cost. Costs change as neighbours go, so it re-ranks after
+    every half of the remaining gap. With `round_to`, the aim is lowered
+    until the rounded plan meets the goal, and channels are given back in
+    steps of `round_to` while it still does."""
 
-    Experimental: measured, it loses to `NormPerFlop` too (−1.25 points
-    [−1.47, −1.00] at target 0.5, 5 seeds): it equalizes fractions of the
-    model at each cut rather than at the start, and rounding 16-channel
-    layers to multiples of 8 pushes the cut onto the wider stages
-    (BENCHMARKS.md, "Issue 31, lever 1")."""
+    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
+             round_to: int, min_channels: int, dead: np.ndarray,
+             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
+        return _plan(graph, goal, floor, round_to, min_channels, dead, score,
+                     max_abs)
 
-    dead_first = False
 
-    def keys(self, counts: _Counts, left: list[int],
-             score: np.ndarray) -> dict[int, float]:
-        roots = np.asarray(left)
-        member = counts.membership()[roots]  # roots × output sets
-        sets = member.sum(axis=1)
-        means = counts.set_means(score)
-        inverse = np.divide(1.0, means, out=np.ones_like(means),
-                            where=means > 0)
-        kept = np.asarray(counts.set_counts) / counts.set_sizes
-        with np.errstate(divide="ignore", invalid="ignore"):
-            relative = score[roots] * (member @ inverse) / sets
-            fraction = (member @ kept) / sets
-        # The kept fraction decides (highest first); the relative norm,
-        # bounded below 1, only orders the channels within it.
-        keys = np.where(sets > 0, -fraction + 1e-3 * np.tanh(relative),
-                        math.inf)
-        return dict(zip(left, keys.tolist()))
+class ThinWidths(Ranking):
+    """Cuts to the widths of a uniformly thinner network; the norms only
+    choose *which* channels of a layer go (the weakest: dead ones first).
+
+    Every convolution/Dense output keeps `m` times its width at the start
+    of `fit` (`start`), rounded to the nearest multiple of `round_to` (at
+    least `round_to` or `min_channels`, at most its width now), with one
+    multiplier `m` for the whole model: the one whose estimated FLOPs come
+    nearest the goal. So the model may end up to one rounding step above
+    the goal (ResNet-20 at 0.25 with `round_to=8`: widths 8/16/32, 0.251
+    of its FLOPs) — unlike `NormPerFlop`, which stays at or below it.
+    FLOPs do not enter the rank, so early, high-resolution layers are not
+    cut harder for costing more. Used without `start`, the widths of the
+    first model it plans for are the start widths.
+
+    Example:
+    >>> import keras, tf_prunetrain
+    >>> from tf_prunetrain import budget
+    >>> x = keras.Input((8, 8, 3))
+    >>> h = keras.layers.Conv2D(16, 3, padding="same", name="c1")(x)
+    >>> h = keras.layers.Conv2D(32, 3, padding="same", name="c2")(h)
+    >>> y = keras.layers.Conv2D(4, 3, padding="same", name="c3")(h)
+    >>> model = keras.Model(x, y)
+    >>> graph = tf_prunetrain.channel_groups(model)
+    >>> start = tf_prunetrain.cost.forward_flops(model)
+    >>> plan = budget.plan_to_flops(graph, 0.25 * start, round_to=8,
+    ...                             ranking=budget.ThinWidths())
+    >>> plan.changes()  # half of every width
+    [('c1', 16, 8), ('c2', 32, 16)]
+    """
+
+    def __init__(self) -> None:
+        self.widths: dict[str, int] | None = None
+
+    def start(self, graph: coupling.ChannelGraph) -> None:
+        self.widths = {path: len(roots)
+                       for path, roots in _outputs(graph).items()}
+
+    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
+             round_to: int, min_channels: int, dead: np.ndarray,
+             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
+        if self.widths is None:
+            self.start(graph)
+        outputs = {path: roots for path, roots in _outputs(graph).items()
+                   if np.all(np.isfinite(max_abs[roots]))
+                   and not np.any(roots == coupling.FROZEN)}
+        # Widths change only where m·w0/round_to crosses a half: one
+        # candidate multiplier between each pair of such points.
+        starts = {self.widths.get(path, len(r)) for path, r in outputs.items()}
+        points = sorted({0.0, 1.0} | {
+            (j + 0.5) * round_to / w0 for w0 in starts
+            for j in range(w0 // round_to + 1) if (j + 0.5) * round_to < w0})
+        candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [1.0]
+        best = None
+        for m in candidates:
+            plan = self._thin(graph, outputs, m, round_to, min_channels,
+                              score)
+            flops = estimate_flops(graph, plan.keep)
+            if best is None or abs(flops - goal) < abs(best[1] - goal):
+                best = (plan, flops)
+        return best[0]
+
+    def _thin(self, graph: coupling.ChannelGraph,
+              outputs: dict[str, np.ndarray], m: float, round_to: int,
+              min_channels: int, score: np.ndarray) -> planning.Plan:
+        keep = np.ones(len(graph.root), bool)
+        chosen = np.zeros(len(graph.root), bool)
+        for path, roots in outputs.items():
+            roots = np.unique(roots)
+            w0 = self.widths.get(path, len(roots))
+            width = round_to * math.floor(m * w0 / round_to + 0.5)
+            width = min(len(roots), max(width, round_to, min_channels))
+            order = roots[np.argsort(-score[roots], kind="stable")]
+            keep[roots] = False
+            chosen[order[:width]] = True
+        keep |= chosen  # a root two outputs share stays if either keeps it
+        plan = planning.Plan(graph, keep, set(), {})
+        planning.restore_minimum(plan, score, round_to, min_channels)
+        return plan
+
+    def get_state(self) -> dict:
+        return {"widths": self.widths}
+
+    def set_state(self, state: dict) -> None:
+        self.widths = state.get("widths", self.widths)
+
+
+def _outputs(graph: coupling.ChannelGraph) -> dict[str, np.ndarray]:
+    """Path -> root ids of every convolution/Dense output."""
+    outputs: dict[str, np.ndarray] = {}
+    for r in graph.records:
+        if r.handler is not None and r.handler.count_key is not None \
+                and r.outs and r.outs[0] is not None:
+            outputs.setdefault(r.view.path, graph.roots(r.outs[0]))
+    return outputs
 
 
 def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
-         score: np.ndarray, goal: float, floor: float,
-         ranking: NormPerFlop) -> None:
+         score: np.ndarray, goal: float, floor: float) -> None:
     total = counts.total()
-    first = dead if ranking.dead_first else np.zeros_like(dead)
     while total > goal:
         left = [int(r) for r in candidates if counts.keep[r]
                 and counts.removable(int(r))]
         if not left:
             return
-        keys = ranking.keys(counts, left, score)
-        order = sorted(left, key=lambda r: (not first[r], keys[r]))
+        costs = {r: counts.marginal(r) for r in left}
+        order = sorted(left, key=lambda r: (
+            not dead[r], score[r] / costs[r] if costs[r] > 0 else math.inf))
         gap, removed = total - goal, 0.0
         for root in order:
-            if total <= goal or removed >= gap / 2 or (
-                    not ranking.dead_first and removed > 0):
-                break  # re-rank: costs or kept fractions changed
+            if total <= goal or removed >= gap / 2:
+                break  # re-rank: costs changed
             if not counts.removable(root):
                 continue
             saved = counts.marginal(root)
@@ -330,8 +378,6 @@ def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
             removed += saved
         if removed == 0:
             return
-    if not ranking.dead_first:
-        return
     for root in candidates:  # dead sets left over, down to the floor
         root = int(root)
         if dead[root] and counts.keep[root] and counts.removable(root):

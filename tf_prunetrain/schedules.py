@@ -224,9 +224,10 @@ class FlopsBudget(Schedule):
       min_cut: the smallest cut worth a re-trace, as a fraction of the
         initial FLOPs.
       threshold: deadness threshold on absolute kernel values.
-      ranking: the order live channels are cut in: `budget.NormPerFlop()`
-        (the default: weight norm per FLOP) or `budget.UniformWidths()` (as
-        a uniformly thinner network, unless the norms say otherwise).
+      ranking: which live channels go: `budget.NormPerFlop()` (the
+        default: the least weight norm per FLOP) or `budget.ThinWidths()`
+        (the widths of a uniformly thinner network, nearest the goal; the
+        norms choose which channels of each layer).
 
     Example:
     >>> from tf_prunetrain.schedules import FlopsBudget
@@ -238,7 +239,7 @@ class FlopsBudget(Schedule):
     def __init__(self, target: float, target_epoch: int | None = None,
                  interval: int | None = None, power: float = 3.0,
                  min_cut: float = 0.05, threshold: float = 1e-4,
-                 ranking: budget.NormPerFlop | None = None):
+                 ranking: budget.Ranking | None = None):
         if isinstance(target, bool) or not isinstance(target, (int, float)) \
                 or not 0 < float(target) < 1:
             raise ValueError(
@@ -253,10 +254,11 @@ class FlopsBudget(Schedule):
         self.target = float(target)
         self._target_epoch, self._interval = target_epoch, interval
         self.power, self.min_cut, self.threshold = power, min_cut, threshold
-        if ranking is not None and not isinstance(ranking, budget.NormPerFlop):
+        if ranking is not None and not isinstance(ranking, budget.Ranking):
             raise TypeError(
-                "FlopsBudget: ranking must be budget.NormPerFlop() or "
-                f"budget.UniformWidths(), got {ranking!r:.80}.")
+                "FlopsBudget: ranking must be a budget.Ranking, e.g. "
+                f"budget.NormPerFlop() or budget.ThinWidths(), got "
+                f"{ranking!r:.80}.")
         self.ranking = ranking or budget.NormPerFlop()
         # Fixed when fit starts (`start`) and carried by checkpoints.
         self.target_epoch: int | None = target_epoch
@@ -296,6 +298,7 @@ class FlopsBudget(Schedule):
                 f"FlopsBudget: the FLOPs of model '{context.model.name}' are "
                 "unknown: it has dynamic input sizes. Build it with a fixed "
                 "input shape, e.g. keras.Input((32, 32, 3)).")
+        self.ranking.start(context.graph)
         lowest = budget.reachable_flops(
             context.graph, context.min_channels,
             context.round_to) / context.initial_flops
@@ -335,11 +338,19 @@ class FlopsBudget(Schedule):
     def from_config(cls, config: dict[str, Any]) -> "FlopsBudget":
         ranking = config.get("ranking")
         if isinstance(ranking, str):
-            config = {**config, "ranking": getattr(budget, ranking)()}
+            known = {c.__name__: c for c in budget.Ranking.__subclasses__()}
+            if ranking not in known:
+                raise ValueError(
+                    f"FlopsBudget.from_config: unknown ranking {ranking!r}; "
+                    f"known: {', '.join(sorted(known))}. (0.2 removed "
+                    "UniformWidths: it measured worse, see CHANGELOG.md.)")
+            config = {**config, "ranking": known[ranking]()}
         return cls(**config)
 
     def get_state(self) -> dict[str, Any]:
-        return {"target_epoch": self.target_epoch}
+        return {"target_epoch": self.target_epoch,
+                "ranking": self.ranking.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.target_epoch = state.get("target_epoch", self.target_epoch)
+        self.ranking.set_state(state.get("ranking", {}))

@@ -103,7 +103,7 @@ DEFAULTS = WORKLOADS["fashion_mnist"]
 # The levers of issue 31: recipe flags a `prunetrain_<lever>` method sets
 # (its `scratch_<lever>` control trains that run's final architecture).
 LEVERS: dict[str, dict[str, Any]] = {
-    "uniform_widths": {"ranking": "uniform_widths"}}
+    "thin_widths": {"ranking": "thin_widths"}}
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")

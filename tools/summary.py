@@ -319,14 +319,16 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 
 
 # prunetrain_time and prunetrain_undo (rank="time", undo_slower=True), and
-# prunetrain_uniform (an earlier uniform ranking, BENCHMARKS.md) are no
+# prunetrain_uniform(_widths) (earlier rankings, BENCHMARKS.md) are no
 # longer run; results files of earlier sweeps hold them (tools/results/).
 METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
            "scratch", "paper", "prunetrain_uniform", "scratch_uniform",
-           "prunetrain_uniform_widths", "scratch_uniform_widths")
+           "prunetrain_uniform_widths", "scratch_uniform_widths",
+           "prunetrain_thin_widths", "scratch_thin_widths")
 _COLORS = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
                              "tab:brown", "tab:orange", "tab:green",
-                             "tab:pink", "tab:olive", "tab:cyan", "tab:gray"),
+                             "tab:pink", "tab:olive", "tab:cyan", "tab:gray",
+                             "darkred", "gold"),
                    strict=True))
 
 
