@@ -72,6 +72,7 @@ class Config:
     threshold: float = 1e-4
     round_to: int = 8  # channel counts stay multiples of this
     ranking: str = "norm_per_flop"  # how the budget cut orders live channels
+    gentle: bool = False  # fade what a budget cut removes over the epoch before
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -138,6 +139,8 @@ _HELP = {
                 "and what runs fast on CPU; 1: any count).",
     "ranking": "With --flops_target: the order live channels are cut in: "
                f"{' or '.join(sorted(RANKINGS))} (tf_prunetrain.budget).",
+    "gentle": "With --flops_target: fade the channels each cut removes to "
+              "zero over the epoch before it (FlopsBudget(gentle=True)).",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -260,6 +263,9 @@ def validate(config: Config) -> None:
                              f"{config.epochs}): the pruned model must train.")
     elif config.target_epoch is not None:
         raise ValueError("--target_epoch needs --flops_target.")
+    elif config.gentle:
+        raise ValueError("--gentle needs --flops_target (it fades what a "
+                         "budget cut will remove).")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
     if config.penalty_epochs is not None and config.penalty_epochs < 1:
@@ -489,7 +495,7 @@ def pruning(config: Config) -> tf_prunetrain.Reconfigure:
         schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
             config.flops_target, target_epoch=target_epoch(config),
             interval=config.interval, threshold=config.threshold,
-            ranking=RANKINGS[config.ranking]())
+            ranking=RANKINGS[config.ranking](), gentle=config.gentle)
     else:
         schedule = tf_prunetrain.DeadChannels(
             config.interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
@@ -610,6 +616,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             for r in cuts if r.step_seconds_before and r.step_seconds_after],
         "removed_layers": sum(
             after == 0 for r in cuts for _, _, after in r.changes),
+        # How live the removed channels were at each cut (0: only zeros).
+        "removed_norms": [r.removed_norm for r in cuts],
         "batch_size": batch,
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": timeline.segments,

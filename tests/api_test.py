@@ -86,6 +86,7 @@ def test_the_import_graph_has_no_cycle():
 def test_the_layers_run_one_way():
     graph = _graph()
     order = ["handlers", "coupling", "planning", "budget", "schedules",
+             "fading",
              "slicing", "inplace", "surgery", "reconfigure"]
     for i, low in enumerate(order):
         for high in order[i + 1:]:

@@ -118,6 +118,20 @@ def plan_pruning(
     return plan
 
 
+def removed_norm(plan: Plan) -> float | None:
+    """The mean group norm (`ChannelGraph.group_strength`'s score) of the
+    channels `plan` removes over that of those it keeps: 0 when it removes
+    only zeros, about 1 when they are as strong as the rest (None when it
+    removes or keeps none)."""
+    max_abs, score = plan.graph.group_strength()
+    judged = np.isfinite(max_abs)
+    judged[coupling.FROZEN] = False
+    removed, kept = score[judged & ~plan.keep], score[judged & plan.keep]
+    if not removed.size or not kept.size or kept.mean() <= 0:
+        return None
+    return float(removed.mean() / kept.mean())
+
+
 def raise_non_finite(graph: coupling.ChannelGraph) -> None:
     """Raises the ValueError for kernels with NaN/inf (training diverged)."""
     bad = sorted({f"{b.layer.name}/{b.weight}" for b in graph.bindings.values()

@@ -13,6 +13,7 @@ from tf_prunetrain import _checks
 from tf_prunetrain import _keras
 from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import distribute
+from tf_prunetrain import fading
 from tf_prunetrain import inplace
 from tf_prunetrain import keras_callbacks
 from tf_prunetrain import planning
@@ -44,6 +45,10 @@ class Reconfiguration:
     step_seconds_before: float | None = None
     step_seconds_after: float | None = None
     retrace_seconds: float | None = None
+    # The removed channels' mean group norm (summed L2 norms of their
+    # kernel slices) over the kept ones', just before the cut: 0 when only
+    # zeros went, about 1 when they were as strong as the rest.
+    removed_norm: float | None = None
 
 
 class Reconfigure(keras.callbacks.Callback):
@@ -134,6 +139,7 @@ class Reconfigure(keras.callbacks.Callback):
         self._uncalibrated: list[tuple[Any, float]] | None = None
         # The other callbacks of the fit this one runs in (set_model).
         self._companions = keras_callbacks.Companions([], self)
+        self._fade: fading.Fade | None = None  # this epoch's (gentle cuts)
 
     # -- the run -----------------------------------------------------------
     @property
@@ -182,6 +188,8 @@ class Reconfigure(keras.callbacks.Callback):
             regularizers.set_strength(self.model, 0.0)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._fade is not None:
+            self._fade.step()
         if self._uncalibrated is None:
             return
         uncalibrated, self._uncalibrated = self._uncalibrated, None
@@ -207,6 +215,14 @@ class Reconfigure(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._companions.release()
+        self._fade = None
+        if self.finished is None and type(self.schedule).upcoming \
+                is not schedules.Schedule.upcoming:
+            plan = self.schedule.upcoming(epoch + 1, self.context())
+            agreed = self._agreed(plan and schedules.Decision(plan))
+            if agreed is not None and agreed.plan is not None:
+                self._fade = fading.Fade.for_epoch(
+                    agreed.plan, self.params, self.schedule)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
@@ -311,12 +327,14 @@ class Reconfigure(keras.callbacks.Callback):
         start = time.perf_counter()
         before = self._measure()
         changes = plan.changes()
+        removed_norm = planning.removed_norm(plan)
         if changes:
             inplace.reconfigure_in_place(self.model, plan)
         after = self._measure()
-        done = Reconfiguration(epoch, before[0], after[0], before[1],
-                               after[1], before[2], after[2],
-                               time.perf_counter() - start, changes)
+        done = Reconfiguration(
+            epoch, before[0], after[0], before[1], after[1], before[2],
+            after[2], time.perf_counter() - start, changes,
+            removed_norm=removed_norm)
         self.reconfigurations.append(done)
         if changes:  # at the end of the 0-based epoch `epoch - 1`
             self._companions.after_change(epoch - 1 if epoch else None, done,
@@ -351,7 +369,10 @@ def describe(done: Reconfiguration, verbose: int = 1) -> str:
              f"{done.params_after:,} ({share:+.1f}%){flops}, all-reduce "
              f"bytes/step {done.gradient_bytes_before:,} -> "
              f"{done.gradient_bytes_after:,}, {len(done.changes)} layer "
-             f"outputs narrowed, {done.seconds:.2f} s"]
+             f"outputs narrowed"
+             + ("" if done.removed_norm is None else
+                f" (their norm {done.removed_norm:.2f} of the kept)")
+             + f", {done.seconds:.2f} s"]
     if verbose > 1:
         width = max(len(path) for path, _, _ in done.changes)
         lines += [f"  {path:<{width}}  {old:>5} -> {new}"

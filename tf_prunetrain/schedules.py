@@ -128,6 +128,12 @@ class Schedule:
             f"{type(self).__name__}.decide: a Schedule subclass must "
             "implement decide(epoch, context).")
 
+    def upcoming(self, epoch: int, context: Context) -> planning.Plan | None:
+        """Asked when the 1-based `epoch` begins: the cut to be made after
+        it, if its channels should fade to zero during it
+        (`fading.Fade`); None (the default): no fading."""
+        return None
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-ready)."""
         return {}
@@ -228,6 +234,9 @@ class FlopsBudget(Schedule):
         default: the least weight norm per FLOP) or `budget.ThinWidths()`
         (the widths of a uniformly thinner network, nearest the goal; the
         norms choose which channels of each layer).
+      gentle: fade the channels each cut removes to zero over the epoch
+        before it (`fading.Fade`; planned when that epoch begins), so the
+        cut removes zeros and leaves the model's function as it is.
 
     Example:
     >>> from tf_prunetrain.schedules import FlopsBudget
@@ -239,7 +248,8 @@ class FlopsBudget(Schedule):
     def __init__(self, target: float, target_epoch: int | None = None,
                  interval: int | None = None, power: float = 3.0,
                  min_cut: float = 0.05, threshold: float = 1e-4,
-                 ranking: budget.Ranking | None = None):
+                 ranking: budget.Ranking | None = None,
+                 gentle: bool = False):
         if isinstance(target, bool) or not isinstance(target, (int, float)) \
                 or not 0 < float(target) < 1:
             raise ValueError(
@@ -260,6 +270,10 @@ class FlopsBudget(Schedule):
                 f"budget.NormPerFlop() or budget.ThinWidths(), got "
                 f"{ranking!r:.80}.")
         self.ranking = ranking or budget.NormPerFlop()
+        if not isinstance(gentle, bool):
+            raise TypeError(f"FlopsBudget: gentle must be True or False, got "
+                            f"{gentle!r}.")
+        self.gentle = gentle
         # Fixed when fit starts (`start`) and carried by checkpoints.
         self.target_epoch: int | None = target_epoch
 
@@ -328,11 +342,18 @@ class FlopsBudget(Schedule):
             return None
         return Decision(plan, last=reached)
 
+    def upcoming(self, epoch: int, context: Context) -> planning.Plan | None:
+        if not self.gentle or epoch > self.target_epoch:
+            return None
+        decision = self.decide(epoch, context)
+        return None if decision is None else decision.plan
+
     def get_config(self) -> dict[str, Any]:
         return {"target": self.target, "target_epoch": self._target_epoch,
                 "interval": self._interval, "power": self.power,
                 "min_cut": self.min_cut, "threshold": self.threshold,
-                "ranking": type(self.ranking).__name__}
+                "ranking": type(self.ranking).__name__,
+                "gentle": self.gentle}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "FlopsBudget":

@@ -103,7 +103,9 @@ DEFAULTS = WORKLOADS["fashion_mnist"]
 # The levers of issue 31: recipe flags a `prunetrain_<lever>` method sets
 # (its `scratch_<lever>` control trains that run's final architecture).
 LEVERS: dict[str, dict[str, Any]] = {
-    "thin_widths": {"ranking": "thin_widths"}}
+    "thin_widths": {"ranking": "thin_widths"},
+    "gentle": {"gentle": True},
+    "thin_gentle": {"ranking": "thin_widths", "gentle": True}}
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
@@ -226,7 +228,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "train_flops_spent", "train_flops_dense", "gradient_bytes",
         "memory_traffic_bytes", "reconfiguration_seconds", "retrace_seconds",
         "step_changes", "removed_layers", "timeline", "train_seconds",
-        "seconds")}
+        "seconds", "removed_norms")}
     # What the replay adds to a run's steps: the surgery, and the first
     # step after each reconfiguration minus a steady one.
     figures["one_off_seconds"] = (result["reconfiguration_seconds"]

@@ -1,0 +1,144 @@
+"""Gentle cuts: `fading.Fade` and `FlopsBudget(gentle=True)` in `fit`."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pruning_testing as pt
+import tf_prunetrain
+from tf_prunetrain import budget
+from tf_prunetrain import fading
+from tf_prunetrain.models import resnet_cifar
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _plan(model, fraction=0.5):
+    graph = tf_prunetrain.channel_groups(model)
+    return budget.plan_to_flops(
+        graph, fraction * tf_prunetrain.cost.forward_flops(model))
+
+
+def test_fade_shrinks_exactly_the_doomed_slices_linearly_to_zero():
+    model = pt.two_convs(16, 16)
+    plan = _plan(model)
+    doomed = ~plan.mask(plan.graph.layer_outputs()["c1"])
+    assert 0 < doomed.sum() < 16
+    c1, c2 = model.get_layer("c1").kernel, model.get_layer("c2").kernel
+    before1, before2 = c1.numpy(), c2.numpy()
+    fade = fading.Fade(plan, steps=4)
+    fade.step()  # a quarter gone, on both coupled sides
+    np.testing.assert_allclose(c1.numpy()[..., doomed],
+                               0.75 * before1[..., doomed], rtol=1e-6)
+    np.testing.assert_allclose(c2.numpy()[:, :, doomed],
+                               0.75 * before2[:, :, doomed], rtol=1e-6)
+    np.testing.assert_array_equal(c1.numpy()[..., ~doomed],
+                                  before1[..., ~doomed])
+    fade.step()  # half
+    np.testing.assert_allclose(c1.numpy()[..., doomed],
+                               0.5 * before1[..., doomed], rtol=1e-6)
+    fade.step(), fade.step(), fade.step()  # a fifth step does nothing
+    assert fade.left == 0
+    assert not c1.numpy()[..., doomed].any()
+    assert not c2.numpy()[:, :, doomed].any()
+    np.testing.assert_array_equal(c2.numpy()[:, :, ~doomed],
+                                  before2[:, :, ~doomed])
+    # The cut of the faded channels leaves the model's function.
+    x = np.random.default_rng(0).random((4, 8, 8, 3), np.float32)
+    small = tf_prunetrain.surgery.rebuild(_plan(model))
+    np.testing.assert_allclose(small(x), model(x), atol=1e-5)
+    with pytest.raises(ValueError, match="Fade: steps must be >= 1"):
+        fading.Fade(plan, steps=0)
+
+
+class _Outputs(keras.callbacks.Callback):
+    """The model's inference outputs just before and just after each cut
+    (listed before `Reconfigure`, its `on_epoch_end` runs first)."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.before, self.pairs = x, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.before = np.asarray(self.model(self.x, training=False))
+
+    def on_reconfigure(self, reconfiguration, plan):
+        self.pairs.append((self.before,
+                           np.asarray(self.model(self.x, training=False))))
+
+
+def _fit(gentle, strategy=None, ranking=None, epochs=4, data=None):
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = tf_prunetrain.add_group_lasso(resnet_cifar(
+            8, input_shape=(12, 12, 1), widths=(8, 16, 32), seed=0),
+            strength=0.05, proximal=True, scales=True)
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 12, 12, 1), np.float32)
+    y = np.arange(128) % 10
+    outputs = _Outputs(x[:16])
+    callback = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.4, target_epoch=2, interval=1,
+                                  ranking=ranking, gentle=gentle),
+        penalty_ratio=None, round_to=1, verbose=0)
+    model.fit(data if data is not None else x, None if data is not None
+              else y, epochs=epochs, batch_size=32, verbose=0, shuffle=False,
+              callbacks=[outputs, callback])
+    return model, callback, outputs
+
+
+@pytest.mark.parametrize("ranking", [None, budget.ThinWidths()])
+def test_gentle_cuts_remove_zeros_and_keep_the_function(ranking):
+    model, callback, outputs = _fit(True, ranking=ranking)
+    cuts = [r for r in callback.reconfigurations if r.changes]
+    assert len(cuts) == 2 and callback.finished == 2
+    for cut in cuts:
+        assert cut.removed_norm == pytest.approx(0.0, abs=1e-6)
+    assert len(outputs.pairs) == 2
+    for before, after in outputs.pairs:
+        np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
+    # The same run cutting at once removes live channels: outputs move.
+    _, abrupt, abrupt_outputs = _fit(False, ranking=ranking)
+    assert all(r.removed_norm > 0.05 for r in abrupt.reconfigurations
+               if r.changes)
+    assert max(np.abs(a - b).max() for b, a in abrupt_outputs.pairs) > 1e-2
+    # Both end at the same FLOPs.
+    assert [r.flops_after for r in cuts][-1] == pytest.approx(
+        [r.flops_after for r in abrupt.reconfigurations
+         if r.changes][-1], rel=0.05)
+
+
+def test_gentle_cut_under_mirrored_strategy_keeps_replicas_equal():
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    model, callback, outputs = _fit(True, strategy=strategy)
+    assert all(r.removed_norm == pytest.approx(0.0, abs=1e-6)
+               for r in callback.reconfigurations if r.changes)
+    for variable in model.weights:
+        values = [v.numpy() for v in variable.values] \
+            if hasattr(variable, "values") else []
+        for other in values[1:]:
+            np.testing.assert_array_equal(other, values[0])
+    for before, after in outputs.pairs:
+        np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_gentle_needs_steps_per_epoch_and_a_bool():
+    rng = np.random.default_rng(0)
+    unsized = tf.data.Dataset.from_tensor_slices(
+        (rng.random((64, 12, 12, 1), np.float32), np.arange(64) % 10)
+    ).filter(lambda x, y: True).batch(32)
+    with pytest.raises(ValueError, match="needs the number of steps per "
+                       "epoch: pass steps_per_epoch"):
+        _fit(True, data=unsized)
+    with pytest.raises(TypeError, match="FlopsBudget: gentle must be True "
+                       "or False"):
+        tf_prunetrain.FlopsBudget(0.5, gentle="yes")
+    schedule = tf_prunetrain.FlopsBudget(0.5, gentle=True)
+    config = json.loads(json.dumps(schedule.get_config()))
+    assert tf_prunetrain.FlopsBudget.from_config(config).gentle is True
