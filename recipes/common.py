@@ -37,7 +37,11 @@ from tf_prunetrain import models
 import timeline as timeline_lib  # recipes/timeline.py
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
-          "vgg13", "vgg16", "resnet50")
+          "vgg13", "vgg16", "resnet50", "mobilenetv2")
+# keras.applications' MobileNetV2 keeps BatchNorm statistics with momentum
+# 0.999 (for long ImageNet runs): after a few hundred steps they would
+# still be half their initial values. The recipes use Keras' default.
+MOBILENET_BN_MOMENTUM = 0.99
 DATA = ("mnist5k", "digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
 AUGMENT = ("default", "none", "crop_flip")
 CHECKPOINT_DIR = "checkpoints"
@@ -404,6 +408,18 @@ def build_model(config: Config, shape: tuple[int, int, int],
         return keras.applications.ResNet50(weights=None, input_shape=shape,
                                            classes=num_classes,
                                            classifier_activation=None)
+    if config.model == "mobilenetv2":  # --width_multiplier is its alpha
+        if min(shape[:2]) < 32:
+            raise ValueError(f"--model=mobilenetv2 needs images of at least "
+                             f"32x32; {config.data} is {shape[0]}x{shape[1]}:"
+                             " add --image_size=32.")
+        model = keras.applications.MobileNetV2(
+            weights=None, input_shape=shape, classes=num_classes, alpha=m,
+            classifier_activation=None)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = MOBILENET_BN_MOMENTUM
+        return model
     widths = tuple(max(1, round(w * m)) for w in (16, 32, 64))
     if config.model == "resnet50_cifar":
         return models.resnet_cifar(50, num_classes, shape, widths,

@@ -142,3 +142,20 @@ def test_gentle_needs_steps_per_epoch_and_a_bool():
     schedule = tf_prunetrain.FlopsBudget(0.5, gentle=True)
     config = json.loads(json.dumps(schedule.get_config()))
     assert tf_prunetrain.FlopsBudget.from_config(config).gentle is True
+
+
+def test_removed_norm_is_relative_to_what_each_layer_keeps():
+    model = pt.two_convs(16, 16)
+    for name, scale in (("c1", 1.0), ("c2", 100.0)):  # layers' scales differ
+        layer = model.get_layer(name)
+        layer.kernel.assign(np.full(layer.kernel.shape, scale, "float32"))
+    model.get_layer("fc").kernel.assign(np.ones((16, 10), "float32"))
+    plan = _plan(model)  # live channels as strong as the kept ones
+    assert plan.changes()
+    assert tf_prunetrain.planning.removed_norm(plan) == pytest.approx(1.0)
+    tf_prunetrain.coupling.zero_channels(model, {"c1": list(range(12))})
+    dead = _plan(model, 0.6)  # only zeros go
+    assert dead.changes()
+    assert tf_prunetrain.planning.removed_norm(dead) == 0.0
+    assert tf_prunetrain.planning.removed_norm(
+        tf_prunetrain.planning.Plan.keep_all(dead.graph)) is None

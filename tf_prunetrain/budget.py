@@ -311,14 +311,27 @@ class ThinWidths(Ranking):
             (j + 0.5) * round_to / w0 for w0 in starts
             for j in range(w0 // round_to + 1) if (j + 0.5) * round_to < w0})
         candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [1.0]
-        best = None
-        for m in candidates:
-            plan = self._thin(graph, outputs, m, round_to, min_channels,
-                              score)
-            flops = estimate_flops(graph, plan.keep)
-            if best is None or abs(flops - goal) < abs(best[1] - goal):
-                best = (plan, flops)
-        return best[0]
+
+        def thin(i: int) -> tuple[planning.Plan, float]:
+            plan = self._thin(graph, outputs, candidates[i], round_to,
+                              min_channels, score)
+            return plan, estimate_flops(graph, plan.keep)
+
+        # FLOPs grow with m: bisect for the first candidate at or above the
+        # goal, then take it or the one below, whichever is nearer.
+        low, high = 0, len(candidates) - 1
+        top = thin(high)
+        if top[1] <= goal:
+            return top[0]
+        while high - low > 1:
+            mid = (low + high) // 2
+            if thin(mid)[1] >= goal:
+                high = mid
+            else:
+                low = mid
+        above, below = thin(high), thin(low)
+        return below[0] if abs(below[1] - goal) <= abs(above[1] - goal) \
+            else above[0]
 
     def _thin(self, graph: coupling.ChannelGraph,
               outputs: dict[str, np.ndarray], m: float, round_to: int,

@@ -119,17 +119,23 @@ def plan_pruning(
 
 
 def removed_norm(plan: Plan) -> float | None:
-    """The mean group norm (`ChannelGraph.group_strength`'s score) of the
-    channels `plan` removes over that of those it keeps: 0 when it removes
-    only zeros, about 1 when they are as strong as the rest (None when it
-    removes or keeps none)."""
+    """How live the channels `plan` removes are: each one's group norm
+    (`ChannelGraph.group_strength`'s score) over the mean of those its layer
+    keeps, averaged. 0 when it removes only zeros, about 1 when they are as
+    strong as the rest (None when it removes none)."""
     max_abs, score = plan.graph.group_strength()
     judged = np.isfinite(max_abs)
     judged[coupling.FROZEN] = False
-    removed, kept = score[judged & ~plan.keep], score[judged & plan.keep]
-    if not removed.size or not kept.size or kept.mean() <= 0:
-        return None
-    return float(removed.mean() / kept.mean())
+    ratios: dict[int, float] = {}
+    for ids in plan.graph.layer_outputs().values():
+        roots = np.unique(plan.graph.roots(ids))
+        roots = roots[judged[roots]]
+        kept = score[roots[plan.keep[roots]]]
+        if not kept.size or kept.mean() <= 0:
+            continue
+        for root in roots[~plan.keep[roots]].tolist():
+            ratios.setdefault(root, float(score[root] / kept.mean()))
+    return float(np.mean(list(ratios.values()))) if ratios else None
 
 
 def raise_non_finite(graph: coupling.ChannelGraph) -> None:
