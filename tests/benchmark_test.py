@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
+import tf_prunetrain  # noqa: E402
 import benchmark  # noqa: E402  (tools/benchmark.py)
 import common  # noqa: E402  (recipes/common.py, put on the path by benchmark)
 import step_time  # noqa: E402  (tools/step_time.py)
@@ -309,3 +310,24 @@ def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
     with pytest.raises(ValueError, match="--ranking='norm_per_flop' there"):
         benchmark.load_state(str(path), dataclasses.replace(
             config, ranking="thin_widths"), 0, 1)
+
+
+def test_mobilenetv2_workload_builds_keras_applications_at_its_widths():
+    config = benchmark.WORKLOADS["fashion_mnist_mobilenetv2"]
+    common.validate(config)
+    assert config.model == "mobilenetv2" and config.image_size == 32
+    defaults = benchmark.SWEEP_DEFAULTS["fashion_mnist_mobilenetv2"]
+    assert defaults["targets"] == ["0.125", "0.25", "0.5"]
+    for width, target in zip(defaults["widths"], defaults["targets"]):
+        thin = benchmark._setting(config, "thin", float(width), 0, "")
+        model = common.build_model(thin, (32, 32, 1), 10)
+        assert model.name.startswith(f"mobilenetv2_{float(width):.2f}")
+        dense = common.build_model(config, (32, 32, 1), 10)
+        ratio = tf_prunetrain.cost.forward_flops(model) \
+            / tf_prunetrain.cost.forward_flops(dense)
+        assert abs(ratio - float(target)) < 0.015  # a thin of equal FLOPs
+    assert {layer.momentum for layer in model.layers
+            if hasattr(layer, "moving_mean")} == {common.MOBILENET_BN_MOMENTUM}
+    with pytest.raises(ValueError, match="--model=mobilenetv2 needs images "
+                       "of at least 32x32.*add --image_size=32"):
+        common.build_model(thin, (28, 28, 1), 10)
