@@ -121,7 +121,11 @@ DEFAULTS = WORKLOADS["fashion_mnist"]
 LEVERS: dict[str, dict[str, Any]] = {
     "thin_widths": {"ranking": "thin_widths"},
     "gentle": {"gentle": True},
-    "thin_gentle": {"ranking": "thin_widths", "gentle": True}}
+    "thin_gentle": {"ranking": "thin_widths", "gentle": True},
+    # The same without the group lasso: with thin widths, the norms only
+    # choose which channels fade; is the penalty worth its shrinkage?
+    "thin_gentle_no_lasso": {"ranking": "thin_widths", "gentle": True,
+                             "strength": 0.0}}
 _MODE = flags.DEFINE_enum("mode", "comparison", ["comparison", "pair"],
                           "comparison: every method over seeds; pair: one "
                           "dense/PruneTrain pair with the flags as given.")
