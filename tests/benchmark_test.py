@@ -257,6 +257,35 @@ def test_goals_are_decided_by_paired_intervals_not_means():
         "more accurate (established)" in decided["worth it"]["detail"]
 
 
+def test_a_lever_without_scratch_runs_pairs_with_the_same_architecture():
+    def run(seed, method, setting, accuracy, architecture):
+        return {"seed": seed, "method": method, "setting": setting,
+                "accuracy": accuracy, "final_architecture": architecture,
+                "train_seconds": 10.0, "one_off_seconds": 0.0,
+                **{key: 1.0 for key in benchmark.summary._RATIOS.values()}}
+
+    runs = []
+    for seed in range(3):
+        runs += [run(seed, "dense", None, 0.9, "d"),
+                 run(seed, "prunetrain_a", 0.5, 0.85, f"a{seed}"),
+                 run(seed, "scratch_a", 0.5, 0.88 + seed / 100, f"a{seed}"),
+                 run(seed, "prunetrain_b", 0.5, 0.86, f"a{seed}"),
+                 run(seed, "prunetrain_c", 0.5, 0.87, "other")]
+    result = {"runs": runs}
+    benchmark.summary.annotate(result)
+    rows = {r["label"]: r for r in benchmark.summary.summarize(result)}
+    # b trained a's widths on every seed: a's scratch runs are its control.
+    assert rows["prunetrain_a 0.5"]["scratch"] == "scratch_a 0.5"
+    assert rows["prunetrain_b 0.5"]["scratch"] == "scratch_a 0.5"
+    assert rows["prunetrain_b 0.5"]["paired"]["scratch_a 0.5"]["mean"] == \
+        pytest.approx(-3.0)
+    assert "scratch" not in rows["prunetrain_c 0.5"]  # no such control
+    paths = [g["goal"] for g in benchmark.summary.goals(
+        list(rows.values()), "wall_time") if g["goal"].startswith("path")]
+    assert paths == ["path: prunetrain_a 0.5 >= scratch_a 0.5",
+                     "path: prunetrain_b 0.5 >= scratch_a 0.5"]
+
+
 def test_step_time_fit_is_consistent_with_its_rows():
     result = step_time.measure(8, (8, 8, 1), 8, [1.0, 0.5], rounds=1, steps=1)
     full, half = result["rows"]

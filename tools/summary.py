@@ -110,9 +110,22 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     runs = [r for r in result["runs"] if "ratios" in r]
     keys = list(dict.fromkeys((r["method"], r["setting"]) for r in runs))
     references = [k for k in keys if k[0] in ("dense", "thin")]
-    # PruneTrain also against its own architecture from scratch (the path).
-    own = {k: (scratch_of(k[0]), k[1]) for k in keys
-           if scratch_of(k[0]) and (scratch_of(k[0]), k[1]) in keys}
+    # PruneTrain also against its own architecture from scratch (the path):
+    # its scratch_<lever> runs, else scratch runs of the same architecture
+    # on every seed (a lever run without --scratch whose widths another
+    # lever's scratch control already trained).
+    arch = {k: {r["seed"]: r.get("final_architecture") for r in runs
+                if (r["method"], r["setting"]) == k} for k in keys}
+    own = {}
+    for k in keys:
+        if not scratch_of(k[0]):
+            continue
+        same = [s for s in keys if s[0].startswith("scratch") and s[1] == k[1]
+                and all(arch[s].get(seed) == a for seed, a in arch[k].items())]
+        if (scratch_of(k[0]), k[1]) in keys:
+            own[k] = (scratch_of(k[0]), k[1])
+        elif same:
+            own[k] = same[0]
     rows = []
     for method, value in keys:
         mine = [r for r in runs if (r["method"], r["setting"]) == (method,
@@ -123,6 +136,8 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
                "top1": _mean_std([r["accuracy"] for r in mine]),
                **{k: _mean_std([r["ratios"][k] for r in mine])
                   for k in sorted(names)}, "paired": {}}
+        if (method, value) in own:
+            row["scratch"] = label(*own[(method, value)])
         mine_refs = references + ([own[(method, value)]]
                                   if (method, value) in own else [])
         for ref in mine_refs:
@@ -176,7 +191,8 @@ def goals(summary: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         return row[key]["mean"]
 
     for p in pruned:
-        scratch = by.get(label(scratch_of(p["method"]), p["setting"]))
+        scratch = by.get(p.get("scratch")
+                         or label(scratch_of(p["method"]), p["setting"]))
         if scratch is None:
             continue
         if thin:  # the architecture: its widths vs uniform at equal FLOPs
