@@ -226,7 +226,15 @@ class Ranking:
     def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
              round_to: int, min_channels: int, dead: np.ndarray,
              score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
-        raise NotImplementedError
+        """The plan to about `goal` forward FLOPs per example. Per root id
+        of `graph`: `dead` (below the threshold), `score` and `max_abs`
+        (`ChannelGraph.group_strength`); no extra dead channels below
+        `floor` FLOPs; convolution/Dense widths multiples of `round_to`,
+        every output at least `min_channels`."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.plan: a Ranking subclass must implement "
+            "plan(graph, goal, floor, round_to, min_channels, dead, score, "
+            "max_abs).")
 
     def get_config(self) -> dict:
         return {}
