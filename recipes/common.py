@@ -75,8 +75,8 @@ class Config:
     interval: int | None = None
     threshold: float = 1e-4
     round_to: int = 8  # channel counts stay multiples of this
-    ranking: str = "norm_per_flop"  # how the budget cut orders live channels
-    gentle: bool = False  # fade what a budget cut removes over the epoch before
+    ranking: str = "thin_widths"  # which channels a budget cut removes
+    gentle: bool = True  # fade what a budget cut removes over the epoch before
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -141,7 +141,7 @@ _HELP = {
     "threshold": "A channel is dead when all its kernel slices are below.",
     "round_to": "Keep channel counts multiples of this (8: tensor cores, "
                 "and what runs fast on CPU; 1: any count).",
-    "ranking": "With --flops_target: the order live channels are cut in: "
+    "ranking": "With --flops_target: which channels a cut removes: "
                f"{' or '.join(sorted(RANKINGS))} (tf_prunetrain.budget).",
     "gentle": "With --flops_target: fade the channels each cut removes to "
               "zero over the epoch before it (FlopsBudget(gentle=True)).",
@@ -267,9 +267,6 @@ def validate(config: Config) -> None:
                              f"{config.epochs}): the pruned model must train.")
     elif config.target_epoch is not None:
         raise ValueError("--target_epoch needs --flops_target.")
-    elif config.gentle:
-        raise ValueError("--gentle needs --flops_target (it fades what a "
-                         "budget cut will remove).")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
     if config.penalty_epochs is not None and config.penalty_epochs < 1:

@@ -319,10 +319,14 @@ def test_target_epoch_is_prunetrains_alone(tmp_path):
 
 def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
         tmp_path):
-    config = dataclasses.replace(TINY, epochs=1)
-    lever = benchmark._setting(config, "prunetrain_thin_widths", 0.5, 0,
+    config = dataclasses.replace(TINY, epochs=1, ranking="norm_per_flop",
+                                 gentle=False)  # the workloads' (0.2's cut)
+    assert (benchmark.DEFAULTS.ranking, benchmark.DEFAULTS.gentle) == \
+        ("norm_per_flop", False)
+    lever = benchmark._setting(config, "prunetrain_thin_gentle", 0.5, 0,
                                "")
-    assert lever.ranking == "thin_widths" and lever.flops_target == 0.5
+    assert (lever.ranking, lever.gentle, lever.flops_target) == \
+        ("thin_widths", True, 0.5)
     assert benchmark._setting(config, "prunetrain", 0.5, 0, "").ranking \
         == "norm_per_flop"
     control = benchmark._setting(config, "scratch_thin_widths", 0.5, 0,
@@ -330,15 +334,19 @@ def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
     assert not control.prunetrain and control.architecture == "a.json"
     assert benchmark.summary.scratch_of("prunetrain_thin_widths") == \
         "scratch_thin_widths"
-    # A file written before a recipe flag existed ran at its default.
+    # A file written before a recipe flag existed ran at its default then
+    # (--ranking's and --gentle's changed since).
     path = tmp_path / "before.json"
     state = benchmark.load_state(None, config, 0, 1)
-    del state["config"]["ranking"]
+    del state["config"]["ranking"], state["config"]["gentle"]
     path.write_text(json.dumps(state))
     assert benchmark.load_state(str(path), config, 0, 1)["runs"] == []
     with pytest.raises(ValueError, match="--ranking='norm_per_flop' there"):
         benchmark.load_state(str(path), dataclasses.replace(
             config, ranking="thin_widths"), 0, 1)
+    with pytest.raises(ValueError, match="--gentle=False there"):
+        benchmark.load_state(str(path), dataclasses.replace(
+            config, gentle=True), 0, 1)
 
 
 def test_mobilenetv2_workload_builds_keras_applications_at_its_widths():

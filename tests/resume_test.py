@@ -160,7 +160,11 @@ def test_stopped_budget_run_resumes_to_the_same_widths_without_recalibrating(
     model, cut, log, history, _, heard = _budget_fit(tmp_path / "whole")
     assert len(heard) == 1 and heard[0] > 0
     assert cut.finished == 3 and cut.strength == 0.0
-    assert log.cost.inference_flops <= 0.5 * log.initial_cost.inference_flops
+    # ThinWidths' nearest thin widths: within a rounding step of 0.5.
+    assert abs(log.cost.inference_flops / log.initial_cost.inference_flops
+               - 0.5) <= 0.05
+    assert all(r.removed_norm == 0.0 for r in cut.reconfigurations
+               if r.changes)  # gentle: only zeros were cut
     _, _, _, first, _, first_heard = _budget_fit(tmp_path / "parts", True)
     assert len(first["loss"]) == 1 and first_heard == heard
     assert sorted(os.listdir(tmp_path / "parts")) == ["ckpt-1"]

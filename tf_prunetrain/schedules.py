@@ -207,14 +207,18 @@ class DeadChannels(Schedule):
 class FlopsBudget(Schedule):
     """Cut the model to a FLOPs budget early in training.
 
-    After epoch `e` the model's inference FLOPs per example are at most
+    After epoch `e` the model's inference FLOPs per example are about
     `goal(e)` times those at the start of `fit`, `goal` falling from 1 to
     `target` as `target + (1 − target)·(1 − e/target_epoch)**power` (most
     of the cut early, as TFMOT's `PolynomialDecay` does for sparsity). A
-    cut is made every `interval` epochs before `target_epoch` and at it:
-    dead channel sets first, then the live ones with the least weight norm
-    per FLOP (`budget.plan_to_flops`), so the target is met whatever the
-    lasso did. A cut before `target_epoch` that would remove less than
+    cut is made every `interval` epochs before `target_epoch` and at it,
+    to the widths of a uniformly thinner network whose FLOPs come nearest
+    the goal (`budget.ThinWidths`: the weight norms choose which channels
+    of each layer go), so the target is met whatever the lasso did. The
+    channels a cut removes fade to zero over the epoch before it
+    (`gentle`), so the cut itself leaves the model's function as it is.
+    Both measured better than 0.2's abrupt norm-per-FLOP cut (BENCHMARKS.md,
+    "Issue 31, levers 2 and 3"). A cut before `target_epoch` that would remove less than
     `min_cut` of the initial FLOPs is skipped (it would not pay for its
     re-trace). Once the target is met — at `target_epoch`, or earlier if
     enough channels died — pruning ends: the group lasso is switched off
@@ -230,13 +234,14 @@ class FlopsBudget(Schedule):
       min_cut: the smallest cut worth a re-trace, as a fraction of the
         initial FLOPs.
       threshold: deadness threshold on absolute kernel values.
-      ranking: which live channels go: `budget.NormPerFlop()` (the
-        default: the least weight norm per FLOP) or `budget.ThinWidths()`
-        (the widths of a uniformly thinner network, nearest the goal; the
-        norms choose which channels of each layer).
+      ranking: which channels go: `budget.ThinWidths()` (the default: the
+        widths of a uniformly thinner network, nearest the goal; the norms
+        choose which channels of each layer) or `budget.NormPerFlop()`
+        (0.2's: dead channels, then the least weight norm per FLOP, at or
+        below the goal).
       gentle: fade the channels each cut removes to zero over the epoch
-        before it (`fading.Fade`; planned when that epoch begins), so the
-        cut removes zeros and leaves the model's function as it is.
+        before it (`fading.Fade`; planned when that epoch begins; `fit`
+        must know its steps per epoch). False: cut them as they are.
 
     Example:
     >>> from tf_prunetrain.schedules import FlopsBudget
@@ -249,7 +254,7 @@ class FlopsBudget(Schedule):
                  interval: int | None = None, power: float = 3.0,
                  min_cut: float = 0.05, threshold: float = 1e-4,
                  ranking: budget.Ranking | None = None,
-                 gentle: bool = False):
+                 gentle: bool = True):
         if isinstance(target, bool) or not isinstance(target, (int, float)) \
                 or not 0 < float(target) < 1:
             raise ValueError(
@@ -269,7 +274,7 @@ class FlopsBudget(Schedule):
                 "FlopsBudget: ranking must be a budget.Ranking, e.g. "
                 f"budget.NormPerFlop() or budget.ThinWidths(), got "
                 f"{ranking!r:.80}.")
-        self.ranking = ranking or budget.NormPerFlop()
+        self.ranking = ranking or budget.ThinWidths()
         if not isinstance(gentle, bool):
             raise TypeError(f"FlopsBudget: gentle must be True or False, got "
                             f"{gentle!r}.")

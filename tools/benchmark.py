@@ -87,8 +87,12 @@ from tf_prunetrain import data as data_lib  # noqa: E402
 # kernels and BatchNorm scales at λ = 0.02 until the FLOPs target is met.
 # Widths are rounded to multiples of 8 (the recipes' and the library's
 # default --round_to).
+# `prunetrain` is 0.2's cut (norm per FLOP, abrupt), the one the stored
+# comparisons ran; the levers (`LEVERS`) are the alternatives, `thin_gentle`
+# the library's default since issue 31.
 _TUNED = dict(model="resnet20", batch_size=128, proximal=True, scales=True,
-              strength=0.02, validate=False, verbose=0)
+              strength=0.02, validate=False, verbose=0,
+              ranking="norm_per_flop", gentle=False)
 # ResNet-20, not -32: on 2 cores a sweep must fit in a few sittings, and
 # ResNet-20's thin 0.25 already trails dense by several points on
 # Fashion-MNIST, so width matters at this size.
@@ -298,6 +302,9 @@ def run_record(config: common.Config, method: str, value: float | None,
             **_figures(outcome), "architectures": outcome["architectures"]}
 
 
+# Recipe flags whose default changed after they were added: their value
+# in results files written before them.
+_FIRST_DEFAULTS = {"ranking": "norm_per_flop", "gentle": False}
 # Recipe flags that do not change what a run computes.
 _NEUTRAL = ("seed", "verbose", "log_dir", "export_dir")
 
@@ -322,8 +329,9 @@ def load_state(path: str | None, config: common.Config, paper_interval: int,
         raise ValueError(f"{path} holds no architecture timelines (it was "
                          "written before sweeps could be replayed or "
                          "resumed): give another --json.")
-    # A flag added since the file was written ran at its default there.
-    defaults = _config_dict(common.Config())
+    # A flag added since the file was written ran at its default there
+    # (the default when it was added, where that changed since).
+    defaults = {**_config_dict(common.Config()), **_FIRST_DEFAULTS}
     was = {name: old["config"].get(name, defaults[name])
            for name in state["config"]}
     differing = [f"--{name}={was[name]!r} there, {value!r} now"
