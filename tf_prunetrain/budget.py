@@ -236,9 +236,6 @@ class Ranking:
             "plan(graph, goal, floor, round_to, min_channels, dead, score, "
             "max_abs).")
 
-    def get_config(self) -> dict:
-        return {}
-
     def get_state(self) -> dict:
         return {}
 

@@ -57,7 +57,6 @@ class Fade:
         graph = plan.graph
         doomed = np.flatnonzero(~plan.keep)
         doomed = doomed[doomed != coupling.FROZEN]
-        self.roots = doomed
         self.left = steps
         self._targets: list[tuple[Any, np.ndarray]] = []
         for b in graph.bindings.values():

@@ -128,7 +128,6 @@ DEFAULTS = WORKLOADS["fashion_mnist"]
 # (its `scratch_<lever>` control trains that run's final architecture).
 LEVERS: dict[str, dict[str, Any]] = {
     "thin_widths": {"ranking": "thin_widths"},
-    "gentle": {"gentle": True},
     "thin_gentle": {"ranking": "thin_widths", "gentle": True},
     # The same without the group lasso: with thin widths, the norms only
     # choose which channels fade; is the penalty worth its shrinkage?

@@ -341,14 +341,14 @@ METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
            "scratch", "paper", "prunetrain_uniform", "scratch_uniform",
            "prunetrain_uniform_widths", "scratch_uniform_widths",
            "prunetrain_thin_widths", "scratch_thin_widths",
-           "prunetrain_gentle", "scratch_gentle", "prunetrain_thin_gentle",
+           "prunetrain_thin_gentle",
            "scratch_thin_gentle", "prunetrain_thin_gentle_no_lasso",
            "scratch_thin_gentle_no_lasso")
 _COLORS = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
                              "tab:brown", "tab:orange", "tab:green",
                              "tab:pink", "tab:olive", "tab:cyan", "tab:gray",
-                             "darkred", "gold", "magenta", "peru",
-                             "darkviolet", "olive", "teal", "khaki"),
+                             "darkred", "gold", "darkviolet", "olive", "teal",
+                             "khaki"),
                    strict=True))
 
 
