@@ -77,6 +77,8 @@ class Config:
     round_to: int = 8  # channel counts stay multiples of this
     ranking: str = "thin_widths"  # which channels a budget cut removes
     gentle: bool = True  # fade what a budget cut removes over the epoch before
+    early_bird: bool = False  # one budget cut, when the channel mask settles
+    rewarm_epochs: float = 0.0  # learning rate lifted after each cut (0: off)
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -145,6 +147,13 @@ _HELP = {
                f"{' or '.join(sorted(RANKINGS))} (tf_prunetrain.budget).",
     "gentle": "With --flops_target: fade the channels each cut removes to "
               "zero over the epoch before it (FlopsBudget(gentle=True)).",
+    "early_bird": "With --flops_target: one cut, made when the channels it "
+                  "would remove stop changing between epochs "
+                  "(schedules.EarlyBird, experimental); --target_epoch is "
+                  "then its deadline (unset: 50% of --epochs).",
+    "rewarm_epochs": "After each cut, lift the learning rate back to the "
+                     "highest it has been and let it fall over this many "
+                     "epochs (rewarm.Rewarm, experimental; 0: off).",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -265,8 +274,17 @@ def validate(config: Config) -> None:
             raise ValueError(f"--target_epoch={target_epoch(config)} must "
                              f"come before the last epoch (--epochs="
                              f"{config.epochs}): the pruned model must train.")
-    elif config.target_epoch is not None:
-        raise ValueError("--target_epoch needs --flops_target.")
+        if config.early_bird and config.interval is not None:
+            raise ValueError("--early_bird and --interval conflict: it cuts "
+                             "once, when the mask settles.")
+    elif config.target_epoch is not None or config.early_bird:
+        raise ValueError(f"--{'early_bird' if config.early_bird else 'target_epoch'}"
+                         " needs --flops_target.")
+    if not config.rewarm_epochs >= 0:
+        raise ValueError("--rewarm_epochs must be >= 0 (0: off).")
+    if config.rewarm_epochs and not config.prunetrain:
+        raise ValueError("--rewarm_epochs needs PruneTrain: it acts after "
+                         "cuts (drop --noprunetrain).")
     if not 0 < config.penalty_ratio < 1:
         raise ValueError("--penalty_ratio must be in (0, 1).")
     if config.penalty_epochs is not None and config.penalty_epochs < 1:
@@ -281,9 +299,11 @@ def validate(config: Config) -> None:
 
 
 def target_epoch(config: Config) -> int:
-    """The epoch by which --flops_target is met (FlopsBudget's default)."""
-    return config.target_epoch or max(1, round(
-        tf_prunetrain.schedules.TARGET_FRACTION * config.epochs))
+    """The epoch by which --flops_target is met (FlopsBudget's default, or
+    EarlyBird's deadline with --early_bird)."""
+    fraction = tf_prunetrain.schedules.DEADLINE_FRACTION if \
+        config.early_bird else tf_prunetrain.schedules.TARGET_FRACTION
+    return config.target_epoch or max(1, round(fraction * config.epochs))
 
 
 def _segment_end(config: Config, epoch: int) -> int:
@@ -504,8 +524,13 @@ def pruning(config: Config) -> tf_prunetrain.Reconfigure:
     """PruneTrain's callback for `config`: `Reconfigure` with a
     `FlopsBudget` (--flops_target) or `DeadChannels` (the paper's mode)
     schedule."""
-    if config.flops_target is not None:
-        schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
+    if config.flops_target is not None and config.early_bird:
+        schedule: tf_prunetrain.Schedule = tf_prunetrain.schedules.EarlyBird(
+            config.flops_target, deadline=target_epoch(config),
+            threshold=config.threshold, ranking=RANKINGS[config.ranking](),
+            gentle=config.gentle)
+    elif config.flops_target is not None:
+        schedule = tf_prunetrain.FlopsBudget(
             config.flops_target, target_epoch=target_epoch(config),
             interval=config.interval, threshold=config.threshold,
             ranking=RANKINGS[config.ranking](), gentle=config.gentle)
@@ -545,6 +570,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             model, epoch = compiled_model(config, data, replicas), 0
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
     callbacks.append(learning_rate)
+    if config.rewarm_epochs:
+        callbacks.append(tf_prunetrain.rewarm.Rewarm(config.rewarm_epochs))
     if config.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
     # The dense model's activation memory at the base batch: the budget the
@@ -631,6 +658,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             after == 0 for r in cuts for _, _, after in r.changes),
         # How live the removed channels were at each cut (0: only zeros).
         "removed_norms": [r.removed_norm for r in cuts],
+        # --early_bird: the mask's distance after each epoch it was planned.
+        "mask_distances": list(getattr(reconfigure.schedule, "distances",
+                                       [])) if reconfigure else [],
         "batch_size": batch,
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": timeline.segments,

@@ -19,7 +19,8 @@ The way in (README, "Tour"):
 Everything else lives in submodules: `schedules`, `planning`, `budget`,
 `inplace`, `surgery`, `regularizers`, `cost`, `coupling`, `distribute`
 (`make_strategy`, `synchronize_batchnorm`), `dynamic_batch`, `latency`,
-`keras_callbacks`. CHANGELOG.md lists what moved where.
+`keras_callbacks`, and the experimental `rewarm` (`Rewarm`) and
+`schedules.EarlyBird`. CHANGELOG.md lists what moved where.
 """
 
 try:
@@ -35,6 +36,7 @@ from tf_prunetrain import dynamic_batch  # noqa: F401
 from tf_prunetrain import inplace  # noqa: F401
 from tf_prunetrain import latency  # noqa: F401
 from tf_prunetrain import planning  # noqa: F401
+from tf_prunetrain import rewarm  # noqa: F401
 from tf_prunetrain import schedules  # noqa: F401
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import training_cost

@@ -308,14 +308,21 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
     it replaces, the layer); other variables are the old ones. Variables
     that left the model (removed branches) leave their slots behind. An
     optimizer that was never built has no state: it is kept, and builds on
-    the new variables at the first step."""
+    the new variables at the first step. A learning-rate schedule is kept
+    as the same object."""
     if not _keras.trained_variables(old):
         return old
     new = type(old).from_config(old.get_config())
-    new.build(model.trainable_variables)
     pairs = [(old, new)]
     if hasattr(old, "inner_optimizer"):  # LossScaleOptimizer
         pairs.append((old.inner_optimizer, new.inner_optimizer))
+    for old_opt, new_opt in pairs:
+        # The schedule object itself, not a copy from its config: it may
+        # hold state (`rewarm.Rewarmed`), and callbacks may hold it.
+        rate = getattr(old_opt, "_learning_rate", None)
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            new_opt.learning_rate = rate
+    new.build(model.trainable_variables)
     for old_opt, new_opt in pairs:
         index = {id(v): i for i, v in
                  enumerate(_keras.trained_variables(old_opt))}

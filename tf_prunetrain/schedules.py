@@ -19,6 +19,13 @@ Two are built in:
 * `DeadChannels()` (the paper's): every `interval` epochs, remove the
   channels the group lasso has driven to zero (`planning.plan_pruning`).
 
+An experimental one (issue 31; off unless chosen, BENCHMARKS.md has its
+figures):
+
+* `EarlyBird(target)`: one cut to `target`, made when the channels it
+  would remove stop changing from epoch to epoch (You et al., ICLR 2020),
+  or at a deadline.
+
 Write your own by subclassing `Schedule` (README, "Your own schedule").
 """
 
@@ -30,6 +37,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
 from tf_prunetrain import _checks
 from tf_prunetrain import budget
@@ -41,6 +49,8 @@ from tf_prunetrain import planning
 # `FlopsBudget`'s default target epoch as a fraction of fit's epochs.
 DEAD_CHANNELS_INTERVAL = 10
 TARGET_FRACTION = 0.25
+# `EarlyBird`'s default deadline, as a fraction of fit's epochs.
+DEADLINE_FRACTION = 0.5
 
 
 @dataclasses.dataclass
@@ -258,25 +268,25 @@ class FlopsBudget(Schedule):
         if isinstance(target, bool) or not isinstance(target, (int, float)) \
                 or not 0 < float(target) < 1:
             raise ValueError(
-                "FlopsBudget: target must be a number in (0, 1) (the final "
+                f"{type(self).__name__}: target must be a number in (0, 1) (the final "
                 f"FLOPs as a fraction of the initial), got {target!r}.")
         for name, value in (("target_epoch", target_epoch),
                             ("interval", interval)):
             _checks.positive_int(value, name, "FlopsBudget", optional=True)
         _checks.non_negative(power, "power", "FlopsBudget")
         _checks.non_negative(min_cut, "min_cut", "FlopsBudget")
-        _checks.non_negative(threshold, "threshold", "FlopsBudget")
+        _checks.non_negative(threshold, "threshold", type(self).__name__)
         self.target = float(target)
         self._target_epoch, self._interval = target_epoch, interval
         self.power, self.min_cut, self.threshold = power, min_cut, threshold
         if ranking is not None and not isinstance(ranking, budget.Ranking):
             raise TypeError(
-                "FlopsBudget: ranking must be a budget.Ranking, e.g. "
+                f"{type(self).__name__}: ranking must be a budget.Ranking, e.g. "
                 f"budget.NormPerFlop() or budget.ThinWidths(), got "
                 f"{ranking!r:.80}.")
         self.ranking = ranking or budget.ThinWidths()
         if not isinstance(gentle, bool):
-            raise TypeError(f"FlopsBudget: gentle must be True or False, got "
+            raise TypeError(f"{type(self).__name__}: gentle must be True or False, got "
                             f"{gentle!r}.")
         self.gentle = gentle
         # Fixed when fit starts (`start`) and carried by checkpoints.
@@ -300,7 +310,8 @@ class FlopsBudget(Schedule):
         if self.target_epoch is None:
             if context.epochs < 2:
                 raise ValueError(
-                    f"FlopsBudget: fit runs {context.epochs} epoch(s); a "
+                    f"{type(self).__name__}: fit runs {context.epochs} "
+                    "epoch(s); a "
                     "budget needs at least 2 (one to prune in, one to train "
                     "the smaller model). Train longer, or pass target_epoch "
                     "and fit past it.")
@@ -314,7 +325,7 @@ class FlopsBudget(Schedule):
             return
         if context.initial_flops is None:
             raise ValueError(
-                f"FlopsBudget: the FLOPs of model '{context.model.name}' are "
+                f"{type(self).__name__}: the FLOPs of model '{context.model.name}' are "
                 "unknown: it has dynamic input sizes. Build it with a fixed "
                 "input shape, e.g. keras.Input((32, 32, 3)).")
         self.ranking.start(context.graph)
@@ -323,7 +334,7 @@ class FlopsBudget(Schedule):
             context.round_to) / context.initial_flops
         if self.target < lowest:
             raise ValueError(
-                f"FlopsBudget: target={self.target:g} is below what model "
+                f"{type(self).__name__}: target={self.target:g} is below what model "
                 f"'{context.model.name}' can reach with round_to="
                 f"{context.round_to} and min_channels={context.min_channels}"
                 f" ({lowest:.3f} of its FLOPs: frozen channels and layers "
@@ -331,16 +342,20 @@ class FlopsBudget(Schedule):
                 f"{math.ceil(lowest * 1000) / 1000:g}, or a smaller "
                 "Reconfigure(round_to=...).")
 
+    def plan(self, goal: float, context: Context) -> planning.Plan:
+        """The ranking's plan to `goal` of the initial FLOPs, now."""
+        start = context.initial_flops
+        return budget.plan_to_flops(
+            context.graph, goal * start, floor=self.target * start,
+            threshold=self.threshold, round_to=context.round_to,
+            min_channels=context.min_channels, ranking=self.ranking)
+
     def decide(self, epoch: int, context: Context) -> Decision | None:
         final = epoch >= self.target_epoch
         if not final and epoch % self.interval:
             return None
         start = context.initial_flops
-        plan = budget.plan_to_flops(
-            context.graph, self.goal(epoch) * start,
-            floor=self.target * start, threshold=self.threshold,
-            round_to=context.round_to, min_channels=context.min_channels,
-            ranking=self.ranking)
+        plan = self.plan(self.goal(epoch), context)
         planned = budget.estimate_flops(context.graph, plan.keep)
         reached = final or planned <= self.target * start * (1 + 1e-9)
         if not reached and (context.flops - planned) / start < self.min_cut:
@@ -380,3 +395,119 @@ class FlopsBudget(Schedule):
     def set_state(self, state: dict[str, Any]) -> None:
         self.target_epoch = state.get("target_epoch", self.target_epoch)
         self.ranking.set_state(state.get("ranking", {}))
+
+
+class EarlyBird(FlopsBudget):
+    """Cut once, to `target`, when the channel mask stops moving.
+
+    After every epoch the ranking plans the cut to `target` (the "mask":
+    which channels it would keep) and compares it with the last epoch's:
+    the distance is the fraction of channel sets whose fate changed (a
+    normalised Hamming distance, as the Early-Bird tickets of You et al.,
+    ICLR 2020). When the last `window` distances are all at most
+    `distance`, the ticket is drawn: the cut is made then (or, `gentle`,
+    after the next epoch, whose steps fade its channels to zero), and
+    pruning ends. If the mask has not settled by `deadline`, the cut is
+    made there. Every replica applies the first replica's decision
+    (`Reconfigure`), and checkpoints carry the last mask and distances, so
+    a resumed run decides as the uninterrupted one would.
+
+    Experimental (off unless chosen): BENCHMARKS.md, "Issue 31, cut time",
+    has its figures against `FlopsBudget`'s fixed epoch.
+
+    Args:
+      target: in (0, 1): the final FLOPs as a fraction of the initial.
+      distance: in [0, 1]: the largest distance that counts as settled
+        (the paper: 0.1).
+      window: how many successive distances must be settled (the paper:
+        5 of 160 epochs; the default suits runs of tens of epochs).
+      deadline: the last epoch (1-based) to cut after; default half of
+        `fit`'s epochs. It must not be past `fit`'s last epoch.
+      threshold, ranking, gentle: as `FlopsBudget`'s.
+
+    Example:
+    >>> from tf_prunetrain.schedules import EarlyBird
+    >>> s = EarlyBird(0.5, window=2)
+    >>> s.settled([0.3, 0.08, 0.05]), s.settled([0.08, 0.3])
+    (True, False)
+    """
+
+    def __init__(self, target: float, distance: float = 0.1,
+                 window: int = 2, deadline: int | None = None,
+                 threshold: float = 1e-4,
+                 ranking: budget.Ranking | None = None,
+                 gentle: bool = True):
+        _checks.positive_int(deadline, "deadline", "EarlyBird", optional=True)
+        super().__init__(target, target_epoch=deadline, threshold=threshold,
+                         ranking=ranking, gentle=gentle)
+        _checks.non_negative(distance, "distance", "EarlyBird")
+        if distance > 1:
+            raise ValueError("EarlyBird: distance must be in [0, 1] (a "
+                             f"fraction of channel sets), got {distance!r}.")
+        _checks.positive_int(window, "window", "EarlyBird")
+        self.distance, self.window = float(distance), window
+        # Carried by checkpoints: the last epoch's mask, the distances so
+        # far, and the epoch the ticket was drawn after (gentle: the cut
+        # follows one epoch later).
+        self.mask: np.ndarray | None = None
+        self.distances: list[float] = []
+        self.drawn: int | None = None
+
+    def settled(self, distances: list[float]) -> bool:
+        """Whether the last `window` of `distances` are all settled."""
+        return len(distances) >= self.window and \
+            max(distances[-self.window:]) <= self.distance
+
+    def start(self, context: Context) -> None:
+        if self.target_epoch is None and context.epochs >= 2:
+            self.target_epoch = max(1, round(DEADLINE_FRACTION
+                                             * context.epochs))
+        elif self.target_epoch is not None and not context.resumed \
+                and self.target_epoch > context.epochs:
+            raise ValueError(
+                f"EarlyBird: deadline={self.target_epoch} is past fit's last "
+                f"epoch ({context.epochs}): the cut might never be made. "
+                "Pass a smaller deadline or more epochs.")
+        super().start(context)
+
+    def decide(self, epoch: int, context: Context) -> Decision | None:
+        if self.drawn is not None:  # gentle: the faded channels go now
+            return Decision(self.plan(self.target, context), last=True)
+        plan = self.plan(self.target, context)
+        if self.mask is not None and len(self.mask) == len(plan.keep):
+            self.distances.append(float(np.mean(self.mask != plan.keep)))
+        self.mask = np.asarray(plan.keep, bool).copy()
+        final = epoch >= self.target_epoch
+        if not (final or self.settled(self.distances)):
+            return None
+        if self.gentle and not final:
+            self.drawn = epoch
+            return None
+        return Decision(plan, last=True)
+
+    def upcoming(self, epoch: int, context: Context) -> planning.Plan | None:
+        if not self.gentle or epoch > self.target_epoch:
+            return None
+        due = epoch == self.target_epoch if self.drawn is None \
+            else epoch == self.drawn + 1
+        return self.plan(self.target, context) if due else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"target": self.target, "distance": self.distance,
+                "window": self.window, "deadline": self._target_epoch,
+                "threshold": self.threshold,
+                "ranking": type(self.ranking).__name__,
+                "gentle": self.gentle}
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "distances": self.distances,
+                "drawn": self.drawn, "mask": None if self.mask is None
+                else "".join("1" if k else "0" for k in self.mask)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.distances = list(state.get("distances", []))
+        self.drawn = state.get("drawn")
+        mask = state.get("mask")
+        self.mask = None if mask is None else \
+            np.array([c == "1" for c in mask], bool)

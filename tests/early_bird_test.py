@@ -1,0 +1,164 @@
+"""`schedules.EarlyBird`: one cut when the channel mask stops moving."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pruning_testing as pt
+import tf_prunetrain
+from tf_prunetrain.models import resnet_cifar
+from tf_prunetrain.schedules import EarlyBird
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _decisions(schedule, model, epochs, between=None):
+    """`schedule`'s decision after each epoch (`between(epoch)` changes the
+    weights after it), with a fresh context each time, as in `fit`."""
+    schedule.start(pt.schedule_context(model, epochs=8))
+    out = []
+    for epoch in range(1, epochs + 1):
+        out.append(schedule.decide(epoch, pt.schedule_context(model, 8)))
+        if between is not None:
+            between(epoch)
+    return out
+
+
+def _shuffle_c1(model):
+    """Makes the other half of c1's channels the weakest each epoch."""
+    layer = model.get_layer("c1")
+
+    def shuffle(epoch):
+        norms = np.ones(16, np.float32)
+        norms[8 * (epoch % 2):8 * (epoch % 2) + 8] = 0.01
+        kernel = np.ones(layer.kernel.shape, np.float32) * norms
+        layer.kernel.assign(kernel)
+    return shuffle
+
+
+def test_draws_once_the_mask_is_settled_for_window_epochs():
+    model = pt.two_convs(16, 16)
+    decisions = _decisions(EarlyBird(0.5, window=2, gentle=False), model, 4)
+    # Weights do not move: distances 0 after epochs 2 and 3; drawn after 3.
+    assert decisions[:2] == [None, None]
+    assert decisions[2] is not None and decisions[2].last
+    assert decisions[2].plan.changes()
+    flops = tf_prunetrain.budget.estimate_flops(decisions[2].plan.graph,
+                                                decisions[2].plan.keep)
+    assert flops == pytest.approx(0.5 * pt.forward_flops(model), rel=0.15)
+
+
+def test_a_moving_mask_waits_for_the_deadline():
+    model = pt.two_convs(16, 16)
+    schedule = EarlyBird(0.5, window=1, gentle=False)  # deadline: 8 // 2
+    decisions = _decisions(schedule, model, 4, between=_shuffle_c1(model))
+    assert decisions[:3] == [None, None, None]
+    assert decisions[3] is not None and decisions[3].last
+    assert schedule.target_epoch == 4
+    assert len(schedule.distances) == 3
+    assert min(schedule.distances) > schedule.distance
+
+
+def test_gentle_fades_over_the_epoch_after_the_draw():
+    model = pt.two_convs(16, 16)
+    schedule = EarlyBird(0.5, window=1, deadline=6)
+    schedule.start(pt.schedule_context(model, epochs=8))
+    context = lambda: pt.schedule_context(model, epochs=8)  # noqa: E731
+    assert schedule.upcoming(1, context()) is None
+    assert schedule.decide(1, context()) is None
+    assert schedule.upcoming(2, context()) is None
+    assert schedule.decide(2, context()) is None  # settled: drawn, no cut
+    assert schedule.drawn == 2
+    faded = schedule.upcoming(3, context())
+    assert faded is not None and faded.changes()
+    decision = schedule.decide(3, context())
+    assert decision.last
+    np.testing.assert_array_equal(decision.plan.keep, faded.keep)
+    # Without a draw, the deadline's epoch is the one that fades.
+    late = EarlyBird(0.5, window=1, deadline=2)
+    late.start(pt.schedule_context(model, epochs=8))
+    assert late.upcoming(1, context()) is None
+    assert late.upcoming(2, context()) is not None
+
+
+def test_resumes_from_its_state_as_if_uninterrupted():
+    def run(interrupt):
+        model = pt.two_convs(16, 16)
+        shuffle = _shuffle_c1(model)
+        schedule = EarlyBird(0.5, window=3, gentle=False)
+        schedule.start(pt.schedule_context(model, epochs=8))
+        out = []
+        for epoch in range(1, 5):
+            if epoch == interrupt:  # a new process: config and state only
+                config = json.loads(json.dumps(schedule.get_config()))
+                state = json.loads(json.dumps(schedule.get_state()))
+                schedule = EarlyBird.from_config(config)
+                schedule.set_state(state)
+            decision = schedule.decide(epoch, pt.schedule_context(model, 8))
+            out.append(None if decision is None
+                       else decision.plan.keep.tolist())
+            if epoch < 2:
+                shuffle(epoch)
+        return out, schedule.distances, schedule.target_epoch
+
+    whole, resumed = run(None), run(3)
+    assert whole == resumed
+    assert whole[1][0] > 0.1 and whole[1][1:] == [0.0, 0.0]
+    assert whole[0][:3] == [None, None, None] and whole[0][3] is not None
+
+
+def _fit(strategy, epochs=5):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = tf_prunetrain.add_group_lasso(resnet_cifar(
+            8, input_shape=(12, 12, 1), widths=(8, 16, 32), seed=0),
+            strength=0.05, proximal=True, scales=True)
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 12, 12, 1), np.float32)
+    y = np.arange(128) % 10
+    # distance 1: settled after the second epoch, whatever the weights do.
+    schedule = EarlyBird(0.4, distance=1.0, window=1, deadline=4)
+    callback = tf_prunetrain.Reconfigure(schedule, penalty_ratio=None,
+                                         round_to=1, verbose=0)
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=False,
+              callbacks=[callback])
+    return model, callback, x
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_in_fit_one_gentle_cut_agreed_by_every_replica(mirrored):
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored") \
+        if mirrored else tf.distribute.get_strategy()
+    model, callback, x = _fit(strategy)
+    cuts = [r for r in callback.reconfigurations if r.changes]
+    assert [r.epoch for r in cuts] == [3] and callback.finished == 3
+    assert callback.schedule.drawn == 2
+    assert cuts[0].removed_norm == pytest.approx(0.0, abs=1e-6)
+    assert cuts[0].flops_after == pytest.approx(0.4 * cuts[0].flops_before,
+                                                rel=0.1)
+    for variable in model.weights:
+        values = [v.numpy() for v in getattr(variable, "values", [])]
+        for other in values[1:]:
+            np.testing.assert_array_equal(other, values[0])
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="EarlyBird: distance must be in "
+                       r"\[0, 1\]"):
+        EarlyBird(0.5, distance=1.5)
+    with pytest.raises(ValueError, match="EarlyBird: window must be an "
+                       "integer >= 1"):
+        EarlyBird(0.5, window=0)
+    with pytest.raises(ValueError, match="EarlyBird: deadline must be an "
+                       "integer >= 1"):
+        EarlyBird(0.5, deadline=0)
+    with pytest.raises(ValueError, match="EarlyBird: target must be"):
+        EarlyBird(1.5)
+    model = pt.two_convs(16, 16)
+    with pytest.raises(ValueError, match="EarlyBird: deadline=9 is past "
+                       r"fit's last epoch \(8\)"):
+        EarlyBird(0.5, deadline=9).start(pt.schedule_context(model, 8))

@@ -1,0 +1,154 @@
+"""`rewarm.Rewarm`: the learning rate lifted after a cut, composed with
+Keras' schedules and learning-rate callbacks."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_prunetrain
+from tf_prunetrain.models import resnet_cifar
+from tf_prunetrain.rewarm import Rewarm, Rewarmed
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+STEPS = 4  # per epoch: 128 examples, batch 32
+
+
+def _model(optimizer, strategy=None):
+    """`optimizer()` is made in the strategy's scope (Keras: else its step
+    count is a plain variable every replica increments)."""
+    keras.utils.set_random_seed(0)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = tf_prunetrain.add_group_lasso(resnet_cifar(
+            8, input_shape=(12, 12, 1), widths=(8, 16, 32), seed=0),
+            strength=0.05, proximal=True, scales=True)
+        model.compile(optimizer(), LOSS)
+    return model
+
+
+def _cut(epoch=2):
+    return tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.5, target_epoch=epoch, interval=epoch,
+                                  gentle=False),
+        penalty_ratio=None, round_to=1, verbose=0)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.random((128, 12, 12, 1), np.float32), np.arange(128) % 10
+
+
+def _fit(model, callbacks, epochs=4):
+    x, y = _data()
+    return model.fit(x, y, epochs=epochs, batch_size=32, verbose=0,
+                     shuffle=False, callbacks=callbacks)
+
+
+def _lifted(base, peak, length):
+    """The re-warm's rates for the steps after a cut, given the base rate
+    of each."""
+    return [b + max(peak - b, 0.0) * 0.5 * (1 + math.cos(math.pi * s / length))
+            for s, b in enumerate(base)]
+
+
+class _Worse(keras.callbacks.Callback):
+    """Logs a metric that never improves (ReduceLROnPlateau cuts the rate
+    after every epoch but the first)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["never_better"] = float(epoch)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_lift_leaves_reduce_lr_on_plateau_its_own_rate(first):
+    model = _model(lambda: keras.optimizers.SGD(0.1, momentum=0.9))
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        "never_better", factor=0.5, patience=0, mode="min", min_delta=0)
+    rewarm = Rewarm(epochs=1.5)  # 6 steps: epoch 3 and half of epoch 4
+    callbacks = [_Worse(), _cut(), plateau]
+    callbacks = [rewarm, *callbacks] if first else [*callbacks, rewarm]
+    history = _fit(model, callbacks, epochs=5)
+    # The plateau halves the rate after epochs 2, 3, 4 from what it set,
+    # as if there were no lift (it reads the rate between steps; its log
+    # is the epoch's rate, before it halves it).
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               [0.1, 0.1, 0.05, 0.025, 0.0125])
+    # After the cut (end of epoch 2): from the peak (0.1, epoch 1's rate)
+    # down to the plateau's rate of each step over 6 steps.
+    base = [0.05] * STEPS + [0.025] * 2
+    np.testing.assert_allclose(rewarm.rates, _lifted(base, 0.1, 6),
+                               rtol=1e-6)
+    assert float(model.optimizer.learning_rate.numpy()) == \
+        pytest.approx(0.00625)
+
+
+def test_lift_on_a_keras_schedule_and_given_back(tmp_path):
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 5 * STEPS)
+    model = _model(lambda: keras.optimizers.SGD(schedule, momentum=0.9))
+    rewarm = Rewarm(epochs=1, peak=0.08)
+    saved = os.path.join(tmp_path, "during.keras")
+    save = keras.callbacks.ModelCheckpoint(saved)  # the last: epoch 5's
+    _fit(model, [_cut(), rewarm, save], epochs=5)
+    base = [float(schedule(step)) for step in range(2 * STEPS, 3 * STEPS)]
+    np.testing.assert_allclose(rewarm.rates, _lifted(base, 0.08, STEPS),
+                               rtol=1e-5)
+    assert rewarm.rates[0] == pytest.approx(0.08)
+    assert model.optimizer._learning_rate is schedule  # given back
+    loaded = keras.saving.load_model(saved)
+    assert type(loaded.optimizer._learning_rate) is \
+        keras.optimizers.schedules.CosineDecay
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(Rewarmed(schedule)))
+    assert restored.get_config() == schedule.get_config()
+
+
+def test_lift_on_a_schedule_under_mirrored_strategy():
+    strategy = tf_prunetrain.distribute.make_strategy("mirrored")
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 4 * STEPS // 2)
+    model = _model(lambda: keras.optimizers.SGD(schedule), strategy)
+    rewarm = Rewarm(epochs=1)
+    x, y = _data()
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0, shuffle=False,
+              callbacks=[_cut(), rewarm])
+    base = [float(schedule(step)) for step in range(4, 6)]  # 2 steps/epoch
+    np.testing.assert_allclose(rewarm.rates, _lifted(base, 0.1, 2),
+                               rtol=1e-5)
+
+
+def test_the_lift_is_what_trains_and_nothing_else_changes():
+    def final(rewarm):
+        model = _model(lambda: keras.optimizers.SGD(0.1, momentum=0.9))
+        step = keras.callbacks.LearningRateScheduler(
+            lambda epoch: 0.1 if epoch < 2 else 0.01)
+        _fit(model, [_cut(), step] + ([rewarm] if rewarm else []))
+        return [w.numpy() for w in model.weights]
+
+    plain = final(None)
+    # A peak under the base lifts nothing: the run is the plain one.
+    for a, b in zip(final(Rewarm(peak=0.001)), plain):
+        np.testing.assert_array_equal(a, b)
+    lifted = final(Rewarm())
+    assert max(np.abs(a - b).max() for a, b in zip(lifted, plain)) > 1e-3
+
+
+def test_bad_arguments_and_runs_it_cannot_serve():
+    for epochs in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="Rewarm: epochs must be"):
+            Rewarm(epochs=epochs)
+    with pytest.raises(ValueError, match="Rewarm: peak must be >= 0"):
+        Rewarm(peak=-0.1)
+    model = _model(lambda: keras.optimizers.SGD(lambda: 0.1))
+    with pytest.raises(ValueError, match="Rewarm: the optimizer's "
+                       "learning_rate is a plain callable"):
+        _fit(model, [Rewarm()], epochs=1)
+    model = _model(lambda: keras.optimizers.SGD(0.1))
+    x, y = _data()
+    unsized = tf.data.Dataset.from_tensor_slices((x, y)).filter(
+        lambda a, b: True).batch(32)
+    with pytest.raises(ValueError, match="Rewarm: the re-warm lasts epochs, "
+                       "so it needs the number of steps per epoch"):
+        model.fit(unsized, epochs=3, verbose=0,
+                  callbacks=[_cut(1), Rewarm()])
