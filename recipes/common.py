@@ -280,8 +280,12 @@ def validate(config: Config) -> None:
     elif config.target_epoch is not None or config.early_bird:
         raise ValueError(f"--{'early_bird' if config.early_bird else 'target_epoch'}"
                          " needs --flops_target.")
-    if not config.rewarm_epochs >= 0:
-        raise ValueError("--rewarm_epochs must be >= 0 (0: off).")
+    if not 0 <= config.rewarm_epochs < float("inf"):
+        raise ValueError("--rewarm_epochs must be >= 0 and finite (0: off).")
+    if config.rewarm_epochs and config.dynamic_batch:
+        raise ValueError("--rewarm_epochs and --dynamic_batch conflict: the "
+                         "batch grows at the cut and scales the rate the "
+                         "lift would return to.")
     if config.rewarm_epochs and not config.prunetrain:
         raise ValueError("--rewarm_epochs needs PruneTrain: it acts after "
                          "cuts (drop --noprunetrain).")
@@ -554,6 +558,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     runlog = tf_prunetrain.RunLog(log_dir=config.log_dir,
                                   batch_size=config.batch_size * replicas)
     trackers: list[Any] = [reconfigure, runlog] if reconfigure else [runlog]
+    if config.rewarm_epochs:  # its lift in progress travels in checkpoints
+        trackers.append(tf_prunetrain.rewarm.Rewarm(config.rewarm_epochs))
     timeline = timeline_lib.Timeline()
     callbacks: list[Any] = [*trackers, timeline]
     restored = None
@@ -570,8 +576,6 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             model, epoch = compiled_model(config, data, replicas), 0
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
     callbacks.append(learning_rate)
-    if config.rewarm_epochs:
-        callbacks.append(tf_prunetrain.rewarm.Rewarm(config.rewarm_epochs))
     if config.log_dir:
         callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
     # The dense model's activation memory at the base batch: the budget the

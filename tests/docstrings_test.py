@@ -22,7 +22,7 @@ MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.planning",
            "tf_prunetrain.reconfigure", "tf_prunetrain.regularizers",
            "tf_prunetrain.runlog", "tf_prunetrain.schedules",
-           "tf_prunetrain.fading",
+           "tf_prunetrain.fading", "tf_prunetrain.rewarm",
            "tf_prunetrain.surgery",
            "tf_prunetrain.models", "tf_prunetrain.tfmot_interop",
            # The benchmark's instruments (tools/, recipes/).

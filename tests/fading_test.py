@@ -119,11 +119,11 @@ def test_gentle_cut_under_mirrored_strategy_keeps_replicas_equal():
     model, callback, outputs = _fit(True, strategy=strategy)
     assert all(r.removed_norm == pytest.approx(0.0, abs=1e-6)
                for r in callback.reconfigurations if r.changes)
-    for variable in model.weights:
-        values = [v.numpy() for v in variable.values] \
-            if hasattr(variable, "values") else []
-        for other in values[1:]:
-            np.testing.assert_array_equal(other, values[0])
+    for variable in model.trainable_weights:  # each replica's copy
+        copies = [np.asarray(v) for v in variable.value.values]
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0], copies[1],
+                                      err_msg=variable.path)
     for before, after in outputs.pairs:
         np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
 

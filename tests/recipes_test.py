@@ -123,6 +123,34 @@ def test_flops_target_with_dynamic_batch():
     _assert_trained(result)
 
 
+def test_early_bird_and_rewarm_flags():
+    """--early_bird: one cut when the mask settles (distance 1 here would
+    be needed to force it, so the deadline cuts: epoch 2 of 4); with
+    --rewarm_epochs the step schedule's rate is lifted after it."""
+    def run(rewarm):
+        return _run(model="resnet20", data="synthetic", image_size=16,
+                    synthetic_size=256, epochs=4, flops_target=0.4,
+                    early_bird=True, interval=None, proximal=True,
+                    strength=0.05, rewarm_epochs=rewarm, learning_rate=0.1,
+                    lr_decay_epochs=(1,))
+
+    result, unlifted = run(1.0), run(0.0)
+    assert result["loss"] != unlifted["loss"]  # the lift trained
+    segments = result["timeline"]
+    assert len(segments) == 2  # one architecture before the cut, one after
+    assert segments[0]["steps"] == 2 * TINY["steps_per_epoch"]  # deadline:
+    # 50% of 4 epochs
+    assert len(result["mask_distances"]) == 1  # epochs 1→2 (the cut at 2)
+    assert result["inference_flops"] / result["initial_inference_flops"] \
+        == pytest.approx(0.4, abs=0.06)
+    assert result["removed_norms"] == [pytest.approx(0.0, abs=1e-6)]
+    # Epochs 3 and 4 ran at 0.01 (decay after epoch 1), lifted to 0.1 for
+    # epoch 3's steps: the logged rate is the schedule's (between steps).
+    np.testing.assert_allclose(result["history"]["learning_rate"],
+                               [0.1, 0.01, 0.01, 0.01], rtol=1e-6)
+    _assert_trained(result)
+
+
 def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(
         tmp_path):
     """--data=fashion_mnist on generated IDX files, a --train_size subset,
@@ -177,6 +205,14 @@ def test_bad_flags_are_named():
                          ({"penalty_epochs": 0}, "--penalty_epochs"),
                          ({"flops_target": 1.5}, "--flops_target"),
                          ({"target_epoch": 1}, "--target_epoch needs"),
+                         ({"early_bird": True}, "--early_bird needs"),
+                         ({"flops_target": 0.5, "early_bird": True,
+                           "epochs": 4}, "--early_bird and --interval"),
+                         ({"rewarm_epochs": -1.0}, "--rewarm_epochs must"),
+                         ({"rewarm_epochs": 1.0, "dynamic_batch": True},
+                          "--rewarm_epochs and --dynamic_batch conflict"),
+                         ({"rewarm_epochs": 1.0, "prunetrain": False},
+                          "--rewarm_epochs needs PruneTrain"),
                          ({"flops_target": 0.5, "ranking": "uniform_widths"},
                           "--ranking must be one of"),
                          ({"flops_target": 0.5, "target_epoch": 2},

@@ -1,6 +1,7 @@
 """`rewarm.Rewarm`: the learning rate lifted after a cut, composed with
 Keras' schedules and learning-rate callbacks."""
 
+import json
 import math
 import os
 
@@ -96,9 +97,13 @@ def test_lift_on_a_keras_schedule_and_given_back(tmp_path):
     np.testing.assert_allclose(rewarm.rates, _lifted(base, 0.08, STEPS),
                                rtol=1e-5)
     assert rewarm.rates[0] == pytest.approx(0.08)
-    assert model.optimizer._learning_rate is schedule  # given back
+    plain = _model(lambda: keras.optimizers.SGD(schedule, momentum=0.9))
+    _fit(plain, [_cut()], epochs=5)
+    assert max(np.abs(a.numpy() - b.numpy()).max() for a, b in
+               zip(model.weights, plain.weights)) > 1e-3  # the lift trained
+    assert tf_prunetrain._keras.learning_rate(model.optimizer) is schedule  # given back
     loaded = keras.saving.load_model(saved)
-    assert type(loaded.optimizer._learning_rate) is \
+    assert type(tf_prunetrain._keras.learning_rate(loaded.optimizer)) is \
         keras.optimizers.schedules.CosineDecay
     restored = keras.optimizers.schedules.deserialize(
         keras.optimizers.schedules.serialize(Rewarmed(schedule)))
@@ -152,3 +157,83 @@ def test_bad_arguments_and_runs_it_cannot_serve():
                        "so it needs the number of steps per epoch"):
         model.fit(unsized, epochs=3, verbose=0,
                   callbacks=[_cut(1), Rewarm()])
+
+
+class _Stop(keras.callbacks.Callback):
+    """Raises at the start of the given (0-based epoch, batch)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("stopped")
+
+
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_a_fit_an_error_ends_leaves_no_lift_behind(scheduled):
+    schedule = keras.optimizers.schedules.CosineDecay(0.01, 10**6)
+    model = _model(lambda: keras.optimizers.SGD(
+        schedule if scheduled else 0.01, momentum=0.9))
+    rewarm = Rewarm(epochs=1, peak=0.1)
+    with pytest.raises(RuntimeError, match="stopped"):  # mid-lift, in a
+        _fit(model, [_cut(), rewarm, _Stop(2, 1)])     # step's begin
+    lifted = float(model.optimizer.learning_rate.numpy())
+    assert lifted > 0.05  # the error left the lifted rate in place
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[rewarm])
+    rate = tf_prunetrain._keras.learning_rate(model.optimizer)
+    if scheduled:  # given back once, not a wrapper of a wrapper
+        assert type(rate) is keras.optimizers.schedules.CosineDecay
+    else:
+        assert float(rate.numpy()) == pytest.approx(0.01)
+    # The lift went on in the second fit: the 2 steps before the error
+    # (the second never ran) and the 3 left of its 4.
+    assert len(rewarm.rates) == 2 + 3
+
+
+def test_steps_per_execution_counts_steps_not_callbacks():
+    keras.utils.set_random_seed(0)
+    model = tf_prunetrain.add_group_lasso(resnet_cifar(
+        8, input_shape=(12, 12, 1), widths=(8, 16, 32), seed=0),
+        strength=0.05)
+    model.compile(keras.optimizers.SGD(0.01), LOSS, steps_per_execution=2)
+    rewarm = Rewarm(epochs=1, peak=0.1)
+    _fit(model, [_cut(), rewarm])
+    # 4 steps of lift in 2 callbacks of 2 steps: weights 1 and ½.
+    np.testing.assert_allclose(rewarm.rates, _lifted([0.01, 0.01], 0.1, 2),
+                               rtol=1e-6)
+
+
+def test_mixed_precision_lifts_the_inner_optimizers_schedule():
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)
+        model = _model(lambda: keras.optimizers.SGD(schedule))
+        assert hasattr(model.optimizer, "inner_optimizer")  # loss scaling
+        rewarm = Rewarm(epochs=1)
+        _fit(model, [_cut(), rewarm])
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    base = [float(schedule(step)) for step in range(2 * STEPS, 3 * STEPS)]
+    np.testing.assert_allclose(rewarm.rates, _lifted(base, 0.1, STEPS),
+                               rtol=1e-5)
+
+
+def test_a_checkpoint_carries_the_lift_in_progress():
+    model = _model(lambda: keras.optimizers.SGD(0.01))
+    rewarm = Rewarm(epochs=2, peak=0.1)
+    _fit(model, [_cut(), rewarm], epochs=3)  # 1 of the lift's 2 epochs
+    state = json.loads(json.dumps(rewarm.state()))
+    assert state["lift"] == [0.1, 2 * STEPS, STEPS]
+    resumed = Rewarm(epochs=2, peak=0.1)
+    resumed.restore(state)
+    model.fit(*_data(), epochs=1, batch_size=32, verbose=0,
+              callbacks=[resumed])
+    expected = _lifted([0.01] * 2 * STEPS, 0.1, 2 * STEPS)[STEPS:]
+    np.testing.assert_allclose(resumed.rates, expected, rtol=1e-6)

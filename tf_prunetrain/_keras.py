@@ -21,7 +21,9 @@ What is used, and why:
 * a layer's variable lists, its tracker lock and `_build_shapes_dict`
   (in-place reconfiguration gives the same layer new variables);
 * an optimizer's `_trainable_variables`, `_variables` and per-variable slot
-  lists (its state is carried over to the smaller model);
+  lists (its state is carried over to the smaller model), and its
+  `_learning_rate` (a variable or a schedule object: the public property
+  evaluates it);
 * TensorFlow's trainer (`reduce_per_replica`, `_maybe_symbolic_build`,
   `_symbolic_build`, `_distribute_strategy`) for `fix_multi_worker_fit`;
 * the `CallbackList` that calls a callback's `set_model` (found on the call
@@ -73,6 +75,7 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("Layer", "_build_shapes_dict"),
     ("Optimizer", "_trainable_variables"),
     ("Optimizer", "_variables"),
+    ("Optimizer", "_learning_rate"),
     ("keras.src.saving.serialization_lib", "SafeModeScope"),
     ("keras.src.backend.tensorflow.trainer", "reduce_per_replica"),
     ("TensorFlowTrainer", "_maybe_symbolic_build"),
@@ -251,6 +254,12 @@ def slot_lists(optimizer: Any) -> dict[str, list]:
         and isinstance(value, list) and n and len(value) == n
         and all(isinstance(v, keras.Variable) for v in value)
     }
+
+
+def learning_rate(optimizer: Any) -> Any:
+    """What the optimizer holds as its learning rate: a `keras.Variable`
+    (a float rate), a `LearningRateSchedule`, or a callable."""
+    return optimizer._learning_rate
 
 
 # -- The callbacks of one fit ---------------------------------------------------

@@ -319,7 +319,7 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
     for old_opt, new_opt in pairs:
         # The schedule object itself, not a copy from its config: it may
         # hold state (`rewarm.Rewarmed`), and callbacks may hold it.
-        rate = getattr(old_opt, "_learning_rate", None)
+        rate = _keras.learning_rate(old_opt)
         if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
             new_opt.learning_rate = rate
     new.build(model.trainable_variables)

@@ -19,7 +19,8 @@ re-warm. It composes with whatever sets `base`:
   set it as if there were no re-warm;
 * a `keras.optimizers.schedules.LearningRateSchedule`: it is wrapped for
   the `fit` (`Rewarmed`) and given back at its end; a model saved during
-  the `fit` saves the schedule it was compiled with.
+  the `fit` saves the schedule it wraps (loading it needs
+  `tf_prunetrain` imported, as every model of this library does).
 
 Experimental (off unless added): BENCHMARKS.md, "Issue 31, re-warm", has
 its figures.
@@ -33,6 +34,7 @@ from typing import Any
 import keras
 
 from tf_prunetrain import _checks
+from tf_prunetrain import _keras
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -53,7 +55,7 @@ class Rewarmed(LearningRateSchedule):
                                      name="rewarm_weight")
 
     def __call__(self, step: Any) -> Any:
-        base = self.schedule(step)
+        base = keras.ops.convert_to_tensor(self.schedule(step), "float32")
         lift = keras.ops.maximum(keras.ops.cast(self.peak, base.dtype) - base,
                                  0.0)
         return base + lift * keras.ops.cast(self.weight, base.dtype)
@@ -74,8 +76,15 @@ class Rewarm(keras.callbacks.Callback):
       epochs: how long the lift lasts, in epochs of this `fit` (> 0; `fit`
         must know its steps per epoch).
       peak: the rate right after a cut; None (the default): the highest
-        rate this `fit` has used at the start of an epoch so far (for a
+        rate the run has used at the start of an epoch so far (for a
         decaying schedule, its initial rate: a rewind to it).
+
+    A lift that a `fit` call's end interrupts goes on in the next one; a
+    `Checkpoint` with this callback among its `trackers` carries it and
+    the highest rate (`state`/`restore`). With `steps_per_execution` k the
+    rate changes once per k steps. Listed before a callback that reads the
+    rate after a step (a batch-level `ModelCheckpoint`), that one sees the
+    lifted rate; between steps the optimizer holds the others' rate.
 
     Example (a cut after epoch 1 of 3, of 4 steps each; the rate is 0.01
     after it, lifted back to 0.1 for one epoch):
@@ -94,7 +103,7 @@ class Rewarm(keras.callbacks.Callback):
     >>> x, y = np.random.rand(32, 8, 8, 1), np.arange(32) % 10
     >>> _ = model.fit(x, y, batch_size=8, epochs=3, verbose=0,
     ...               callbacks=[cut, step, rewarm])
-    >>> [round(r, 4) for r in rewarm.rates]  # epoch 2's steps, then 3's
+    >>> [round(r, 4) for r in rewarm.rates]  # epoch 2's 4 steps
     [0.1, 0.0868, 0.055, 0.0232]
     """
 
@@ -107,33 +116,61 @@ class Rewarm(keras.callbacks.Callback):
                              f"{epochs!r}.")
         if peak is not None:
             _checks.non_negative(peak, "peak", "Rewarm")
+            if math.isinf(peak):
+                raise ValueError("Rewarm: peak must be finite (or None: the "
+                                 "highest rate so far).")
         self.epochs, self.peak = float(epochs), peak
-        # The rate of every step a lift touched, in order.
+        # The rate of every step a lift touched, in order (one per batch
+        # callback: with steps_per_execution k, one per k steps).
         self.rates: list[float] = []
-        self._highest = 0.0  # the highest rate seen at an epoch's start
-        self._lift: tuple[float, int] | None = None  # (peak, steps) of a cut
-        self._step = 0  # steps since the cut
+        # The run's state (`state()`: checkpoints carry it): the highest
+        # rate at an epoch's start so far, and the lift in progress
+        # (peak, length in steps, steps done).
+        self._highest = 0.0
+        self._lift: list | None = None
+        self._begin = 0  # the first step of the batch callback in progress
         self._base: float | None = None  # float rates: the rate to give back
         self._wrapped: Rewarmed | None = None
-        self._original: LearningRateSchedule | None = None
 
     # -- the learning rate ------------------------------------------------
     @property
     def _optimizer(self) -> Any:
-        return self.model.optimizer
+        """The optimizer that holds the rate (the inner one of a
+        LossScaleOptimizer)."""
+        optimizer = self.model.optimizer
+        return getattr(optimizer, "inner_optimizer", optimizer)
 
     def _rate(self) -> float:
         rate = self._optimizer.learning_rate  # a variable or a tensor
         return float(rate.numpy())
 
+    def _give_back(self) -> None:
+        """The rate as the rest of the run set it: the base between steps,
+        the schedule unwrapped (also after a fit an error ended)."""
+        if self._base is not None:
+            self._optimizer.learning_rate = self._base
+            self._base = None
+        rate = _keras.learning_rate(self._optimizer)
+        if isinstance(rate, Rewarmed):
+            self._optimizer.learning_rate = rate.schedule
+            self.model.make_train_function(force=True)
+        self._wrapped = None
+
     def on_train_begin(self, logs: dict | None = None) -> None:
-        rate = self._optimizer._learning_rate
+        self._give_back()
+        if not (self.params or {}).get("steps"):
+            raise ValueError(
+                "Rewarm: the re-warm lasts epochs, so it needs the number of "
+                "steps per epoch: pass steps_per_epoch to fit, or a dataset "
+                "of known size.")
+        rate = _keras.learning_rate(self._optimizer)
         if isinstance(rate, LearningRateSchedule):
-            self._original = rate
             with self.model.distribute_strategy.scope():
                 self._wrapped = Rewarmed(rate)
             self._optimizer.learning_rate = self._wrapped
             self.model.make_train_function(force=True)
+            if self._lift is not None:  # a lift that goes on from a fit
+                self._wrapped.peak.assign(self._lift[0])
         elif not isinstance(rate, keras.Variable):
             raise ValueError(
                 "Rewarm: the optimizer's learning_rate is a plain callable "
@@ -141,35 +178,27 @@ class Rewarm(keras.callbacks.Callback):
                 "schedules.LearningRateSchedule.")
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self._wrapped is not None:
-            self._optimizer.learning_rate = self._original
-            self.model.make_train_function(force=True)
-            self._wrapped = self._original = None
-        self._lift = None
+        self._give_back()
 
     def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
         """After a cut: the lift starts at the next step."""
-        steps = (self.params or {}).get("steps")
-        if not steps:
-            raise ValueError(
-                "Rewarm: the re-warm lasts epochs, so it needs the number of "
-                "steps per epoch: pass steps_per_epoch to fit, or a dataset "
-                "of known size.")
         peak = self.peak if self.peak is not None else max(self._highest,
                                                            self._rate())
-        self._lift = (peak, max(1, round(self.epochs * steps)))
-        self._step = 0
+        self._lift = [peak, max(1, round(self.epochs * self.params["steps"])),
+                      0]
+        if self._wrapped is not None:
+            self._wrapped.peak.assign(peak)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None
                              ) -> None:
+        self._begin = batch
         if batch == 0:
             self._highest = max(self._highest, self._rate())
         if self._lift is None:
             return
-        peak, length = self._lift
-        weight = 0.5 * (1.0 + math.cos(math.pi * self._step / length))
+        peak, length, done = self._lift
+        weight = 0.5 * (1.0 + math.cos(math.pi * done / length))
         if self._wrapped is not None:
-            self._wrapped.peak.assign(peak)
             self._wrapped.weight.assign(weight)
         else:
             self._base = self._rate()
@@ -184,8 +213,18 @@ class Rewarm(keras.callbacks.Callback):
         if self._base is not None:  # between steps: the others' rate
             self._optimizer.learning_rate = self._base
             self._base = None
-        self._step += 1
-        if self._step >= self._lift[1]:
+        self._lift[2] += batch - self._begin + 1  # steps of this callback
+        if self._lift[2] >= self._lift[1]:
             self._lift = None
             if self._wrapped is not None:
                 self._wrapped.weight.assign(0.0)
+
+    # -- checkpoints -------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs (JSON-ready; `Checkpoint` trackers)."""
+        return {"highest": self._highest, "lift": self._lift}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continues the run `state()` described (before `fit`)."""
+        self._highest = float(state.get("highest", 0.0))
+        self._lift = state.get("lift")

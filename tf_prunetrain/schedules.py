@@ -410,7 +410,9 @@ class EarlyBird(FlopsBudget):
     pruning ends. If the mask has not settled by `deadline`, the cut is
     made there. Every replica applies the first replica's decision
     (`Reconfigure`), and checkpoints carry the last mask and distances, so
-    a resumed run decides as the uninterrupted one would.
+    a resumed run decides as the uninterrupted one would (each worker
+    keeps its own; they agree because the weights do, and the first
+    replica's decision is the one applied).
 
     Experimental (off unless chosen): BENCHMARKS.md, "Issue 31, cut time",
     has its figures against `FlopsBudget`'s fixed epoch.
@@ -459,7 +461,12 @@ class EarlyBird(FlopsBudget):
             max(distances[-self.window:]) <= self.distance
 
     def start(self, context: Context) -> None:
-        if self.target_epoch is None and context.epochs >= 2:
+        if self.target_epoch is None and context.epochs < 2:
+            raise ValueError(
+                f"EarlyBird: fit runs {context.epochs} epoch(s); it needs at "
+                "least 2 (one to cut after, one to train the smaller model). "
+                "Train longer, or pass a deadline and fit up to it.")
+        if self.target_epoch is None:
             self.target_epoch = max(1, round(DEADLINE_FRACTION
                                              * context.epochs))
         elif self.target_epoch is not None and not context.resumed \
@@ -474,9 +481,10 @@ class EarlyBird(FlopsBudget):
         if self.drawn is not None:  # gentle: the faded channels go now
             return Decision(self.plan(self.target, context), last=True)
         plan = self.plan(self.target, context)
-        if self.mask is not None and len(self.mask) == len(plan.keep):
-            self.distances.append(float(np.mean(self.mask != plan.keep)))
-        self.mask = np.asarray(plan.keep, bool).copy()
+        mask = np.asarray(plan.keep, bool)[plan.graph.prunable()]
+        if self.mask is not None and len(self.mask) == len(mask):
+            self.distances.append(float(np.mean(self.mask != mask)))
+        self.mask = mask
         final = epoch >= self.target_epoch
         if not (final or self.settled(self.distances)):
             return None

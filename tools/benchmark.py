@@ -421,8 +421,8 @@ def comparison(config: common.Config, widths: Sequence[float],
             result["architectures"].setdefault(key, text)
         result["runs"].append(record)
         _order(result["runs"], plan)
-        if result.pop("replay", None):
-            result.pop("replays", None)
+        if result.get("replay") and not covered(result, record):
+            result.pop("replay"), result.pop("replays", None)
             print("the results' replays no longer cover every run: a new "
                   "one is made at the end", flush=True)
         result["sweep_seconds"] = spent + time.perf_counter() - start
@@ -443,6 +443,23 @@ def comparison(config: common.Config, widths: Sequence[float],
     _refresh(result)
     _write(result, json_path)
     return result
+
+
+def covered(result: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether every replay of `result` timed every architecture (and lasso
+    kind) `record` trained: then they price it as they price the others
+    (a lever that changes when or how, not what, needs no new replay).
+
+    >>> run = {"timeline": [{"architecture": "a", "lasso": "", "steps": 3}]}
+    >>> covered({"replays": [{"step_seconds": {"a": 0.1}}]}, run)
+    True
+    >>> covered({"replays": [{"step_seconds": {"b": 0.1}}]}, run)
+    False
+    """
+    items = replay_lib.items(record["timeline"])
+    replays = result.get("replays") or []
+    return bool(replays) and all(item in r["step_seconds"]
+                                 for r in replays for item in items)
 
 
 def _order(runs: list[dict[str, Any]],
