@@ -70,14 +70,16 @@ class _Outputs(keras.callbacks.Callback):
                            np.asarray(self.model(self.x, training=False))))
 
 
-def _fit(gentle, strategy=None, ranking=None, epochs=4, data=None):
+def _fit(gentle, strategy=None, ranking=None, epochs=4, data=None,
+         steps_per_execution=1):
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = tf_prunetrain.add_group_lasso(resnet_cifar(
             8, input_shape=(12, 12, 1), widths=(8, 16, 32), seed=0),
             strength=0.05, proximal=True, scales=True)
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS,
+                      steps_per_execution=steps_per_execution)
     rng = np.random.default_rng(0)
     x = rng.random((128, 12, 12, 1), np.float32)
     y = np.arange(128) % 10
@@ -111,6 +113,16 @@ def test_gentle_cuts_remove_zeros_and_keep_the_function(ranking):
     assert [r.flops_after for r in cuts][-1] == pytest.approx(
         [r.flops_after for r in abrupt.reconfigurations
          if r.changes][-1], rel=0.05)
+
+
+def test_gentle_cut_with_several_steps_per_execution_removes_zeros():
+    # 4 steps an epoch in 2 callbacks of 2 steps: the fade still ends at 0.
+    _, callback, outputs = _fit(True, steps_per_execution=2)
+    cuts = [r for r in callback.reconfigurations if r.changes]
+    assert len(cuts) == 2
+    assert all(r.removed_norm == pytest.approx(0.0, abs=1e-6) for r in cuts)
+    for before, after in outputs.pairs:
+        np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
 
 
 def test_gentle_cut_under_mirrored_strategy_keeps_replicas_equal():

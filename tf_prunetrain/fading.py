@@ -88,10 +88,12 @@ class Fade:
                 "steps_per_epoch to fit, or a dataset of known size.")
         return cls(plan, int(steps))
 
-    def step(self) -> None:
-        """One train step done: shrink by `1/left` of what is left."""
-        if self.left <= 0:
+    def step(self, steps: int = 1) -> None:
+        """`steps` train steps done: shrink by `steps/left` of what is left
+        (as many single steps would: the factors' product telescopes)."""
+        steps = min(steps, self.left)
+        if steps <= 0:
             return
         if self._step is not None:
-            self._step(tf.constant(1.0 / self.left, tf.float32))
-        self.left -= 1
+            self._step(tf.constant(steps / self.left, tf.float32))
+        self.left -= steps

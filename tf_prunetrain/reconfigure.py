@@ -140,6 +140,7 @@ class Reconfigure(keras.callbacks.Callback):
         # The other callbacks of the fit this one runs in (set_model).
         self._companions = keras_callbacks.Companions([], self)
         self._fade: fading.Fade | None = None  # this epoch's (gentle cuts)
+        self._batch = 0  # the first step of the batch callback in progress
 
     # -- the run -----------------------------------------------------------
     @property
@@ -187,9 +188,13 @@ class Reconfigure(keras.callbacks.Callback):
             self._uncalibrated = [(reg, reg.strength) for _, reg in pairs]
             regularizers.set_strength(self.model, 0.0)
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None
+                             ) -> None:
+        self._batch = batch  # steps_per_execution k: k steps to the end
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._fade is not None:
-            self._fade.step()
+            self._fade.step(batch - self._batch + 1)
         if self._uncalibrated is None:
             return
         uncalibrated, self._uncalibrated = self._uncalibrated, None
