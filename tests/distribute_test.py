@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -224,3 +225,31 @@ def _two_workers(tmp_path, mode):
     for name in weights[0].files:
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
     return results
+
+
+def test_an_optimizer_made_outside_the_scope_is_named(mirrored):
+    strategy = mirrored[0]
+
+    def fit(inside):
+        optimizer = None if inside else keras.optimizers.SGD(0.01)
+        with strategy.scope():
+            model = tf_prunetrain.add_group_lasso(
+                pt.two_convs(16, 16), strength=0.01)
+            model.compile(optimizer or keras.optimizers.SGD(0.01), LOSS)
+        x = np.random.default_rng(0).random((32, 8, 8, 3), np.float32)
+        callback = tf_prunetrain.Reconfigure(
+            tf_prunetrain.FlopsBudget(0.5, target_epoch=1, gentle=False),
+            penalty_ratio=None, round_to=1, verbose=0)
+        model.fit(x, np.arange(32) % 10, epochs=2, batch_size=16,
+                  verbose=0, callbacks=[callback])
+        return model
+
+    with pytest.warns(UserWarning, match="created outside the strategy's "
+                      r"scope, so every replica counts each step .* 2x"):
+        model = fit(inside=False)
+    # As the warning says: 2 steps counted twice, then 2 once after the cut.
+    assert int(model.optimizer.iterations.numpy()) == 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert int(fit(inside=True).optimizer.iterations.numpy()) == 4
+    assert not [w for w in caught if "outside the strategy" in str(w.message)]

@@ -173,6 +173,7 @@ class Reconfigure(keras.callbacks.Callback):
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "
                 "regularizer, so no channel would ever die. Wrap it first: "
                 "model = tf_prunetrain.add_group_lasso(model).")
+        distribute.check_optimizer(self.model)
         if not self._started and not self._resumed:
             try:
                 self.initial_flops = cost_lib.forward_flops(self.model)

@@ -22,8 +22,8 @@ re-warm. It composes with whatever sets `base`:
   the `fit` saves the schedule it wraps (loading it needs
   `tf_prunetrain` imported, as every model of this library does).
 
-Experimental (off unless added): BENCHMARKS.md, "Issue 31, re-warm", has
-its figures.
+Experimental (off unless added): BENCHMARKS.md, "Issue 31, cut time and
+re-warm", has its figures.
 """
 
 from __future__ import annotations

@@ -414,8 +414,8 @@ class EarlyBird(FlopsBudget):
     keeps its own; they agree because the weights do, and the first
     replica's decision is the one applied).
 
-    Experimental (off unless chosen): BENCHMARKS.md, "Issue 31, cut time",
-    has its figures against `FlopsBudget`'s fixed epoch.
+    Experimental (off unless chosen): BENCHMARKS.md, "Issue 31, cut time
+    and re-warm", has its figures against `FlopsBudget`'s fixed epochs.
 
     Args:
       target: in (0, 1): the final FLOPs as a fraction of the initial.
