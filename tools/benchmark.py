@@ -304,8 +304,12 @@ def run_record(config: common.Config, method: str, value: float | None,
                 f.write(architecture)
         outcome = common.run(_setting(config, method, value, paper_interval,
                                       path))
+    # The 1-minute load average at the run's end: its one-off seconds
+    # (re-traces, fades) are measured in the run, not replayed, and a
+    # load above the CPU count inflates them.
     return {"seed": config.seed, "method": method, "setting": value,
-            **_figures(outcome), "architectures": outcome["architectures"]}
+            **_figures(outcome), "architectures": outcome["architectures"],
+            "load_average": os.getloadavg()[0]}
 
 
 # Recipe flags whose default changed after they were added: their value
@@ -428,6 +432,11 @@ def comparison(config: common.Config, widths: Sequence[float],
         result["sweep_seconds"] = spent + time.perf_counter() - start
         _refresh(result)
         _write(result, json_path)
+        if record["load_average"] > (os.cpu_count() or 1) + 0.5:
+            print(f"warning: load average {record['load_average']:.1f} on "
+                  f"{os.cpu_count()} CPUs at the end of this run: its "
+                  "one-off seconds are measured under contention (run "
+                  "nothing else beside a sweep)", flush=True)
         print(f"seed {record['seed']}, "
               f"{summary.label(record['method'], record['setting'])}: top-1 "
               f"{record['accuracy']:.4f}, wall {record['train_seconds']:.0f}"
