@@ -225,7 +225,8 @@ class Reconfigure(keras.callbacks.Callback):
         if self.finished is None and type(self.schedule).upcoming \
                 is not schedules.Schedule.upcoming:
             plan = self.schedule.upcoming(epoch + 1, self.context())
-            agreed = self._agreed(plan and schedules.Decision(plan))
+            agreed = _agreed(self.model, plan and schedules.Decision(
+                plan), self.context)
             if agreed is not None and agreed.plan is not None:
                 self._fade = fading.Fade.for_epoch(
                     agreed.plan, self.params, self.schedule)
@@ -233,8 +234,8 @@ class Reconfigure(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
         if self.finished is None:
-            decision = self._agreed(self.schedule.decide(done,
-                                                         self.context()))
+            decision = _agreed(self.model, self.schedule.decide(
+                done, self.context()), self.context)
             if decision is not None and decision.plan is not None:
                 self.reconfigure(done, decision.plan)
             if decision is not None and decision.last:
@@ -251,29 +252,6 @@ class Reconfigure(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._companions.release()
-
-    def _agreed(self, decision: schedules.Decision | None
-                ) -> schedules.Decision | None:
-        """The first replica's decision, for every replica and worker (one
-        broadcast: whether there is one, `last`, and the plan's channels)."""
-        strategy = self.model.distribute_strategy
-        if strategy.num_replicas_in_sync == 1:
-            return decision
-        plan = None if decision is None else decision.plan
-        graph = self.context().graph if plan is None else plan.graph
-        keep = np.ones(len(graph.root)) if plan is None else plan.keep
-        flags = [decision is not None, plan is not None,
-                 decision is not None and decision.last]
-        agreed = distribute.broadcast(strategy, np.concatenate(
-            [np.asarray(flags, float), np.asarray(keep, float)]))
-        if not agreed[0]:
-            return None
-        if not agreed[1]:
-            return schedules.Decision(None, bool(agreed[2]))
-        if plan is None:  # the first replica planned a cut, this one not
-            plan = planning.Plan.keep_all(graph)
-        plan.keep = agreed[3:] > 0.5
-        return schedules.Decision(plan, bool(agreed[2]))
 
     def _lasso_off(self) -> None:
         """Every GroupLasso strength to 0; the regularizers and proximal
@@ -357,6 +335,32 @@ class Reconfigure(keras.callbacks.Callback):
             cost_lib.forward_flops(self.model)
         return (self.model.count_params(), flops,
                 cost_lib.gradient_bytes(self.model))
+
+
+def _agreed(model: keras.Model, decision: schedules.Decision | None,
+            context: Any) -> schedules.Decision | None:
+    """The first replica's `decision`, for every replica and worker of
+    `model`'s strategy (one broadcast: whether there is one, `last`, and
+    the plan's channels; `context()` gives the graph when this replica has
+    no plan)."""
+    strategy = model.distribute_strategy
+    if strategy.num_replicas_in_sync == 1:
+        return decision
+    plan = None if decision is None else decision.plan
+    graph = context().graph if plan is None else plan.graph
+    keep = np.ones(len(graph.root)) if plan is None else plan.keep
+    flags = [decision is not None, plan is not None,
+             decision is not None and decision.last]
+    agreed = distribute.broadcast(strategy, np.concatenate(
+        [np.asarray(flags, float), np.asarray(keep, float)]))
+    if not agreed[0]:
+        return None
+    if not agreed[1]:
+        return schedules.Decision(None, bool(agreed[2]))
+    if plan is None:  # the first replica planned a cut, this one not
+        plan = planning.Plan.keep_all(graph)
+    plan.keep = agreed[3:] > 0.5
+    return schedules.Decision(plan, bool(agreed[2]))
 
 
 def describe(done: Reconfiguration, verbose: int = 1) -> str:
