@@ -160,20 +160,24 @@ def _fit(strategy, epochs=5):
     schedule = EarlyBird(0.4, distance=1.0, window=1, deadline=4)
     callback = tf_prunetrain.Reconfigure(schedule, penalty_ratio=None,
                                          round_to=1, verbose=0)
+    outputs = pt.OutputsAroundCuts(x[:16])
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=False,
-              callbacks=[callback])
-    return model, callback, x
+              callbacks=[outputs, callback])
+    return model, callback, outputs
 
 
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_in_fit_one_gentle_cut_agreed_by_every_replica(mirrored):
     strategy = tf_prunetrain.distribute.make_strategy("mirrored") \
         if mirrored else tf.distribute.get_strategy()
-    model, callback, x = _fit(strategy)
+    model, callback, outputs = _fit(strategy)
     cuts = [r for r in callback.reconfigurations if r.changes]
     assert [r.epoch for r in cuts] == [3] and callback.finished == 3
     assert callback.schedule.drawn == 2
     assert cuts[0].removed_norm == pytest.approx(0.0, abs=1e-6)
+    # The faded channels were zeros: the cut left the function as it was.
+    [(before, after)] = outputs.pairs
+    np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-4)
     assert cuts[0].flops_after == pytest.approx(0.4 * cuts[0].flops_before,
                                                 rel=0.1)
     if mirrored:  # every replica's copy of every weight is the same (the

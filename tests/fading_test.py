@@ -54,22 +54,6 @@ def test_fade_shrinks_exactly_the_doomed_slices_linearly_to_zero():
         fading.Fade(plan, steps=0)
 
 
-class _Outputs(keras.callbacks.Callback):
-    """The model's inference outputs just before and just after each cut
-    (listed before `Reconfigure`, its `on_epoch_end` runs first)."""
-
-    def __init__(self, x):
-        super().__init__()
-        self.x, self.before, self.pairs = x, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.before = np.asarray(self.model(self.x, training=False))
-
-    def on_reconfigure(self, reconfiguration, plan):
-        self.pairs.append((self.before,
-                           np.asarray(self.model(self.x, training=False))))
-
-
 def _fit(gentle, strategy=None, ranking=None, epochs=4, data=None,
          steps_per_execution=1):
     strategy = strategy or tf.distribute.get_strategy()
@@ -83,7 +67,7 @@ def _fit(gentle, strategy=None, ranking=None, epochs=4, data=None,
     rng = np.random.default_rng(0)
     x = rng.random((128, 12, 12, 1), np.float32)
     y = np.arange(128) % 10
-    outputs = _Outputs(x[:16])
+    outputs = pt.OutputsAroundCuts(x[:16])
     callback = tf_prunetrain.Reconfigure(
         tf_prunetrain.FlopsBudget(0.4, target_epoch=2, interval=1,
                                   ranking=ranking, gentle=gentle),

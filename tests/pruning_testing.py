@@ -138,3 +138,20 @@ def schedule_context(model: keras.Model, epochs: int = 10, round_to: int = 1,
     return tf_prunetrain.schedules.Context(
         model, epochs, tf_prunetrain.cost.forward_flops(model), round_to,
         min_channels)
+
+
+class OutputsAroundCuts(keras.callbacks.Callback):
+    """The model's inference outputs just before and just after each cut
+    (`pairs`); list it before `Reconfigure`, so that its `on_epoch_end`
+    runs first."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x, self.before, self.pairs = x, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.before = np.asarray(self.model(self.x, training=False))
+
+    def on_reconfigure(self, reconfiguration, plan):
+        self.pairs.append((self.before,
+                           np.asarray(self.model(self.x, training=False))))
