@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import Any, Callable
 
 import keras
@@ -327,14 +328,20 @@ def _segment_end(config: Config, epoch: int) -> int:
 class Data:
     """Training/evaluation datasets (built per batch size) and the shape.
 
-    `train(batch, even)` / `test(batch, even)` take the global batch size
-    and whether to drop a last partial batch: with several replicas they do,
-    since a batch that does not split evenly breaks synchronized BatchNorm's
-    collectives."""
+    `train(batch, even, initial_epoch, steps)` gives `fit`'s training input
+    from `initial_epoch` and its steps per epoch (`data.stream`: each
+    epoch's order fixed by its number, so a resumed run trains on the
+    uninterrupted run's batches; `steps` None: the whole data). Files of
+    unknown length (`--data=imagenet`) without `steps` come as one pass per
+    epoch, with None. `test(batch, even)` is the evaluation data. Both take
+    the global batch size and whether to drop a last partial batch: with
+    several replicas they do, since a batch that does not split evenly
+    breaks synchronized BatchNorm's collectives."""
 
     shape: tuple[int, int, int]
     num_classes: int
-    train: Callable[[int, bool], tf.data.Dataset]
+    train: Callable[[int, bool, int, int | None],
+                    tuple[tf.data.Dataset, int | None]]
     test: Callable[[int, bool], tf.data.Dataset]
 
 
@@ -355,13 +362,19 @@ def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
     shape = (size or train[0].shape[1], size or train[0].shape[2],
              train[0].shape[3])
 
-    def make(arrays: data_lib.Arrays, training: bool):
-        return lambda batch, even: _shardable(data_lib.pipeline(
-            arrays, batch, training=training, augment=augment,
-            image_size=size, mean=mean, std=std, seed=config.seed,
-            drop_remainder=even))
+    def train_stream(batch: int, even: bool, epoch: int, steps: int | None):
+        batches, steps = data_lib.stream(
+            train, batch, initial_epoch=epoch, steps_per_epoch=steps,
+            augment=augment, image_size=size, mean=mean, std=std,
+            seed=config.seed, drop_remainder=even)
+        return _shardable(batches), steps
 
-    return Data(shape, classes, make(train, True), make(test, False))
+    def test_pass(batch: int, even: bool):
+        return _shardable(data_lib.pipeline(
+            test, batch, training=False, augment=augment, image_size=size,
+            mean=mean, std=std, drop_remainder=even))
+
+    return Data(shape, classes, train_stream, test_pass)
 
 
 def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -400,15 +413,28 @@ def load_data(config: Config) -> Data:
                             (1.0,) * 3)
     size = config.image_size or 224
 
-    def make(split: str, training: bool):
-        return lambda batch, even: _shardable(data_lib.pipeline(
-            data_lib.imagenet(config.data_dir, split), batch,
-            training=training, augment="imagenet", image_size=size,
-            mean=data_lib.IMAGENET_MEAN, std=data_lib.IMAGENET_STD,
-            seed=config.seed, drop_remainder=even))
+    def settings(even: bool) -> dict[str, Any]:
+        return dict(augment="imagenet", image_size=size,
+                    mean=data_lib.IMAGENET_MEAN, std=data_lib.IMAGENET_STD,
+                    seed=config.seed, drop_remainder=even)
 
-    return Data((size, size, 3), config.num_classes or 1000,
-                make("train", True), make("validation", False))
+    def train_files(batch: int, even: bool, epoch: int, steps: int | None):
+        examples = data_lib.imagenet(config.data_dir, "train")
+        if steps is None:  # unknown length: one pass per epoch
+            return _shardable(data_lib.pipeline(
+                examples, batch, training=True, **settings(even))), None
+        batches, steps = data_lib.stream(examples, batch, initial_epoch=epoch,
+                                         steps_per_epoch=steps,
+                                         **settings(even))
+        return _shardable(batches), steps
+
+    def test_files(batch: int, even: bool):
+        return _shardable(data_lib.pipeline(
+            data_lib.imagenet(config.data_dir, "validation"), batch,
+            training=False, **settings(even)))
+
+    return Data((size, size, 3), config.num_classes or 1000, train_files,
+                test_files)
 
 
 # -- model -------------------------------------------------------------------------
@@ -599,10 +625,15 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                   flush=True)
         even = replicas > 1
         fit_start = time.perf_counter()
-        train, steps = data.train(batch * replicas, even), \
-            config.steps_per_epoch
-        if steps is None:  # one iterator for the whole fit: no stalls
-            train, steps = data_lib.repeated(train)
+        train, steps = data.train(batch * replicas, even, epoch,
+                                  config.steps_per_epoch)
+        if steps is None and epoch and restored:
+            warnings.warn(
+                f"--resume: the training images of --data={config.data} are "
+                "read from files of unknown length, so the epochs after the "
+                "resume are shuffled afresh, not as the uninterrupted run's "
+                "were; pass --steps_per_epoch (training images // global "
+                "batch) for an exact resume.", stacklevel=2)
         fit = model.fit(train, epochs=end,
                         initial_epoch=epoch, steps_per_epoch=steps,
                         validation_data=data.test(batch * replicas, even)

@@ -2,8 +2,10 @@
 
 Loaders return either in-memory arrays, `Arrays = (images, labels)` with
 NHWC images and int32 labels, or (for data too large for memory) an unbatched
-`tf.data.Dataset` of `(uint8 HWC image, int32 label)`. `pipeline` turns
-either into batched float32 training or evaluation input.
+`tf.data.Dataset` of `(uint8 HWC image, int32 label)`. `stream` turns
+either into `fit`'s batched float32 training input, endless, each epoch's
+order fixed by its number (so a resumed run sees the same batches);
+`pipeline` into one pass (evaluation).
 
 Formats:
 
@@ -73,6 +75,7 @@ _CIFAR_PAD = 4
 _EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875
 _TFRECORD_PARALLEL_READS = 16  # fixed, so the example order is the same everywhere
 _SHUFFLE_BUFFER = 10_000
+_FUNCTION_SEED = 1  # the graph seed of a training epoch's shuffle (nonzero)
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
@@ -552,53 +555,24 @@ def _normalization(mean: Sequence[float] | None, std: Sequence[float] | None,
     return lambda image: (image - mean_) / std_
 
 
-def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
-             augment: str | None = None, image_size: int | None = None,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-             seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batched, prefetched `(float32 images, int32 labels)` for `fit`/`evaluate`.
-
-    Args:
-      data: `(images, labels)` arrays (NHWC) or a dataset of unbatched
-        `(image, label)` examples such as `imagenet(...)`.
-      batch_size: examples per batch.
-      training: shuffle (the whole array, or a 10,000-example buffer for a
-        dataset; reshuffled every epoch) and apply the random augmentation.
-      augment: None; "cifar" (training: zero-pad 4 pixels, random crop back to
-        the input size, random horizontal flip); or "imagenet" (training:
-        random-resized crop to `image_size`, random flip; evaluation: resize
-        the shorter side to `image_size / 0.875`, central crop).
-      image_size: output height and width. Required by "imagenet"; with None
-        or "cifar", images are first resized to image_size x image_size.
-      mean, std: per-channel normalization `(x - mean) / std`, applied after
-        augmentation to images on the [0, 1] scale (uint8 images are divided
-        by 255, float images are used as they are).
-      seed: shuffling and augmentation seed; the same seed gives the same
-        batches.
-      drop_remainder: drop the last, smaller batch.
-
-    Example:
-    >>> from tf_prunetrain import data
-    >>> arrays = data.synthetic((32, 32, 3), num_classes=10, size=10)
-    >>> batches = data.pipeline(arrays, batch_size=4, training=True,
-    ...                         augment="cifar", mean=data.CIFAR10_MEAN,
-    ...                         std=data.CIFAR10_STD)
-    >>> [tuple(images.shape) for images, labels in batches]
-    [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
-    """
-    _checks.positive_int(batch_size, "batch_size", "pipeline")
+def _source(data: Arrays | tf.data.Dataset, augment: str | None,
+            image_size: int | None, mean: Sequence[float] | None,
+            std: Sequence[float] | None, caller: str
+            ) -> tuple[tf.data.Dataset, int, Callable[..., tuple[tf.Tensor, tf.Tensor]]]:
+    """Checked examples, their shuffle buffer and `prepare(image, label,
+    rng=None)` (float32 image, augmented when given a stateless `rng`)."""
     if augment not in AUGMENTATIONS:
-        raise ValueError(f"pipeline: augment must be one of {AUGMENTATIONS}, "
+        raise ValueError(f"{caller}: augment must be one of {AUGMENTATIONS}, "
                          f"got {augment!r}.")
     if image_size is not None:
-        _checks.positive_int(image_size, "image_size", "pipeline")
+        _checks.positive_int(image_size, "image_size", caller)
     if augment == "imagenet" and image_size is None:
-        raise ValueError("pipeline: augment='imagenet' needs image_size "
+        raise ValueError(f"{caller}: augment='imagenet' needs image_size "
                          "(e.g. 224), the size it crops to.")
     examples, buffer = _examples(data)
     image_spec = examples.element_spec[0]
     if image_spec.dtype != tf.uint8 and not image_spec.dtype.is_floating:
-        raise ValueError(f"pipeline: images must be uint8 (0..255) or floating "
+        raise ValueError(f"{caller}: images must be uint8 (0..255) or floating "
                          f"point, got {image_spec.dtype.name}.")
     channels = image_spec.shape[-1] if image_spec.shape.rank else None
     normalize = _normalization(mean, std, channels)
@@ -619,41 +593,165 @@ def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
             image = _cifar_augment(image, rng)
         return normalize(image), tf.cast(label, tf.int32)
 
-    if training:
-        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if training and augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        examples = tf.data.Dataset.zip((examples, seeds.batch(2)))
-        examples = examples.map(lambda example, rng: prepare(*example, rng),
-                                num_parallel_calls=tf.data.AUTOTUNE)
-    else:
+    return examples, buffer, prepare
+
+
+def _epoch(examples: tf.data.Dataset, buffer: int,
+           prepare: Callable[..., tuple[tf.Tensor, tf.Tensor]],
+           augment: str | None, key: tf.Tensor, batch_size: int,
+           drop_remainder: bool) -> tf.data.Dataset:
+    """One training epoch whose order and augmentation the stateless `key`
+    (an int64 pair) fixes: the same key, the same batches. Called while
+    `flat_map` traces its function."""
+    # In a traced function this sets that function's graph seed, not the
+    # process's: the order then depends on `key` alone, whatever TensorFlow's
+    # global seed (and TensorFlow refuses a tensor op seed beside a global
+    # seed of 0).
+    assert not tf.executing_eagerly(), "_epoch is traced by flat_map"
+    tf.random.set_seed(_FUNCTION_SEED)
+    shuffle_seed = tf.random.stateless_uniform(
+        [], seed=key, minval=None, maxval=None, dtype=tf.int64)
+    examples = examples.shuffle(buffer, seed=shuffle_seed,
+                                reshuffle_each_iteration=False)
+    if augment is None:
         examples = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return examples.batch(batch_size, drop_remainder=drop_remainder).prefetch(
-        tf.data.AUTOTUNE)
+    else:  # example i of the epoch: its own stateless augmentation seed
+        examples = examples.enumerate().map(
+            lambda i, example: prepare(
+                *example, tf.random.experimental.stateless_fold_in(key, i)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return examples.batch(batch_size, drop_remainder=drop_remainder)
 
 
-def repeated(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, int | None]:
-    """`(dataset repeated, batches per epoch)` for `fit(..., steps_per_epoch=)`.
+def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
+             augment: str | None = None, image_size: int | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batched, prefetched `(float32 images, int32 labels)`: one pass.
 
-    When `fit` gets a dataset that ends every epoch, Keras 3.15 makes a new
-    iterator at each epoch start; with `validation_data`, TensorFlow 2.21 on
-    CPU then stalls for several seconds before some epochs' first step
-    (measured: 4.3–5.3 s on about half the epochs of a 5 s ResNet-14 epoch,
-    dense or pruned alike). A repeated dataset with `steps_per_epoch` keeps
-    one iterator for the whole `fit`, and the stalls go. Shuffling pipelines
-    (`pipeline(training=True)`) still reshuffle every epoch. A dataset of
-    unknown length is returned as it is, with None.
+    For evaluation, or training that iterates the data itself. `fit` is
+    better fed `stream` (one iterator for the whole `fit`, and each epoch's
+    order fixed by its number, so a resumed run sees the same batches).
+
+    Args:
+      data: `(images, labels)` arrays (NHWC) or a dataset of unbatched
+        `(image, label)` examples such as `imagenet(...)`.
+      batch_size: examples per batch.
+      training: shuffle (the whole array, or a 10,000-example buffer for a
+        dataset; a new order at every iteration) and apply the random
+        augmentation.
+      augment: None; "cifar" (training: zero-pad 4 pixels, random crop back to
+        the input size, random horizontal flip); or "imagenet" (training:
+        random-resized crop to `image_size`, random flip; evaluation: resize
+        the shorter side to `image_size / 0.875`, central crop).
+      image_size: output height and width. Required by "imagenet"; with None
+        or "cifar", images are first resized to image_size x image_size.
+      mean, std: per-channel normalization `(x - mean) / std`, applied after
+        augmentation to images on the [0, 1] scale (uint8 images are divided
+        by 255, float images are used as they are).
+      seed: shuffling and augmentation seed; the same seed gives the same
+        sequence of passes.
+      drop_remainder: drop the last, smaller batch.
 
     Example:
     >>> from tf_prunetrain import data
-    >>> batches = data.pipeline(data.synthetic((8, 8, 1), 2, size=10), 4,
-    ...                         training=True)
-    >>> dataset, steps = data.repeated(batches)
-    >>> steps, len(list(dataset.take(2 * steps)))
-    (3, 6)
+    >>> arrays = data.synthetic((32, 32, 3), num_classes=10, size=10)
+    >>> batches = data.pipeline(arrays, batch_size=4, training=True,
+    ...                         augment="cifar", mean=data.CIFAR10_MEAN,
+    ...                         std=data.CIFAR10_STD)
+    >>> [tuple(images.shape) for images, labels in batches]
+    [(4, 32, 32, 3), (4, 32, 32, 3), (2, 32, 32, 3)]
     """
-    batches = int(dataset.cardinality())
-    if batches <= 0:
-        return dataset, None
-    return dataset.repeat(), batches
+    _checks.positive_int(batch_size, "batch_size", "pipeline")
+    examples, buffer, prepare = _source(data, augment, image_size, mean, std,
+                                        "pipeline")
+    if training:  # a fresh key at every iteration: a new order each pass
+        keys = tf.data.Dataset.random(seed=seed,
+                                      rerandomize_each_iteration=True).take(1)
+        batches = keys.flat_map(lambda draw: _epoch(
+            examples, buffer, prepare, augment,
+            tf.stack([tf.constant(seed, tf.int64), draw]), batch_size,
+            drop_remainder))
+    else:
+        batches = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE
+                               ).batch(batch_size, drop_remainder=drop_remainder)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
+
+def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
+           initial_epoch: int = 0, steps_per_epoch: int | None = None,
+           augment: str | None = None, image_size: int | None = None,
+           mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None, seed: int = 0,
+           drop_remainder: bool = False) -> tuple[tf.data.Dataset, int]:
+    """`(training batches, steps per epoch)` for one `fit` from `initial_epoch`.
+
+    Pass them as `fit(dataset, steps_per_epoch=steps, initial_epoch=...)`.
+    The dataset is endless: epoch `initial_epoch`, then the next, and so
+    on, each shuffled and augmented as `pipeline(training=True)` does, but
+    with an order and augmentation fixed by `(seed, epoch)` alone (not by
+    TensorFlow's global seed, nor by what ran before). A run resumed at epoch `e` from a
+    `Checkpoint` therefore trains on the batches the uninterrupted run
+    trained on from epoch `e`; a run killed in the middle of an epoch
+    redoes that epoch in the same order. One iterator serves the whole
+    `fit`: when `fit` gets a dataset that ends every epoch, Keras 3.15
+    makes a new iterator at each epoch start, and TensorFlow 2.21 on CPU
+    then stalls for seconds before some epochs' first step (measured:
+    4.3–5.3 s on about half the epochs of a 5 s ResNet-14 epoch).
+
+    Args:
+      data, batch_size, augment, image_size, mean, std, seed,
+        drop_remainder: as `pipeline`'s.
+      initial_epoch: the 0-based epoch the stream starts at (`fit`'s
+        `initial_epoch`).
+      steps_per_epoch: batches per epoch; None: all of the data's (needs a
+        known number of examples: arrays, or a dataset of known
+        cardinality). Fewer: the first batches of each epoch's order; more:
+        the epoch's order again, from its start.
+
+    Raises:
+      ValueError: the epoch's length is unknown (a dataset read from files)
+        and `steps_per_epoch` was not given, or an epoch has no batch.
+
+    Example:
+    >>> from tf_prunetrain import data
+    >>> arrays = data.synthetic((8, 8, 1), num_classes=2, size=10)
+    >>> def labels(dataset, steps):
+    ...     return [y.numpy().tolist() for _, y in dataset.take(steps)]
+    >>> whole, steps = data.stream(arrays, 4, seed=1)
+    >>> resumed, _ = data.stream(arrays, 4, initial_epoch=1, seed=1)
+    >>> steps, labels(whole, 2 * steps)[steps:] == labels(resumed, steps)
+    (3, True)
+    """
+    _checks.positive_int(batch_size, "batch_size", "stream")
+    if isinstance(initial_epoch, bool) or not isinstance(
+            initial_epoch, (int, np.integer)) or initial_epoch < 0:
+        raise ValueError(f"stream: initial_epoch must be an integer >= 0 "
+                         f"(fit's initial_epoch), got {initial_epoch!r}.")
+    _checks.positive_int(steps_per_epoch, "steps_per_epoch", "stream",
+                         optional=True)
+    examples, buffer, prepare = _source(data, augment, image_size, mean, std,
+                                        "stream")
+
+    def epoch(number: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), number])
+        return _epoch(examples, buffer, prepare, augment, key, batch_size,
+                      drop_remainder)
+
+    examples_per_epoch = int(examples.cardinality())
+    batches = (examples_per_epoch // batch_size if drop_remainder else
+               -(-examples_per_epoch // batch_size))
+    if steps_per_epoch is None and examples_per_epoch < 0:
+        raise ValueError(
+            "stream: the number of examples per epoch is unknown (a dataset "
+            "read from files); pass steps_per_epoch (e.g. examples // "
+            "batch_size), or feed fit pipeline(training=True), whose order "
+            "after a resume is not the uninterrupted run's.")
+    if steps_per_epoch is None and batches == 0:
+        raise ValueError(f"stream: an epoch has no batch of {batch_size} "
+                         f"(drop_remainder={drop_remainder}); pass a smaller "
+                         "batch_size.")
+    steps = steps_per_epoch or batches
+    endless = tf.data.Dataset.range(initial_epoch, np.iinfo(np.int64).max)
+    return endless.flat_map(lambda number: epoch(number).repeat().take(
+        steps)).prefetch(tf.data.AUTOTUNE), steps

@@ -112,9 +112,9 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
           f"{model.name}, {model.count_params():,} parameters", flush=True)
     start = time.perf_counter()
     # The same shuffled batches for both runs, one iterator for the whole
-    # fit (`data.repeated`: no stalls at epoch starts).
-    batches, per_epoch = data_lib.repeated(data_lib.pipeline(
-        (x_train, y_train), s["batch_size"], training=True, seed=s["seed"]))
+    # fit (`data.stream`: no stalls at epoch starts).
+    batches, per_epoch = data_lib.stream((x_train, y_train), s["batch_size"],
+                                         seed=s["seed"])
     model.fit(batches, steps_per_epoch=per_epoch, epochs=s["epochs"],
               validation_data=data_lib.pipeline((x_test, y_test), 256,
                                                 training=False),

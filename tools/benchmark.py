@@ -194,7 +194,7 @@ def group_lasso_overhead(config: common.Config, rounds: int,
     GroupLasso regularizers (same widths, same batch), alternating rounds;
     with `config.proximal` the regularizers' cost is their proximal step."""
     data = common.load_data(config)
-    x, y = next(iter(data.train(config.batch_size, True)))
+    x, y = next(iter(data.train(config.batch_size, True, 0, None)[0]))
     models = {}
     for name, lasso in (("with", True), ("without", False)):
         model = common.build_model(config, data.shape, data.num_classes)
@@ -517,8 +517,7 @@ def replay_runs(result: dict[str, Any], rounds: int, steps: int,
     data = common.load_data(config)
 
     def dataset() -> Any:
-        return data_lib.repeated(
-            data.train(config.batch_size, False))[0]
+        return data.train(config.batch_size, False, 0, None)[0]
 
     policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
