@@ -525,6 +525,66 @@ def test_pipeline_cifar_augmentation():
     assert not np.array_equal(first_batch(repeated)[0], first_batch(repeated)[0])
 
 
+def labels_of(dataset: tf.data.Dataset, steps: int) -> list[list[int]]:
+    return [y.numpy().tolist() for _, y in dataset.take(steps)]
+
+
+def test_stream_epochs_are_fixed_by_their_number():
+    """Epoch e of a stream started at 0 is epoch e of a stream started at
+    e (a resumed fit's): the same order and the same augmentation, whatever
+    TensorFlow's global seed; every epoch is a permutation, and the epochs
+    differ."""
+    arrays = uint8_arrays(n=20)
+    kwargs = dict(augment="cifar", seed=3)
+    whole, steps = data.stream(arrays, 8, **kwargs)
+    assert steps == 3  # 8 + 8 + 4
+    assert whole.cardinality() < 0  # endless (no length known to tf.data)
+    batches = [(x.numpy(), y.numpy()) for x, y in whole.take(4 * steps)]
+    epochs = [np.concatenate([y for _, y in batches[e * steps:(e + 1) * steps]])
+              for e in range(4)]
+    assert all(sorted(e) == sorted(arrays[1]) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 4
+    for start in (1, 3):
+        tf.random.set_seed(start)  # another global seed: no matter
+        resumed, _ = data.stream(arrays, 8, initial_epoch=start, **kwargs)
+        for (x, y), (x_whole, y_whole) in zip(
+                resumed.take(steps), batches[start * steps:]):
+            np.testing.assert_array_equal(y, y_whole)
+            np.testing.assert_array_equal(x, x_whole)  # the same crops
+    other, _ = data.stream(arrays, 8, augment="cifar", seed=4)
+    assert labels_of(other, steps) != [y.tolist() for _, y in batches[:steps]]
+
+
+def test_stream_steps_per_epoch_and_drop_remainder():
+    images, _ = data.synthetic((2, 2, 1), num_classes=2, size=10)
+    arrays = (images, np.arange(10))
+    full, _ = data.stream(arrays, 4, seed=1)
+    dropped, steps = data.stream(arrays, 4, seed=1, drop_remainder=True)
+    assert steps == 2 and all(len(y) == 4 for y in labels_of(dropped, 6))
+    # Fewer steps: each epoch's first batches; more: its order again.
+    short, steps = data.stream(arrays, 4, seed=1, steps_per_epoch=2)
+    order = labels_of(full, 6)
+    assert steps == 2 and labels_of(short, 4) == order[0:2] + order[3:5]
+    long, _ = data.stream(arrays, 4, seed=1, steps_per_epoch=4)
+    assert labels_of(long, 4) == order[0:3] + order[0:1]
+
+
+def test_stream_refuses_what_it_cannot_serve():
+    arrays = uint8_arrays(n=4)
+    with pytest.raises(ValueError, match="initial_epoch must be an integer"):
+        data.stream(arrays, 2, initial_epoch=-1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        data.stream(arrays, 2, steps_per_epoch=0)
+    with pytest.raises(ValueError, match="no batch of 8"):
+        data.stream(arrays, 8, drop_remainder=True)
+    files = tf.data.Dataset.from_tensor_slices(
+        (arrays[0], arrays[1])).filter(lambda x, y: True)  # unknown length
+    with pytest.raises(ValueError, match="unknown.*pass steps_per_epoch"):
+        data.stream(files, 2)
+    served, steps = data.stream(files, 2, steps_per_epoch=3)
+    assert steps == 3 and len(labels_of(served, 6)) == 6
+
+
 def test_pipeline_normalization_matches_numpy():
     arrays = uint8_arrays(n=6)
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)

@@ -63,6 +63,32 @@ def test_resnet_on_mnist5k_prunes_grows_the_batch_exports_and_resumes(tmp_path):
     assert events.count("epoch") == 3
 
 
+def test_recipe_killed_after_an_epoch_resumes_bit_for_bit(tmp_path):
+    """The recipe's own state (its step learning rate, the stream's epoch
+    order, the cuts' trackers) survives a SIGKILL: `tools/resume_check.py`'s
+    scenario, killed right after the checkpoint of epoch 1 (after its cut,
+    before the cut that ends pruning), then `--resume`d, ends with the
+    uninterrupted run's weights and optimizer state, bit for bit. (A high
+    threshold makes channels "dead" at once: the mechanics are under test,
+    not the accuracy.)"""
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    sys.path.insert(0, os.path.join(RECIPES, "..", "tools"))
+    import resume_check  # tools/resume_check.py
+
+    flags = ["--model=resnet20", "--width_multiplier=0.25", "--data=digits",
+             "--epochs=3", "--interval=1", "--round_to=1", "--batch_size=64",
+             "--threshold=0.3", "--penalty_epochs=2", "--lr_decay_epochs=2"]
+    whole = resume_check._scenario(str(tmp_path / "whole"), flags, [])
+    killed = resume_check._scenario(str(tmp_path / "killed"), flags, [1])
+    assert resume_check._same(killed, whole)
+    assert killed["val"] == whole["val"] and len(whole["val"]) == 3
+    assert killed["params"] == whole["params"]
+    events = [json.loads(line)["event"] for line in
+              open(tmp_path / "killed" / "prunetrain.jsonl")]
+    assert events.count("resume") == 1 and "pruning_end" in events
+    assert "reconfiguration" in events  # it did cut
+
+
 def test_dense_vgg_baseline_on_digits():
     pytest.importorskip("sklearn", reason="digits need the [data] extra")
     result = _run(model="vgg11", data="digits", prunetrain=False,

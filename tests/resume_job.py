@@ -2,19 +2,27 @@
 point, and resumes from its `Checkpoint` when started again.
 
 Usage: python resume_job.py DIR KILL_AT [MODE]
-KILL_AT: none | mid_epoch | reconfiguration | checkpoint_write
-MODE: dead (default: `DeadChannels(interval=1)`, dead channels every epoch)
-| target (`FlopsBudget(0.5, target_epoch=2, interval=1)`, a cut every epoch
-until the budget is met) | mirrored (dead, under MirroredStrategy on two
-logical CPUs)
+KILL_AT: none | after:K (once ckpt-K is complete) | mid:E (in the 0-based
+epoch E, after its second step) | reconfiguration (inside the second cut,
+between the layers' and the optimizer's rebuild) | checkpoint_write (ckpt-3
+written, not yet renamed into place)
+MODE: dead (default: `DeadChannels(interval=1, penalty_epochs=3)`, a cut
+after each of epochs 1-3, then the lasso off) | target (`FlopsBudget(0.5,
+target_epoch=2, interval=1)`: the channels of each cut fade out during the
+epoch before it) | mirrored (dead, under MirroredStrategy on two logical
+CPUs) | schedule (dead, on a model with Dropout, with SGD on a
+`CosineDecay` schedule) | levers (the experimental `EarlyBird(0.5,
+deadline=2)` and `Rewarm(1.0)`, whose lift is in progress in epoch 3)
 
 `Reconfigure` (λ calibrated at the first step), then a `RunLog` (run log in
-DIR/log), then `Checkpoint(DIR/backup, trackers=[reconfigure, runlog])`.
-Deterministic (op determinism, fixed data order), so an interrupted and
-resumed run can be compared with an uninterrupted one. At the end it writes
-DIR/result.json (architecture, parameters, λ per epoch run in this process,
-the calibrations done in this process, cost totals, reconfiguration epochs)
-and DIR/weights.npz.
+DIR/log), then `Checkpoint(DIR/backup, trackers=[reconfigure, runlog,
+...])`. Fed by `data.stream` (each epoch's order fixed by its number) with
+op determinism, so an interrupted and resumed run can be compared bit for
+bit with an uninterrupted one. At the end it writes DIR/result.json
+(architecture, parameters, λ per epoch run in this process, the
+calibrations done in this process, cost totals, reconfiguration epochs)
+and DIR/weights.npz (the
+model's weights, then the optimizer's variables).
 """
 
 import json
@@ -33,10 +41,12 @@ import model_zoo  # noqa: E402
 import pruning_testing as pt  # noqa: E402
 import tf_prunetrain  # noqa: E402
 from tf_prunetrain import checkpoint as checkpoint_lib  # noqa: E402
+from tf_prunetrain import data as data_lib  # noqa: E402
 from tf_prunetrain import inplace  # noqa: E402
 from tf_prunetrain import regularizers  # noqa: E402
 
 EPOCHS = 4
+EXAMPLES, BATCH = 48, 16
 
 
 def _die():
@@ -44,7 +54,8 @@ def _die():
 
 
 def _arm(kill_at):
-    """Makes the process kill itself at the chosen point of this run."""
+    """Makes the process kill itself at the chosen point of this run (the
+    in-fit points are callbacks: `_Kill`)."""
     if kill_at == "reconfiguration":  # between the layers and the optimizer
         original, calls = inplace._rebuilt_optimizer, []
 
@@ -67,13 +78,25 @@ def _arm(kill_at):
         checkpoint_lib.os.replace = replace
 
 
-class _KillMidEpoch(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        if self._epoch == 2 and batch == 1:
-            _die()
+class _Kill(keras.callbacks.Callback):
+    """After the `Checkpoint`: dies once ckpt-K is complete (`after:K`) or
+    after the second step of the 0-based epoch E (`mid:E`)."""
+
+    def __init__(self, kill_at):
+        super().__init__()
+        kind, _, number = kill_at.partition(":")
+        self.kind, self.number = kind, int(number) if number else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.kind == "mid" and self._epoch == self.number and batch == 1:
+            _die()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.kind == "after" and epoch + 1 == self.number:
+            _die()
 
 
 class _ZeroMore(keras.callbacks.Callback):
@@ -99,6 +122,28 @@ class _Events(keras.callbacks.Callback):
         self.lambdas[epoch + 1] = float(logs["prunetrain_lambda"])
 
 
+def _schedule(mode):
+    if mode == "target":
+        return tf_prunetrain.FlopsBudget(0.5, target_epoch=2, interval=1)
+    if mode == "levers":
+        return tf_prunetrain.schedules.EarlyBird(0.5, deadline=2)
+    return tf_prunetrain.DeadChannels(interval=1, penalty_epochs=3)
+
+
+def _new_model(mode):
+    if mode == "schedule":  # Dropout: its random state must come back too
+        model = model_zoo.plain_cnn()
+        rate = keras.optimizers.schedules.CosineDecay(0.02, EPOCHS * 3)
+    else:
+        model = model_zoo.resnet_basic()
+        rate = 0.01
+    model = tf_prunetrain.add_group_lasso(model_zoo.randomize_batchnorm(model))
+    model.compile(keras.optimizers.SGD(rate, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pt.zero_random_groups(model, 0.4, seed=3)
+    return model
+
+
 def main(directory, kill_at, mode):
     if mode == "mirrored":  # two logical CPUs, before TensorFlow starts
         tf.config.set_logical_device_configuration(
@@ -106,18 +151,18 @@ def main(directory, kill_at, mode):
             [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
-    if mode == "target":
-        schedule = tf_prunetrain.FlopsBudget(0.5, target_epoch=2, interval=1)
-    else:
-        schedule = tf_prunetrain.DeadChannels(interval=1)
     # round_to=1: the model's widths (8/16/32) leave little to cut in
     # multiples of 8.
-    reconfigure = tf_prunetrain.Reconfigure(schedule, penalty_ratio=0.2,
-                                            round_to=1, verbose=0)
+    reconfigure = tf_prunetrain.Reconfigure(_schedule(mode),
+                                            penalty_ratio=0.2, round_to=1,
+                                            verbose=0)
     runlog = tf_prunetrain.RunLog(log_dir=os.path.join(directory, "log"),
-                                  batch_size=16)
+                                  batch_size=BATCH)
+    trackers = [reconfigure, runlog]
+    if mode == "levers":
+        trackers.append(tf_prunetrain.rewarm.Rewarm(1.0))
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
-                                      trackers=[reconfigure, runlog])
+                                      trackers=trackers)
     strategy = tf_prunetrain.distribute.make_strategy(
         "mirrored" if mode == "mirrored" else "default")
     with strategy.scope():
@@ -129,22 +174,17 @@ def main(directory, kill_at, mode):
                           regularizers.lasso_variables(model)]
         else:
             calibrated = None
-            model = tf_prunetrain.add_group_lasso(
-                model_zoo.randomize_batchnorm(model_zoo.resnet_basic()))
-            model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                          keras.losses.SparseCategoricalCrossentropy(
-                              from_logits=True))
-            pt.zero_random_groups(model, 0.4, seed=3)
-            initial_epoch = 0
+            model, initial_epoch = _new_model(mode), 0
     events = _Events()
-    callbacks = [_ZeroMore(), reconfigure, runlog, events, backup]
-    if kill_at == "mid_epoch":
-        callbacks.insert(0, _KillMidEpoch())
+    callbacks = [_ZeroMore(), *trackers, events, backup, _Kill(kill_at)]
     _arm(kill_at)
-    x = model_zoo.random_input(model, batch_size=48, seed=0)
-    y = np.arange(48) % 10
-    model.fit(x, y, batch_size=16, epochs=EPOCHS, initial_epoch=initial_epoch,
-              shuffle=False, verbose=0, callbacks=callbacks)
+    x = model_zoo.random_input(model, batch_size=EXAMPLES, seed=0)
+    y = np.arange(EXAMPLES) % 10
+    batches, steps = data_lib.stream((x, y), BATCH, seed=0,
+                                     initial_epoch=initial_epoch)
+    model.fit(batches, steps_per_epoch=steps, epochs=EPOCHS,
+              initial_epoch=initial_epoch, shuffle=False, verbose=0,
+              callbacks=callbacks)
     result = {"channels": runlog.cost.channels(),
               "params": model.count_params(), "strength": reconfigure.strength,
               "train_flops_spent": runlog.train_flops_spent,
@@ -161,7 +201,8 @@ def main(directory, kill_at, mode):
     with open(os.path.join(directory, "result.json"), "w") as f:
         json.dump(result, f)
     np.savez(os.path.join(directory, "weights.npz"),
-             *[np.asarray(v.numpy()) for v in model.weights])
+             *[np.asarray(v.numpy()) for v in model.weights],
+             *[np.asarray(v.numpy()) for v in model.optimizer.variables])
 
 
 if __name__ == "__main__":

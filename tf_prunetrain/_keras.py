@@ -19,7 +19,9 @@ What is used, and why:
   appear in a graph when `keras.ops` functions are called on KerasTensors;
 * `SafeModeScope` (re-creating Lambda layers from this process's config);
 * a layer's variable lists, its tracker lock and `_build_shapes_dict`
-  (in-place reconfiguration gives the same layer new variables);
+  (in-place reconfiguration gives the same layer new variables), and its
+  `_seed_generators` and sub-layers (`_flatten_layers`), whose random
+  state `Checkpoint` carries;
 * an optimizer's `_trainable_variables`, `_variables` and per-variable slot
   lists (its state is carried over to the smaller model), and its
   `_learning_rate` (a variable or a schedule object: the public property
@@ -73,6 +75,8 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("Layer", "_tracker"),
     ("Layer", "_lock_state"),
     ("Layer", "_build_shapes_dict"),
+    ("Layer", "_seed_generators"),
+    ("Layer", "_flatten_layers"),
     ("Optimizer", "_trainable_variables"),
     ("Optimizer", "_variables"),
     ("Optimizer", "_learning_rate"),
@@ -231,6 +235,24 @@ def build_shapes(layer: Any) -> Any:
 
 def set_build_shapes(layer: Any, record: Any) -> None:
     layer._build_shapes_dict = record
+
+
+def seed_states(model: Any) -> dict[str, Any]:
+    """The state variable of every `SeedGenerator` in `model`'s layers
+    (Dropout, GaussianNoise, random augmentation, ...), by layer path and
+    number. `.keras` files do not save them: a loaded model would draw
+    other random numbers than the saved one went on to draw."""
+    states: dict[str, Any] = {}
+
+    def walk(layer: Any, prefix: str) -> None:
+        for number, generator in enumerate(layer._seed_generators):
+            states[f"{prefix}{layer.name}#{number}"] = generator.state
+        for inner in layer._flatten_layers(include_self=False,
+                                           recursive=False):
+            walk(inner, f"{prefix}{layer.name}/")
+
+    walk(model, "")
+    return states
 
 
 # -- Optimizer state --------------------------------------------------------

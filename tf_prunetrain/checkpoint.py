@@ -2,16 +2,24 @@
 
 Keras' `BackupAndRestore` restores weights into the model object `fit` was
 given, which cannot work once reconfigurations have changed its shapes. A
-`Checkpoint` saves, at every epoch end (after `Reconfigure`), the whole model
-(architecture, weights, BatchNorm statistics, optimizer state, λ in its
-regularizers, calibrated or not) as a `.keras` file plus the state of its
-`trackers` (`Reconfigure`: the schedule's state and the reconfigurations;
-`RunLog`: the cost totals) and the epoch, into
-`<directory>/ckpt-<epoch>/`. Each checkpoint is written into a `.tmp`
-directory and renamed into place, and its manifest carries the SHA-256 of
-the model file: a checkpoint cut short by a crash is never seen, a corrupt
-one is skipped with a warning. `restore()` returns the latest good model and
-the epoch to pass as `initial_epoch`.
+`Checkpoint` saves, at every epoch end (after `Reconfigure`), into
+`<directory>/ckpt-<epoch>/`: the whole model as a `.keras` file
+(architecture, weights, BatchNorm statistics, optimizer state and step
+count, λ in its regularizers, calibrated or not), the state of its random
+layers' generators (Dropout's, ...: `.keras` files leave it out), the state
+of its `trackers` (`Reconfigure`: the schedule's state and the
+reconfigurations; `RunLog`: the cost totals) and the epoch. Each
+checkpoint is written into a `.tmp` directory and renamed into place, and
+its manifest carries the SHA-256 of the model file: a checkpoint cut short
+by a crash is never seen, a corrupt one is skipped with a warning.
+`restore()` returns the latest good model and the epoch to pass as
+`initial_epoch`.
+
+What a resume then guarantees (README, "Survive crashes"): fed by
+`data.stream` (each epoch's order fixed by its number), a run killed at
+any moment and resumed ends bit for bit where the uninterrupted run would
+have on CPU with `tf.config.experimental.enable_op_determinism()`; the
+epoch in progress at the kill is trained again from its start.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import warnings
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 
 from tf_prunetrain import _checks
+from tf_prunetrain import _keras
 
 MODEL_FILE, MANIFEST_FILE, PREFIX = "model.keras", "manifest.json", "ckpt-"
 
@@ -40,6 +50,20 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _restore_seeds(model: keras.Model, seeds: dict[str, list] | None
+                   ) -> None:
+    """Puts the random layers' generator states back (None: a checkpoint
+    written before they were saved)."""
+    if seeds is None:
+        return
+    states = _keras.seed_states(model)
+    if set(states) != set(seeds):
+        raise ValueError(f"its random layers {sorted(seeds)} are not the "
+                         f"model file's {sorted(states)}")
+    for path, state in states.items():
+        state.assign(np.asarray(seeds[path], dtype=state.dtype))
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -118,6 +142,9 @@ class Checkpoint(keras.callbacks.Callback):
             model_path = os.path.join(temporary, MODEL_FILE)
             self.model.save(model_path)
             manifest = {"epoch": epoch, "sha256": _sha256(model_path),
+                        "seeds": {path: np.asarray(state.numpy()).tolist()
+                                  for path, state in
+                                  _keras.seed_states(self.model).items()},
                         "trackers": [{"type": type(t).__name__,
                                       "state": t.state()}
                                      for t in self.trackers]}
@@ -191,6 +218,7 @@ class Checkpoint(keras.callbacks.Callback):
                 f"{[t['type'] for t in saved]}, this Checkpoint has {kinds}; "
                 "pass the same callbacks in the same order.")
         model = keras.models.load_model(model_path)
+        _restore_seeds(model, manifest.get("seeds"))
         for tracker, state in zip(self.trackers, saved):
             tracker.restore(state["state"])
         return model, int(manifest["epoch"])
