@@ -499,6 +499,22 @@ def _architecture(path: str, shape: tuple[int, int, int],
     return tf_prunetrain.strip_prunetrain(model)
 
 
+class _SegmentBatch:
+    """The per-replica batch of the `--dynamic_batch` segment in progress,
+    a `Checkpoint` tracker: a run resumed inside a segment trains on at
+    the batch the segment started with, not at one grown into the memory
+    of a cut made inside it."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def state(self) -> dict[str, int]:
+        return {"size": self.size}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.size = int(state["size"])
+
+
 class _StepLearningRate(keras.callbacks.Callback):
     """lr(epoch) = base × scale × decay^(drops passed), set every epoch."""
 
@@ -588,6 +604,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         trackers.append(tf_prunetrain.rewarm.Rewarm(config.rewarm_epochs))
     timeline = timeline_lib.Timeline()
     callbacks: list[Any] = [*trackers, timeline]
+    growing = config.dynamic_batch and config.prunetrain
+    segment_batch = _SegmentBatch(config.batch_size)
+    if growing:  # a resume inside a segment goes on at its batch
+        trackers.append(segment_batch)
     restored = None
     with strategy.scope():
         if config.log_dir:
@@ -613,10 +633,13 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     batch, train_seconds = config.batch_size, 0.0
     while epoch < config.epochs:
         end = _segment_end(config, epoch)
-        if config.dynamic_batch and config.prunetrain:
-            batch = tf_prunetrain.dynamic_batch.dynamic_batch_size(
-                initial, model, multiple=8,
-                max_batch_size=config.max_batch_size)
+        if growing and (epoch == 0 or _segment_end(config, epoch - 1)
+                        == epoch):  # a segment starts: grow into the memory
+            segment_batch.size = tf_prunetrain.dynamic_batch \
+                .dynamic_batch_size(initial, model, multiple=8,
+                                    max_batch_size=config.max_batch_size)
+        if growing:
+            batch = segment_batch.size
         learning_rate.scale = batch / config.batch_size
         runlog.batch_size = batch * replicas
         if config.verbose:
@@ -632,8 +655,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                 f"--resume: the training images of --data={config.data} are "
                 "read from files of unknown length, so the epochs after the "
                 "resume are shuffled afresh, not as the uninterrupted run's "
-                "were; pass --steps_per_epoch (training images // global "
-                "batch) for an exact resume.", stacklevel=2)
+                "were. --steps_per_epoch (training images // global batch) "
+                "makes it exact, but also limits the validation and the "
+                "final evaluation to that many batches.", stacklevel=2)
         fit = model.fit(train, epochs=end,
                         initial_epoch=epoch, steps_per_epoch=steps,
                         validation_data=data.test(batch * replicas, even)

@@ -538,21 +538,30 @@ def test_stream_epochs_are_fixed_by_their_number():
     kwargs = dict(augment="cifar", seed=3)
     whole, steps = data.stream(arrays, 8, **kwargs)
     assert steps == 3  # 8 + 8 + 4
-    assert whole.cardinality() < 0  # endless (no length known to tf.data)
     batches = [(x.numpy(), y.numpy()) for x, y in whole.take(4 * steps)]
     epochs = [np.concatenate([y for _, y in batches[e * steps:(e + 1) * steps]])
               for e in range(4)]
     assert all(sorted(e) == sorted(arrays[1]) for e in epochs)
     assert len({tuple(e) for e in epochs}) == 4
-    for start in (1, 3):
-        tf.random.set_seed(start)  # another global seed: no matter
-        resumed, _ = data.stream(arrays, 8, initial_epoch=start, **kwargs)
-        for (x, y), (x_whole, y_whole) in zip(
-                resumed.take(steps), batches[start * steps:]):
-            np.testing.assert_array_equal(y, y_whole)
-            np.testing.assert_array_equal(x, x_whole)  # the same crops
+    try:
+        for start in (1, 3):
+            tf.random.set_seed(start)  # another global seed: no matter
+            resumed, _ = data.stream(arrays, 8, initial_epoch=start, **kwargs)
+            for (x, y), (x_whole, y_whole) in zip(
+                    resumed.take(steps), batches[start * steps:]):
+                np.testing.assert_array_equal(y, y_whole)
+                np.testing.assert_array_equal(x, x_whole)  # the same crops
+    finally:
+        tf.random.set_seed(None)
     other, _ = data.stream(arrays, 8, augment="cifar", seed=4)
     assert labels_of(other, steps) != [y.tolist() for _, y in batches[:steps]]
+
+
+def test_training_pipeline_keeps_its_length():
+    arrays = uint8_arrays(n=10)
+    assert data.pipeline(arrays, 4, training=True).cardinality() == 3
+    assert data.pipeline(arrays, 4, True, drop_remainder=True
+                         ).cardinality() == 2
 
 
 def test_stream_steps_per_epoch_and_drop_remainder():
@@ -576,7 +585,13 @@ def test_stream_refuses_what_it_cannot_serve():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         data.stream(arrays, 2, steps_per_epoch=0)
     with pytest.raises(ValueError, match="no batch of 8"):
-        data.stream(arrays, 8, drop_remainder=True)
+        data.stream(arrays, 8, drop_remainder=True, steps_per_epoch=2)
+    with pytest.raises(ValueError, match="endless"):
+        data.stream(tf.data.Dataset.from_tensor_slices(arrays).repeat(), 2)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        data.stream(arrays, 2, seed=0.5)
+    with pytest.raises(ValueError, match="stream: data must be"):
+        data.stream(arrays[0], 2)
     files = tf.data.Dataset.from_tensor_slices(
         (arrays[0], arrays[1])).filter(lambda x, y: True)  # unknown length
     with pytest.raises(ValueError, match="unknown.*pass steps_per_epoch"):

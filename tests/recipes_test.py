@@ -63,21 +63,33 @@ def test_resnet_on_mnist5k_prunes_grows_the_batch_exports_and_resumes(tmp_path):
     assert events.count("epoch") == 3
 
 
-def test_recipe_killed_after_an_epoch_resumes_bit_for_bit(tmp_path):
+RECIPE_KILLS = {
+    # The paper's mode: killed after epoch 1's cut, before the one that
+    # ends pruning (a high threshold makes channels "dead" at once).
+    "dead": ["--threshold=0.3", "--penalty_epochs=2", "--interval=1"],
+    # The budget with a dynamic batch: killed inside the first fit's
+    # segment, after a cut that frees memory the batch grows into only at
+    # the next segment.
+    "dynamic_batch": ["--flops_target=0.5", "--target_epoch=2",
+                      "--dynamic_batch", "--max_batch_size=64",
+                      "--batch_size=32"],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(RECIPE_KILLS))
+def test_recipe_killed_after_an_epoch_resumes_bit_for_bit(tmp_path, mode):
     """The recipe's own state (its step learning rate, the stream's epoch
-    order, the cuts' trackers) survives a SIGKILL: `tools/resume_check.py`'s
-    scenario, killed right after the checkpoint of epoch 1 (after its cut,
-    before the cut that ends pruning), then `--resume`d, ends with the
-    uninterrupted run's weights and optimizer state, bit for bit. (A high
-    threshold makes channels "dead" at once: the mechanics are under test,
-    not the accuracy.)"""
+    order, the segment's batch, the cuts' trackers) survives a SIGKILL:
+    `tools/resume_check.py`'s scenario, killed right after the checkpoint
+    of epoch 1, then `--resume`d, ends with the uninterrupted run's
+    weights and optimizer state, bit for bit."""
     pytest.importorskip("sklearn", reason="digits need the [data] extra")
     sys.path.insert(0, os.path.join(RECIPES, "..", "tools"))
     import resume_check  # tools/resume_check.py
 
     flags = ["--model=resnet20", "--width_multiplier=0.25", "--data=digits",
-             "--epochs=3", "--interval=1", "--round_to=1", "--batch_size=64",
-             "--threshold=0.3", "--penalty_epochs=2", "--lr_decay_epochs=2"]
+             "--epochs=3", "--round_to=1", "--batch_size=64",
+             "--lr_decay_epochs=2", *RECIPE_KILLS[mode]]
     whole = resume_check._scenario(str(tmp_path / "whole"), flags, [])
     killed = resume_check._scenario(str(tmp_path / "killed"), flags, [1])
     assert resume_check._same(killed, whole)

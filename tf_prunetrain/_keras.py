@@ -237,21 +237,22 @@ def set_build_shapes(layer: Any, record: Any) -> None:
     layer._build_shapes_dict = record
 
 
-def seed_states(model: Any) -> dict[str, Any]:
+def seed_states(model: Any) -> list[Any]:
     """The state variable of every `SeedGenerator` in `model`'s layers
-    (Dropout, GaussianNoise, random augmentation, ...), by layer path and
-    number. `.keras` files do not save them: a loaded model would draw
-    other random numbers than the saved one went on to draw."""
-    states: dict[str, Any] = {}
+    (Dropout, GaussianNoise, random augmentation, ...), in the order of
+    the layer tree (not by name: sub-layers a custom layer makes get names
+    from a per-process counter). `.keras` files do not save them: a loaded
+    model would draw other random numbers than the saved one went on to
+    draw."""
+    states: list[Any] = []
 
-    def walk(layer: Any, prefix: str) -> None:
-        for number, generator in enumerate(layer._seed_generators):
-            states[f"{prefix}{layer.name}#{number}"] = generator.state
+    def walk(layer: Any) -> None:
+        states.extend(generator.state for generator in layer._seed_generators)
         for inner in layer._flatten_layers(include_self=False,
                                            recursive=False):
-            walk(inner, f"{prefix}{layer.name}/")
+            walk(inner)
 
-    walk(model, "")
+    walk(model)
     return states
 
 

@@ -52,18 +52,18 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _restore_seeds(model: keras.Model, seeds: dict[str, list] | None
+def _restore_seeds(model: keras.Model, seeds: list[list[int]] | None
                    ) -> None:
     """Puts the random layers' generator states back (None: a checkpoint
     written before they were saved)."""
     if seeds is None:
         return
     states = _keras.seed_states(model)
-    if set(states) != set(seeds):
-        raise ValueError(f"its random layers {sorted(seeds)} are not the "
-                         f"model file's {sorted(states)}")
-    for path, state in states.items():
-        state.assign(np.asarray(seeds[path], dtype=state.dtype))
+    if len(states) != len(seeds):
+        raise ValueError(f"it saved {len(seeds)} random-layer states, the "
+                         f"model file has {len(states)}")
+    for state, value in zip(states, seeds):
+        state.assign(np.asarray(value, dtype=state.dtype))
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -142,9 +142,9 @@ class Checkpoint(keras.callbacks.Callback):
             model_path = os.path.join(temporary, MODEL_FILE)
             self.model.save(model_path)
             manifest = {"epoch": epoch, "sha256": _sha256(model_path),
-                        "seeds": {path: np.asarray(state.numpy()).tolist()
-                                  for path, state in
-                                  _keras.seed_states(self.model).items()},
+                        "seeds": [np.asarray(state.numpy()).tolist()
+                                  for state in
+                                  _keras.seed_states(self.model)],
                         "trackers": [{"type": type(t).__name__,
                                       "state": t.state()}
                                      for t in self.trackers]}

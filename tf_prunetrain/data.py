@@ -484,25 +484,26 @@ def imagenet(directory: str, split: str = "train") -> tf.data.Dataset:
         f"folders {' or '.join(repr(f + '/<class>/*.jpg|jpeg|png') for f in folders)}.")
 
 
-def _examples(data: Arrays | tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
+def _examples(data: Arrays | tf.data.Dataset, caller: str
+              ) -> tuple[tf.data.Dataset, int]:
     """Unbatched (image, label) examples and the shuffle buffer they need."""
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 2
                 and all(isinstance(s, tf.TensorSpec) for s in spec)
                 and spec[0].shape.rank in (None, 3)):
-            raise ValueError("pipeline: data must yield unbatched (image (H, W, C), "
+            raise ValueError(f"{caller}: data must yield unbatched (image (H, W, C), "
                              f"label) pairs, got element_spec {spec}.")
         return data, _SHUFFLE_BUFFER
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise ValueError("pipeline: data must be (images, labels) arrays or a "
+        raise ValueError(f"{caller}: data must be (images, labels) arrays or a "
                          f"tf.data.Dataset, got {type(data).__name__}.")
     images, labels = np.asarray(data[0]), np.asarray(data[1])
     if images.ndim != 4 or labels.shape != (len(images),):
-        raise ValueError(f"pipeline: data must be images (N, H, W, C) and labels "
+        raise ValueError(f"{caller}: data must be images (N, H, W, C) and labels "
                          f"(N,), got shapes {images.shape} and {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"pipeline: labels must be integers, got {labels.dtype}.")
+        raise ValueError(f"{caller}: labels must be integers, got {labels.dtype}.")
     return (tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))),
             max(len(images), 1))
 
@@ -569,7 +570,7 @@ def _source(data: Arrays | tf.data.Dataset, augment: str | None,
     if augment == "imagenet" and image_size is None:
         raise ValueError(f"{caller}: augment='imagenet' needs image_size "
                          "(e.g. 224), the size it crops to.")
-    examples, buffer = _examples(data)
+    examples, buffer = _examples(data, caller)
     image_spec = examples.element_spec[0]
     if image_spec.dtype != tf.uint8 and not image_spec.dtype.is_floating:
         raise ValueError(f"{caller}: images must be uint8 (0..255) or floating "
@@ -607,7 +608,8 @@ def _epoch(examples: tf.data.Dataset, buffer: int,
     # process's: the order then depends on `key` alone, whatever TensorFlow's
     # global seed (and TensorFlow refuses a tensor op seed beside a global
     # seed of 0).
-    assert not tf.executing_eagerly(), "_epoch is traced by flat_map"
+    if tf.executing_eagerly():  # it would set the process's seed
+        raise RuntimeError("data._epoch must be traced (inside flat_map).")
     tf.random.set_seed(_FUNCTION_SEED)
     shuffle_seed = tf.random.stateless_uniform(
         [], seed=key, minval=None, maxval=None, dtype=tf.int64)
@@ -621,6 +623,15 @@ def _epoch(examples: tf.data.Dataset, buffer: int,
                 *example, tf.random.experimental.stateless_fold_in(key, i)),
             num_parallel_calls=tf.data.AUTOTUNE)
     return examples.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _batch_count(examples: tf.data.Dataset, batch_size: int,
+                 drop_remainder: bool) -> int:
+    """Batches in one pass of `examples` (negative: unknown)."""
+    count = int(examples.cardinality())
+    if count < 0:
+        return count
+    return count // batch_size if drop_remainder else -(-count // batch_size)
 
 
 def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
@@ -649,8 +660,8 @@ def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
       mean, std: per-channel normalization `(x - mean) / std`, applied after
         augmentation to images on the [0, 1] scale (uint8 images are divided
         by 255, float images are used as they are).
-      seed: shuffling and augmentation seed; the same seed gives the same
-        sequence of passes.
+      seed: shuffling and augmentation seed; the same seed (and the same
+        TensorFlow global seed) gives the same sequence of passes.
       drop_remainder: drop the last, smaller batch.
 
     Example:
@@ -672,6 +683,10 @@ def pipeline(data: Arrays | tf.data.Dataset, batch_size: int, training: bool,
             examples, buffer, prepare, augment,
             tf.stack([tf.constant(seed, tf.int64), draw]), batch_size,
             drop_remainder))
+        count = _batch_count(examples, batch_size, drop_remainder)
+        if count >= 0:  # flat_map hides it; fit and fades need it
+            batches = batches.apply(
+                tf.data.experimental.assert_cardinality(count))
     else:
         batches = examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE
                                ).batch(batch_size, drop_remainder=drop_remainder)
@@ -707,11 +722,13 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
       steps_per_epoch: batches per epoch; None: all of the data's (needs a
         known number of examples: arrays, or a dataset of known
         cardinality). Fewer: the first batches of each epoch's order; more:
-        the epoch's order again, from its start.
+        the epoch's batches again, from its start (its last, smaller batch
+        too, unless `drop_remainder`).
 
     Raises:
       ValueError: the epoch's length is unknown (a dataset read from files)
-        and `steps_per_epoch` was not given, or an epoch has no batch.
+        and `steps_per_epoch` was not given, an epoch has no batch, the data
+        is endless, or `seed` is not an integer.
 
     Example:
     >>> from tf_prunetrain import data
@@ -738,16 +755,19 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
         return _epoch(examples, buffer, prepare, augment, key, batch_size,
                       drop_remainder)
 
-    examples_per_epoch = int(examples.cardinality())
-    batches = (examples_per_epoch // batch_size if drop_remainder else
-               -(-examples_per_epoch // batch_size))
-    if steps_per_epoch is None and examples_per_epoch < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"stream: seed must be an integer, got {seed!r}.")
+    if int(examples.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("stream: data is endless; give one epoch of "
+                         "examples (the stream repeats it).")
+    batches = _batch_count(examples, batch_size, drop_remainder)
+    if steps_per_epoch is None and batches < 0:
         raise ValueError(
             "stream: the number of examples per epoch is unknown (a dataset "
             "read from files); pass steps_per_epoch (e.g. examples // "
             "batch_size), or feed fit pipeline(training=True), whose order "
             "after a resume is not the uninterrupted run's.")
-    if steps_per_epoch is None and batches == 0:
+    if batches == 0:
         raise ValueError(f"stream: an epoch has no batch of {batch_size} "
                          f"(drop_remainder={drop_remainder}); pass a smaller "
                          "batch_size.")

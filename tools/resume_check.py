@@ -80,13 +80,11 @@ def _start(log_dir: str, flags: list[str], kill_after: int,
                             stderr=subprocess.PIPE, text=True)
 
 
-def _finish(process: subprocess.Popen, killed: bool) -> None:
+def _finish(process: subprocess.Popen, exits: tuple[int, ...]) -> None:
     _, stderr = process.communicate()
-    expected = -signal.SIGKILL if killed else 0
-    if process.returncode != expected and not (killed and process.returncode
-                                               == 0):
-        raise RuntimeError(f"the recipe exited with {process.returncode}:\n"
-                           f"{stderr[-3000:]}")
+    if process.returncode not in exits:
+        raise RuntimeError(f"the recipe exited with {process.returncode}, "
+                           f"expected one of {exits}:\n{stderr[-3000:]}")
 
 
 def _outcome(log_dir: str) -> dict[str, Any]:
@@ -114,14 +112,16 @@ def _scenario(log_dir: str, flags: list[str], kills: list[Any]) -> dict:
     for number, kill in enumerate(kills):
         epoch = kill if isinstance(kill, int) else 0
         process = _start(log_dir, flags, epoch, resume=number > 0)
+        exits: tuple[int, ...] = (-signal.SIGKILL,)  # killed after `epoch`
         if isinstance(kill, float):
             try:
                 process.wait(timeout=kill)
             except subprocess.TimeoutExpired:
                 process.send_signal(signal.SIGKILL)
-        _finish(process, killed=True)
+            exits = (-signal.SIGKILL, 0)  # it may have ended before
+        _finish(process, exits)
     last = _start(log_dir, flags, 0, resume=bool(kills))
-    _finish(last, killed=False)
+    _finish(last, (0,))
     return _outcome(log_dir)
 
 
