@@ -670,7 +670,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(values)
         epoch = end
-    if config.dynamic_batch and config.prunetrain:  # what the next one gets
+    if growing:  # what the next one gets
         batch = tf_prunetrain.dynamic_batch.dynamic_batch_size(
             initial, model, multiple=8, max_batch_size=config.max_batch_size)
     evaluation = model.evaluate(data.test(config.batch_size * replicas,

@@ -705,10 +705,10 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
     The dataset is endless: epoch `initial_epoch`, then the next, and so
     on, each shuffled and augmented as `pipeline(training=True)` does, but
     with an order and augmentation fixed by `(seed, epoch)` alone (not by
-    TensorFlow's global seed, nor by what ran before). A run resumed at epoch `e` from a
-    `Checkpoint` therefore trains on the batches the uninterrupted run
-    trained on from epoch `e`; a run killed in the middle of an epoch
-    redoes that epoch in the same order. One iterator serves the whole
+    TensorFlow's global seed, nor by what ran before). A run resumed at
+    epoch `e` from a `Checkpoint` therefore trains on the batches the
+    uninterrupted run trained on from epoch `e`; a run killed in the
+    middle of an epoch redoes that epoch in the same order. One iterator serves the whole
     `fit`: when `fit` gets a dataset that ends every epoch, Keras 3.15
     makes a new iterator at each epoch start, and TensorFlow 2.21 on CPU
     then stalls for seconds before some epochs' first step (measured:
@@ -747,16 +747,10 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
                          f"(fit's initial_epoch), got {initial_epoch!r}.")
     _checks.positive_int(steps_per_epoch, "steps_per_epoch", "stream",
                          optional=True)
-    examples, buffer, prepare = _source(data, augment, image_size, mean, std,
-                                        "stream")
-
-    def epoch(number: tf.Tensor) -> tf.data.Dataset:
-        key = tf.stack([tf.constant(seed, tf.int64), number])
-        return _epoch(examples, buffer, prepare, augment, key, batch_size,
-                      drop_remainder)
-
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"stream: seed must be an integer, got {seed!r}.")
+    examples, buffer, prepare = _source(data, augment, image_size, mean, std,
+                                        "stream")
     if int(examples.cardinality()) == tf.data.INFINITE_CARDINALITY:
         raise ValueError("stream: data is endless; give one epoch of "
                          "examples (the stream repeats it).")
@@ -772,6 +766,11 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
                          f"(drop_remainder={drop_remainder}); pass a smaller "
                          "batch_size.")
     steps = steps_per_epoch or batches
+
+    def epoch(number: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), number])
+        return _epoch(examples, buffer, prepare, augment, key, batch_size,
+                      drop_remainder).repeat().take(steps)
+
     endless = tf.data.Dataset.range(initial_epoch, np.iinfo(np.int64).max)
-    return endless.flat_map(lambda number: epoch(number).repeat().take(
-        steps)).prefetch(tf.data.AUTOTUNE), steps
+    return endless.flat_map(epoch).prefetch(tf.data.AUTOTUNE), steps

@@ -118,7 +118,8 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
     model.fit(batches, steps_per_epoch=per_epoch, epochs=s["epochs"],
               validation_data=data_lib.pipeline((x_test, y_test), 256,
                                                 training=False),
-              callbacks=callbacks, verbose=s["verbose"])
+              callbacks=callbacks, verbose=s["verbose"],
+              shuffle=False)  # the stream shuffles
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0,
                               return_dict=True)["accuracy"]

@@ -81,7 +81,6 @@ import replay as replay_lib  # noqa: E402  (tools/replay.py)
 import summary  # noqa: E402  (tools/summary.py)
 import sweep  # noqa: E402  (tools/sweep.py)
 import tf_prunetrain  # noqa: E402
-from tf_prunetrain import data as data_lib  # noqa: E402
 
 # PruneTrain's tuned settings in both workloads: the proximal lasso on
 # kernels and BatchNorm scales at λ = 0.02 until the FLOPs target is met.
