@@ -62,9 +62,15 @@ class Config:
     data: str = "mnist5k"
     data_dir: str | None = None
     train_size: int | None = None
+    subset_seed: int | None = None  # --train_size's pick (default: --seed)
+    classes: str | None = None  # e.g. "5-9": only these, relabelled 0..k-1
     augment: str = "default"
     validate: bool = True
     architecture: str | None = None
+    pretrained: str | None = None  # a .keras model to start from
+    new_head: bool = False  # replace its classifier for this data
+    freeze_epochs: int = 0  # train only the head first, this many epochs
+    freeze_batchnorm: bool = False  # BatchNorm stays frozen in the fine-tune
     prunetrain: bool = True
     penalty_ratio: float = 0.2
     proximal: bool = False
@@ -79,6 +85,7 @@ class Config:
     ranking: str = "thin_widths"  # which channels a budget cut removes
     gentle: bool = True  # fade what a budget cut removes over the epoch before
     early_bird: bool = False  # one budget cut, when the channel mask settles
+    prune_first: bool = False  # cut once before training, then fine-tune
     rewarm_epochs: float = 0.0  # learning rate lifted after each cut (0: off)
     epochs: int = 182
     batch_size: int = 128  # per replica
@@ -92,6 +99,7 @@ class Config:
     num_classes: int | None = None  # synthetic data only
     synthetic_size: int = 1024
     steps_per_epoch: int | None = None
+    eval_steps: int | None = None
     strategy: str = "default"
     mixed_precision: bool = False
     dynamic_batch: bool = False
@@ -112,7 +120,14 @@ _HELP = {
     "data_dir": "Directory of the Fashion-MNIST IDX files, the CIFAR python "
                 "batches or ImageNet TFRecords / TFDS files / class folders.",
     "train_size": "Train on a random subset of this many training examples "
-                  "(picked by --seed; in-memory data sets only).",
+                  "(picked by --subset_seed; in-memory data sets only).",
+    "subset_seed": "Seed of the --train_size pick (unset: --seed). Fix it to "
+                   "fine-tune on the examples a --pretrained model saw.",
+    "classes": "Keep only these classes, relabelled 0..k-1 in the order "
+               "given: a list ('5,6,7') or a range ('5-9'), in-memory data "
+               "sets only. The images are normalized with the statistics "
+               "of the whole training set, so a model trained on other "
+               "classes sees them as it saw its own.",
     "augment": "Training augmentation: 'default' (cifar* and imagenet: "
                "their usual one; the others: none), 'none', or 'crop_flip' "
                "(zero-pad 4 pixels, random crop back, random horizontal "
@@ -122,6 +137,21 @@ _HELP = {
     "architecture": "Train this architecture instead of --model: a Keras "
                     "model JSON file (model.to_json()), e.g. a pruned "
                     "model's, from fresh weights.",
+    "pretrained": "Start from this trained model (a .keras file, e.g. a "
+                  "recipe's --log_dir/model.keras) instead of --model: "
+                  "compress it, or fine-tune it on another task with "
+                  "--new_head. Its input shape must be the data's.",
+    "new_head": "With --pretrained: replace its last Dense layer (the "
+                "classifier) by a fresh one for this data's classes.",
+    "freeze_epochs": "With --pretrained: first train only the last Dense "
+                     "layer, everything else frozen, for this many epochs "
+                     "(not counted in --epochs, no pruning, not "
+                     "checkpointed); then unfreeze and fine-tune --epochs "
+                     "(the Keras transfer-learning guide's two phases).",
+    "freeze_batchnorm": "With --pretrained: keep every BatchNorm layer "
+                        "frozen (trainable=False: inference mode, its "
+                        "statistics fixed) in the fine-tune; cuts slice "
+                        "them with their channels.",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
     "proximal": "Apply the group lasso as a proximal step after each update "
@@ -152,6 +182,10 @@ _HELP = {
                   "would remove stop changing between epochs "
                   "(schedules.EarlyBird, experimental); --target_epoch is "
                   "then its deadline (unset: 50% of --epochs).",
+    "prune_first": "With --flops_target: cut the model once to the target "
+                   "before training (--ranking's channels, abruptly), then "
+                   "train it without the group lasso: the prune-then-"
+                   "fine-tune pipeline, PruneTrain's control.",
     "rewarm_epochs": "After each cut, lift the learning rate back to the "
                      "highest it has been and let it fall over this many "
                      "epochs (rewarm.Rewarm, experimental; 0: off).",
@@ -169,7 +203,12 @@ _HELP = {
     "num_classes": "Classes of synthetic data (default 10; 1000 at 224 px) "
                    "or of --data=imagenet (default 1000).",
     "synthetic_size": "Examples of synthetic data.",
-    "steps_per_epoch": "Limit each epoch to this many steps (smoke tests).",
+    "steps_per_epoch": "Steps per epoch (unset: one pass over the training "
+                       "data). Fewer make an epoch part of a pass: the "
+                       "schedules count these epochs, so a short fine-tune "
+                       "can cut within its first pass.",
+    "eval_steps": "Limit validation and the final evaluation to this many "
+                  "batches (smoke tests; unset: the whole test data).",
     "strategy": f"tf.distribute strategy: one of {tf_prunetrain.distribute.STRATEGIES}.",
     "mixed_precision": "Train with the mixed_float16 policy.",
     "dynamic_batch": "Grow the batch into freed activation memory after each "
@@ -212,9 +251,9 @@ def config_from_flags() -> Config:
     if values["strength"] is not None and values["strength"] < 0:
         values["strength"] = None  # --strength=-1: calibrate from the ratio
     for name in ("penalty_epochs", "flops_target", "target_epoch",
-                 "interval"):
-        if values[name] == 0:
-            values[name] = None  # e.g. --penalty_epochs=0: always on
+                 "interval", "pretrained", "classes"):
+        if values[name] in (0, ""):  # e.g. --penalty_epochs=0: always on
+            values[name] = None
     return Config(**values)
 
 
@@ -247,6 +286,7 @@ def validate(config: Config) -> None:
         if config.width_multiplier != 1:
             raise ValueError("--architecture and --width_multiplier conflict: "
                              "the file fixes every width.")
+    _validate_pretrained(config)
     if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
         raise ValueError(f"--data={config.data} needs --data_dir (the data "
                          "cannot be downloaded here); or use --data=mnist5k.")
@@ -257,7 +297,8 @@ def validate(config: Config) -> None:
                          f"tf_prunetrain.latency.channel_multiple() "
                          f"measures), got {config.round_to!r}.")
     for name in ("interval", "epochs", "batch_size", "round_to",
-                 "target_epoch", "train_size"):
+                 "target_epoch", "train_size", "steps_per_epoch",
+                 "eval_steps"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
@@ -281,6 +322,18 @@ def validate(config: Config) -> None:
     elif config.target_epoch is not None or config.early_bird:
         raise ValueError(f"--{'early_bird' if config.early_bird else 'target_epoch'}"
                          " needs --flops_target.")
+    if config.prune_first:
+        if config.flops_target is None or not config.prunetrain:
+            raise ValueError("--prune_first needs --flops_target (the cut it "
+                             "makes) and PruneTrain (drop --noprunetrain).")
+        clashing = [name for name in ("target_epoch", "interval")
+                    if getattr(config, name) is not None] + [
+            name for name in ("early_bird", "rewarm_epochs", "dynamic_batch")
+            if getattr(config, name)]
+        if clashing:
+            raise ValueError(f"--prune_first and --{clashing[0]} conflict: it "
+                             "cuts once, before the first step, and trains "
+                             "without the group lasso.")
     if not 0 <= config.rewarm_epochs < float("inf"):
         raise ValueError("--rewarm_epochs must be >= 0 and finite (0: off).")
     if config.rewarm_epochs and config.dynamic_batch:
@@ -301,6 +354,58 @@ def validate(config: Config) -> None:
         raise ValueError("--resume needs the --log_dir of the interrupted run.")
     if config.max_batch_size is not None and config.max_batch_size < config.batch_size:
         raise ValueError("--max_batch_size must be >= --batch_size.")
+
+
+def class_list(spec: str) -> list[int]:
+    """The classes of a --classes value: '5-9' or '5,6,7' (order kept).
+
+    >>> class_list("5-9"), class_list("3,1")
+    ([5, 6, 7, 8, 9], [3, 1])
+    """
+    try:
+        if "-" in spec:
+            first, last = (int(v) for v in spec.split("-"))
+            classes = list(range(first, last + 1))
+        else:
+            classes = [int(v) for v in spec.split(",")]
+    except ValueError:
+        classes = []
+    if len(classes) < 2 or len(set(classes)) < len(classes) \
+            or min(classes) < 0:
+        raise ValueError(f"--classes must name two or more distinct classes,"
+                         f" as '5-9' or '5,6,7'; got {spec!r}.")
+    return classes
+
+
+def _validate_pretrained(config: Config) -> None:
+    if config.classes is not None:
+        class_list(config.classes)
+        if config.data in ("imagenet", "synthetic"):
+            raise ValueError("--classes works on in-memory data sets, not "
+                             f"--data={config.data}.")
+    if config.freeze_epochs < 0:
+        raise ValueError("--freeze_epochs must be >= 0 (0: no head phase).")
+    if config.pretrained is None:
+        needing = [name for name in ("new_head", "freeze_epochs",
+                                     "freeze_batchnorm")
+                   if getattr(config, name)]
+        if needing:
+            raise ValueError(f"--{needing[0]} needs --pretrained (the trained "
+                             "model to fine-tune).")
+        return
+    if not config.pretrained.endswith(".keras") \
+            or not os.path.isfile(config.pretrained):
+        raise ValueError(f"--pretrained={config.pretrained!r} is not a .keras "
+                         "file; give a model saved with model.save("
+                         "'name.keras'), e.g. a recipe's --log_dir/"
+                         f"{MODEL_FILE}.")
+    if config.architecture is not None or config.width_multiplier != 1:
+        raise ValueError("--pretrained and --"
+                         f"{'architecture' if config.architecture else 'width_multiplier'}"
+                         " conflict: the file fixes the architecture.")
+    if config.freeze_epochs and not config.new_head:
+        raise ValueError("--freeze_epochs trains a new classifier first: it "
+                         "needs --new_head.")
 
 
 def target_epoch(config: Config) -> int:
@@ -350,15 +455,24 @@ def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
                  mean: Any = None, std: Any = None) -> Data:
     """`augment` is the data set's usual augmentation (--augment=default)."""
     size = config.image_size
+    if config.classes is not None:
+        if mean is None:  # the whole set's, whichever classes are kept
+            mean, std = _statistics(train[0])
+        chosen = class_list(config.classes)
+        if max(chosen) >= classes:
+            raise ValueError(f"--classes={config.classes!r}: --data="
+                             f"{config.data} has classes 0-{classes - 1}.")
+        train, test = (_keep_classes(a, chosen) for a in (train, test))
+        classes = len(chosen)
     if config.train_size is not None:
-        train = data_lib.subset(train, config.train_size, config.seed,
-                                "--train_size")
+        train = data_lib.subset(
+            train, config.train_size,
+            config.seed if config.subset_seed is None else config.subset_seed,
+            "--train_size")
     if config.augment != "default":
         augment = "cifar" if config.augment == "crop_flip" else None
     if mean is None:  # per-channel statistics of the training images
-        scale = 255.0 if train[0].dtype == np.uint8 else 1.0
-        pixels = train[0].reshape(-1, train[0].shape[-1]) / scale
-        mean, std = pixels.mean(axis=0), pixels.std(axis=0) + 1e-6
+        mean, std = _statistics(train[0])
     shape = (size or train[0].shape[1], size or train[0].shape[2],
              train[0].shape[3])
 
@@ -375,6 +489,23 @@ def _arrays_data(train: data_lib.Arrays, test: data_lib.Arrays,
             mean=mean, std=std, drop_remainder=even))
 
     return Data(shape, classes, train_stream, test_pass)
+
+
+def _statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of images scaled to [0, 1]."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    pixels = images.reshape(-1, images.shape[-1]) / scale
+    return pixels.mean(axis=0), pixels.std(axis=0) + 1e-6
+
+
+def _keep_classes(arrays: data_lib.Arrays, chosen: list[int]
+                  ) -> data_lib.Arrays:
+    """The examples of `chosen` classes, labelled by their place in it."""
+    images, labels = arrays
+    relabel = np.full(max(int(labels.max()), max(chosen)) + 1, -1, np.int32)
+    relabel[chosen] = np.arange(len(chosen))
+    keep = relabel[labels] >= 0
+    return images[keep], relabel[labels[keep]]
 
 
 def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -440,6 +571,8 @@ def load_data(config: Config) -> Data:
 # -- model -------------------------------------------------------------------------
 def build_model(config: Config, shape: tuple[int, int, int],
                 num_classes: int) -> keras.Model:
+    if config.pretrained is not None:
+        return _pretrained(config, shape, num_classes)
     if config.architecture is not None:
         return _architecture(config.architecture, shape, num_classes)
     m = config.width_multiplier
@@ -499,6 +632,93 @@ def _architecture(path: str, shape: tuple[int, int, int],
     return tf_prunetrain.strip_prunetrain(model)
 
 
+def _pretrained(config: Config, shape: tuple[int, int, int],
+                num_classes: int) -> keras.Model:
+    """The --pretrained model, its weights as trained (without
+    tf_prunetrain's regularizers: --prunetrain adds its own), with a fresh
+    classifier for `num_classes` when --new_head."""
+    path = config.pretrained
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise ValueError(f"--pretrained={path!r} could not be loaded "
+                         f"({type(err).__name__}: {err}).") from err
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(f"--pretrained={path!r} holds a "
+                         f"{type(model).__name__}, not a built Keras model.")
+    model = tf_prunetrain.strip_prunetrain(model)
+    if tuple(model.input_shape[1:]) != tuple(shape):
+        raise ValueError(f"--pretrained={path!r} takes inputs of shape "
+                         f"{tuple(model.input_shape[1:])}; --data="
+                         f"{config.data} gives {tuple(shape)} (--image_size "
+                         "resizes).")
+    head = model.layers[-1]
+    if config.new_head:
+        if not isinstance(head, keras.layers.Dense):
+            raise ValueError(f"--new_head replaces the last layer of "
+                             f"--pretrained={path!r}, which must be a Dense "
+                             f"classifier; '{head.name}' is a "
+                             f"{type(head).__name__}.")
+        outputs = keras.layers.Dense(num_classes, activation=head.activation,
+                                     name=head.name)(head.input)
+        return keras.Model(model.inputs, outputs, name=model.name)
+    if model.output_shape[-1] != num_classes:
+        raise ValueError(f"--pretrained={path!r} gives "
+                         f"{model.output_shape[-1]} outputs; --data="
+                         f"{config.data} has {num_classes} classes. Pass "
+                         "--new_head to replace its classifier.")
+    return model
+
+
+def _sublayers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model`, nested models' layers included."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out += _sublayers(layer)
+    return out
+
+
+def _optimizer(config: Config, replicas: int) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(
+        config.learning_rate * replicas, momentum=config.momentum,
+        weight_decay=config.weight_decay or None)
+
+
+def train_head(config: Config, model: keras.Model, data: Data,
+               replicas: int, callbacks: list[Any]) -> float:
+    """--freeze_epochs: trains only `model`'s last layer, every other one
+    frozen, at the recipe's learning rate (no decay); the layers' own
+    `trainable` flags are then given back. Returns fit's seconds."""
+    frozen = [(layer, layer.trainable) for layer in model.layers[:-1]]
+    for layer, _ in frozen:
+        layer.trainable = False
+    model.compile(_optimizer(config, replicas), _loss(), metrics=["accuracy"])
+    batch = config.batch_size * replicas
+    train, steps = data.train(batch, replicas > 1, 0, config.steps_per_epoch)
+    start = time.perf_counter()
+    model.fit(train, epochs=config.freeze_epochs, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    seconds = time.perf_counter() - start
+    for layer, trainable in frozen:
+        layer.trainable = trainable
+    return seconds
+
+
+def prune_once(config: Config, model: keras.Model) -> keras.Model:
+    """--prune_first: `model` cut to --flops_target of its FLOPs now, the
+    channels --ranking chooses (weights as they are: no fade)."""
+    graph = tf_prunetrain.channel_groups(model)
+    ranking = RANKINGS[config.ranking]()
+    ranking.start(graph)
+    goal = config.flops_target * tf_prunetrain.cost.forward_flops(model)
+    plan = tf_prunetrain.budget.plan_to_flops(
+        graph, goal, floor=goal, threshold=config.threshold,
+        round_to=config.round_to, ranking=ranking)
+    return tf_prunetrain.surgery.rebuild(plan)
+
+
 class _SegmentBatch:
     """The per-replica batch of the `--dynamic_batch` segment in progress,
     a `Checkpoint` tracker: a run resumed inside a segment trains on at
@@ -533,21 +753,31 @@ class _StepLearningRate(keras.callbacks.Callback):
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def compiled_model(config: Config, data: Data, replicas: int) -> keras.Model:
-    """The model `config` trains, with its lasso (no proximal step yet:
-    `Reconfigure` binds it), compiled with the recipe's SGD."""
-    model = build_model(config, data.shape, data.num_classes)
+def _loss() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compiled_model(config: Config, data: Data, replicas: int,
+                   model: keras.Model | None = None) -> keras.Model:
+    """The model `config` trains (`model`, else `build_model`'s), with
+    BatchNorm frozen (--freeze_batchnorm), cut first (--prune_first), and
+    its lasso (no proximal step yet: `Reconfigure` binds it), compiled with
+    the recipe's SGD."""
+    if model is None:
+        model = build_model(config, data.shape, data.num_classes)
+    if config.freeze_batchnorm:
+        for layer in _sublayers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    if config.prune_first:
+        model = prune_once(config, model)
     if replicas > 1:
         model = tf_prunetrain.distribute.synchronize_batchnorm(model)
-    if config.prunetrain:
+    if config.prunetrain and not config.prune_first:
         model = tf_prunetrain.add_group_lasso(
             model, strength=config.strength or 0.0, proximal=config.proximal,
             scales=config.scales)
-    model.compile(
-        keras.optimizers.SGD(config.learning_rate, momentum=config.momentum,
-                             weight_decay=config.weight_decay or None),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+    model.compile(_optimizer(config, 1), _loss(), metrics=["accuracy"])
     return model
 
 
@@ -595,7 +825,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     strategy = tf_prunetrain.distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     data = load_data(config)
-    reconfigure = pruning(config) if config.prunetrain else None
+    reconfigure = pruning(config) if config.prunetrain \
+        and not config.prune_first else None
     # After the Reconfigure (it refuses a RunLog listed before it).
     runlog = tf_prunetrain.RunLog(log_dir=config.log_dir,
                                   batch_size=config.batch_size * replicas)
@@ -616,10 +847,18 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                 trackers=trackers)
             callbacks.append(backup)
             restored = backup.restore() if config.resume else None
+        head_seconds = one_off = 0.0
         if restored:
             model, epoch = restored
         else:
-            model, epoch = compiled_model(config, data, replicas), 0
+            model = build_model(config, data.shape, data.num_classes)
+            if config.freeze_epochs:  # the head first, the rest frozen
+                head_seconds = train_head(config, model, data, replicas,
+                                          [timeline])
+            start_cut = time.perf_counter()
+            model, epoch = compiled_model(config, data, replicas, model), 0
+            if config.prune_first:  # the surgery, a one-off like a cut's
+                one_off = time.perf_counter() - start_cut
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
     callbacks.append(learning_rate)
     if config.log_dir:
@@ -656,13 +895,12 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                 "read from files of unknown length, so the epochs after the "
                 "resume are shuffled afresh, not as the uninterrupted run's "
                 "were. --steps_per_epoch (training images // global batch) "
-                "makes it exact, but also limits the validation and the "
-                "final evaluation to that many batches.", stacklevel=2)
+                "makes it exact.", stacklevel=2)
         fit = model.fit(train, epochs=end,
                         initial_epoch=epoch, steps_per_epoch=steps,
                         validation_data=data.test(batch * replicas, even)
                         if config.validate else None,
-                        validation_steps=config.steps_per_epoch
+                        validation_steps=config.eval_steps
                         if config.validate else None,
                         callbacks=callbacks, verbose=config.verbose,
                         shuffle=False)  # the pipeline shuffles
@@ -675,7 +913,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             initial, model, multiple=8, max_batch_size=config.max_batch_size)
     evaluation = model.evaluate(data.test(config.batch_size * replicas,
                                           replicas > 1),
-                                steps=config.steps_per_epoch, verbose=0,
+                                steps=config.eval_steps, verbose=0,
                                 return_dict=True)
     if config.log_dir:  # the trainable model, and one for plain Keras
         model.save(os.path.join(config.log_dir, MODEL_FILE))
@@ -705,7 +943,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "memory_traffic_bytes": cost.memory_traffic_bytes if cost else None,
         "initial_memory_traffic_bytes": initial_cost.memory_traffic_bytes
         if initial_cost else None,
-        "reconfiguration_seconds": sum(r.seconds for r in reconfigurations),
+        "reconfiguration_seconds": one_off + sum(r.seconds
+                                                 for r in reconfigurations),
         # The RunLog's measure of each cut's re-trace (None: not timed).
         "retrace_seconds": sum(r.retrace_seconds or 0.0 for r in cuts),
         # Measured step time after / before each cut (re-trace steps
@@ -724,7 +963,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": timeline.segments,
         "architectures": timeline.architectures,
-        "train_seconds": train_seconds,
+        "train_seconds": train_seconds + head_seconds,
         "seconds": time.perf_counter() - start,
     }
     if config.verbose:

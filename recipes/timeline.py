@@ -21,6 +21,13 @@ import keras
 from tf_prunetrain.regularizers import lasso_variables
 
 
+def _frozen(layers: list) -> bool:
+    """Whether any of `layers`, or of the models among them, is frozen."""
+    return any(not layer.trainable or (isinstance(layer, keras.Model)
+                                       and _frozen(layer.layers))
+               for layer in layers)
+
+
 def architecture_key(model: keras.Model) -> str:
     """12 hex digits naming `model`'s layer classes and weight shapes (the
     GroupLasso strength variables left out).
@@ -34,10 +41,15 @@ def architecture_key(model: keras.Model) -> str:
     >>> architecture_key(net(3)) == architecture_key(net(2))
     False
     """
-    structure = [(type(layer).__name__,
-                  [list(w.shape) for w in layer.weights
-                   if not w.path.endswith("group_lasso_strength")])
-                 for layer in model.layers]
+    structure: list = [(type(layer).__name__,
+                        [list(w.shape) for w in layer.weights
+                         if not w.path.endswith("group_lasso_strength")])
+                       for layer in model.layers]
+    # Frozen layers train faster (no weight gradients): what trains joins
+    # the name when something is frozen (other models keep their keys).
+    if _frozen(model.layers):
+        structure.append(("trainable", [list(w.shape) for w in
+                                        model.trainable_weights]))
     text = json.dumps(structure, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

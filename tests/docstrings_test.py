@@ -26,7 +26,8 @@ MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.surgery",
            "tf_prunetrain.models", "tf_prunetrain.tfmot_interop",
            # The benchmark's instruments (tools/, recipes/).
-           "benchmark", "replay", "summary", "timeline", "verdicts"]
+           "benchmark", "common", "pretrained", "replay", "summary",
+           "timeline", "verdicts"]
 # Modules whose examples need an optional extra: the packages it brings.
 # (Looked up, not imported: importing TFMOT changes the process' Keras.)
 NEEDS = {"tf_prunetrain.tfmot_interop": (

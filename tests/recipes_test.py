@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import data_files
@@ -16,9 +17,10 @@ RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
 sys.path.insert(0, RECIPES)
 
 import common  # noqa: E402  (recipes/common.py)
+import tf_prunetrain  # noqa: E402
 
 # round_to=1: the tiny widths (4/8/16) are not multiples of the default 8.
-TINY = dict(epochs=2, interval=1, steps_per_epoch=3, batch_size=16,
+TINY = dict(epochs=2, interval=1, steps_per_epoch=3, eval_steps=3, batch_size=16,
             width_multiplier=0.25, round_to=1, verbose=0)
 
 
@@ -114,7 +116,7 @@ def test_dense_vgg_baseline_on_digits():
 def test_bottleneck_resnet_on_cifar10_files(tmp_path):
     data_files.write_cifar(str(tmp_path), num_classes=10, per_batch=8)
     result = _run(model="resnet50_cifar", data="cifar10",
-                  data_dir=str(tmp_path), steps_per_epoch=None, batch_size=20)
+                  data_dir=str(tmp_path), steps_per_epoch=None, eval_steps=None, batch_size=20)
     assert result["model"].output_shape == (None, 10)
     assert result["history"]["prunetrain_lambda"][0] > 0
 
@@ -122,7 +124,7 @@ def test_bottleneck_resnet_on_cifar10_files(tmp_path):
 def test_resnet32_on_cifar100_files(tmp_path):
     data_files.write_cifar(str(tmp_path), num_classes=100, per_batch=8)
     result = _run(model="resnet32", data="cifar100", data_dir=str(tmp_path),
-                  epochs=1, steps_per_epoch=None, batch_size=24)
+                  epochs=1, steps_per_epoch=None, eval_steps=None, batch_size=24)
     assert result["model"].output_shape == (None, 100)
 
 
@@ -198,7 +200,7 @@ def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(
     data_files.write_fashion_mnist(str(folder), train=80, test=20)
     result = _run(model="resnet20", data="fashion_mnist",
                   data_dir=str(folder), train_size=64, augment="crop_flip",
-                  validate=False, steps_per_epoch=None, epochs=3,
+                  validate=False, steps_per_epoch=None, eval_steps=None, epochs=3,
                   flops_target=0.5, target_epoch=2, proximal=True,
                   strength=0.05)
     model = result["model"]
@@ -213,7 +215,7 @@ def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(
     assert "tf_prunetrain>GroupLasso" in model.to_json()
     scratch = _run(data="fashion_mnist", data_dir=str(folder),
                    architecture=str(architecture), prunetrain=False,
-                   width_multiplier=1.0, steps_per_epoch=None, epochs=1)
+                   width_multiplier=1.0, steps_per_epoch=None, eval_steps=None, epochs=1)
     fresh = scratch["model"]
     assert fresh.count_params() == model.count_params()
     assert [layer.name for layer in fresh.layers] == [
@@ -302,3 +304,102 @@ def test_command_line(tmp_path):
         [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300).stdout
     assert "--dynamic_batch" in help_text and "'resnet50'" in help_text
+
+
+def _source(tmp_path, **kwargs) -> str:
+    """A dense ResNet-20 (width 0.25) trained on digits 0-4 by the recipe,
+    saved in its --log_dir; returns the model file."""
+    log_dir = str(tmp_path / "source")
+    _run(model="resnet20", data="digits", classes="0-4", prunetrain=False,
+         log_dir=log_dir, epochs=1, **kwargs)
+    return os.path.join(log_dir, common.MODEL_FILE)
+
+
+def _batchnorm_means(model):
+    return {layer.name: np.array(layer.moving_mean) for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def test_pretrained_transfer_head_phase_frozen_batchnorm_and_a_cut(tmp_path):
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    source = _source(tmp_path)
+    means = _batchnorm_means(keras.models.load_model(source))
+    result = _run(model="resnet20", data="digits", classes="5-9",
+                  pretrained=source, width_multiplier=1.0, new_head=True,
+                  freeze_epochs=1,
+                  freeze_batchnorm=True, flops_target=0.5, epochs=2,
+                  proximal=True, strength=0.01)
+    _assert_trained(result)
+    model, segments = result["model"], result["timeline"]
+    assert model.output_shape[-1] == 5
+    # The head phase (backbone frozen) is its own architecture for the
+    # replay; then the dense fine-tune, then the cut model.
+    assert segments[0]["steps"] == TINY["steps_per_epoch"]
+    assert len({s["architecture"] for s in segments}) == 3
+    assert result["inference_flops"] <= 0.55 * result[
+        "initial_inference_flops"]
+    for name, mean in _batchnorm_means(model).items():
+        assert model.get_layer(name).trainable is False
+        kept = means[name]  # frozen all along: the source's, sliced
+        assert all(np.isin(mean, kept)), name
+    assert any(mean.size < means[name].size
+               for name, mean in _batchnorm_means(model).items())
+
+
+def test_prune_first_cuts_before_training_and_trains_without_lasso(tmp_path):
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    source = _source(tmp_path)
+    dense = keras.models.load_model(source)
+    result = _run(model="resnet20", data="digits", classes="0-4",
+                  pretrained=source, width_multiplier=1.0, flops_target=0.5,
+                  prune_first=True,
+                  interval=None, proximal=True, scales=True, strength=0.01)
+    _assert_trained(result)
+    assert [s["lasso"] for s in result["timeline"]] == [""]
+    flops = tf_prunetrain.cost.forward_flops
+    assert flops(result["model"]) <= 0.5 * flops(dense) * 1.0001
+    assert result["reconfiguration_seconds"] > 0  # the surgery, priced
+
+
+def test_pretrained_flags_refuse_what_cannot_work(tmp_path):
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    source = _source(tmp_path)
+    json_file = tmp_path / "model.json"
+    json_file.write_text("{}")
+    for kwargs, message in (
+            ({"new_head": True}, "--new_head needs --pretrained"),
+            ({"freeze_epochs": 2}, "--freeze_epochs needs --pretrained"),
+            ({"freeze_batchnorm": True}, "--freeze_batchnorm needs"),
+            ({"freeze_epochs": -1}, "--freeze_epochs must be >= 0"),
+            ({"pretrained": str(json_file)}, "is not a .keras file"),
+            ({"pretrained": source, "freeze_epochs": 1}, "needs --new_head"),
+            ({"pretrained": source, "width_multiplier": 0.5},
+             "--pretrained and --width_multiplier conflict"),
+            ({"pretrained": source, "data": "digits"},
+             "gives 5 outputs; --data=digits has 10 classes.*--new_head"),
+            ({"pretrained": source, "data": "digits", "image_size": 16,
+              "new_head": True}, r"takes inputs of shape \(8, 8, 1\)"),
+            ({"classes": "5"}, "--classes must name two or more"),
+            ({"classes": "a-b"}, "--classes must name two or more"),
+            ({"classes": "3,3"}, "--classes must name two or more"),
+            ({"data": "digits", "classes": "8-10"}, "has classes 0-9"),
+            ({"data": "synthetic", "classes": "0-1"}, "in-memory data"),
+            ({"prune_first": True}, "--prune_first needs --flops_target"),
+            ({"prune_first": True, "flops_target": 0.5,
+              "prunetrain": False}, "--prune_first needs"),
+            ({"prune_first": True, "flops_target": 0.5, "early_bird": True,
+              "epochs": 4, "interval": None},
+             "--prune_first and --early_bird conflict"),
+            ({"steps_per_epoch": 0}, "--steps_per_epoch must be >= 1"),
+            ({"eval_steps": 0}, "--eval_steps must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            _run(**{"model": "resnet20", "data": "digits",
+                    "width_multiplier": 1.0 if "pretrained" in kwargs
+                    else 0.25, **kwargs})
+    head = tmp_path / "no_head.keras"
+    x = keras.Input((8, 8, 1))
+    keras.Model(x, keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3)(x))).save(head)
+    with pytest.raises(ValueError, match="must be a Dense classifier"):
+        _run(model="resnet20", data="digits", pretrained=str(head),
+             width_multiplier=1.0, new_head=True)

@@ -73,6 +73,15 @@ class Reconfigure(keras.callbacks.Callback):
     ends, the group lasso is switched off and detached (no penalty, no
     proximal step: its cost is gone).
 
+    Frozen layers (`trainable=False`, or inside a frozen model) are pruned
+    like the others: a cut keeps the surviving slices of their weights and
+    BatchNorm statistics exactly and leaves them frozen (a frozen
+    BatchNorm stays in inference mode), and only a gentle cut's fade
+    changes a frozen value, the slices it then removes. The lasso cannot
+    shrink a frozen kernel, so `DeadChannels` never removes a channel
+    coupled to one; `FlopsBudget` chooses by width and norm and does. A
+    model with nothing trainable is refused.
+
     Logging is separate: put a `tf_prunetrain.RunLog` after this callback
     to account the training cost, time the steps and write the run log and
     TensorBoard summaries. The epoch logs get `prunetrain_lambda`,
@@ -168,6 +177,14 @@ class Reconfigure(keras.callbacks.Callback):
         if self.finished is not None:  # a later fit, or resumed
             self._lasso_off()
             return
+        if not self.model.trainable_weights:
+            raise ValueError(
+                f"Reconfigure: model '{self.model.name}' has no trainable "
+                "weights (every layer is frozen), and PruneTrain prunes while "
+                "it trains. Unfreeze what should fine-tune (e.g. "
+                "backbone.trainable = True) and compile again; frozen "
+                "layers are pruned with their statistics (README, 'Prune a "
+                "trained model').")
         if not regularizers.lasso_variables(self.model):
             raise ValueError(
                 f"Reconfigure: model '{self.model.name}' has no GroupLasso "

@@ -313,8 +313,10 @@ class FlopsBudget(Schedule):
                     f"{type(self).__name__}: fit runs {context.epochs} "
                     "epoch(s); a "
                     "budget needs at least 2 (one to prune in, one to train "
-                    "the smaller model). Train longer, or pass target_epoch "
-                    "and fit past it.")
+                    "the smaller model). To cut within one pass over the "
+                    "data (a short fine-tune), make epochs shorter than a "
+                    "pass: fit(data, epochs=4, steps_per_epoch=steps // 4) "
+                    "on an endless stream (tf_prunetrain.data.stream).")
             self.target_epoch = max(1, round(TARGET_FRACTION * context.epochs))
         elif self.target_epoch > context.epochs and not context.resumed:
             raise ValueError(

@@ -488,9 +488,12 @@ def _replay_model(config: common.Config, data: common.Data, item: str,
     path = os.path.join(folder, f"{architecture}.json")
     with open(path, "w", encoding="utf-8") as f:
         f.write(architectures[architecture])
+    # The JSON fixes the widths and which layers are frozen; a trained
+    # model's other flags (tools/pretrained.py) do not apply.
     config = dataclasses.replace(
-        config, architecture=path, width_multiplier=1.0,
-        prunetrain=bool(lasso), proximal="proximal" in lasso,
+        config, architecture=path, width_multiplier=1.0, pretrained=None,
+        new_head=False, freeze_epochs=0, freeze_batchnorm=False,
+        prune_first=False, prunetrain=bool(lasso), proximal="proximal" in lasso,
         scales="scales" in lasso, strength=config.strength or 1e-4)
     model = common.compiled_model(config, data, replicas=1)
     if config.proximal:

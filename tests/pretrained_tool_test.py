@@ -1,0 +1,113 @@
+"""tools/pretrained.py's plan and report: which runs a sweep makes, and how
+PruneTrain is paired with each alternative (equal epochs, equal time)."""
+
+import json
+import os
+import sys
+
+import pytest
+from absl import flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+
+import pretrained  # noqa: E402  (tools/pretrained.py)
+
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["pretrained_tool_test"])
+assert flags.FLAGS.regime == "compress"  # labels say N= (the default)
+
+
+def _run(seed, method, accuracy, seconds, target=None, grid=1, epochs=None,
+         flops=100):
+    return {"seed": seed, "method": method, "target": target, "grid": grid,
+            "epochs": epochs, "accuracy": accuracy, "train_seconds": seconds,
+            "one_off_seconds": 0.0, "inference_flops": flops,
+            "timeline": [{"architecture": method, "lasso": "",
+                          "steps": 1}]}
+
+
+def _result():
+    """Compress, N=1, five seeds: PruneTrain at 0.25 takes 30 s; the thin
+    network from scratch takes 20 s (E=1) or 40 s (E=2), so at equal time
+    it sits half-way between its two runs."""
+    runs = []
+    for seed in range(5):
+        runs += [_run(seed, "dense", 0.90, 60),
+                 _run(seed, "prunetrain", 0.88 + 0.001 * seed, 30, 0.25,
+                      flops=25),
+                 _run(seed, "prune_first", 0.86, 30, 0.25, flops=25),
+                 _run(seed, "thin", 0.70, 20, 0.25, None, 1, flops=25),
+                 _run(seed, "thin", 0.80, 40, 0.25, None, 2, flops=25)]
+    return {"regime": "compress", "network": "resnet20", "runs": runs,
+            "sources": {"dense": _run(None, "source", 0.9, 480, grid=None)}}
+
+
+def test_report_pairs_prunetrain_with_each_alternative():
+    result = _result()
+    figures = pretrained.report(result)
+    pairs = {row["against"]: row for row in figures["pairs"]}
+    assert pairs["dense"]["mean"] == pytest.approx(-1.8)
+    assert pairs["dense"]["verdict"] == "worse"
+    assert pairs["prune_first"]["mean"] == pytest.approx(2.2)
+    assert pairs["prune_first"]["verdict"] == "better"
+    # Equal epochs: the thin network's E=1 run; equal time (30 s): half-way
+    # between E=1 (20 s, 0.70) and E=2 (40 s, 0.80).
+    assert pairs["thin, equal epochs (E=1)"]["mean"] == pytest.approx(18.2)
+    assert pairs["thin, equal time"]["mean"] == pytest.approx(13.2)
+    assert pairs["thin, equal time"]["outside"] == 0
+    rows = {row["label"]: row for row in figures["rows"]}
+    assert rows["prunetrain 0.25 N=1"]["time_vs_source"] == \
+        pytest.approx(30 / 480)
+    assert rows["prunetrain 0.25 N=1"]["flops"] == pytest.approx(0.25)
+    assert rows["thin 0.25 E=2"]["time_vs_dense"] == pytest.approx(40 / 60)
+    text = pretrained.markdown(result, figures)
+    assert "| 1 | 0.25 | thin, equal time | +13.20 [" in text
+
+
+def test_prunetrain_past_the_thin_curve_is_counted_outside():
+    result = _result()
+    for run in result["runs"]:
+        if run["method"] == "prunetrain":
+            run["train_seconds"] = 50  # beyond the longest thin run
+    pairs = {row["against"]: row for row in pretrained.report(result)["pairs"]}
+    assert pairs["thin, equal time"]["outside"] == 5
+    assert pairs["thin, equal time"]["mean"] == pytest.approx(8.2)
+
+
+def test_plan_has_every_method_once_and_sources_first():
+    tasks = pretrained.plan("transfer", [500], [0.25], [0, 1])
+    assert tasks[:2] == [(None, "source", None, None, None),
+                         (None, "source", 0.25, None, None)]
+    assert len(tasks) == len(set(tasks))
+    methods = {t[1] for t in tasks}
+    assert methods == {"source", "dense", "prunetrain", "prune_first",
+                       "thin_source", "thin"}
+    assert sorted(t[4] for t in tasks if t[1] == "thin" and t[0] == 0) == \
+        [20, 40]
+    compress = pretrained.plan("compress", [1, 2], [0.5], [0])
+    assert sorted(t[4] for t in compress if t[1] == "thin") == [1, 2, 8]
+    assert not any(t[1] == "thin_source" for t in compress)
+
+
+def test_a_thin_network_from_scratch_trains_whole():
+    frozen = json.dumps({"config": {"layers": [
+        {"config": {"trainable": False, "name": "bn"}},
+        {"config": {"trainable": True, "layers": [
+            {"config": {"trainable": False}}]}}]}})
+    assert '"trainable": false' not in pretrained.trainable_json(frozen)
+    assert pretrained.trainable_json(frozen).count('"trainable": true') == 3
+
+
+def test_fine_tunes_are_the_regimes():
+    compress = pretrained.fine_tune("compress", "resnet20", 2, "src.keras")
+    assert (compress.epochs, compress.steps_per_epoch) == (8, 20)
+    assert compress.lr_decay_epochs == (4, 6)
+    assert compress.subset_seed == 0 and compress.train_size == 10_000
+    transfer = pretrained.fine_tune("transfer", "resnet20", 500, "src.keras")
+    assert (transfer.classes, transfer.train_size, transfer.new_head,
+            transfer.freeze_epochs) == ("5-9", 500, True, 4)
+    assert transfer.subset_seed is None  # each seed its own 500 images
+    scratch = pretrained.from_scratch(transfer, "transfer", 40, "a.json")
+    assert scratch.pretrained is None and scratch.freeze_epochs == 0
+    assert scratch.learning_rate == 0.1 and scratch.lr_decay_epochs == (20,
+                                                                        30)
