@@ -122,7 +122,9 @@ _HELP = {
     "train_size": "Train on a random subset of this many training examples "
                   "(picked by --subset_seed; in-memory data sets only).",
     "subset_seed": "Seed of the --train_size pick (unset: --seed). Fix it to "
-                   "fine-tune on the examples a --pretrained model saw.",
+                   "fine-tune on the examples a --pretrained model saw "
+                   "(data sets with a fixed test split: fashion_mnist, "
+                   "cifar*; mnist5k and digits split by --seed).",
     "classes": "Keep only these classes, relabelled 0..k-1 in the order "
                "given: a list ('5,6,7') or a range ('5-9'), in-memory data "
                "sets only. The images are normalized with the statistics "
@@ -143,8 +145,8 @@ _HELP = {
                   "--new_head. Its input shape must be the data's.",
     "new_head": "With --pretrained: replace its last Dense layer (the "
                 "classifier) by a fresh one for this data's classes.",
-    "freeze_epochs": "With --pretrained: first train only the last Dense "
-                     "layer, everything else frozen, for this many epochs "
+    "freeze_epochs": "With --pretrained --new_head: first train only the new "
+                     "classifier, everything else frozen, for this many epochs "
                      "(not counted in --epochs, no pruning, not "
                      "checkpointed); then unfreeze and fine-tune --epochs "
                      "(the Keras transfer-learning guide's two phases).",
@@ -312,7 +314,7 @@ def validate(config: Config) -> None:
         if config.penalty_epochs is not None:
             raise ValueError("--flops_target and --penalty_epochs conflict: "
                              "the target ends the group lasso itself.")
-        if target_epoch(config) >= config.epochs:
+        if target_epoch(config) >= config.epochs and not config.prune_first:
             raise ValueError(f"--target_epoch={target_epoch(config)} must "
                              f"come before the last epoch (--epochs="
                              f"{config.epochs}): the pruned model must train.")
@@ -326,9 +328,11 @@ def validate(config: Config) -> None:
         if config.flops_target is None or not config.prunetrain:
             raise ValueError("--prune_first needs --flops_target (the cut it "
                              "makes) and PruneTrain (drop --noprunetrain).")
-        clashing = [name for name in ("target_epoch", "interval")
+        clashing = [name for name in ("target_epoch", "interval",
+                                      "strength")
                     if getattr(config, name) is not None] + [
-            name for name in ("early_bird", "rewarm_epochs", "dynamic_batch")
+            name for name in ("early_bird", "rewarm_epochs", "dynamic_batch",
+                              "proximal", "scales")
             if getattr(config, name)]
         if clashing:
             raise ValueError(f"--prune_first and --{clashing[0]} conflict: it "
@@ -383,6 +387,9 @@ def _validate_pretrained(config: Config) -> None:
         if config.data in ("imagenet", "synthetic"):
             raise ValueError("--classes works on in-memory data sets, not "
                              f"--data={config.data}.")
+    if config.subset_seed is not None and config.train_size is None:
+        raise ValueError("--subset_seed picks the --train_size examples: "
+                         "give --train_size too.")
     if config.freeze_epochs < 0:
         raise ValueError("--freeze_epochs must be >= 0 (0: no head phase).")
     if config.pretrained is None:
@@ -659,9 +666,13 @@ def _pretrained(config: Config, shape: tuple[int, int, int],
                              f"--pretrained={path!r}, which must be a Dense "
                              f"classifier; '{head.name}' is a "
                              f"{type(head).__name__}.")
-        outputs = keras.layers.Dense(num_classes, activation=head.activation,
-                                     name=head.name)(head.input)
+        outputs = keras.layers.Dense(num_classes, name=head.name)(head.input)
         return keras.Model(model.inputs, outputs, name=model.name)
+    if getattr(head, "activation", None) not in (None,
+                                                 keras.activations.linear):
+        raise ValueError(f"--pretrained={path!r} ends in '{head.name}' with "
+                         "an activation; the recipes train on logits. Pass "
+                         "--new_head for a fresh linear classifier.")
     if model.output_shape[-1] != num_classes:
         raise ValueError(f"--pretrained={path!r} gives "
                          f"{model.output_shape[-1]} outputs; --data="
@@ -690,9 +701,12 @@ def train_head(config: Config, model: keras.Model, data: Data,
                replicas: int, callbacks: list[Any]) -> float:
     """--freeze_epochs: trains only `model`'s last layer, every other one
     frozen, at the recipe's learning rate (no decay); the layers' own
-    `trainable` flags are then given back. Returns fit's seconds."""
-    frozen = [(layer, layer.trainable) for layer in model.layers[:-1]]
-    for layer, _ in frozen:
+    `trainable` flags (nested models' layers too) are then given back.
+    Returns fit's seconds."""
+    head = model.layers[-1]
+    flags_before = [(layer, layer.trainable) for layer in _sublayers(model)
+                    if layer is not head]
+    for layer in model.layers[:-1]:
         layer.trainable = False
     model.compile(_optimizer(config, replicas), _loss(), metrics=["accuracy"])
     batch = config.batch_size * replicas
@@ -701,7 +715,7 @@ def train_head(config: Config, model: keras.Model, data: Data,
     model.fit(train, epochs=config.freeze_epochs, steps_per_epoch=steps,
               callbacks=callbacks, verbose=config.verbose, shuffle=False)
     seconds = time.perf_counter() - start
-    for layer, trainable in frozen:
+    for layer, trainable in flags_before:  # outer models before inner
         layer.trainable = trainable
     return seconds
 
@@ -848,6 +862,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             callbacks.append(backup)
             restored = backup.restore() if config.resume else None
         head_seconds = one_off = 0.0
+        uncut = None  # --prune_first: the model's cost before its cut
         if restored:
             model, epoch = restored
         else:
@@ -855,6 +870,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
             if config.freeze_epochs:  # the head first, the rest frozen
                 head_seconds = train_head(config, model, data, replicas,
                                           [timeline])
+            if config.prune_first:
+                uncut = tf_prunetrain.training_cost(model)
             start_cut = time.perf_counter()
             model, epoch = compiled_model(config, data, replicas, model), 0
             if config.prune_first:  # the surgery, a one-off like a cut's
@@ -922,6 +939,10 @@ def _run(config: Config, start: float) -> dict[str, Any]:
     if config.export_dir:
         model.export(config.export_dir, verbose=False)
     cost, initial_cost = runlog.cost, runlog.initial_cost
+    train_flops_dense = runlog.train_flops_dense
+    if uncut is not None and initial_cost:  # against the model before it
+        train_flops_dense *= uncut.train_flops / initial_cost.train_flops
+        initial_cost = uncut
     reconfigurations = reconfigure.reconfigurations if reconfigure else []
     cuts = [r for r in reconfigurations if r.changes]
     result = {
@@ -935,8 +956,9 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "initial_inference_flops": initial_cost.inference_flops
         if initial_cost else None,
         "train_flops_spent": runlog.train_flops_spent,
-        "train_flops_dense": runlog.train_flops_dense,
-        "train_flops_saved": runlog.train_flops_saved,
+        "train_flops_dense": train_flops_dense,
+        "train_flops_saved": 1 - runlog.train_flops_spent / train_flops_dense
+        if train_flops_dense else 0.0,
         "gradient_bytes": cost.gradient_bytes if cost else None,
         "initial_gradient_bytes": initial_cost.gradient_bytes
         if initial_cost else None,

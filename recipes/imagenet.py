@@ -9,7 +9,7 @@ tensor cores want); random-resized-crop + flip.
 
     python recipes/imagenet.py --data_dir=/data/imagenet --strategy=mirrored \
         --mixed_precision --log_dir=runs/r50
-    python recipes/imagenet.py --data=synthetic --epochs=2 --steps_per_epoch=50  # throughput
+    python recipes/imagenet.py --data=synthetic --epochs=2 --steps_per_epoch=50 --eval_steps=5  # throughput
 
 --data_dir holds TFRecords in the standard layout (train-00000-of-01024,
 validation-00000-of-00128 with image/encoded and image/class/label), a TFDS

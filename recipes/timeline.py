@@ -30,7 +30,8 @@ def _frozen(layers: list) -> bool:
 
 def architecture_key(model: keras.Model) -> str:
     """12 hex digits naming `model`'s layer classes and weight shapes (the
-    GroupLasso strength variables left out).
+    GroupLasso strength variables left out) and, when a layer is frozen,
+    the shapes of the weights that train (a frozen step is cheaper).
 
     >>> import keras
     >>> def net(width):

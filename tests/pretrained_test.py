@@ -200,7 +200,6 @@ def test_a_keras_applications_backbone_from_a_weights_file(tmp_path):
     again = keras.models.load_model(tmp_path / "pruned.keras")
     np.testing.assert_allclose(again.predict(x[:4], verbose=0),
                                model.predict(x[:4], verbose=0), atol=1e-5)
-    assert os.path.getsize(tmp_path / "pruned.keras") > 0
 
 
 def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):

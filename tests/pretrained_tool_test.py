@@ -55,11 +55,18 @@ def test_report_pairs_prunetrain_with_each_alternative():
     assert pairs["thin, equal epochs (E=1)"]["mean"] == pytest.approx(18.2)
     assert pairs["thin, equal time"]["mean"] == pytest.approx(13.2)
     assert pairs["thin, equal time"]["outside"] == 0
+    # prune_first's curve over N (one run of 30 s here): PruneTrain's time.
+    assert pairs["prune_first, equal time"]["mean"] == pytest.approx(2.2)
+    assert pairs["prune_first, equal time"]["outside"] == 0
     rows = {row["label"]: row for row in figures["rows"]}
     assert rows["prunetrain 0.25 N=1"]["time_vs_source"] == \
         pytest.approx(30 / 480)
     assert rows["prunetrain 0.25 N=1"]["flops"] == pytest.approx(0.25)
     assert rows["thin 0.25 E=2"]["time_vs_dense"] == pytest.approx(40 / 60)
+    # The front: thin E=1 (fastest), PruneTrain (faster than dense); not
+    # prune_first (as fast, less accurate), not thin E=2 (slower, worse).
+    assert [label for label, row in rows.items() if row["front"]] == [
+        "dense N=1", "prunetrain 0.25 N=1", "thin 0.25 E=1"]
     text = pretrained.markdown(result, figures)
     assert "| 1 | 0.25 | thin, equal time | +13.20 [" in text
 
@@ -84,6 +91,14 @@ def test_plan_has_every_method_once_and_sources_first():
                        "thin_source", "thin"}
     assert sorted(t[4] for t in tasks if t[1] == "thin" and t[0] == 0) == \
         [20, 40]
+    large = pretrained.plan("transfer", [2000], [0.25], [0])
+    assert {t[1] for t in large} == {"source", "dense", "prunetrain",
+                                     "prune_first", "thin"}
+    assert len([t for t in large if t[1] == "source"]) == 1
+    frozen = pretrained.plan("transfer", [500], [0.25], [0],
+                             frozen_batchnorm=True)
+    assert {t[1] for t in frozen} - {t[1] for t in tasks} == {
+        "dense_frozen_bn", "prunetrain_frozen_bn"}
     compress = pretrained.plan("compress", [1, 2], [0.5], [0])
     assert sorted(t[4] for t in compress if t[1] == "thin") == [1, 2, 8]
     assert not any(t[1] == "thin_source" for t in compress)
@@ -105,9 +120,10 @@ def test_fine_tunes_are_the_regimes():
     assert compress.subset_seed == 0 and compress.train_size == 10_000
     transfer = pretrained.fine_tune("transfer", "resnet20", 500, "src.keras")
     assert (transfer.classes, transfer.train_size, transfer.new_head,
-            transfer.freeze_epochs) == ("5-9", 500, True, 4)
+            transfer.freeze_epochs) == (pretrained.TARGET_CLASSES, 500, True,
+                                        4)
     assert transfer.subset_seed is None  # each seed its own 500 images
-    scratch = pretrained.from_scratch(transfer, "transfer", 40, "a.json")
+    scratch = pretrained.from_scratch(transfer, "transfer", 40)
     assert scratch.pretrained is None and scratch.freeze_epochs == 0
     assert scratch.learning_rate == 0.1 and scratch.lr_decay_epochs == (20,
                                                                         30)

@@ -358,6 +358,9 @@ def test_prune_first_cuts_before_training_and_trains_without_lasso(tmp_path):
     assert [s["lasso"] for s in result["timeline"]] == [""]
     flops = tf_prunetrain.cost.forward_flops
     assert flops(result["model"]) <= 0.5 * flops(dense) * 1.0001
+    # Its figures are against the model before the cut.
+    assert result["initial_inference_flops"] == flops(dense)
+    assert result["train_flops_saved"] > 0.4
     assert result["reconfiguration_seconds"] > 0  # the surgery, priced
 
 

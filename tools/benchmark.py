@@ -289,26 +289,35 @@ def settings(widths: Sequence[float], targets: Sequence[float],
     return out + [("paper", None)] * paper
 
 
-def run_record(config: common.Config, method: str, value: float | None,
-               paper_interval: int, architecture: str | None
-               ) -> dict[str, Any]:
-    """One run of a sweep, here or in a worker process: its figures, its
-    timeline, and the model JSON of every architecture it trained
-    (`architecture`: the JSON a scratch run trains)."""
+def train(config: common.Config, architecture: str | None = None
+          ) -> dict[str, Any]:
+    """One training run, here or in a worker process: its figures, its
+    timeline, the model JSON of every architecture it trained, and the
+    load average at its end (`architecture`: a model JSON text the run
+    trains, as --architecture)."""
     _fresh_state()  # a worker's earlier run
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "architecture.json")
         if architecture is not None:
+            path = os.path.join(folder, "architecture.json")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(architecture)
-        outcome = common.run(_setting(config, method, value, paper_interval,
-                                      path))
+            config = dataclasses.replace(config, architecture=path)
+        outcome = common.run(config)
     # The 1-minute load average at the run's end: its one-off seconds
     # (re-traces, fades) are measured in the run, not replayed, and a
     # load above the CPU count inflates them.
-    return {"seed": config.seed, "method": method, "setting": value,
-            **_figures(outcome), "architectures": outcome["architectures"],
+    return {**_figures(outcome), "architectures": outcome["architectures"],
             "load_average": os.getloadavg()[0]}
+
+
+def run_record(config: common.Config, method: str, value: float | None,
+               paper_interval: int, architecture: str | None
+               ) -> dict[str, Any]:
+    """One run of a comparison (`train`; `architecture`: the JSON a
+    scratch run trains)."""
+    return {"seed": config.seed, "method": method, "setting": value,
+            **train(_setting(config, method, value, paper_interval),
+                    architecture)}
 
 
 # Recipe flags whose default changed after they were added: their value
@@ -630,7 +639,7 @@ def _fresh_state() -> None:
 
 
 def _setting(base: common.Config, method: str, value: float | None,
-             paper_interval: int, architecture: str) -> common.Config:
+             paper_interval: int) -> common.Config:
     # A --target_epoch given on the command line is PruneTrain's.
     dense = dataclasses.replace(base, prunetrain=False, target_epoch=None)
     if method == "dense":
@@ -643,8 +652,7 @@ def _setting(base: common.Config, method: str, value: float | None,
         return dataclasses.replace(base, prunetrain=True, flops_target=value,
                                    **lever)
     if method.startswith("scratch"):
-        return dataclasses.replace(dense, width_multiplier=1.0,
-                                   architecture=architecture)
+        return dataclasses.replace(dense, width_multiplier=1.0)
     return paper_setting(base, paper_interval)
 
 

@@ -35,7 +35,10 @@ Methods, per seed and grid value (`--targets` t for the pruned ones):
   time (interpolated per seed);
 * `thin_source t` (transfer): the same thin network first trained on the
   source (cached; its extra source training is reported apart), then
-  fine-tuned like `dense`.
+  fine-tuned like `dense` (targets of at most `THIN_SOURCE_MAX` images);
+* with `--frozen_batchnorm` (transfer): `dense_frozen_bn` and
+  `prunetrain_frozen_bn t`, the same with every BatchNorm layer frozen in
+  the fine-tune (the Keras guide's choice for small data).
 
 Every run records its timeline, and the replay (`tools/replay.py`, via
 `tools/benchmark.py`) prices each architecture's train step, frozen
@@ -43,7 +46,8 @@ phases included (a frozen backbone's step is its own replay item). The
 report gives per setting mean top-1, replayed time as a ratio to the
 source's training, and paired 95 % intervals over seeds
 (`tools/verdicts.py`) against `dense`, `prune_first` and `thin` at equal
-time. The `--json` file is the sweep's state: a rerun goes on from it.
+epochs and at equal time, and which settings are on the replayed Pareto
+front of top-1 vs time. The `--json` file is the sweep's state: a rerun goes on from it.
 
     python tools/pretrained.py --regime=transfer --json=tools/results/transfer_resnet20.json --jobs=2
     python tools/pretrained.py --regime=compress --grid=1,2 --seeds=0 --json=/tmp/c.json  # quick
@@ -57,7 +61,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Sequence
 
@@ -71,6 +74,7 @@ from absl import flags  # noqa: E402
 import benchmark  # noqa: E402  (tools/benchmark.py: its sweep flags too)
 import common  # noqa: E402  (recipes/common.py)
 import replay as replay_lib  # noqa: E402  (tools/replay.py)
+import summary  # noqa: E402  (tools/summary.py)
 import sweep  # noqa: E402  (tools/sweep.py)
 import verdicts  # noqa: E402  (tools/verdicts.py)
 
@@ -82,11 +86,17 @@ _NETWORK = flags.DEFINE_enum("network", "resnet20",
                              "alpha 1, images resized to 32x32).")
 _GRID = flags.DEFINE_list("grid", None, "compress: fine-tune passes N "
                           "(default 1,2,4,8); transfer: target training "
-                          "images (default 500,2000).")
+                          "images (default 100,500,2000).")
+_FROZEN_BATCHNORM = flags.DEFINE_boolean(
+    "frozen_batchnorm", False, "Also run `dense` and `prunetrain` with "
+    "BatchNorm frozen in the fine-tune (--freeze_batchnorm: the Keras "
+    "guide's choice for small data), as `*_frozen_bn`.")
 _SOURCES = flags.DEFINE_string(
     "sources", os.path.join(os.path.expanduser("~"), ".cache",
                             "tf_prunetrain", "sources"),
-    "Where source models are cached (trained on first use).")
+    "Where source models are cached. A source is trained when the --json "
+    "file holds none (the same command retrains the same weights: one "
+    "thread, one seed).")
 
 # The steps of one quarter of a pass over 10,000 examples at batch 128.
 QUARTER = math.ceil(math.ceil(10_000 / 128) / 4)
@@ -120,18 +130,16 @@ def _network(name: str) -> dict[str, Any]:
     return dict(model="resnet20")
 
 
-def source_config(regime: str, network: str, architecture: str | None = None
-                  ) -> common.Config:
-    """How a source model is trained: 8 epochs at the workload's rate
-    (`architecture`: a thin network's JSON instead of the network)."""
+def source_config(regime: str, network: str) -> common.Config:
+    """How a source model is trained: 8 epochs at the workload's rate (a
+    thin source: the same, its JSON given to `benchmark.train`)."""
     rate = 0.02 if network == "mobilenetv2" else 0.1
     data = dict(train_size=10_000, subset_seed=0) if regime == "compress" \
         else dict(classes=SOURCE_CLASSES)
     return common.Config(data="fashion_mnist", epochs=8,
                          lr_decay_epochs=(4, 6), learning_rate=rate,
                          batch_size=128, prunetrain=False, validate=False,
-                         verbose=0, seed=0, architecture=architecture,
-                         **_network(network), **data)
+                         verbose=0, seed=0, **_network(network), **data)
 
 
 def fine_tune(regime: str, network: str, grid: int, source: str
@@ -151,34 +159,16 @@ def fine_tune(regime: str, network: str, grid: int, source: str
         learning_rate=0.01, lr_decay_epochs=(8, 12))
 
 
-def from_scratch(base: common.Config, regime: str, epochs: int,
-                 architecture: str) -> common.Config:
-    """`architecture` trained from fresh weights on `base`'s data for
-    `epochs` whole passes, at the source's rate and step decay."""
+def from_scratch(base: common.Config, regime: str, epochs: int
+                 ) -> common.Config:
+    """A network trained from fresh weights on `base`'s data (its JSON
+    given to `benchmark.train`) for `epochs` whole passes, at the source's
+    rate and step decay."""
     return dataclasses.replace(
         base, pretrained=None, new_head=False, freeze_epochs=0,
-        architecture=architecture, model="resnet20", epochs=epochs,
-        steps_per_epoch=None, prunetrain=False,
+        epochs=epochs, steps_per_epoch=None, prunetrain=False,
         learning_rate=source_config(regime, _NETWORK.value).learning_rate,
         lr_decay_epochs=(max(1, epochs // 2), max(1, 3 * epochs // 4)))
-
-
-def run_config(config: common.Config, architecture: str | None
-               ) -> dict[str, Any]:
-    """One run in a worker: the recipe's figures, timeline and the JSON of
-    every architecture it trained (`architecture`: the JSON text that
-    --architecture reads, written to a file here)."""
-    benchmark._fresh_state()
-    with tempfile.TemporaryDirectory() as folder:
-        if architecture is not None:
-            path = os.path.join(folder, "architecture.json")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(architecture)
-            config = dataclasses.replace(config, architecture=path)
-        outcome = common.run(config)
-    record = benchmark._figures(outcome)
-    record["architectures"] = outcome["architectures"]
-    return record
 
 
 def trainable_json(text: str) -> str:
@@ -207,24 +197,31 @@ Task = tuple
 
 
 def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
-         seeds: Sequence[int]) -> list[Task]:
-    """Every task of the sweep, sources first, then seed by seed.
+         seeds: Sequence[int], frozen_batchnorm: bool = False
+         ) -> list[Task]:
+    """Every task of the sweep, sources first, then seed by seed
+    (`frozen_batchnorm`: also `dense_frozen_bn` and `prunetrain_frozen_bn`).
 
     >>> plan("compress", [1], [0.5], [0])[:3]
     [(None, 'source', None, None, None), (0, 'dense', None, 1, None), (0, 'prunetrain', 0.5, 1, None)]
     """
     tasks: list[Task] = [(None, "source", None, None, None)]
-    if regime == "transfer":
+    if regime == "transfer" and min(grid) <= THIN_SOURCE_MAX:
         tasks += [(None, "source", t, None, None) for t in targets]
     thin = THIN_EPOCHS[regime](grid)
     for seed in seeds:
         for g in grid:
             tasks.append((seed, "dense", None, g, None))
+            if frozen_batchnorm:
+                tasks.append((seed, "dense_frozen_bn", None, g, None))
             for t in targets:
                 tasks += [(seed, "prunetrain", t, g, None),
                           (seed, "prune_first", t, g, None)]
+                if frozen_batchnorm:
+                    tasks.append((seed, "prunetrain_frozen_bn", t, g, None))
                 if regime == "transfer" and g <= THIN_SOURCE_MAX:
                     tasks.append((seed, "thin_source", t, g, None))
+                if regime == "transfer":
                     tasks += [(seed, "thin", t, g, e) for e in thin]
         if regime == "compress":
             tasks += [(seed, "thin", t, None, e) for t in targets
@@ -259,12 +256,14 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
     if todo:
         print(f"{len(todo)} runs to go ({len(held)} held), {jobs} at a time",
               flush=True)
-    finals: dict[tuple[int, float], str] = {
-        (r["seed"], r["target"]): r["final_model"] for r in result["runs"]
-        if r["method"] == "prunetrain"}
-    widths: dict[float, str] = {r["target"]: r["final_model"]
-                                for r in result["runs"]
-                                if r["method"] == "prunetrain"}
+    # PruneTrain's final models by (seed, target, grid): a thin run trains
+    # its own seed's and grid's (compress: the first grid value's), a thin
+    # source the first seed's at the first grid value.
+    finals: dict[tuple, str] = {
+        (r["seed"], r["target"], r["grid"]): r["final_model"]
+        for r in result["runs"] if r["method"] == "prunetrain"}
+    first_seed = min(t[0] for t in tasks if t[0] is not None)
+    first_grid = min(t[3] for t in tasks if t[3] is not None)
     start, spent = time.perf_counter(), result["sweep_seconds"]
 
     def prepare(task: Task) -> tuple | None:
@@ -274,12 +273,12 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
                 config = source_config(regime, network)
                 return dataclasses.replace(config, log_dir=os.path.dirname(
                     source_path("dense"))), None
-            if target not in widths:
+            widths = finals.get((first_seed, target, first_grid))
+            if widths is None:
                 return None  # a PruneTrain run gives its widths
-            config = source_config(regime, network, architecture="file")
+            config = source_config(regime, network)
             return dataclasses.replace(config, log_dir=os.path.dirname(
-                source_path(f"thin {target:g}"))), \
-                trainable_json(widths[target])
+                source_path(f"thin {target:g}"))), trainable_json(widths)
         if not os.path.exists(source_path("dense")):
             return None
         if method == "thin_source":
@@ -289,28 +288,33 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
             return dataclasses.replace(
                 fine_tune(regime, network, grid, source), seed=seed), None
         if method == "thin":
-            architecture = finals.get((seed, target))
+            architecture = finals.get((seed, target, grid or first_grid))
             if architecture is None:
                 return None
             base = fine_tune(regime, network, grid or GRIDS[regime][0],
                              source_path("dense"))
             return dataclasses.replace(
-                from_scratch(base, regime, epochs, "file"),
+                from_scratch(base, regime, epochs),
                 seed=seed), trainable_json(architecture)
         config = dataclasses.replace(
             fine_tune(regime, network, grid, source_path("dense")), seed=seed)
-        if method == "dense":
+        if method.endswith("_frozen_bn"):
+            config = dataclasses.replace(config, freeze_batchnorm=True)
+        if method.startswith("dense"):
             return config, None
+        if method == "prune_first":  # cut at once, then no lasso
+            return dataclasses.replace(config, prunetrain=True,
+                                       flops_target=target,
+                                       prune_first=True), None
         return dataclasses.replace(
             config, prunetrain=True, flops_target=target,
-            strength=_STRENGTH[network], prune_first=method == "prune_first",
-            **_LASSO), None
+            strength=_STRENGTH[network], **_LASSO), None
 
     def done(task: Task, record: dict[str, Any]) -> None:
         seed, method, target, grid, epochs = task
         architectures = record.pop("architectures")
         record.update(seed=seed, method=method, target=target, grid=grid,
-                      epochs=epochs, load_average=os.getloadavg()[0])
+                      epochs=epochs)
         for key, text in architectures.items():
             result["architectures"].setdefault(key, text)
         if method == "source":  # sunk: reported apart, never replayed
@@ -323,8 +327,7 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
         if method == "prunetrain":
             final = architectures[record["timeline"][-1]["architecture"]]
             record["final_model"] = final
-            finals[(seed, target)] = final
-            widths.setdefault(target, final)
+            finals[(seed, target, grid)] = final
         result["runs"].append(record)
         result["runs"].sort(key=lambda r: tasks.index(_key(r))
                             if _key(r) in tasks else len(tasks))
@@ -336,7 +339,7 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
               + "+".join(str(s["steps"]) for s in record["timeline"]),
               flush=True)
 
-    sweep.run_tasks(todo, prepare, run_config, done, jobs, threads)
+    sweep.run_tasks(todo, prepare, benchmark.train, done, jobs, threads)
 
 
 def load(path: str | None) -> dict[str, Any]:
@@ -361,15 +364,25 @@ def load(path: str | None) -> dict[str, Any]:
 
 # -- the report ------------------------------------------------------------------
 def priced(result: dict[str, Any]) -> None:
-    """Sets every run's `seconds_replayed` from the replay (else its wall
-    time), and the compress source's, on the same prices."""
+    """Sets every run's `seconds_replayed` from the replay and its
+    `clock` ("replayed"; "wall" where the replay has no price for it).
+    Transfer sources train at another batch size than the replay's, so
+    they keep their wall time."""
     steps = (result.get("replay") or {}).get("step_seconds")
-    for run in [*result["runs"], *result["sources"].values()]:
+    sources = result["sources"].values() if result["regime"] == "compress" \
+        else []
+    for run in [*result["runs"], *sources]:
         try:
             run["seconds_replayed"] = replay_lib.replayed_seconds(
                 run["timeline"], steps, run["one_off_seconds"])
-        except (KeyError, TypeError):  # not replayed: wall time
-            run["seconds_replayed"] = run["train_seconds"]
+            run["clock"] = "replayed"
+        except (KeyError, TypeError):  # no replay, or not in it
+            run["seconds_replayed"], run["clock"] = run["train_seconds"], \
+                "wall"
+    if result["regime"] != "compress":
+        for run in result["sources"].values():
+            run["seconds_replayed"], run["clock"] = run["train_seconds"], \
+                "wall"
 
 
 def _by_seed(runs: list[dict[str, Any]], **match: Any) -> dict[int, dict]:
@@ -415,9 +428,11 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             continue
         reference = np.mean([r["seconds_replayed"] for r in dense.values()])
         flops = np.mean([r["inference_flops"] for r in dense.values()])
-        settings = [("dense", None, g, None)] + [
+        settings = [("dense", None, g, None),
+                    ("dense_frozen_bn", None, g, None)] + [
             (m, t, g, None) for t in targets
-            for m in ("prunetrain", "prune_first", "thin_source")] + [
+            for m in ("prunetrain", "prunetrain_frozen_bn", "prune_first",
+                      "thin_source")] + [
             ("thin", t, g if regime == "transfer" else None, e)
             for t in targets for e in sorted({
                 r["epochs"] for r in runs if r["method"] == "thin"})]
@@ -442,7 +457,19 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
                                         / source["seconds_replayed"])
                 if source else None,
                 "flops": float(np.mean([r["inference_flops"]
-                                        for r in chosen.values()]) / flops)})
+                                        for r in chosen.values()]) / flops),
+                # One-offs (surgery, re-traces) are measured in the run,
+                # not replayed (BENCHMARKS.md, "Issue 37").
+                "one_off_share": float(np.mean([
+                    r["one_off_seconds"] / r["seconds_replayed"]
+                    for r in chosen.values()]))})
+        # The replayed Pareto front of this grid value's settings: no other
+        # is as fast and as accurate (mean time, mean top-1).
+        mine = [row for row in out["rows"] if row["grid"] == g]
+        front = summary.pareto([(row["time_vs_dense"], row["top1"])
+                                for row in mine])
+        for i, row in enumerate(mine):
+            row["front"] = i in front
         for t in targets:
             pt = _by_seed(runs, method="prunetrain", target=t, grid=g)
             if not pt:
@@ -462,18 +489,32 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
                     runs, method="prune_first", target=t, grid=g).items()},
                 "thin_source": {s: r["accuracy"] for s, r in _by_seed(
                     runs, method="thin_source", target=t, grid=g).items()},
+                "prunetrain, BatchNorm frozen": {
+                    s: r["accuracy"] for s, r in _by_seed(
+                        runs, method="prunetrain_frozen_bn", target=t,
+                        grid=g).items()},
                 f"thin, equal epochs (E={equal})": {
                     s: r["accuracy"] for s, r in _by_seed(
                         runs, method="thin", target=t, grid=thin_grid,
                         epochs=equal).items()}}
-            timed, outside = at_time(
-                thin, {s: r["seconds_replayed"] for s, r in pt.items()})
-            others["thin, equal time"] = timed
+            seconds = {s: r["seconds_replayed"] for s, r in pt.items()}
+            curves = {"thin": thin}
+            if regime == "compress":  # prune_first's runs of every N
+                curves["prune_first"] = {}
+                for r in runs:
+                    if r["method"] == "prune_first" and r["target"] == t:
+                        curves["prune_first"].setdefault(r["seed"],
+                                                         []).append(r)
+            outside = {}
+            for name, curve in curves.items():
+                others[f"{name}, equal time"], outside[name] = at_time(
+                    curve, seconds)
             for name, theirs in others.items():
                 row = verdicts.paired(mine, theirs, 100)
                 if row:
                     row.update(grid=g, target=t, against=name,
-                               outside=outside if "time" in name else 0)
+                               outside=outside.get(name.split(",")[0], 0)
+                               if name.endswith("equal time") else 0)
                     out["pairs"].append(row)
     return out
 
@@ -490,16 +531,15 @@ def _interval(row: dict[str, Any] | None) -> str:
 def markdown(result: dict[str, Any], figures: dict[str, Any]) -> str:
     """The report's two tables, in Markdown."""
     grid = "N" if result["regime"] == "compress" else "n"
-    source = result["sources"].get("dense")
-    lines = []
-    if source:
-        lines.append(f"Source: top-1 {source['accuracy']:.4f}, "
-                     f"{source['seconds_replayed']:.0f} s "
-                     f"({'replayed' if result.get('replay') else 'wall'}; "
-                     "sunk, not in the times below).")
+    lines = [f"Source {name}: top-1 {run['accuracy']:.4f}, "
+             f"{run['seconds_replayed']:.0f} s ({run['clock']}; sunk, not in "
+             "the times below)." for name, run in result["sources"].items()]
+    walls = sum(run["clock"] == "wall" for run in result["runs"])
+    if walls:
+        lines.append(f"{walls} runs priced by wall time (not replayed).")
     lines += ["", f"| {grid} | setting | seeds | top-1 | vs dense (points) "
-              "| time vs dense | time vs source | final FLOPs |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| time vs dense | time vs source | final FLOPs | one-off share "
+              "| front |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in figures["rows"]:
         versus = row["time_vs_source"]
         lines.append(
@@ -508,7 +548,8 @@ def markdown(result: dict[str, Any], figures: dict[str, Any]) -> str:
             f"{_interval(row['vs_dense']) if row['method'] != 'dense' else ''}"
             f" | {row['time_vs_dense']:.3f}× | "
             f"{'' if versus is None else f'{versus:.3f}×'} | "
-            f"{row['flops']:.3f} |")
+            f"{row['flops']:.3f} | {100 * row['one_off_share']:.0f} % | "
+            f"{'yes' if row['front'] else ''} |")
     lines += ["", f"| {grid} | target | PruneTrain − ... | points, 95 % "
               "interval | seeds |", "|---|---|---|---|---|"]
     for row in figures["pairs"]:
@@ -542,7 +583,8 @@ def main(argv: list[str]) -> None:
     result = load(benchmark._REPLAY.value or path)
     if not benchmark._REPLAY.value:
         sweep_runs(result, plan(_REGIME.value, grid, targets,
-                                [int(s) for s in benchmark._SEEDS.value]),
+                                [int(s) for s in benchmark._SEEDS.value],
+                                _FROZEN_BATCHNORM.value),
                    benchmark._JOBS.value, benchmark._RUN_THREADS.value, path)
     rounds = (benchmark._REPLAY_ROUNDS.value, benchmark._REPLAY_STEPS.value,
               benchmark._REPLAY_WARMUP.value)
