@@ -871,7 +871,8 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                 head_seconds = train_head(config, model, data, replicas,
                                           [timeline])
             if config.prune_first:
-                uncut = tf_prunetrain.training_cost(model)
+                uncut = tf_prunetrain.training_cost(
+                    model, batch_size=config.batch_size * replicas)
             start_cut = time.perf_counter()
             model, epoch = compiled_model(config, data, replicas, model), 0
             if config.prune_first:  # the surgery, a one-off like a cut's

@@ -352,8 +352,7 @@ def test_prune_first_cuts_before_training_and_trains_without_lasso(tmp_path):
     dense = keras.models.load_model(source)
     result = _run(model="resnet20", data="digits", classes="0-4",
                   pretrained=source, width_multiplier=1.0, flops_target=0.5,
-                  prune_first=True,
-                  interval=None, proximal=True, scales=True, strength=0.01)
+                  prune_first=True, interval=None)
     _assert_trained(result)
     assert [s["lasso"] for s in result["timeline"]] == [""]
     flops = tf_prunetrain.cost.forward_flops
@@ -393,6 +392,9 @@ def test_pretrained_flags_refuse_what_cannot_work(tmp_path):
             ({"prune_first": True, "flops_target": 0.5, "early_bird": True,
               "epochs": 4, "interval": None},
              "--prune_first and --early_bird conflict"),
+            ({"prune_first": True, "flops_target": 0.5, "interval": None,
+              "strength": 0.01}, "--prune_first and --strength conflict"),
+            ({"subset_seed": 1}, "--subset_seed picks the --train_size"),
             ({"steps_per_epoch": 0}, "--steps_per_epoch must be >= 1"),
             ({"eval_steps": 0}, "--eval_steps must be >= 1")):
         with pytest.raises(ValueError, match=message):

@@ -73,14 +73,9 @@ class Reconfigure(keras.callbacks.Callback):
     ends, the group lasso is switched off and detached (no penalty, no
     proximal step: its cost is gone).
 
-    Frozen layers (`trainable=False`, or inside a frozen model) are pruned
-    like the others: a cut keeps the surviving slices of their weights and
-    BatchNorm statistics exactly and leaves them frozen (a frozen
-    BatchNorm stays in inference mode), and only a gentle cut's fade
-    changes a frozen value, the slices it then removes. The lasso cannot
-    shrink a frozen kernel, so `DeadChannels` never removes a channel
-    coupled to one; `FlopsBudget` chooses by width and norm and does. A
-    model with nothing trainable is refused.
+    Frozen layers are cut like the others, keeping their surviving weight
+    and BatchNorm-statistic slices exactly, and stay frozen (README,
+    "Prune a trained model"); a model with nothing trainable is refused.
 
     Logging is separate: put a `tf_prunetrain.RunLog` after this callback
     to account the training cost, time the steps and write the run log and
