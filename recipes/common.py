@@ -182,7 +182,7 @@ _HELP = {
               "zero over the epoch before it (FlopsBudget(gentle=True)).",
     "early_bird": "With --flops_target: one cut, made when the channels it "
                   "would remove stop changing between epochs "
-                  "(schedules.EarlyBird, experimental); --target_epoch is "
+                  "(experimental.EarlyBird); --target_epoch is "
                   "then its deadline (unset: 50% of --epochs).",
     "prune_first": "With --flops_target: cut the model once to the target "
                    "before training (--ranking's channels, abruptly), then "
@@ -190,7 +190,7 @@ _HELP = {
                    "fine-tune pipeline, PruneTrain's control.",
     "rewarm_epochs": "After each cut, lift the learning rate back to the "
                      "highest it has been and let it fall over this many "
-                     "epochs (rewarm.Rewarm, experimental; 0: off).",
+                     "epochs (experimental.Rewarm; 0: off).",
     "epochs": "Training epochs.",
     "batch_size": "Mini-batch per replica (global = this × replicas).",
     "learning_rate": "SGD learning rate per replica at --batch_size (scaled "
@@ -418,7 +418,7 @@ def _validate_pretrained(config: Config) -> None:
 def target_epoch(config: Config) -> int:
     """The epoch by which --flops_target is met (FlopsBudget's default, or
     EarlyBird's deadline with --early_bird)."""
-    fraction = tf_prunetrain.schedules.DEADLINE_FRACTION if \
+    fraction = tf_prunetrain.experimental.early_bird.DEADLINE_FRACTION if \
         config.early_bird else tf_prunetrain.schedules.TARGET_FRACTION
     return config.target_epoch or max(1, round(fraction * config.epochs))
 
@@ -742,10 +742,10 @@ class _SegmentBatch:
     def __init__(self, size: int):
         self.size = size
 
-    def state(self) -> dict[str, int]:
+    def get_state(self) -> dict[str, int]:
         return {"size": self.size}
 
-    def restore(self, state: dict[str, int]) -> None:
+    def set_state(self, state: dict[str, int]) -> None:
         self.size = int(state["size"])
 
 
@@ -815,7 +815,7 @@ def pruning(config: Config) -> tf_prunetrain.Reconfigure:
     `FlopsBudget` (--flops_target) or `DeadChannels` (the paper's mode)
     schedule."""
     if config.flops_target is not None and config.early_bird:
-        schedule: tf_prunetrain.Schedule = tf_prunetrain.schedules.EarlyBird(
+        schedule: tf_prunetrain.Schedule = tf_prunetrain.experimental.EarlyBird(
             config.flops_target, deadline=target_epoch(config),
             threshold=config.threshold, ranking=RANKINGS[config.ranking](),
             gentle=config.gentle)
@@ -846,7 +846,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                                   batch_size=config.batch_size * replicas)
     trackers: list[Any] = [reconfigure, runlog] if reconfigure else [runlog]
     if config.rewarm_epochs:  # its lift in progress travels in checkpoints
-        trackers.append(tf_prunetrain.rewarm.Rewarm(config.rewarm_epochs))
+        trackers.append(tf_prunetrain.experimental.Rewarm(config.rewarm_epochs))
     timeline = timeline_lib.Timeline()
     callbacks: list[Any] = [*trackers, timeline]
     growing = config.dynamic_batch and config.prunetrain

@@ -212,8 +212,9 @@ def test_the_budget_plan_removes_a_branch_its_dead_channels_cut_off():
     pt.zero_groups(model, _branch_roots(model, "stage2_block2_conv1"))
     graph = tf_prunetrain.channel_groups(model)
     start = tf_prunetrain.cost.forward_flops(model)
-    plan = budget.plan_to_flops(graph, start)  # only dead channels go
-    narrowed = budget.plan_to_flops(graph, start, remove_blocks=False)
+    plan = budget.plan_to_flops(graph, start, ranking=budget.NormPerFlop())  # only dead go
+    narrowed = budget.plan_to_flops(graph, start, remove_blocks=False,
+                                    ranking=budget.NormPerFlop())
     assert plan.merges and not narrowed.merges
     assert budget.estimate_flops(graph, plan.keep) < \
         budget.estimate_flops(graph, narrowed.keep)

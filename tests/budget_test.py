@@ -32,7 +32,7 @@ def test_plan_meets_the_goal_within_one_channel_set(name, fraction):
     start = tf_prunetrain.cost.forward_flops(model)
     reachable = budget.reachable_flops(graph) / start
     goal = max(fraction, reachable + 0.05) * start
-    plan = budget.plan_to_flops(graph, goal)
+    plan = budget.plan_to_flops(graph, goal, ranking=budget.NormPerFlop())
     small = tf_prunetrain.surgery.rebuild(plan)
     exact = tf_prunetrain.cost.forward_flops(small)
     # The estimate is the handler table's count (bias adds aside).
@@ -62,7 +62,8 @@ def test_plan_cuts_dead_channels_first_and_keeps_the_function():
     start = tf_prunetrain.cost.forward_flops(model)
     # A goal above what the dead channels free: only dead ones are cut.
     plan = budget.plan_to_flops(graph, (dead_flops + start) / 2,
-                                floor=(dead_flops + start) / 2)
+                                floor=(dead_flops + start) / 2,
+                                ranking=budget.NormPerFlop())
     removed = ~plan.keep
     assert removed.any() and not np.any(removed & dead_only.keep)
     x = model_zoo.random_input(model, batch_size=8)
@@ -77,7 +78,8 @@ def test_plan_rounds_widths_and_still_meets_the_goal():
     model = model_zoo.resnet_basic()
     graph = tf_prunetrain.channel_groups(model)
     start = tf_prunetrain.cost.forward_flops(model)
-    plan = budget.plan_to_flops(graph, 0.5 * start, round_to=4)
+    plan = budget.plan_to_flops(graph, 0.5 * start, round_to=4,
+                                ranking=budget.NormPerFlop())
     small = tf_prunetrain.surgery.rebuild(plan)
     # Met, and not overshot by the rounding: channels were given back.
     assert 0.46 * start <= tf_prunetrain.cost.forward_flops(small) \
@@ -92,7 +94,8 @@ def test_plan_rounds_widths_and_still_meets_the_goal():
 def test_plan_never_empties_a_layer():
     model = model_zoo.plain_cnn()
     graph = tf_prunetrain.channel_groups(model)
-    plan = budget.plan_to_flops(graph, 0.0, min_channels=2)
+    plan = budget.plan_to_flops(graph, 0.0, min_channels=2,
+                                ranking=budget.NormPerFlop())
     small = tf_prunetrain.surgery.rebuild(plan)
     for layer in small.layers:
         if isinstance(layer, keras.layers.Conv2D):
@@ -498,7 +501,8 @@ def test_thin_widths_are_one_multiplier_with_flops_nearest_the_goal(target):
     if target == 0.25:  # half of every width: 0.25 of the FLOPs and a bit
         assert chosen == (8, 16, 32)
     # Norm per FLOP picks widths no multiplier gives.
-    other = budget.plan_to_flops(graph, target * start, round_to=8)
+    other = budget.plan_to_flops(graph, target * start, round_to=8,
+                                 ranking=budget.NormPerFlop())
     assert _widths(other, model) not in thin
 
 
@@ -525,7 +529,8 @@ def test_thin_widths_let_the_norms_choose_only_which_channels_go(dead):
     else:  # 8 live: all kept, topped up with dead ones
         assert kept >= live and len(kept) == 16
     # NormPerFlop removes the dead channels first, wherever they are.
-    assert _widths(budget.plan_to_flops(graph, 0.25 * start, round_to=8),
+    assert _widths(budget.plan_to_flops(graph, 0.25 * start, round_to=8,
+                                        ranking=budget.NormPerFlop()),
                    model)[1] <= 32 - dead
 
 
@@ -560,7 +565,7 @@ def test_budget_with_thin_widths_in_fit_ends_uniform_and_checkpoints_widths():
                                       ranking=budget.ThinWidths())
     assert callback.finished == callback.schedule.target_epoch == 1
     widths = callback.schedule.ranking.widths
-    state = json.loads(json.dumps(callback.state()))
+    state = json.loads(json.dumps(callback.get_state()))
     assert state["schedule"]["ranking"]["widths"] == widths
     # Every convolution kept its start width times one multiplier m.
     kept = {layer.name: layer.filters for layer in model.layers

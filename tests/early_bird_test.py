@@ -1,4 +1,4 @@
-"""`schedules.EarlyBird`: one cut when the channel mask stops moving."""
+"""`experimental.EarlyBird`: one cut when the channel mask stops moving."""
 
 import dataclasses
 import json
@@ -11,7 +11,7 @@ import tensorflow as tf
 import pruning_testing as pt
 import tf_prunetrain
 from tf_prunetrain.models import resnet_cifar
-from tf_prunetrain.schedules import EarlyBird
+from tf_prunetrain.experimental import EarlyBird
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

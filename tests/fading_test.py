@@ -19,7 +19,8 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def _plan(model, fraction=0.5):
     graph = tf_prunetrain.channel_groups(model)
     return budget.plan_to_flops(
-        graph, fraction * tf_prunetrain.cost.forward_flops(model))
+        graph, fraction * tf_prunetrain.cost.forward_flops(model),
+        ranking=budget.NormPerFlop())
 
 
 def test_fade_shrinks_exactly_the_doomed_slices_linearly_to_zero():

@@ -16,7 +16,8 @@ import tf_prunetrain
 
 def zero_groups(model: keras.Model, roots) -> None:
     """Zeroes every kernel slice (all coupled sides) of the given groups."""
-    tf_prunetrain.channel_groups(model).zero(roots)
+    graph = tf_prunetrain.channel_groups(model)
+    tf_prunetrain.coupling.zero_groups(graph, roots)
 
 
 def zero_random_groups(model: keras.Model, fraction: float, seed: int = 0
@@ -27,7 +28,7 @@ def zero_random_groups(model: keras.Model, fraction: float, seed: int = 0
     roots = graph.prunable()
     rng = np.random.default_rng(seed)
     dead = rng.choice(roots, int(len(roots) * fraction), replace=False)
-    graph.zero(dead.tolist())
+    tf_prunetrain.coupling.zero_groups(graph, dead.tolist())
     return len(dead), len(roots)
 
 

@@ -126,7 +126,7 @@ def _schedule(mode):
     if mode == "target":
         return tf_prunetrain.FlopsBudget(0.5, target_epoch=2, interval=1)
     if mode == "levers":
-        return tf_prunetrain.schedules.EarlyBird(0.5, deadline=2)
+        return tf_prunetrain.experimental.EarlyBird(0.5, deadline=2)
     return tf_prunetrain.DeadChannels(interval=1, penalty_epochs=3)
 
 

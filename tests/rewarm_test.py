@@ -1,4 +1,4 @@
-"""`rewarm.Rewarm`: the learning rate lifted after a cut, composed with
+"""`experimental.Rewarm`: the learning rate lifted after a cut, composed with
 Keras' schedules and learning-rate callbacks."""
 
 import json
@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tf_prunetrain
 from tf_prunetrain.models import resnet_cifar
-from tf_prunetrain.rewarm import Rewarm, Rewarmed
+from tf_prunetrain.experimental.rewarm import Rewarm, Rewarmed
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 STEPS = 4  # per epoch: 128 examples, batch 32
@@ -229,10 +229,10 @@ def test_a_checkpoint_carries_the_lift_in_progress():
     model = _model(lambda: keras.optimizers.SGD(0.01))
     rewarm = Rewarm(epochs=2, peak=0.1)
     _fit(model, [_cut(), rewarm], epochs=3)  # 1 of the lift's 2 epochs
-    state = json.loads(json.dumps(rewarm.state()))
+    state = json.loads(json.dumps(rewarm.get_state()))
     assert state["lift"] == [0.1, 2 * STEPS, STEPS]
     resumed = Rewarm(epochs=2, peak=0.1)
-    resumed.restore(state)
+    resumed.set_state(state)
     model.fit(*_data(), epochs=1, batch_size=32, verbose=0,
               callbacks=[resumed])
     expected = _lifted([0.01] * 2 * STEPS, 0.1, 2 * STEPS)[STEPS:]

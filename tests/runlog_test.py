@@ -284,14 +284,14 @@ def test_step_time_phases_skip_retraces_and_price_the_saving():
         "so far 30.0%" in log.summary()
 
     resumed_log = tf_prunetrain.RunLog(batch_size=BATCH)
-    resumed_log.restore(json.loads(json.dumps(log.state())))
+    resumed_log.set_state(json.loads(json.dumps(log.get_state())))
     assert resumed_log.step_seconds == 0.5
     assert resumed_log.initial_step_seconds == 1.0
     assert resumed_log.step_time_saved == pytest.approx(0.3)
     resumed = tf_prunetrain.Reconfigure(
         tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
         verbose=0)
-    resumed.restore(json.loads(json.dumps(cb.state())))
+    resumed.set_state(json.loads(json.dumps(cb.get_state())))
     assert resumed.reconfigurations[-1].step_seconds_after == 0.5
     assert resumed.reconfigurations[-1].retrace_seconds == pytest.approx(3.5)
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+import pruning_testing as pt
 import tf_prunetrain
 from tf_prunetrain import budget, regularizers, schedules
 from tf_prunetrain.models import resnet_cifar
@@ -33,7 +34,8 @@ class Halving(tf_prunetrain.Schedule):
         plan = budget.plan_to_flops(context.graph,
                                     goal * context.initial_flops,
                                     round_to=context.round_to,
-                                    min_channels=context.min_channels)
+                                    min_channels=context.min_channels,
+                                    ranking=budget.NormPerFlop())
         return schedules.Decision(plan, last=epoch == self.cuts[-1])
 
     def get_config(self):
@@ -121,9 +123,11 @@ def test_a_user_schedule_resumes_from_a_checkpoint(tmp_path):
 
 def test_the_base_schedule_names_what_to_implement():
     with pytest.raises(NotImplementedError, match="decide"):
-        tf_prunetrain.Schedule().decide(1, None)
+        tf_prunetrain.Schedule().decide(1, pt.schedule_context(
+            pt.two_convs()))
     assert repr(schedules.DeadChannels(interval=3)) == (
-        "DeadChannels(interval=3, threshold=0.0001, penalty_epochs=None)")
+        "DeadChannels(interval=3, threshold=0.0001, penalty_epochs=None, "
+        "importance='GroupNorm')")
     budget_schedule = schedules.FlopsBudget(0.4, target_epoch=3)
     again = schedules.FlopsBudget.from_config(budget_schedule.get_config())
     assert again.get_config() == budget_schedule.get_config()

@@ -6,7 +6,7 @@ The way in (README, "Tour"):
                     when its schedule says.
   FlopsBudget       schedule: a FLOPs target met early (recommended).
   DeadChannels      schedule: the paper's, remove what the lasso zeroed.
-  Schedule          base class of your own schedules.
+  Schedule          base class of your own schedules (how much, when).
   RunLog            Keras callback: training cost, step times, run log,
                     TensorBoard.
   Checkpoint        Keras callback: crash-safe checkpoints of a shrinking run.
@@ -16,11 +16,12 @@ The way in (README, "Tour"):
   channel_groups    which weight slices of a model are coupled.
   register_layer    teach the library a layer kind of your own.
 
-Everything else lives in submodules: `schedules`, `planning`, `budget`,
-`inplace`, `surgery`, `regularizers`, `cost`, `coupling`, `distribute`
-(`make_strategy`, `synchronize_batchnorm`), `dynamic_batch`, `latency`,
-`keras_callbacks`, and the experimental `rewarm` (`Rewarm`) and
-`schedules.EarlyBird`. CHANGELOG.md lists what moved where.
+Everything else lives in submodules: `schedules`, `planning`
+(`Constraints`), `budget` (rankings), `importance`, `inplace`, `surgery`,
+`regularizers`, `cost`, `coupling`, `distribute` (`make_strategy`,
+`synchronize_batchnorm`), `dynamic_batch`, `latency`, `keras_callbacks`;
+what has not measured worth it in `experimental` (`EarlyBird`, `Rewarm`),
+imported on first use. CHANGELOG.md lists what moved where.
 """
 
 try:
@@ -33,10 +34,11 @@ except ImportError as e:
 from tf_prunetrain import budget  # noqa: F401  (submodules, for dotted use)
 from tf_prunetrain import distribute  # noqa: F401
 from tf_prunetrain import dynamic_batch  # noqa: F401
+from tf_prunetrain import experimental  # noqa: F401  (lazy: see its doc)
+from tf_prunetrain import importance  # noqa: F401
 from tf_prunetrain import inplace  # noqa: F401
 from tf_prunetrain import latency  # noqa: F401
 from tf_prunetrain import planning  # noqa: F401
-from tf_prunetrain import rewarm  # noqa: F401
 from tf_prunetrain import schedules  # noqa: F401
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import training_cost

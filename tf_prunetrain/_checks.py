@@ -57,3 +57,19 @@ def non_negative(value: Any, name: str, caller: str | None = None) -> Any:
         raise ValueError(f"{_prefix(caller)}{name} must be >= 0, got "
                          f"{value!r}.")
     return value
+
+
+def open_fraction(value: Any, name: str, caller: str | None = None) -> float:
+    """Returns `value` as a float if it is a number in (0, 1).
+
+    >>> open_fraction(1.5, "target", "FlopsBudget")
+    Traceback (most recent call last):
+    ...
+    ValueError: FlopsBudget: target must be a number in (0, 1) (the final FLOPs as a fraction of the initial), got 1.5.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0 < float(value) < 1:
+        raise ValueError(
+            f"{_prefix(caller)}{name} must be a number in (0, 1) (the final "
+            f"FLOPs as a fraction of the initial), got {value!r}.")
+    return float(value)

@@ -1,9 +1,13 @@
 """Plans to a FLOPs goal: which channel sets to cut to reach it.
 
 `plan_to_flops` turns a `ChannelGraph` and a FLOPs goal into a pruning
-`Plan` (see `planning`): dead channel sets go first, then the live ones with
-the least weight norm per FLOP they cost, until the goal is met. The
-`schedules.FlopsBudget` schedule says how much to cut by when.
+`Plan` (see `planning`). A `Ranking` says which channels go: `ThinWidths`
+(the default: the widths of a uniformly thinner network, the importance
+choosing which channels of each layer) or `NormPerFlop` (0.2's: dead sets
+first, then the least importance per FLOP; it measured worse, BENCHMARKS.md).
+A ranking gets the graph, the goal, the `importance.Scores` and the
+`planning.Constraints`, which do all the rounding. The schedules say how
+much to cut by when.
 
 FLOPs of a hypothetical cut are estimated from the handler table's counts
 of the current model: a layer's forward FLOPs are split over its weights in
@@ -21,6 +25,7 @@ import math
 import numpy as np
 
 from tf_prunetrain import coupling
+from tf_prunetrain import importance as importance_lib
 from tf_prunetrain import planning
 
 class _Counts:
@@ -119,24 +124,22 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
                   floor: float = 0.0, threshold: float = 1e-4,
                   round_to: int = 1, min_channels: int = 1,
                   remove_blocks: bool = True,
-                  ranking: Ranking | None = None) -> planning.Plan:
-    """A plan whose model has at most `goal` forward FLOPs per example.
+                  ranking: Ranking | None = None,
+                  importance: importance_lib.Importance | None = None
+                  ) -> planning.Plan:
+    """A plan whose model has about `goal` forward FLOPs per example.
 
-    Channel sets are removed in order: dead ones (every coupled kernel slice
-    `max|w| < threshold`) first, then live ones by the sum of their slices'
-    L2 norms per FLOP they cost, re-ranked as the cut proceeds (the cost of
-    a channel falls as its neighbours go; `ranking`, default `NormPerFlop()`;
-    `ThinWidths()` cuts to uniform widths instead). It stops as soon as the goal is
-    met, so it undershoots by less than one channel set's FLOPs; then more
-    dead sets go while the FLOPs stay at or above `floor`. No output keeps
-    fewer than `min_channels` channels; convolution/Dense outputs keep
-    multiples of `round_to` (the strongest extra channels): the aim is
-    then lowered until the rounded plan meets the goal, and channels are
-    given back in steps of `round_to` while it still does. Frozen channels stay. When
-    the goal is below what the model can reach, the plan is the smallest
-    model it can reach. With `remove_blocks`, a residual branch cut off by
-    dead channels (every path into it crosses a tensor whose channels are
-    all dead) is removed whole, its constant output folded into an offset
+    `ranking` chooses the channels (default `ThinWidths()`: uniform widths,
+    nearest the goal; `NormPerFlop()`: at or below it), scoring them with
+    `importance` (default `importance.GroupNorm()`). No output keeps fewer
+    than `min_channels` channels; convolution/Dense outputs keep multiples
+    of `round_to` (`planning.Constraints`). Dead channel sets (every
+    coupled kernel slice `max|w| < threshold`) go first; no extra dead set
+    goes below `floor` FLOPs. Frozen channels stay. When the goal is below
+    what the model can reach, the plan is the smallest model it can reach.
+    With `remove_blocks`, a residual branch cut off by dead channels (every
+    path into it crosses a tensor whose channels are all dead) is removed
+    whole, its constant output folded into an offset
     (`planning.remove_dead_branches`).
 
     Example:
@@ -149,44 +152,44 @@ def plan_to_flops(graph: coupling.ChannelGraph, goal: float,
     >>> graph = tf_prunetrain.channel_groups(model)
     >>> start = tf_prunetrain.cost.forward_flops(model)
     >>> plan = budget.plan_to_flops(graph, 0.5 * start)
-    >>> plan.changes()  # 9 of c1's 16 (c2's outputs are the model's: frozen)
-    [('c1', 16, 7)]
+    >>> plan.changes()  # half of c1 (c2's outputs are the model's: frozen)
+    [('c1', 16, 8)]
     """
-    max_abs, score = graph.group_strength()
-    if not np.all(np.isfinite(score)):
-        planning.raise_non_finite(graph)
-    dead = max_abs < threshold
-    plan = (ranking or NormPerFlop()).plan(
-        graph, goal, floor, round_to, min_channels, dead, score, max_abs)
+    constraints = planning.Constraints(round_to, min_channels, floor,
+                                       threshold)
+    scores = (importance or importance_lib.GroupNorm())(graph)
+    scores.check_finite(graph)
+    plan = (ranking or ThinWidths()).plan(graph, goal, scores, constraints)
     if remove_blocks:  # cut off by dead channels: constant, whatever is cut
-        alive = ~dead
+        alive = ~scores.dead(threshold)
         alive[coupling.FROZEN] = True
         planning.remove_dead_branches(plan, alive)
     return plan
 
 
-def _plan(graph: coupling.ChannelGraph, goal: float, floor: float,
-          round_to: int, min_channels: int, dead: np.ndarray,
-          score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
-    candidates = np.flatnonzero(np.isfinite(max_abs))
+def _plan(graph: coupling.ChannelGraph, goal: float,
+          scores: importance_lib.Scores,
+          constraints: planning.Constraints) -> planning.Plan:
+    candidates = np.flatnonzero(np.isfinite(scores.max_abs))
     candidates = candidates[candidates != coupling.FROZEN]
+    dead = scores.dead(constraints.threshold)
     aim = goal
     for _ in range(16):  # lower the aim until the rounded plan meets the goal
         keep = np.ones(len(graph.root), bool)
-        counts = _Counts(graph, keep, min_channels)
-        _cut(counts, candidates, dead, score, aim, floor)
+        counts = _Counts(graph, keep, constraints.min_channels)
+        _cut(counts, candidates, dead, scores.score, aim, constraints.floor)
         plan = planning.Plan(graph, keep, set(), {})
-        planning.restore_minimum(plan, score, round_to, min_channels)
-        if round_to == 1 or aim <= 0:
+        constraints.enforce(plan, scores)
+        if constraints.round_to == 1 or aim <= 0:
             return plan
         if estimate_flops(graph, plan.keep) <= goal:
-            return _fill(plan, score, goal, round_to, min_channels)
+            return _fill(plan, scores, goal, constraints)
         aim -= estimate_flops(graph, plan.keep) - goal
     return plan
 
 
-def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
-          min_channels: int) -> planning.Plan:
+def _fill(plan: planning.Plan, scores: importance_lib.Scores, goal: float,
+          constraints: planning.Constraints) -> planning.Plan:
     """Rounding moves in steps of `round_to` channels, so a rounded plan can
     fall well below the goal: give channels back, `round_to` of one output
     at a time (its strongest removed ones), taking each time the step that
@@ -200,10 +203,11 @@ def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
             removed = np.unique(roots[~plan.keep[roots]])
             if not removed.size:
                 continue
-            back = removed[np.argsort(-score[removed], kind="stable")]
+            back = removed[np.argsort(-scores.score[removed],
+                                      kind="stable")]
             trial = planning.Plan(graph, plan.keep.copy(), set(), {})
-            trial.keep[back[:round_to]] = True
-            planning.restore_minimum(trial, score, round_to, min_channels)
+            trial.keep[back[:constraints.round_to]] = True
+            constraints.enforce(trial, scores)
             trial_flops = estimate_flops(graph, trial.keep)
             if flops < trial_flops <= goal and (
                     best is None or trial_flops > best[1]):
@@ -214,27 +218,25 @@ def _fill(plan: planning.Plan, score: np.ndarray, goal: float, round_to: int,
 
 
 class Ranking:
-    """Which live channels a budget cut removes (`FlopsBudget(ranking=)`).
+    """Which channels a cut to a FLOPs goal removes (`ranking=` of a
+    schedule or of `plan_to_flops`).
 
-    A ranking turns a FLOPs goal into a `planning.Plan` (`plan`). `start` is
-    called when `fit` starts (not on resume); `get_state`/`set_state` carry
-    what it remembers through checkpoints."""
+    A ranking turns a goal into a `planning.Plan` (`plan`). `start` is
+    called with the model when `fit` starts (not on resume);
+    `get_state`/`set_state` carry what it remembers through checkpoints."""
 
     def start(self, graph: coupling.ChannelGraph) -> None:
-        """Called by `FlopsBudget` with the model at the start of `fit`."""
+        """Called by the schedule with the model at the start of `fit`."""
 
-    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
-             round_to: int, min_channels: int, dead: np.ndarray,
-             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
-        """The plan to about `goal` forward FLOPs per example. Per root id
-        of `graph`: `dead` (below the threshold), `score` and `max_abs`
-        (`ChannelGraph.group_strength`); no extra dead channels below
-        `floor` FLOPs; convolution/Dense widths multiples of `round_to`,
-        every output at least `min_channels`."""
+    def plan(self, graph: coupling.ChannelGraph, goal: float,
+             scores: importance_lib.Scores,
+             constraints: planning.Constraints) -> planning.Plan:
+        """The plan to about `goal` forward FLOPs per example of `graph`'s
+        model, by `scores`, obeying `constraints` (`constraints.enforce`
+        rounds a plan)."""
         raise NotImplementedError(
             f"{type(self).__name__}.plan: a Ranking subclass must implement "
-            "plan(graph, goal, floor, round_to, min_channels, dead, score, "
-            "max_abs).")
+            "plan(graph, goal, scores, constraints).")
 
     def get_state(self) -> dict:
         return {}
@@ -247,7 +249,8 @@ class Ranking:
 
 
 class NormPerFlop(Ranking):
-    """Cuts where a channel is weak for its price (the default).
+    """Cuts where a channel is weak for its price (0.2's cut; it measured
+    worse than `ThinWidths`, BENCHMARKS.md "Issue 31").
 
     Dead channel sets go first, wherever they are, and more of them after
     the goal, down to the floor; then live ones with the least weight norm
@@ -256,11 +259,10 @@ class NormPerFlop(Ranking):
     until the rounded plan meets the goal, and channels are given back in
     steps of `round_to` while it still does."""
 
-    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
-             round_to: int, min_channels: int, dead: np.ndarray,
-             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
-        return _plan(graph, goal, floor, round_to, min_channels, dead, score,
-                     max_abs)
+    def plan(self, graph: coupling.ChannelGraph, goal: float,
+             scores: importance_lib.Scores,
+             constraints: planning.Constraints) -> planning.Plan:
+        return _plan(graph, goal, scores, constraints)
 
 
 class ThinWidths(Ranking):
@@ -301,25 +303,24 @@ class ThinWidths(Ranking):
         self.widths = {path: len(roots)
                        for path, roots in _outputs(graph).items()}
 
-    def plan(self, graph: coupling.ChannelGraph, goal: float, floor: float,
-             round_to: int, min_channels: int, dead: np.ndarray,
-             score: np.ndarray, max_abs: np.ndarray) -> planning.Plan:
+    def plan(self, graph: coupling.ChannelGraph, goal: float,
+             scores: importance_lib.Scores,
+             constraints: planning.Constraints) -> planning.Plan:
         if self.widths is None:
             self.start(graph)
-        outputs = {path: roots for path, roots in _outputs(graph).items()
-                   if np.all(np.isfinite(max_abs[roots]))
-                   and not np.any(roots == coupling.FROZEN)}
+        outputs = _prunable_outputs(graph, scores)
         # Widths change only where m·w0/round_to crosses a half: one
         # candidate multiplier between each pair of such points.
+        step = constraints.round_to
         starts = {self.widths.get(path, len(r)) for path, r in outputs.items()}
         points = sorted({0.0, 1.0} | {
-            (j + 0.5) * round_to / w0 for w0 in starts
-            for j in range(w0 // round_to + 1) if (j + 0.5) * round_to < w0})
+            (j + 0.5) * step / w0 for w0 in starts
+            for j in range(w0 // step + 1) if (j + 0.5) * step < w0})
         candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [1.0]
 
         def thin(i: int) -> tuple[planning.Plan, float]:
-            plan = self._thin(graph, outputs, candidates[i], round_to,
-                              min_channels, score)
+            plan = self._thin(graph, outputs, candidates[i], scores,
+                              constraints)
             return plan, estimate_flops(graph, plan.keep)
 
         # FLOPs grow with m: bisect for the first candidate at or above the
@@ -339,21 +340,21 @@ class ThinWidths(Ranking):
             else above[0]
 
     def _thin(self, graph: coupling.ChannelGraph,
-              outputs: dict[str, np.ndarray], m: float, round_to: int,
-              min_channels: int, score: np.ndarray) -> planning.Plan:
+              outputs: dict[str, np.ndarray], m: float,
+              scores: importance_lib.Scores,
+              constraints: planning.Constraints) -> planning.Plan:
         keep = np.ones(len(graph.root), bool)
         chosen = np.zeros(len(graph.root), bool)
         for path, roots in outputs.items():
             roots = np.unique(roots)
-            w0 = self.widths.get(path, len(roots))
-            width = round_to * math.floor(m * w0 / round_to + 0.5)
-            width = min(len(roots), max(width, round_to, min_channels))
-            order = roots[np.argsort(-score[roots], kind="stable")]
+            width = constraints.width(m * self.widths.get(path, len(roots)),
+                                      len(roots))
+            order = roots[np.argsort(-scores.score[roots], kind="stable")]
             keep[roots] = False
             chosen[order[:width]] = True
         keep |= chosen  # a root two outputs share stays if either keeps it
         plan = planning.Plan(graph, keep, set(), {})
-        planning.restore_minimum(plan, score, round_to, min_channels)
+        constraints.enforce(plan, scores)
         return plan
 
     def get_state(self) -> dict:
@@ -371,6 +372,14 @@ def _outputs(graph: coupling.ChannelGraph) -> dict[str, np.ndarray]:
                 and r.outs and r.outs[0] is not None:
             outputs.setdefault(r.view.path, graph.roots(r.outs[0]))
     return outputs
+
+
+def _prunable_outputs(graph: coupling.ChannelGraph,
+                      scores: importance_lib.Scores) -> dict[str, np.ndarray]:
+    """`_outputs` without those holding frozen or unjudged channels."""
+    return {path: roots for path, roots in _outputs(graph).items()
+            if np.all(np.isfinite(scores.max_abs[roots]))
+            and not np.any(roots == coupling.FROZEN)}
 
 
 def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
@@ -407,9 +416,13 @@ def _cut(counts: _Counts, candidates: np.ndarray, dead: np.ndarray,
 
 def reachable_flops(graph: coupling.ChannelGraph, min_channels: int = 1,
                     round_to: int = 1) -> float:
-    """Estimated forward FLOPs of the smallest model pruning can reach
-    (frozen channels and layers the library cannot follow stay)."""
-    plan = plan_to_flops(graph, 0.0, min_channels=min_channels,
-                         round_to=round_to)
+    """Estimated forward FLOPs of the smallest model pruning can reach:
+    every prunable convolution/Dense output at the fewest channels the
+    constraints allow (frozen channels and layers the library cannot
+    follow stay)."""
+    scores = importance_lib.GroupNorm()(graph)
+    thin = ThinWidths()
+    thin.start(graph)
+    plan = thin._thin(graph, _prunable_outputs(graph, scores), 0.0, scores,
+                      planning.Constraints(round_to, min_channels))
     return estimate_flops(graph, plan.keep)
-

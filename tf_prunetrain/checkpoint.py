@@ -71,7 +71,9 @@ class Checkpoint(keras.callbacks.Callback):
 
     Put it after `Reconfigure` (and any `RunLog`) in the callback list, and
     give it those callbacks as `trackers` so their state comes back too
-    (anything with `state()` and `restore(state)` methods).
+    (anything with `get_state()` and `set_state(state)` methods: one
+    protocol for everything a checkpoint carries, as schedules and rankings
+    have). `Reconfigure` refuses to resume with a schedule of another config.
 
     Example:
     >>> import keras, numpy as np, tempfile, tf_prunetrain
@@ -94,11 +96,11 @@ class Checkpoint(keras.callbacks.Callback):
         super().__init__()
         trackers = tuple(trackers)
         for tracker in trackers:
-            if not (callable(getattr(tracker, "state", None))
-                    and callable(getattr(tracker, "restore", None))):
+            if not (callable(getattr(tracker, "get_state", None))
+                    and callable(getattr(tracker, "set_state", None))):
                 raise TypeError(
-                    f"Checkpoint: trackers must have state() and "
-                    f"restore(state) (Reconfigure, RunLog); got "
+                    f"Checkpoint: trackers must have get_state() and "
+                    f"set_state(state) (Reconfigure, RunLog); got "
                     f"{type(tracker).__name__}.")
         _checks.positive_int(every, "every", "Checkpoint")
         _checks.positive_int(keep, "keep", "Checkpoint")
@@ -146,7 +148,7 @@ class Checkpoint(keras.callbacks.Callback):
                                   for state in
                                   _keras.seed_states(self.model)],
                         "trackers": [{"type": type(t).__name__,
-                                      "state": t.state()}
+                                      "state": t.get_state()}
                                      for t in self.trackers]}
             with open(os.path.join(temporary, MANIFEST_FILE), "w",
                       encoding="utf-8") as f:
@@ -220,5 +222,8 @@ class Checkpoint(keras.callbacks.Callback):
         model = keras.models.load_model(model_path)
         _restore_seeds(model, manifest.get("seeds"))
         for tracker, state in zip(self.trackers, saved):
-            tracker.restore(state["state"])
+            try:
+                tracker.set_state(state["state"])
+            except ValueError as err:  # another run's: refused, not damage
+                raise _Mismatch(f"Checkpoint: '{folder}': {err}") from err
         return model, int(manifest["epoch"])

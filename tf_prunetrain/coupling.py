@@ -183,25 +183,6 @@ class ChannelGraph:
     def is_frozen(self, ids: np.ndarray) -> np.ndarray:
         return self.roots(ids) == FROZEN
 
-    def group_strength(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per root id: the largest |w| over all its judged slices, and the
-        sum of the slices' L2 norms (the score that ranks live channels).
-        Roots without any judged slice get +inf (they are never dead)."""
-        n = len(self.root)
-        max_abs = np.full(n, -np.inf)
-        score = np.zeros(n)
-        for b in self.bindings.values():
-            if not b.judge:
-                continue
-            w = np.abs(np.asarray(weight(b.layer, b.weight).numpy(),
-                                  dtype=np.float64))
-            w = np.moveaxis(w, b.axis, 0).reshape(w.shape[b.axis], -1)
-            roots = self.roots(b.ids)
-            np.maximum.at(max_abs, roots, w.max(axis=1))
-            np.add.at(score, roots, np.sqrt((w * w).sum(axis=1)))
-        max_abs[max_abs == -np.inf] = np.inf
-        return max_abs, score
-
     def layer_outputs(self) -> dict[str, np.ndarray]:
         """Path -> channel ids of the output of every layer that has one."""
         outputs: dict[str, np.ndarray] = {}
@@ -213,21 +194,6 @@ class ChannelGraph:
     def prunable(self) -> np.ndarray:
         """The root ids of every group that can be removed (not frozen)."""
         return np.unique(self.root[self.root != FROZEN])
-
-    def zero(self, roots: Any) -> None:
-        """Zeroes every kernel slice, on all coupled sides, of the groups
-        `roots`: what the group lasso does to a channel it kills."""
-        roots = np.asarray(sorted(roots), dtype=np.int64)
-        for b in self.bindings.values():
-            idx = np.flatnonzero(np.isin(self.roots(b.ids), roots))
-            if not b.judge or not idx.size:
-                continue
-            var = weight(b.layer, b.weight)
-            value = np.array(var.numpy())
-            index = [slice(None)] * value.ndim
-            index[b.axis] = idx
-            value[tuple(index)] = 0.0
-            var.assign(value)
 
     @property
     def groups(self) -> list[ChannelGroup]:
@@ -263,6 +229,22 @@ def channel_groups(model: keras.Model) -> ChannelGraph:
       TypeError: for a subclassed model.
     """
     return ChannelGraph(model)
+
+
+def zero_groups(graph: ChannelGraph, roots: Any) -> None:
+    """Zeroes every judged kernel slice, on all coupled sides, of the groups
+    `roots` of `graph`: what the group lasso does to a channel it kills."""
+    roots = np.asarray(sorted(roots), dtype=np.int64)
+    for b in graph.bindings.values():
+        idx = np.flatnonzero(np.isin(graph.roots(b.ids), roots))
+        if not b.judge or not idx.size:
+            continue
+        var = weight(b.layer, b.weight)
+        value = np.array(var.numpy())
+        index = [slice(None)] * value.ndim
+        index[b.axis] = idx
+        value[tuple(index)] = 0.0
+        var.assign(value)
 
 
 def zero_channels(model: keras.Model,
@@ -319,5 +301,5 @@ def zero_channels(model: keras.Model,
                     "reaches a model input/output or a layer whose channels "
                     "cannot be removed): zeroing it would change the model.")
             roots.add(root)
-    graph.zero(roots)
+    zero_groups(graph, roots)
     return len(roots)

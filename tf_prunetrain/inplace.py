@@ -36,12 +36,10 @@ class _LayerChange:
     values: list[np.ndarray] | None  # new weights in layer.weights order
 
 
-def reconfigure_in_place(model: keras.Model,
-                         plan: planning.Plan) -> "Undo | None":
+def reconfigure_in_place(model: keras.Model, plan: planning.Plan) -> bool:
     """Shrinks `model` in place to what `plan` keeps.
 
-    Returns an `Undo` that puts the model back as it was just before (None
-    when the plan changes nothing).
+    Returns whether the model changed (False: the plan keeps everything).
 
     Raises:
       RuntimeError: the change failed; the model is left as it was.
@@ -50,9 +48,9 @@ def reconfigure_in_place(model: keras.Model,
     tensors = _tensor_shapes(plan)
     graphs = _losing_branches(plan)
     if not changes and not tensors and not graphs:
-        return None
-    undo = Undo(model, [c.layer for c in changes], graphs,
-                [t for t, _ in tensors])
+        return False
+    rollback = _Rollback(model, [c.layer for c in changes], graphs,
+                         [t for t, _ in tensors])
     old_weights = {id(c.layer): list(c.layer.weights) for c in changes}
     try:
         with model.distribute_strategy.scope():
@@ -62,60 +60,37 @@ def reconfigure_in_place(model: keras.Model,
                 graph_lib.set_shape(tensor, shape)
             for graph in graphs:
                 _rewire(graph, plan)
-            if undo.optimizer is not None:
+            if rollback.optimizer is not None:
                 replaced = {id(new): (old, change.layer) for change in changes
                             for old, new in zip(old_weights[id(change.layer)],
                                                 change.layer.weights)}
-                model.optimizer = _rebuilt_optimizer(model, undo.optimizer,
-                                                     plan, replaced)
+                model.optimizer = _rebuilt_optimizer(
+                    model, rollback.optimizer, plan, replaced)
         _retrace(model)
     except Exception as e:
-        undo.restore()
+        rollback()
         _retrace(model)
         raise RuntimeError(
             f"in-place reconfiguration of '{model.name}' failed and was rolled "
             f"back; the model is unchanged: {type(e).__name__}: {e}") from e
-    undo.seal()
-    return undo
+    return True
 
 
-class Undo:
-    """Puts a model that `reconfigure_in_place` changed back as it was just
-    before: its layers' variables (the same objects, with the values they had
-    then), graph, tensor shapes and optimizer with its state then. Training
-    done since is dropped, except the optimizer's iteration count and other
-    non-slot state, which go on. Calling it returns the `Undo` that puts the
-    change back again (a redo, which reuses the functions traced for the
-    changed model: no re-trace).
-
-    Example (`plan` from `planning.plan_pruning`):
-        undo = tf_prunetrain.inplace.reconfigure_in_place(model, plan)
-        ...  # train a few steps, find the step slower
-        redo = undo()  # the model is back; its functions are re-traced
-        redo()  # the smaller model again, as it was at the undo
-    """
+class _Rollback:
+    """What `reconfigure_in_place` changes, as it was before: calling it
+    puts the layers' variables (the same objects), graphs, tensor shapes
+    and optimizer back (a failed change leaves the model as it was)."""
 
     def __init__(self, model: keras.Model, layers: list[Any],
-                 graphs: list[Any], tensors: list[Any],
-                 functions: tuple | None = None):
+                 graphs: list[Any], tensors: list[Any]):
         self.model = model
         self.optimizer = getattr(model, "optimizer", None) \
             if model.compiled else None
-        self._built = self.optimizer is not None and bool(
-            _keras.trained_variables(self.optimizer))
         self._layers = [_Snapshot(layer) for layer in layers]
         self._wiring = [_keras.GraphSnapshot(g) for g in graphs]
         self._shapes = [(t, t.shape) for t in tensors]
-        self._functions = functions  # (train, test, predict) to put back
-        self._after: list[int] | None = None
 
-    def seal(self) -> None:
-        """Marks the change done: `__call__` checks the model is still as
-        the change left it."""
-        self._after = [id(v) for v in self.model.variables]
-
-    def restore(self) -> None:
-        """Puts everything back (no re-trace, no checks)."""
+    def __call__(self) -> None:
         for state in self._layers:
             state.restore()
         for state in reversed(self._wiring):
@@ -124,46 +99,6 @@ class Undo:
             graph_lib.set_shape(tensor, shape)
         if self.optimizer is not None:
             self.model.optimizer = self.optimizer
-
-    def __call__(self) -> "Undo":
-        """Undoes the change; returns the `Undo` that redoes it.
-
-        Raises:
-          RuntimeError: the model changed again since (undo that first).
-        """
-        model = self.model
-        if self._after is None or \
-                self._after != [id(v) for v in model.variables]:
-            raise RuntimeError(
-                f"cannot undo the reconfiguration of '{model.name}': the "
-                "model changed after it. Undo the later change first.")
-        redo = Undo(model, [s.layer for s in self._layers],
-                    [w.graph for w in self._wiring],
-                    [t for t, _ in self._shapes],
-                    (model.train_function, model.test_function,
-                     model.predict_function))
-        current = getattr(model, "optimizer", None)
-        with model.distribute_strategy.scope():
-            self.restore()
-            if self.optimizer is not None and not self._built:
-                # It had no state then; it has built on the changed model's
-                # variables since, so a fresh one, built on the restored
-                # variables, takes its place (empty slots, the count goes on).
-                model.optimizer = type(self.optimizer).from_config(
-                    self.optimizer.get_config())
-                if _keras.trained_variables(current):
-                    model.optimizer.build(model.trainable_variables)
-                    _carry_rest(current, model.optimizer)
-            elif self.optimizer is not None and current is not self.optimizer:
-                _carry_rest(current, self.optimizer)
-        if self._functions is None:
-            _retrace(model)
-        else:
-            (model.train_function, model.test_function,
-             model.predict_function) = self._functions
-        self._after = None
-        redo.seal()
-        return redo
 
 
 def _losing_branches(plan: planning.Plan) -> list[Any]:

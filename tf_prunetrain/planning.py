@@ -22,6 +22,7 @@ from tf_prunetrain import _checks
 from tf_prunetrain import coupling
 from tf_prunetrain import graph as graph_lib
 from tf_prunetrain import handlers
+from tf_prunetrain import importance as importance_lib
 
 # A removed branch's output is folded into an offset unless it is this small.
 _ZERO_OFFSET = 1e-7
@@ -67,6 +68,69 @@ class Plan:
         return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class Constraints:
+    """The width rules every plan obeys, applied in one place.
+
+    Convolution/Dense outputs keep a multiple of `round_to` channels (or all
+    of them), every output at least `min_channels` (or all). `floor`: a
+    FLOPs-budget cut removes no extra dead channels below this many forward
+    FLOPs per example (0: no floor). A group whose judged slices are all
+    below `threshold` in absolute value is dead.
+
+    Example:
+    >>> from tf_prunetrain.planning import Constraints
+    >>> c = Constraints(round_to=8)
+    >>> c.width(0.3 * 64, 64), c.width(1.0, 64), c.width(70.0, 64)
+    (16, 8, 64)
+    """
+
+    round_to: int = 1
+    min_channels: int = 1
+    floor: float = 0.0
+    threshold: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self.round_to, "round_to", "Constraints")
+        _checks.positive_int(self.min_channels, "min_channels", "Constraints")
+        _checks.non_negative(self.threshold, "threshold", "Constraints")
+
+    def width(self, wanted: float, available: int) -> int:
+        """The allowed width nearest `wanted` channels of an output that has
+        `available`: the nearest multiple of `round_to`, at least
+        `round_to` and `min_channels`, at most `available`."""
+        width = self.round_to * math.floor(wanted / self.round_to + 0.5)
+        return min(available, max(width, self.round_to, self.min_channels))
+
+    def enforce(self, plan: "Plan", scores: importance_lib.Scores) -> None:
+        """Keeps channels back (the highest `scores` first) until every
+        output of `plan` obeys the rules; a plan that does changes not."""
+        roots = plan.graph.roots
+        sets = [
+            (roots(r.outs[0]), r.handler.count_key is not None)
+            for r in plan.graph.records
+            if id(r.view.node) not in plan.removed and r.handler is not None
+            and r.outs and r.outs[0] is not None
+        ]
+        changed = True
+        while changed:
+            changed = False
+            for ids, rounded in sets:
+                kept = int(np.count_nonzero(plan.keep[ids]))
+                target = max(kept, min(self.min_channels, len(ids)))
+                if rounded:
+                    target = min(math.ceil(target / self.round_to)
+                                 * self.round_to, len(ids))
+                candidates = np.unique(ids[~plan.keep[ids]])
+                for root in candidates[np.argsort(-scores.score[candidates],
+                                                  kind="stable")]:
+                    if kept >= target:
+                        break
+                    plan.keep[root] = True
+                    kept += int(np.count_nonzero(ids == root))
+                    changed = True
+
+
 def _count(outs: list) -> int:
     return len(outs[0]) if outs and outs[0] is not None else 0
 
@@ -78,6 +142,7 @@ def plan_pruning(
     round_to: int = 1,
     min_channels: int = 1,
     remove_blocks: bool = True,
+    importance: importance_lib.Importance | None = None,
 ) -> Plan:
     """Decides which channel groups and residual branches to remove.
 
@@ -86,8 +151,9 @@ def plan_pruning(
     every channel is removed whole; its constant output, if not zero, is folded
     into a `Rescaling` offset so the function is unchanged. Any other tensor
     keeps at least `min_channels` channels, and convolution/Dense outputs keep
-    a multiple of `round_to` (the strongest extra channels stay). With
-    `remove_blocks=False` dead branches are kept at `min_channels` instead.
+    a multiple of `round_to` (the extra channels `importance` ranks highest
+    stay; default `importance.GroupNorm()`). With `remove_blocks=False` dead
+    branches are kept at `min_channels` instead.
 
     Example:
     >>> import keras, tf_prunetrain
@@ -101,30 +167,27 @@ def plan_pruning(
     >>> plan.changes()  # 3 live channels, rounded up to a multiple of 4
     [('c1', 6, 4)]
     """
-    _checks.positive_int(round_to, "round_to", "plan_pruning")
-    _checks.positive_int(min_channels, "min_channels", "plan_pruning")
-    _checks.non_negative(threshold, "threshold", "plan_pruning")
-    max_abs, score = graph.group_strength()
-    if not np.all(np.isfinite(score)):
-        raise_non_finite(graph)
-    alive = max_abs >= threshold
+    constraints = Constraints(round_to, min_channels, threshold=threshold)
+    scores = (importance or importance_lib.GroupNorm())(graph)
+    scores.check_finite(graph)
+    alive = ~scores.dead(constraints.threshold)
     if keep is not None:
         _apply_explicit(graph, keep, alive)
     alive[0] = True  # frozen channels
     plan = Plan(graph, alive, set(), {})
     if remove_blocks:
         remove_dead_branches(plan)
-    restore_minimum(plan, score, round_to, min_channels)
+    constraints.enforce(plan, scores)
     return plan
 
 
 def removed_norm(plan: Plan) -> float | None:
     """How live the channels `plan` removes are: each one's group norm
-    (`ChannelGraph.group_strength`'s score) over the mean of those its layer
+    (`importance.GroupNorm`) over the mean of those its layer
     keeps, averaged. 0 when it removes only zeros, about 1 when they are as
     strong as the rest (None when it removes none)."""
-    max_abs, score = plan.graph.group_strength()
-    judged = np.isfinite(max_abs)
+    scores = importance_lib.GroupNorm()(plan.graph)
+    score, judged = scores.score, np.isfinite(scores.max_abs)
     judged[coupling.FROZEN] = False
     ratios: dict[int, float] = {}
     for ids in plan.graph.layer_outputs().values():
@@ -136,17 +199,6 @@ def removed_norm(plan: Plan) -> float | None:
         for root in roots[~plan.keep[roots]].tolist():
             ratios.setdefault(root, float(score[root] / kept.mean()))
     return float(np.mean(list(ratios.values()))) if ratios else None
-
-
-def raise_non_finite(graph: coupling.ChannelGraph) -> None:
-    """Raises the ValueError for kernels with NaN/inf (training diverged)."""
-    bad = sorted({f"{b.layer.name}/{b.weight}" for b in graph.bindings.values()
-                  if b.judge and not np.all(np.isfinite(
-                      coupling.weight(b.layer, b.weight).numpy()))})
-    raise ValueError(
-        f"plan_pruning: NaN or infinite values in {', '.join(bad)}: training "
-        "has diverged, so no channel can be judged dead; nothing was pruned. "
-        "Lower the learning rate or λ and resume from a checkpoint.")
 
 
 def _apply_explicit(graph: coupling.ChannelGraph, keep: Mapping[str, Any],
@@ -294,35 +346,3 @@ def _constant_output(owner: Any, tensor: Any) -> np.ndarray | None:
     if np.max(np.ptp(flat, axis=0)) > 1e-6 * (1.0 + np.max(np.abs(flat))):
         return None
     return flat.mean(axis=0)
-
-
-def restore_minimum(plan: Plan, score: np.ndarray, round_to: int,
-                    min_channels: int) -> None:
-    """Keeps channels back (the strongest by `score`) until every output
-    has `min_channels` and convolution/Dense outputs a multiple of
-    `round_to`."""
-    roots = plan.graph.roots
-    sets = [
-        (roots(r.outs[0]), r.handler.count_key is not None)
-        for r in plan.graph.records
-        if id(r.view.node) not in plan.removed and r.handler is not None
-        and r.outs and r.outs[0] is not None
-    ]
-    changed = True
-    while changed:
-        changed = False
-        for ids, rounded in sets:
-            kept = int(np.count_nonzero(plan.keep[ids]))
-            target = max(kept, min(min_channels, len(ids)))
-            if rounded:
-                target = min(math.ceil(target / round_to) * round_to, len(ids))
-            candidates = np.unique(ids[~plan.keep[ids]])
-            for root in candidates[np.argsort(-score[candidates],
-                                              kind="stable")]:
-                if kept >= target:
-                    break
-                plan.keep[root] = True
-                kept += int(np.count_nonzero(ids == root))
-                changed = True
-
-

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import warnings
 from typing import Any
 
 import keras
@@ -144,6 +146,8 @@ class Reconfigure(keras.callbacks.Callback):
         # The other callbacks of the fit this one runs in (set_model).
         self._companions = keras_callbacks.Companions([], self)
         self._fade: fading.Fade | None = None  # this epoch's (gentle cuts)
+        # A gentle schedule's decision, made when the epoch began.
+        self._pending: schedules.Decision | None = None
         self._batch = 0  # the first step of the batch callback in progress
 
     # -- the run -----------------------------------------------------------
@@ -233,21 +237,21 @@ class Reconfigure(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._companions.release()
-        self._fade = None
-        if self.finished is None and type(self.schedule).upcoming \
-                is not schedules.Schedule.upcoming:
-            plan = self.schedule.upcoming(epoch + 1, self.context())
-            agreed = _agreed(self.model, plan and schedules.Decision(
-                plan), self.context)
-            if agreed is not None and agreed.plan is not None:
+        self._fade, self._pending = None, None
+        if self.finished is None and self.schedule.gentle:
+            # Decided once, now: its channels fade over this epoch, and the
+            # same plan is cut after it.
+            self._pending = self._decide(epoch + 1)
+            if self._pending is not None and self._pending.plan is not None:
                 self._fade = fading.Fade.for_epoch(
-                    agreed.plan, self.params, self.schedule)
+                    self._pending.plan, self.params, self.schedule)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
         if self.finished is None:
-            decision = _agreed(self.model, self.schedule.decide(
-                done, self.context()), self.context)
+            decision = self._pending if self.schedule.gentle \
+                else self._decide(done)
+            self._pending = None
             if decision is not None and decision.plan is not None:
                 self.reconfigure(done, decision.plan)
             if decision is not None and decision.last:
@@ -261,6 +265,34 @@ class Reconfigure(keras.callbacks.Callback):
         if logs is not None:
             logs.update({f"prunetrain_{k}": v
                          for k, v in self._scalars(logs).items()})
+
+    def _decide(self, epoch: int) -> schedules.Decision | None:
+        """The schedule's decision for the 1-based `epoch`, its plan held
+        to `round_to` and `min_channels`, the same on every replica."""
+        context = self.context()
+        decision = self.schedule.decide(epoch, context)
+        if decision is not None and decision.plan is not None:
+            self._constrain(decision.plan)
+        return _agreed(self.model, decision, self.context)
+
+    def _constrain(self, plan: planning.Plan) -> None:
+        """Holds a schedule's `plan` to the width rules (keeping back the
+        channels its importance ranks highest), warning when that changed
+        it; refuses a plan made for another model."""
+        if plan.graph.model is not self.model:
+            raise ValueError(
+                f"Reconfigure: {self.schedule!r} planned a cut of model "
+                f"'{plan.graph.model.name}', not of the model being trained "
+                f"('{self.model.name}'): plan with context.graph.")
+        before = plan.keep.copy()
+        planning.Constraints(self.round_to, self.min_channels).enforce(
+            plan, self.schedule.importance(plan.graph))
+        if not np.array_equal(before, plan.keep):
+            warnings.warn(
+                f"Reconfigure: {type(self.schedule).__name__}'s plan broke "
+                f"round_to={self.round_to} or min_channels="
+                f"{self.min_channels}; the strongest removed channels were "
+                "kept back to meet them.", stacklevel=3)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._companions.release()
@@ -293,16 +325,30 @@ class Reconfigure(keras.callbacks.Callback):
         self._companions.event(event, fields)
 
     # -- checkpoints -------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """What a resumed run needs (JSON-ready; see `Checkpoint`)."""
+    def get_state(self) -> dict[str, Any]:
+        """What a resumed run needs (JSON-ready; see `Checkpoint`): the
+        schedule's config and state among it."""
         return {"initial_flops": self.initial_flops,
                 "finished": self.finished,
+                "schedule_config": _described(self.schedule),
                 "schedule": self.schedule.get_state(),
                 "reconfigurations": [dataclasses.asdict(r)
                                      for r in self.reconfigurations]}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continues the run `state()` described (before `fit`)."""
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues the run `get_state()` described (before `fit`).
+
+        Raises:
+          ValueError: it was saved with a schedule of another config
+            (nothing is changed then).
+        """
+        saved = state.get("schedule_config")
+        if saved is not None and saved != _described(self.schedule):
+            raise ValueError(
+                f"Reconfigure: the checkpoint's schedule was {saved['class']}"
+                f"({saved['config']}), this run's is {self.schedule!r}. "
+                "Resume with the schedule the run started with, or start a "
+                "new run in a fresh checkpoint folder.")
         self.initial_flops = state.get("initial_flops")
         self.finished = state.get("finished")
         self.schedule.set_state(state.get("schedule", {}))
@@ -347,6 +393,12 @@ class Reconfigure(keras.callbacks.Callback):
             cost_lib.forward_flops(self.model)
         return (self.model.count_params(), flops,
                 cost_lib.gradient_bytes(self.model))
+
+
+def _described(schedule: schedules.Schedule) -> dict[str, Any]:
+    """A schedule's class and config, as a checkpoint compares them."""
+    return json.loads(json.dumps({"class": type(schedule).__name__,
+                                  "config": schedule.get_config()}))
 
 
 def _agreed(model: keras.Model, decision: schedules.Decision | None,

@@ -160,7 +160,7 @@ class RunLog(keras.callbacks.Callback):
         self._phase()
         self.untimed_steps()
 
-    def state(self) -> dict[str, Any]:
+    def get_state(self) -> dict[str, Any]:
         """What a resumed run needs to go on accounting (JSON-ready): the
         initial model's cost and the totals so far. See `restore`."""
         initial = self.initial_cost
@@ -169,9 +169,9 @@ class RunLog(keras.callbacks.Callback):
                 "train_flops_spent": self.train_flops_spent,
                 "train_flops_dense": self.train_flops_dense,
                 "steps": self.steps, "seconds": self.seconds,
-                "step_phases": self.times.state()}
+                "step_phases": self.times.get_state()}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Continues the run that `state()` described (before `fit`): the
         totals go on and the run log is appended to, not started afresh."""
         initial = state.get("initial_cost")
@@ -183,7 +183,7 @@ class RunLog(keras.callbacks.Callback):
         self.train_flops_spent = int(state["train_flops_spent"])
         self.train_flops_dense = int(state["train_flops_dense"])
         self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
-        self.times.restore(state.get("step_phases", []))
+        self.times.set_state(state.get("step_phases", []))
         self._restored = True
 
     def summary(self) -> str:
@@ -399,12 +399,12 @@ class StepTimes:
                 dense += phase["steps"] * phase["batch_size"] * per_example
         return 1.0 - spent / dense
 
-    def state(self) -> list[dict[str, Any]]:
+    def get_state(self) -> list[dict[str, Any]]:
         return [{"key": p["key"], "batch_size": p["batch_size"],
                  "steps": p["steps"], "median": _median(p)}
                 for p in self.phases]
 
-    def restore(self, state: list[dict[str, Any]]) -> None:
+    def set_state(self, state: list[dict[str, Any]]) -> None:
         self.phases = [{**p, "times": []} for p in state]
 
 

@@ -146,7 +146,7 @@ def _zero_random_groups(model: keras.Model, fraction: float, seed: int) -> tuple
     roots = graph.prunable()
     rng = np.random.default_rng(seed)
     dead = rng.choice(roots, int(len(roots) * fraction), replace=False)
-    graph.zero(dead)
+    tf_prunetrain.coupling.zero_groups(graph, dead)
     return len(dead), len(roots)
 
 

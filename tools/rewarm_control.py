@@ -33,7 +33,7 @@ def main(levers_path: str, out_path: str) -> None:
     import common
 
     class Lifted(common._StepLearningRate):
-        """The recipe's step schedule plus `rewarm.Rewarm`'s lift over
+        """The recipe's step schedule plus `experimental.Rewarm`'s lift over
         epoch `LIFTED_EPOCH` (peak `PEAK`, one epoch)."""
 
         def on_epoch_begin(self, epoch, logs=None):

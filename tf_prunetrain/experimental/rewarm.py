@@ -90,7 +90,7 @@ class Rewarm(keras.callbacks.Callback):
     after it, lifted back to 0.1 for one epoch):
     >>> import keras, numpy as np, tf_prunetrain
     >>> from tf_prunetrain.models import resnet_cifar
-    >>> from tf_prunetrain.rewarm import Rewarm
+    >>> from tf_prunetrain.experimental import Rewarm
     >>> model = tf_prunetrain.add_group_lasso(
     ...     resnet_cifar(8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0))
     >>> model.compile(keras.optimizers.SGD(0.1), keras.losses.
@@ -220,11 +220,11 @@ class Rewarm(keras.callbacks.Callback):
                 self._wrapped.weight.assign(0.0)
 
     # -- checkpoints -------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def get_state(self) -> dict[str, Any]:
         """What a resumed run needs (JSON-ready; `Checkpoint` trackers)."""
         return {"highest": self._highest, "lift": self._lift}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Continues the run `state()` described (before `fit`)."""
         self._highest = float(state.get("highest", 0.0))
         self._lift = state.get("lift")

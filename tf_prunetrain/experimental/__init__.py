@@ -1,0 +1,41 @@
+"""What has not measured worth it: off unless chosen, imported on first use.
+
+* `EarlyBird(target)`: one cut to `target` when the channel mask stops
+  moving (You et al., ICLR 2020), or at a deadline (`early_bird`).
+* `Rewarm(epochs)`: the learning rate lifted after each cut and let fall
+  back (`rewarm`). A model saved during a re-warmed `fit` wraps its
+  learning-rate schedule: loading it needs `tf_prunetrain.experimental.
+  Rewarm` (or `tf_prunetrain.experimental.rewarm`) imported first.
+
+BENCHMARKS.md ("Issue 31, cut time and re-warm") has their figures. Neither
+is imported with `tf_prunetrain`: the first access to a name below imports
+its module.
+
+Example:
+>>> import tf_prunetrain
+>>> tf_prunetrain.experimental.EarlyBird(0.5).cut_epochs(10)
+[1, 2, 3, 4, 5]
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> the submodule defining it.
+_LAZY = {"EarlyBird": "early_bird", "Rewarm": "rewarm", "Rewarmed": "rewarm"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    if name in set(_LAZY.values()):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY.values()))
