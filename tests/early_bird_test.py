@@ -58,31 +58,23 @@ def test_a_moving_mask_waits_for_the_deadline():
     decisions = _decisions(schedule, model, 4, between=_shuffle_c1(model))
     assert decisions[:3] == [None, None, None]
     assert decisions[3] is not None and decisions[3].last
-    assert schedule.target_epoch == 4
+    assert schedule.deadline == 4
     assert len(schedule.distances) == 3
     assert min(schedule.distances) > schedule.distance
 
 
-def test_gentle_fades_over_the_epoch_after_the_draw():
-    model = pt.two_convs(16, 16)
-    schedule = EarlyBird(0.5, window=1, deadline=6)
-    schedule.start(pt.schedule_context(model, epochs=8))
-    context = lambda: pt.schedule_context(model, epochs=8)  # noqa: E731
-    assert schedule.upcoming(1, context()) is None
-    assert schedule.decide(1, context()) is None
-    assert schedule.upcoming(2, context()) is None
-    assert schedule.decide(2, context()) is None  # settled: drawn, no cut
-    assert schedule.drawn == 2
-    faded = schedule.upcoming(3, context())
-    assert faded is not None and faded.changes()
-    decision = schedule.decide(3, context())
-    assert decision.last
-    np.testing.assert_array_equal(decision.plan.keep, faded.keep)
-    # Without a draw, the deadline's epoch is the one that fades.
-    late = EarlyBird(0.5, window=1, deadline=2)
-    late.start(pt.schedule_context(model, epochs=8))
-    assert late.upcoming(1, context()) is None
-    assert late.upcoming(2, context()) is not None
+def test_gentle_decides_as_abrupt_does():
+    """`gentle` changes when Reconfigure asks (as an epoch begins), not the
+    answers: the same weights give the same decisions."""
+    def run(gentle):
+        model = pt.two_convs(16, 16)
+        out = _decisions(EarlyBird(0.5, window=1, deadline=6, gentle=gentle),
+                         model, 3)
+        return [None if d is None else d.plan.keep.tolist() for d in out]
+
+    abrupt = run(False)
+    assert abrupt == run(True)
+    assert abrupt[0] is None and abrupt[1] is not None
 
 
 def test_distance_is_the_share_of_removable_channel_sets_that_changed():
@@ -104,19 +96,18 @@ def test_distance_is_the_share_of_removable_channel_sets_that_changed():
     assert schedule.distances == [pytest.approx(c / 32) for c in changed]
 
 
-def test_a_drawn_ticket_survives_a_checkpoint():
+def test_its_config_and_state_survive_a_checkpoint():
     model = pt.two_convs(16, 16)
     context = lambda: pt.schedule_context(model, epochs=8)  # noqa: E731
-    schedule = EarlyBird(0.5, window=1, deadline=6)
+    schedule = EarlyBird(0.5, window=2, deadline=6)
     schedule.start(context())
     assert schedule.decide(1, context()) is None
-    assert schedule.decide(2, context()) is None and schedule.drawn == 2
+    assert schedule.decide(2, context()) is None  # one distance: not yet
     resumed = EarlyBird.from_config(json.loads(json.dumps(
         schedule.get_config())))
     resumed.set_state(json.loads(json.dumps(schedule.get_state())))
     resumed.start(dataclasses.replace(context(), resumed=True))
-    assert resumed.drawn == 2 and resumed.target_epoch == 6
-    assert resumed.upcoming(3, context()) is not None
+    assert resumed.deadline == 6 and resumed.distances == [0.0]
     assert resumed.decide(3, context()).last
 
 
@@ -138,7 +129,7 @@ def test_resumes_from_its_state_as_if_uninterrupted():
                        else decision.plan.keep.tolist())
             if epoch < 2:
                 shuffle(epoch)
-        return out, schedule.distances, schedule.target_epoch
+        return out, schedule.distances, schedule.deadline
 
     whole, resumed = run(None), run(3)
     assert whole == resumed
@@ -156,7 +147,8 @@ def _fit(strategy, epochs=5):
     rng = np.random.default_rng(0)
     x = rng.random((128, 12, 12, 1), np.float32)
     y = np.arange(128) % 10
-    # distance 1: settled after the second epoch, whatever the weights do.
+    # distance 1: settled at the first distance, whatever the weights do:
+    # asked as epoch 2 begins (gentle), it fades epoch 2 and cuts after it.
     schedule = EarlyBird(0.4, distance=1.0, window=1, deadline=4)
     callback = tf_prunetrain.Reconfigure(schedule, penalty_ratio=None,
                                          round_to=1, verbose=0)
@@ -172,8 +164,10 @@ def test_in_fit_one_gentle_cut_agreed_by_every_replica(mirrored):
         if mirrored else tf.distribute.get_strategy()
     model, callback, outputs = _fit(strategy)
     cuts = [r for r in callback.reconfigurations if r.changes]
-    assert [r.epoch for r in cuts] == [3] and callback.finished == 3
-    assert callback.schedule.drawn == 2
+    assert [r.epoch for r in cuts] == [2] and callback.finished == 2
+    assert callback.schedule.distances == [pytest.approx(
+        callback.schedule.distances[0])] and len(
+            callback.schedule.distances) == 1
     assert cuts[0].removed_norm == pytest.approx(0.0, abs=1e-6)
     # The faded channels were zeros: the cut left the function as it was.
     [(before, after)] = outputs.pairs
