@@ -9,7 +9,8 @@ per-replica batch into the activation memory the reconfiguration freed
 rate with it. PruneTrain is `tf_prunetrain.Reconfigure` with a
 `FlopsBudget(--flops_target)` schedule, or with `DeadChannels` (the paper's
 mode) without one, followed by a `tf_prunetrain.RunLog` that accounts the
-cost and writes the run log. With `--log_dir`, a `tf_prunetrain.Checkpoint`
+cost and writes the run log and the TensorBoard summaries (loss and metrics
+too: the run's one writer). With `--log_dir`, a `tf_prunetrain.Checkpoint`
 saves every epoch and `--resume` continues from the latest intact one. With
 `--noprunetrain` everything is identical except that the model carries no
 group lasso and is never reconfigured (the `RunLog` alone): the dense
@@ -216,7 +217,9 @@ _HELP = {
     "dynamic_batch": "Grow the batch into freed activation memory after each "
                      "reconfiguration (multiples of 8, learning rate scaled).",
     "max_batch_size": "Cap of --dynamic_batch (per replica).",
-    "log_dir": "TensorBoard summaries, run log, checkpoints and, at the "
+    "log_dir": "TensorBoard summaries (in prunetrain/: the RunLog's "
+               "figures, loss, metrics, learning rate), run log, "
+               "checkpoints and, at the "
                "end, model.keras (trainable) and model_plain.keras "
                "(strip_prunetrain: loads with plain Keras).",
     "export_dir": "Write the final model here as a SavedModel.",
@@ -879,8 +882,6 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                 one_off = time.perf_counter() - start_cut
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
     callbacks.append(learning_rate)
-    if config.log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(config.log_dir))
     # The dense model's activation memory at the base batch: the budget the
     # dynamic batch grows into.
     initial = dataclasses.replace(
@@ -946,6 +947,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         initial_cost = uncut
     reconfigurations = reconfigure.reconfigurations if reconfigure else []
     cuts = [r for r in reconfigurations if r.changes]
+    timings = runlog.cut_timings  # one per cut, measured by the RunLog
     result = {
         "model": model, "history": history,
         "accuracy": float(evaluation["accuracy"]),
@@ -969,12 +971,13 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "reconfiguration_seconds": one_off + sum(r.seconds
                                                  for r in reconfigurations),
         # The RunLog's measure of each cut's re-trace (None: not timed).
-        "retrace_seconds": sum(r.retrace_seconds or 0.0 for r in cuts),
+        "retrace_seconds": sum(t.retrace_seconds or 0.0 for t in timings),
         # Measured step time after / before each cut (re-trace steps
         # excluded; only those timed on both sides).
         "step_changes": [
-            r.step_seconds_after / r.step_seconds_before
-            for r in cuts if r.step_seconds_before and r.step_seconds_after],
+            t.step_seconds_after / t.step_seconds_before
+            for t in timings
+            if t.step_seconds_before and t.step_seconds_after],
         "removed_layers": sum(
             after == 0 for r in cuts for _, _, after in r.changes),
         # How live the removed channels were at each cut (0: only zeros).

@@ -84,10 +84,11 @@ class Timeline(keras.callbacks.Callback):
     The lasso is on while any trainable variable carries a `GroupLasso`
     (its penalty or proximal step costs time, whatever its strength); its
     kind is `lasso_kind`'s, "" when off.
-    Checked only when `model.train_function` changes: every change of
-    architecture or lasso in `fit` (a reconfiguration, the lasso switched
-    off) re-makes it, and so does every new `fit` call. Its steps are
-    counted per `on_train_batch_end` (`steps_per_execution=1`).
+    Checked at the first step after each event that can change either:
+    the start of a `fit`, and `Reconfigure`'s cuts (`on_reconfigure`) and
+    "lasso_off" (`tf_prunetrain.keras_callbacks` lists the events; list
+    the `Timeline` after `Reconfigure`). Its steps are counted per
+    `on_train_batch_end` (`steps_per_execution=1`).
 
     Example:
     >>> import keras, numpy as np
@@ -105,13 +106,28 @@ class Timeline(keras.callbacks.Callback):
         super().__init__()
         self.segments: list[dict[str, Any]] = []
         self.architectures: dict[str, str] = {}
-        self._function: Any = None
+        # An event since the last check. Checked at the next step, not at
+        # once: a cut after a fit's last step starts no empty segment.
+        self._changed = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._changed = True
+
+    def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
+        """A cut changed the architecture: checked at the next step."""
+        self._changed = True
+
+    def on_prunetrain_event(self, event: str, fields: dict[str, Any]
+                            ) -> None:
+        """The lasso switched off ("lasso_off"): checked at the next step."""
+        if event == "lasso_off":
+            self._changed = True
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None
                              ) -> None:
-        if self.model.train_function is self._function:
+        if not self._changed:
             return
-        self._function = self.model.train_function
+        self._changed = False
         key = architecture_key(self.model)
         if key not in self.architectures:
             self.architectures[key] = self.model.to_json()

@@ -5,6 +5,7 @@ import os
 import re
 
 import keras
+import numpy as np
 import pytest
 
 import tf_prunetrain
@@ -96,3 +97,37 @@ def test_setup_pins_the_tested_keras_minor():
         f"Keras {keras.__version__} is outside setup.py's keras{pins[0]}")
     # The bound is a minor version (e.g. <3.16), not the next major.
     assert len(version(high)) >= 2 and version(high)[1] > 0, pins[0]
+
+
+class _Finder(keras.callbacks.Callback):
+    """Records what `_keras.fit_callbacks` finds each time Keras sets the
+    model on it (as `Reconfigure.set_model` does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.found.append(_keras.fit_callbacks(self))
+
+
+def test_a_callback_finds_the_other_callbacks_of_its_fit():
+    """`fit_callbacks` walks the call stack up to the `CallbackList` whose
+    `set_model` runs: fails when Keras' fit, evaluate or predict set the
+    model on their callbacks otherwise (Reconfigure would then miss the
+    callbacks it tells of its cuts)."""
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Dense(2)(x))
+    model.compile("sgd", "mse")
+    data = (np.ones((8, 4)), np.ones((8, 2)))
+    finder, other = _Finder(), keras.callbacks.Callback()
+    model.fit(*data, epochs=1, verbose=0, validation_data=data,
+              callbacks=[other, finder])
+    model.evaluate(*data, verbose=0, callbacks=[finder, other])
+    model.predict(data[0], verbose=0, callbacks=[other, finder])
+    assert [found[:2] for found in finder.found] == [
+        [other, finder], [finder, other], [other, finder]]
+    assert isinstance(finder.found[0][2], keras.callbacks.History)
+    finder.set_model(model)  # not from a CallbackList
+    assert finder.found[-1] == []

@@ -1,6 +1,7 @@
 """Recipe smoke tests: every model family and data source, tiny settings,
 on real (or real-format) data; plus resume, dynamic batch and the CLI."""
 
+import collections
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ sys.path.insert(0, RECIPES)
 
 import common  # noqa: E402  (recipes/common.py)
 import tf_prunetrain  # noqa: E402
+from timeline import Timeline, architecture_key, lasso_kind  # noqa: E402
+from tf_prunetrain.models import resnet_cifar  # noqa: E402
 
 # round_to=1: the tiny widths (4/8/16) are not multiples of the default 8.
 TINY = dict(epochs=2, interval=1, steps_per_epoch=3, eval_steps=3, batch_size=16,
@@ -191,6 +194,70 @@ def test_early_bird_and_rewarm_flags():
     _assert_trained(result)
 
 
+class _KeysAfterCuts(keras.callbacks.Callback):
+    """The architecture key after each cut (`on_reconfigure`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def on_reconfigure(self, reconfiguration, plan):
+        self.keys.append(architecture_key(self.model))
+
+
+class _ByTrainFunction(keras.callbacks.Callback):
+    """Segments as `Timeline` found them before it listened to events: at
+    the first step after each change of `model.train_function`."""
+
+    def __init__(self):
+        super().__init__()
+        self.segments, self._function = [], None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.model.train_function is not self._function:
+            self._function = self.model.train_function
+            now = {"architecture": architecture_key(self.model),
+                   "lasso": lasso_kind(self.model)}
+            if not self.segments or {k: self.segments[-1][k]
+                                     for k in now} != now:
+                self.segments.append({**now, "steps": 0})
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.segments[-1]["steps"] += 1
+
+
+def test_timeline_follows_the_cuts_and_the_lasso():
+    """Two fits: cuts after epochs 1 and 2 (the first fit's last: no empty
+    segment), the lasso off after 2 (the same segment as the cut), then
+    epoch 3; the segments are those the train function's identity gave."""
+    keras.utils.set_random_seed(0)
+    model = tf_prunetrain.add_group_lasso(resnet_cifar(
+        8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
+        strength=0.02, proximal=True)
+    model.compile(keras.optimizers.SGD(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    initial = architecture_key(model)
+    cut = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.5, target_epoch=2), round_to=1,
+        penalty_ratio=None, verbose=0)
+    timeline, after_cuts, reference = (Timeline(), _KeysAfterCuts(),
+                                       _ByTrainFunction())
+    x = np.random.default_rng(0).random((48, 8, 8, 1)).astype("float32")
+    y = np.arange(48) % 10
+    for start, end in ((0, 2), (2, 3)):  # 3 steps per epoch
+        model.fit(x, y, batch_size=16, initial_epoch=start, epochs=end,
+                  verbose=0, callbacks=[cut, timeline, after_cuts, reference])
+    assert [r.epoch for r in cut.reconfigurations if r.changes] == [1, 2]
+    first, second = after_cuts.keys
+    assert len({initial, first, second}) == 3
+    assert timeline.segments == [
+        {"architecture": initial, "lasso": "proximal", "steps": 3},
+        {"architecture": first, "lasso": "proximal", "steps": 3},
+        {"architecture": second, "lasso": "", "steps": 3}]
+    assert timeline.segments == reference.segments
+    assert sorted(timeline.architectures) == sorted({initial, first, second})
+
+
 def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(
         tmp_path):
     """--data=fashion_mnist on generated IDX files, a --train_size subset,
@@ -300,6 +367,16 @@ def test_command_line(tmp_path):
     assert len(cut) == 1 and cut[0]["changes"], cut
     assert all(after % 4 == 0 and after < before
                for _, before, after in cut[0]["changes"]), cut[0]["changes"]
+    # One TensorBoard writer: the RunLog's, each scalar once per epoch,
+    # Keras' epoch logs among them.
+    files = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert [f.parent.name for f in files] == ["prunetrain"]
+    written = collections.Counter(
+        value.tag for event in tf.compat.v1.train.summary_iterator(
+            str(files[0])) for value in event.summary.value)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+            "params", "train_flops_saved"} <= set(written)
+    assert set(written.values()) == {1}  # --epochs=1
     help_text = subprocess.run(
         [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
         capture_output=True, text=True, timeout=300).stdout

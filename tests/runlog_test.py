@@ -1,6 +1,7 @@
 """RunLog cost accounting (beside Reconfigure), TensorBoard summaries, the
 run log and tools/report.py, on short real runs."""
 
+import collections
 import glob
 import json
 import os
@@ -17,6 +18,7 @@ import model_zoo
 import pruning_testing as pt
 import tf_prunetrain
 from tf_prunetrain import report
+from tf_prunetrain import runlog
 
 EPOCHS, BATCH = 4, 16
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -51,15 +53,17 @@ def runs(tmp_path_factory):
     cb = tf_prunetrain.Reconfigure(tf_prunetrain.DeadChannels(interval=1),
                                    penalty_ratio=None, round_to=1, verbose=0)
     pruned_log = tf_prunetrain.RunLog(log_dir=pruned_dir, batch_size=BATCH)
+    keras_dir = str(root / "keras_tensorboard")  # not the RunLog's log_dir
     history = _fit(model, [_Kill(), cb, pruned_log,
-                           keras.callbacks.TensorBoard(pruned_dir)])
+                           keras.callbacks.TensorBoard(keras_dir)])
     dense = model_zoo.randomize_batchnorm(model_zoo.resnet_basic())
     log = tf_prunetrain.RunLog(log_dir=dense_dir, batch_size=BATCH)
     dense_history = _fit(dense, [log])
     return {"model": model, "cb": cb, "pruned_log": pruned_log,
             "history": history, "dir": pruned_dir,
             "dense": dense, "log": log, "dense_history": dense_history,
-            "dense_dir": dense_dir, "root": str(root)}
+            "dense_dir": dense_dir, "keras_dir": keras_dir,
+            "root": str(root)}
 
 
 def _records(directory):
@@ -137,10 +141,32 @@ def test_tensorboard_files_hold_the_scalars(runs):
     assert {tag[len("channels/"):]: v[EPOCHS - 1]
             for tag, v in channels.items()} == final
     assert any(v[EPOCHS - 1] < v[0] for v in channels.values())
+    # Keras' epoch logs, under their own names, and the learning rate.
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert ours[name] == pytest.approx(dict(enumerate(history[name])),
+                                           rel=1e-6), name
+    assert ours["learning_rate"] == pytest.approx(
+        {epoch: 0.01 for epoch in range(EPOCHS)})
+    assert not any(tag.startswith("prunetrain_") for tag in ours)
     # Keras' own TensorBoard callback picked the log entries up as well.
-    keras_tb = _scalars(os.path.join(runs["dir"], "train"))
+    keras_tb = _scalars(os.path.join(runs["keras_dir"], "train"))
     assert keras_tb["epoch_prunetrain_train_flops_saved"] == pytest.approx(
         dict(enumerate(history["prunetrain_train_flops_saved"])), rel=1e-6)
+
+
+def test_a_run_log_is_its_log_dirs_one_tensorboard_writer(runs):
+    """RunLog alone (the dense run): one events file in its log_dir, each
+    scalar written once per epoch."""
+    files = glob.glob(os.path.join(runs["dense_dir"], "**",
+                                   "events.out.tfevents.*"), recursive=True)
+    assert [os.path.basename(os.path.dirname(f)) for f in files] == [
+        "prunetrain"]
+    written = collections.Counter(
+        (value.tag, event.step)
+        for event in tf.compat.v1.train.summary_iterator(files[0])
+        for value in event.summary.value)
+    assert written[("loss", 0)] == written[("params", 0)] == 1
+    assert set(written.values()) == {1}
 
 
 def test_run_log_records_and_summary_table(runs):
@@ -243,11 +269,14 @@ def test_measured_step_times_are_logged(runs):
     assert len(steps) == EPOCHS and all(0 < s < 60 for s in steps)
     assert steps[-1] == pytest.approx(log.step_seconds)
     assert np.isfinite(history["prunetrain_step_time_saved"]).all()
-    shrunk = [r for r in cb.reconfigurations if r.changes]
-    assert shrunk and all(r.step_seconds_before > 0 and
-                          r.step_seconds_after > 0 for r in shrunk)
+    shrunk = [r.epoch for r in cb.reconfigurations if r.changes]
+    assert shrunk and [t.epoch for t in log.cut_timings] == shrunk
+    assert all(t.step_seconds_before > 0 and t.step_seconds_after > 0
+               for t in log.cut_timings)
     timed = [r for r in records if r["event"] == "step_time"]
-    assert [r["epoch"] for r in timed] == [r.epoch for r in shrunk]
+    assert [r["epoch"] for r in timed] == shrunk
+    assert [r["after"] for r in timed] == [
+        t.step_seconds_after for t in log.cut_timings]
     assert "train step (measured median, re-traces excluded)" in log.summary()
     # The dense baseline's RunLog times its steps too.
     assert all(s > 0 for s in runs["dense_history"]["prunetrain_step_seconds"])
@@ -256,8 +285,8 @@ def test_measured_step_times_are_logged(runs):
 def test_step_time_phases_skip_retraces_and_price_the_saving():
     """On a fake clock (`RunLog(clock=...)`): the first step after each
     (re)trace is not timed, medians are per architecture, the saving prices
-    every step at its model's median, and all of it survives
-    state()/restore() of both callbacks."""
+    every step at its model's median, and all of it (with the cut's
+    `CutTiming`) survives the RunLog's state()/restore()."""
     cb, log, step = pt.on_fake_clock(batch_size=BATCH, verbose=0)
     cb.on_train_begin()
     log.on_train_begin()
@@ -265,16 +294,16 @@ def test_step_time_phases_skip_retraces_and_price_the_saving():
         step(seconds)
     assert log.step_seconds == log.initial_step_seconds == 1.0
     assert log.step_time_saved == 0.0
-    done = cb.reconfigure(1, pt.dead_channel_plan(cb))
-    assert done.changes and done.step_seconds_before == 1.0
-    assert done.step_seconds_after is None
+    assert cb.reconfigure(1, pt.dead_channel_plan(cb)).changes
+    [timing] = log.cut_timings
+    assert timing == runlog.CutTiming(1, step_seconds_before=1.0)
     assert log.step_seconds == 1.0  # the new model has not run yet
     for seconds in (4.0, 0.5, 0.6, 0.4, 0.5):  # a re-trace, four steps
         step(seconds)
-    assert done.step_seconds_after is None  # AFTER_STEPS = 5 not yet timed
+    assert timing.step_seconds_after is None  # AFTER_STEPS = 5 not yet timed
     step(0.5)
-    assert done.step_seconds_after == 0.5
-    assert done.retrace_seconds == pytest.approx(3.5)  # 4.0 - 0.5
+    assert timing.step_seconds_after == 0.5
+    assert timing.retrace_seconds == pytest.approx(3.5)  # 4.0 - 0.5
     # 4 steps at 1.0 and 6 at 0.5, against 10 at 1.0.
     assert log.step_time_saved == pytest.approx(0.3)
     scalars = log.scalars({})
@@ -288,12 +317,25 @@ def test_step_time_phases_skip_retraces_and_price_the_saving():
     assert resumed_log.step_seconds == 0.5
     assert resumed_log.initial_step_seconds == 1.0
     assert resumed_log.step_time_saved == pytest.approx(0.3)
+    assert resumed_log.cut_timings == log.cut_timings
+
+
+def test_checkpoints_with_step_times_in_reconfigure_still_restore():
+    """Before issue 41 the `Reconfiguration` records held the RunLog's step
+    times; such a checkpoint's Reconfigure state restores without them."""
+    cb, log, step = pt.on_fake_clock(batch_size=BATCH, verbose=0)
+    cb.on_train_begin()
+    log.on_train_begin()
+    cb.reconfigure(1, pt.dead_channel_plan(cb))
+    state = json.loads(json.dumps(cb.get_state()))
+    state["reconfigurations"][0].update(step_seconds_before=1.0,
+                                        step_seconds_after=0.5,
+                                        retrace_seconds=3.5)
     resumed = tf_prunetrain.Reconfigure(
         tf_prunetrain.DeadChannels(interval=1), penalty_ratio=None,
         verbose=0)
-    resumed.set_state(json.loads(json.dumps(cb.get_state())))
-    assert resumed.reconfigurations[-1].step_seconds_after == 0.5
-    assert resumed.reconfigurations[-1].retrace_seconds == pytest.approx(3.5)
+    resumed.set_state(state)
+    assert resumed.reconfigurations == cb.reconfigurations
 
 
 def test_step_times_are_nan_until_a_step_is_timed():

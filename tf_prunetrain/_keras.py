@@ -29,7 +29,10 @@ What is used, and why:
 * TensorFlow's trainer (`reduce_per_replica`, `_maybe_symbolic_build`,
   `_symbolic_build`, `_distribute_strategy`) for `fix_multi_worker_fit`;
 * the `CallbackList` that calls a callback's `set_model` (found on the call
-  stack: `fit_callbacks`), for the other callbacks of the same `fit`.
+  stack: `fit_callbacks`), for the other callbacks of the same `fit`
+  (`Reconfigure` tells them its events); no attribute to list, so
+  tests/keras_internals_test.py runs Keras' `fit`, `evaluate` and
+  `predict` through it.
 """
 
 from __future__ import annotations

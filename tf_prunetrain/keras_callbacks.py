@@ -21,14 +21,38 @@ callbacks"), whatever their order in the list:
   across a cut unchanged.
 * Your own callback that keeps weights or variable references (an average
   of the weights, SWA): give it a method `on_reconfigure(reconfiguration,
-  plan)`. `Reconfigure` calls it after every change of the model's shapes,
-  with the `Reconfiguration` record and the `planning.Plan` applied; the
-  model's variables are then the new ones. A method
-  `on_prunetrain_event(event, fields)` also gets `Reconfigure`'s other
-  events ("calibration", "pruning_end", "lasso_off", "no_change"; `RunLog`
-  writes them to its run log).
+  plan)` (below); the model's variables are then the new ones.
 * `RunLog` goes after `Reconfigure` in the list (it logs the epoch's cut
-  and λ): `Reconfigure` refuses a `RunLog` before it, naming it.
+  and λ): `Reconfigure` refuses a `RunLog`, or any callback with an
+  `on_prunetrain_event` method, listed before it, naming it.
+
+Events. `Reconfigure` finds the other callbacks of its `fit` when Keras sets
+the model on them (`Companions`; `_keras.fit_callbacks` is the one place
+that reads Keras' callback list) and tells those with these methods, in
+list order, what it did. They are how callbacks learn of it (`RunLog`,
+`rewarm.Rewarm`, the recipes' `Timeline`): none reads another callback's
+attributes.
+
+* `on_reconfigure(reconfiguration, plan)`: after every cut that changed
+  the model's shapes — at the end of the 1-based epoch
+  `reconfiguration.epoch` (inside `Reconfigure.on_epoch_end`), or when
+  `Reconfigure.reconfigure` is called outside `fit`. `reconfiguration` is
+  the `Reconfiguration` record (parameters, FLOPs and gradient bytes
+  before and after, `seconds`, `changes`, `removed_norm`), `plan` the
+  `planning.Plan` applied; the model's variables, optimizer state and
+  train function are already the new ones.
+* `on_prunetrain_event(event, fields)`, `fields` a dict:
+  - "calibration" (`strength`, `penalty_ratio`, `loss`): λ was calibrated,
+    at the end of the first step of a `fit` whose λ was not yet;
+  - "no_change" (`epoch`): a cut was due after `epoch` and removed nothing
+    (no `on_reconfigure`);
+  - "lasso_off" (no fields): the group lasso was switched off and the train
+    function re-made — at the end of the epoch where pruning ends, and at
+    the start of every later (or resumed) `fit` after it;
+  - "pruning_end" (`epoch`): the schedule is done after `epoch`: no
+    further cut.
+  At one epoch's end they come in this order: the cut (`on_reconfigure`
+  or "no_change"), then "lasso_off" and "pruning_end".
 """
 
 from __future__ import annotations

@@ -40,13 +40,6 @@ class Reconfiguration:
     gradient_bytes_after: int
     seconds: float  # planning and surgery
     changes: list[tuple[str, int, int]]  # (layer, channels before, after)
-    # Filled by a `RunLog` in the same fit when the cut changed the model
-    # (None without one, or for a cut that changed nothing): the median
-    # train-step seconds before and after it, and the extra time of the
-    # first step after it (re-tracing for the new shapes).
-    step_seconds_before: float | None = None
-    step_seconds_after: float | None = None
-    retrace_seconds: float | None = None
     # The removed channels' mean group norm (summed L2 norms of their
     # kernel slices) over the kept ones', just before the cut: 0 when only
     # zeros went, about 1 when they were as strong as the rest.
@@ -352,8 +345,12 @@ class Reconfigure(keras.callbacks.Callback):
         self.initial_flops = state.get("initial_flops")
         self.finished = state.get("finished")
         self.schedule.set_state(state.get("schedule", {}))
+        # Checkpoints written before issue 41 also hold the RunLog's step
+        # times here (now `RunLog.cut_timings`): left out.
+        known = {field.name for field in dataclasses.fields(Reconfiguration)}
         self.reconfigurations = [
-            Reconfiguration(**{**r, "changes": [tuple(c) for c in r["changes"]]})
+            Reconfiguration(**{**{k: v for k, v in r.items() if k in known},
+                               "changes": [tuple(c) for c in r["changes"]]})
             for r in state.get("reconfigurations", [])]
         self._resumed = True
 

@@ -23,6 +23,21 @@ SUMMARY_DIR = "prunetrain"
 AFTER_STEPS = 5
 
 
+@dataclasses.dataclass
+class CutTiming:
+    """What a `RunLog` measured of one reconfiguration that changed the
+    model (None: not timed)."""
+
+    epoch: int  # the cut's: 1-based epoch after which it ran
+    # Median train-step seconds of the model before it, and of the new
+    # model's first `AFTER_STEPS` timed steps (or its epoch's, if fewer).
+    step_seconds_before: float | None
+    step_seconds_after: float | None = None
+    # The first step's extra seconds after it (re-tracing the train
+    # function for the new shapes).
+    retrace_seconds: float | None = None
+
+
 class RunLog(keras.callbacks.Callback):
     """Accounts the training cost of a run and logs it every epoch.
 
@@ -44,21 +59,25 @@ class RunLog(keras.callbacks.Callback):
     `on_train_batch_end` (data loading included). The first step after each
     (re)trace of the train function — the first of every `fit`, the first
     after a reconfiguration — is not timed: it measures tracing, which
-    `Reconfiguration.retrace_seconds` reports.
+    `CutTiming.retrace_seconds` reports.
 
-    With `Reconfigure` in the same `fit` (listed before it), it logs each
-    reconfiguration (`on_reconfigure`) with the measured step time before
-    it, after it (median of its first 5 timed steps, or of the epoch's if
-    fewer) and the re-trace's extra seconds, filled into the
-    `Reconfiguration` record, and every other event of `Reconfigure`
-    (`on_prunetrain_event`: calibration, end of pruning, ...). Epoch logs
-    that others put under `prunetrain_` (λ, the penalty) go to TensorBoard
-    too.
+    With `Reconfigure` in the same `fit` (listed before it), it listens to
+    its events (`tf_prunetrain.keras_callbacks` lists them): each cut
+    (`on_reconfigure`) is logged and timed — the median step time before
+    it, after it (its first 5 timed steps, or the epoch's if fewer) and the
+    re-trace's extra seconds, one `CutTiming` per cut in `cut_timings`,
+    which `state()` carries — and every other event (`on_prunetrain_event`:
+    calibration, end of pruning, ...) goes to the run log.
 
-    With `log_dir`, it also writes TensorBoard scalars (the same figures plus
-    `channels/<layer>` for every convolution/Dense layer) under
-    `<log_dir>/prunetrain` (give it your `TensorBoard`'s `log_dir`) and a
-    run log `<log_dir>/prunetrain.jsonl` (one JSON record at the start, per
+    With `log_dir`, it also writes TensorBoard scalars under
+    `<log_dir>/prunetrain`, every epoch: the figures above (without the
+    prefix, and those others put under `prunetrain_`: λ, the penalty),
+    `channels/<layer>` for every convolution/Dense layer, the epoch's other
+    logs under their own names (Keras' `loss`, metrics and `val_` ones) and
+    the optimizer's `learning_rate`. It is the run's one TensorBoard
+    writer: Keras' `TensorBoard` callback is not needed for scalars (give
+    it another `log_dir` for histograms, graphs or profiles). And a run
+    log `<log_dir>/prunetrain.jsonl` (one JSON record at the start, per
     epoch and per event; started afresh by a new `RunLog`). Alone, it logs
     a dense baseline.
 
@@ -104,6 +123,8 @@ class RunLog(keras.callbacks.Callback):
         # (the step's training FLOPs), "batch_size", "steps" (all of them),
         # "times" (this process's timed ones) and, restored, "median".
         self.times = StepTimes()
+        # One per reconfiguration that changed the model, in order.
+        self.cut_timings: list[CutTiming] = []
         self.last_step_seconds: float | None = None
         self._step_start = 0.0
         self._started = False
@@ -162,17 +183,20 @@ class RunLog(keras.callbacks.Callback):
 
     def get_state(self) -> dict[str, Any]:
         """What a resumed run needs to go on accounting (JSON-ready): the
-        initial model's cost and the totals so far. See `restore`."""
+        initial model's cost, the totals so far and `cut_timings`. See
+        `set_state`."""
         initial = self.initial_cost
         return {"initial_cost": None if initial is None else
                 dataclasses.asdict(initial),
                 "train_flops_spent": self.train_flops_spent,
                 "train_flops_dense": self.train_flops_dense,
                 "steps": self.steps, "seconds": self.seconds,
-                "step_phases": self.times.get_state()}
+                "step_phases": self.times.get_state(),
+                "cut_timings": [dataclasses.asdict(t)
+                                for t in self.cut_timings]}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues the run that `state()` described (before `fit`): the
+        """Continues the run that `get_state()` described (before `fit`): the
         totals go on and the run log is appended to, not started afresh."""
         initial = state.get("initial_cost")
         if initial is not None:
@@ -184,6 +208,10 @@ class RunLog(keras.callbacks.Callback):
         self.train_flops_dense = int(state["train_flops_dense"])
         self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
         self.times.set_state(state.get("step_phases", []))
+        # A cut whose steps after it were not timed yet stays untimed: the
+        # resumed fit's first step traces afresh.
+        self.cut_timings = [CutTiming(**t)
+                            for t in state.get("cut_timings", [])]
         self._restored = True
 
     def summary(self) -> str:
@@ -241,11 +269,12 @@ class RunLog(keras.callbacks.Callback):
 
     def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
         """After `Reconfigure` changed the model: re-measures it, logs the
-        reconfiguration and times the steps after it."""
+        reconfiguration and times the steps after it (`cut_timings`)."""
         self._time_reconfiguration(1)  # a cut before AFTER_STEPS were timed
-        reconfiguration.step_seconds_before = self.step_seconds
+        timing = CutTiming(reconfiguration.epoch, self.step_seconds)
+        self.cut_timings.append(timing)
         self.refresh()
-        self.times.watch(reconfiguration)
+        self.times.watch(timing)
         self.record("reconfiguration", **dataclasses.asdict(reconfiguration))
 
     def on_prunetrain_event(self, event: str, fields: dict[str, Any]) -> None:
@@ -281,7 +310,8 @@ class RunLog(keras.callbacks.Callback):
         if self._writer is not None:
             channels = self.cost.channels() if self.cost else {}
             with self._writer.as_default(step=epoch):
-                for name, value in scalars.items():
+                for name, value in self._summaries(scalars, logs or {}
+                                                   ).items():
                     tf.summary.scalar(name, value)
                 for path, n in channels.items():
                     tf.summary.scalar(f"channels/{path}", n)
@@ -310,6 +340,22 @@ class RunLog(keras.callbacks.Callback):
         out["step_time_saved"] = np.nan if saved is None else 100.0 * saved
         return out
 
+    def _summaries(self, scalars: dict[str, float], logs: dict
+                   ) -> dict[str, Any]:
+        """The epoch's TensorBoard scalars: `scalars`, then the logs not
+        under `prunetrain_` (loss, metrics, `val_` ones) and the
+        optimizer's learning rate, each unless a name is taken."""
+        out: dict[str, Any] = dict(scalars)
+        for name, value in logs.items():
+            if not name.startswith("prunetrain_") and np.size(value) == 1:
+                out.setdefault(name, value)
+        optimizer = getattr(self.model, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.Optimizer) and \
+                "learning_rate" not in out:
+            out["learning_rate"] = float(
+                keras.ops.convert_to_numpy(optimizer.learning_rate))
+        return out
+
     def record(self, event: str, **fields: Any) -> None:
         """Appends one JSON record (with the current cost and channels) to
         the run log, if there is one."""
@@ -331,9 +377,9 @@ class StepTimes:
     def __init__(self) -> None:
         self.phases: list[dict[str, Any]] = []
         self.untimed = 0  # steps left not to time (re-traces)
-        # A reconfiguration whose step times are being filled in, and the
-        # seconds of the steps after it (for its re-trace).
-        self.pending: Any = None
+        # The `CutTiming` being filled in, and the seconds of the steps
+        # after its cut (for the re-trace).
+        self.pending: CutTiming | None = None
         self._after: list[float] = []
 
     def phase(self, key: int | None, batch_size: int) -> None:
@@ -358,12 +404,12 @@ class StepTimes:
                 self.pending.retrace_seconds = max(
                     0.0, self._after[0] - self._after[1])
 
-    def watch(self, reconfiguration: Any) -> None:
-        """Times the steps after `reconfiguration` (see `timed`)."""
-        self.pending, self._after = reconfiguration, []
+    def watch(self, timing: CutTiming) -> None:
+        """Times the steps after `timing`'s cut (see `timed`)."""
+        self.pending, self._after = timing, []
 
-    def timed(self, enough: int) -> Any:
-        """The pending reconfiguration, its `step_seconds_after` filled in,
+    def timed(self, enough: int) -> CutTiming | None:
+        """The pending `CutTiming`, its `step_seconds_after` filled in,
         once `enough` steps of the new model are timed (else None)."""
         done = self.pending
         if done is None or not self.phases or \
@@ -387,7 +433,7 @@ class StepTimes:
         """Fraction of the training time saved so far, from measured step
         times: every step priced at its model's median seconds per example,
         against the initial model's (re-traces excluded: see
-        `Reconfiguration.retrace_seconds`). None until both are timed."""
+        `CutTiming.retrace_seconds`). None until both are timed."""
         if self.initial is None:
             return None
         per_example = self.initial / self.phases[0]["batch_size"]
