@@ -185,3 +185,165 @@ def test_the_default_widths_are_the_same_in_two_processes():
     cut = {name: n for name, n in runs[0].items() if name not in full}
     assert any(n < 32 for n in cut.values())  # the budget cut something
     assert all(n % 8 == 0 for n in runs[0].values())  # round_to=8
+
+
+# -- issue 41: how much and when; every plan held to the rules ---------------
+class TwoCuts(tf_prunetrain.Schedule):
+    """70 % of the FLOPs after epoch 1, half after epoch 2 (the README's)."""
+    def cut_epochs(self, epochs):
+        return [1, 2]
+
+    def goal(self, epoch):
+        return {1: 0.7, 2: 0.5}[epoch]
+
+
+@pytest.mark.parametrize("gentle", [False, True])
+def test_a_schedule_that_says_only_how_much_and_when_trains(gentle):
+    schedule = TwoCuts()
+    if gentle:  # the constructor's arguments, through the base class
+        schedule = type("GentleTwoCuts", (TwoCuts,), {
+            "__init__": lambda self: tf_prunetrain.Schedule.__init__(
+                self, gentle=True)})()
+    model = _model()
+    x, _ = _data()
+    before = model.predict(x, verbose=0)
+    reconfigure, _ = _fit(model, schedule, epochs=3)
+    cuts = reconfigure.reconfigurations
+    assert [r.epoch for r in cuts] == [1, 2] and reconfigure.finished == 2
+    for cut, goal in zip(cuts, (0.7, 0.5)):  # ThinWidths: nearest the goal
+        assert cut.flops_after / reconfigure.initial_flops == pytest.approx(
+            goal, abs=0.08)
+    assert reconfigure.strength == 0.0
+    # Gentle: the cut removed faded zeros (the plan made as the epoch began
+    # is the one cut after it); abrupt: live channels.
+    assert all((r.removed_norm == pytest.approx(0.0, abs=1e-6)) == gentle
+               for r in cuts)
+    assert not np.allclose(before, model.predict(x, verbose=0))
+
+
+class _Counting(TwoCuts):
+    def __init__(self):
+        super().__init__(gentle=True)
+        self.asked: list[int] = []
+
+    def decide(self, epoch, context):
+        self.asked.append(epoch)
+        return super().decide(epoch, context)
+
+
+def test_a_gentle_schedule_is_asked_once_per_epoch_as_it_begins():
+    schedule = _Counting()
+    reconfigure, _ = _fit(_model(), schedule, epochs=3)
+    # Epochs 1 and 2 (pruning ends after 2): once each, not again at the end.
+    assert schedule.asked == [1, 2]
+    assert [r.epoch for r in reconfigure.reconfigurations] == [1, 2]
+
+
+class _Unrounded(tf_prunetrain.Schedule):
+    """Removes 3 of c1's 16 channels: breaks round_to=4 (13 left)."""
+    def __init__(self, model=None):
+        super().__init__()
+        self.model = model
+
+    def decide(self, epoch, context):
+        graph = context.graph if self.model is None \
+            else tf_prunetrain.channel_groups(self.model)
+        return schedules.Decision(tf_prunetrain.planning.plan_pruning(
+            graph, keep={"c1": np.arange(16) >= 3}), last=True)
+
+
+def test_a_plan_that_breaks_round_to_is_corrected_with_a_warning():
+    model = tf_prunetrain.add_group_lasso(pt.two_convs(16, 16))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    reconfigure = tf_prunetrain.Reconfigure(_Unrounded(), round_to=4,
+                                            min_channels=1, verbose=0)
+    x = np.random.default_rng(0).random((16, 8, 8, 3), np.float32)
+    with pytest.warns(UserWarning, match="plan broke round_to=4"):
+        model.fit(x, np.arange(16) % 10, epochs=1, verbose=0,
+                  callbacks=[reconfigure])
+    assert model.get_layer("c1").filters == 16  # 13, rounded up to 16
+    assert reconfigure.reconfigurations[0].changes == []
+
+
+def test_a_plan_that_breaks_min_channels_is_corrected():
+    model = tf_prunetrain.add_group_lasso(pt.two_convs(16, 16))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    context = pt.schedule_context(model)
+    plan = tf_prunetrain.planning.plan_pruning(
+        context.graph, keep={"c1": np.arange(16) >= 15})  # 1 channel left
+    with pytest.warns(UserWarning, match="min_channels=4"):
+        tf_prunetrain.planning.Constraints(1, 4).hold(plan, model,
+                                                      TwoCuts())
+    kept = plan.mask(context.graph.layer_outputs()["c1"])
+    assert np.count_nonzero(kept) == 4 and kept[15]
+
+
+def test_a_plan_for_another_model_is_refused_and_nothing_changes():
+    model = tf_prunetrain.add_group_lasso(pt.two_convs(16, 16))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    other = pt.two_convs(16, 16)
+    reconfigure = tf_prunetrain.Reconfigure(_Unrounded(other), round_to=1,
+                                            verbose=0)
+    x = np.random.default_rng(0).random((16, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="planned a cut of model"):
+        model.fit(x, np.arange(16) % 10, epochs=1, verbose=0,
+                  callbacks=[reconfigure])
+    assert model.get_layer("c1").filters == 16
+
+
+def test_a_checkpoint_refuses_another_schedule_config(tmp_path):
+    model = _model()
+    _fit(model, tf_prunetrain.FlopsBudget(0.5, target_epoch=1), epochs=2,
+         directory=str(tmp_path))
+    other = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.25, target_epoch=1), round_to=1)
+    log = tf_prunetrain.RunLog()
+    with pytest.raises(ValueError, match=r"checkpoint's schedule was "
+                       r"FlopsBudget\(.*'target': 0\.5.*this run's is "
+                       r"FlopsBudget\(target=0\.25"):
+        tf_prunetrain.Checkpoint(str(tmp_path), trackers=[other, log]
+                                 ).restore()
+    assert other.finished is None and other.reconfigurations == []
+    same = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.5, target_epoch=1), round_to=1)
+    restored = tf_prunetrain.Checkpoint(
+        str(tmp_path), trackers=[same, tf_prunetrain.RunLog()]).restore()
+    assert restored[1] == 2 and same.finished == 1
+
+
+def test_an_importance_of_ones_own_chooses_the_channels():
+    class Lowest(tf_prunetrain.importance.Importance):
+        """Keeps the lowest-numbered groups."""
+        def score(self, graph):
+            return -np.arange(len(graph.root), dtype=np.float64)
+
+    model = pt.two_convs(16, 16)
+    context = pt.schedule_context(model)
+    default = tf_prunetrain.FlopsBudget(0.5, target_epoch=1, gentle=False)
+    mine = tf_prunetrain.FlopsBudget(0.5, target_epoch=1, gentle=False,
+                                     importance=Lowest())
+    for schedule in (default, mine):
+        schedule.start(context)
+    outputs = context.graph.layer_outputs()
+    kept = mine.decide(1, context).plan.mask(outputs["c1"])
+    assert kept.tolist() == sorted(kept.tolist(), reverse=True)  # a prefix
+    assert default.decide(1, context).plan.mask(
+        outputs["c1"]).tolist() != kept.tolist()
+    assert tf_prunetrain.FlopsBudget.from_config(
+        default.get_config()).get_config() == default.get_config()
+
+
+def test_experimental_levers_are_imported_on_first_use():
+    code = ("import sys, tf_prunetrain; "
+            "print('tf_prunetrain.experimental.rewarm' in sys.modules); "
+            "tf_prunetrain.experimental.Rewarm; "
+            "print('tf_prunetrain.experimental.rewarm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True, env={
+                             **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.stdout.split() == ["False", "True"]
+    assert not hasattr(tf_prunetrain, "rewarm")
+    assert not hasattr(schedules, "EarlyBird")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Mapping
 
 import keras
@@ -129,6 +130,24 @@ class Constraints:
                     plan.keep[root] = True
                     kept += int(np.count_nonzero(ids == root))
                     changed = True
+
+    def hold(self, plan: "Plan", model: Any, schedule: Any) -> None:
+        """Holds `schedule`'s `plan` for `model` to the rules (keeping back
+        the channels its importance ranks highest), warning when that
+        changes it; refuses a plan made for another model."""
+        if plan.graph.model is not model:
+            raise ValueError(
+                f"Reconfigure: {schedule!r} planned a cut of model "
+                f"'{plan.graph.model.name}', not of the model being trained "
+                f"('{model.name}'): plan with context.graph.")
+        before = plan.keep.copy()
+        self.enforce(plan, schedule.importance(plan.graph))
+        if not np.array_equal(before, plan.keep):
+            warnings.warn(
+                f"Reconfigure: {type(schedule).__name__}'s plan broke "
+                f"round_to={self.round_to} or min_channels="
+                f"{self.min_channels}; the strongest removed channels were "
+                "kept back to meet them.", stacklevel=4)
 
 
 def _count(outs: list) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import warnings
 from typing import Any
 
 import keras
@@ -58,32 +57,25 @@ class Reconfigure(keras.callbacks.Callback):
     `GroupLasso(proximal=True)` get their proximal step
     (`regularizers.attach_proximal_step`).
 
-    After every epoch the schedule decides (`schedules.Schedule`); every
-    replica and worker applies the first replica's decision. A cut is made
-    on the same model object: layers get smaller variables, weights,
+    After every epoch the schedule decides (`schedules.Schedule`; a
+    `gentle` one as the epoch begins: its cut's channels fade over the
+    epoch and the same plan is cut after it). Every plan is held to
+    `round_to` and `min_channels`; every replica and worker applies the
+    first replica's. A cut is made on the same model object: weights,
     BatchNorm statistics and optimizer state keep their surviving slices,
-    a residual branch whose channels all die is removed (the block becomes
-    its shortcut plus the branch's constant output), and the rest of the
-    same `fit` runs the smaller model. When the schedule's pruning phase
-    ends, the group lasso is switched off and detached (no penalty, no
-    proximal step: its cost is gone).
+    a residual branch whose channels all die is removed, and the rest of
+    the same `fit` runs the smaller model. When the pruning phase ends, the
+    group lasso is switched off and detached (its cost is gone). Frozen
+    layers are cut like the others and stay frozen (README, "Prune a
+    trained model"); a model with nothing trainable is refused.
 
-    Frozen layers are cut like the others, keeping their surviving weight
-    and BatchNorm-statistic slices exactly, and stay frozen (README,
-    "Prune a trained model"); a model with nothing trainable is refused.
-
-    Logging is separate: put a `tf_prunetrain.RunLog` after this callback
-    to account the training cost, time the steps and write the run log and
-    TensorBoard summaries. The epoch logs get `prunetrain_lambda`,
-    `prunetrain_penalty` (λ·group lasso, end of epoch) and
-    `prunetrain_penalty_share` (its fraction of the epoch's loss).
-    `reconfigurations` lists what each cut did.
-
-    Keras' own callbacks in the same `fit` work across a cut in any list
-    order (`EarlyStopping` restarts at each cut), except `BackupAndRestore`,
-    refused before the first step (use `Checkpoint`); a callback of yours
-    with a method `on_reconfigure(reconfiguration, plan)` is called after
-    each cut (`tf_prunetrain.keras_callbacks`).
+    A `tf_prunetrain.RunLog` after this callback accounts the cost, times
+    the steps and writes the logs. The epoch logs get `prunetrain_lambda`,
+    `prunetrain_penalty` (λ·group lasso) and `prunetrain_penalty_share`;
+    `reconfigurations` lists what each cut did. Keras' own callbacks work
+    across a cut, except `BackupAndRestore` (refused: use `Checkpoint`);
+    the other callbacks hear of cuts through documented events
+    (`tf_prunetrain.keras_callbacks`).
 
     Args:
       schedule: when and what to cut: `FlopsBudget(target)` (recommended),
@@ -256,8 +248,9 @@ class Reconfigure(keras.callbacks.Callback):
                           f"{type(self.schedule).__name__} is done; group "
                           "lasso off, no further cut")
         if logs is not None:
-            logs.update({f"prunetrain_{k}": v
-                         for k, v in self._scalars(logs).items()})
+            logs.update({f"prunetrain_{k}": v for k, v in
+                         regularizers.penalty_scalars(self.model,
+                                                      logs).items()})
 
     def _decide(self, epoch: int) -> schedules.Decision | None:
         """The schedule's decision for the 1-based `epoch`, its plan held
@@ -265,53 +258,18 @@ class Reconfigure(keras.callbacks.Callback):
         context = self.context()
         decision = self.schedule.decide(epoch, context)
         if decision is not None and decision.plan is not None:
-            self._constrain(decision.plan)
+            planning.Constraints(self.round_to, self.min_channels).hold(
+                decision.plan, self.model, self.schedule)
         return _agreed(self.model, decision, self.context)
-
-    def _constrain(self, plan: planning.Plan) -> None:
-        """Holds a schedule's `plan` to the width rules (keeping back the
-        channels its importance ranks highest), warning when that changed
-        it; refuses a plan made for another model."""
-        if plan.graph.model is not self.model:
-            raise ValueError(
-                f"Reconfigure: {self.schedule!r} planned a cut of model "
-                f"'{plan.graph.model.name}', not of the model being trained "
-                f"('{self.model.name}'): plan with context.graph.")
-        before = plan.keep.copy()
-        planning.Constraints(self.round_to, self.min_channels).enforce(
-            plan, self.schedule.importance(plan.graph))
-        if not np.array_equal(before, plan.keep):
-            warnings.warn(
-                f"Reconfigure: {type(self.schedule).__name__}'s plan broke "
-                f"round_to={self.round_to} or min_channels="
-                f"{self.min_channels}; the strongest removed channels were "
-                "kept back to meet them.", stacklevel=3)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._companions.release()
 
     def _lasso_off(self) -> None:
-        """Every GroupLasso strength to 0; the regularizers and proximal
-        steps leave the variables (no cost left in the step; layer configs
-        keep them, at strength 0)."""
-        for variable, regularizer in regularizers.lasso_variables(self.model):
-            regularizer.strength = 0.0
-            variable.regularizer = None
-            if isinstance(variable.constraint, regularizers.ProximalStep):
-                variable.constraint = None
+        regularizers.switch_off(self.model)
         if self.model.compiled:
             self.model.make_train_function(force=True)
             self._emit("lasso_off")
-
-    def _scalars(self, logs: dict) -> dict[str, float]:
-        pairs = regularizers.lasso_variables(self.model)
-        penalty = float(sum(reg.strength * float(reg.penalty(v))
-                            for v, reg in pairs))
-        out = {"lambda": self.strength, "penalty": penalty}
-        loss = logs.get("loss")
-        if loss is not None and float(loss) > 0:
-            out["penalty_share"] = penalty / float(loss)
-        return out
 
     def _emit(self, event: str, **fields: Any) -> None:
         """Tells the other callbacks (a `RunLog` writes it down)."""
@@ -329,12 +287,9 @@ class Reconfigure(keras.callbacks.Callback):
                                      for r in self.reconfigurations]}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues the run `get_state()` described (before `fit`).
-
-        Raises:
-          ValueError: it was saved with a schedule of another config
-            (nothing is changed then).
-        """
+        """Continues the run `get_state()` described (before `fit`); a
+        state saved with a schedule of another config is refused
+        (ValueError, nothing changed)."""
         saved = state.get("schedule_config")
         if saved is not None and saved != _described(self.schedule):
             raise ValueError(

@@ -7,10 +7,9 @@
 * `ProximalStep` / `attach_proximal_step`: with `GroupLasso(proximal=True)`
   the penalty is applied as a proximal step after each update instead of
   a loss term.
-* `lasso_variables(model)`: the variables that carry a `GroupLasso`.
-
-(`tf_prunetrain.group_lasso` and `tf_prunetrain.proximal`, the old homes of
-`add_group_lasso` and `ProximalStep`, still import.)
+* `lasso_variables(model)`: the variables that carry a `GroupLasso`;
+  `calibrate`/`set_strength` set λ, `switch_off` ends the lasso, and
+  `penalty_scalars` is what `Reconfigure` logs of it.
 """
 
 from __future__ import annotations
@@ -428,6 +427,31 @@ def set_strength(model: keras.Model, strength: float,
         reg.strength = strength
         if calibrated is not None:
             reg.calibrated = calibrated
+
+
+def switch_off(model: keras.Model) -> None:
+    """Every GroupLasso strength of `model` to 0; the regularizers and
+    proximal steps leave the variables (no cost left in the step; layer
+    configs keep them, at strength 0). Re-make the train function after."""
+    for variable, regularizer in lasso_variables(model):
+        regularizer.strength = 0.0
+        variable.regularizer = None
+        if isinstance(variable.constraint, ProximalStep):
+            variable.constraint = None
+
+
+def penalty_scalars(model: keras.Model, logs: dict) -> dict[str, float]:
+    """λ (the first regularizer's), the penalty λ·GL(W) now and its share
+    of the epoch's `logs["loss"]`: what `Reconfigure` adds to the logs."""
+    pairs = lasso_variables(model)
+    penalty = float(sum(reg.strength * float(reg.penalty(v))
+                        for v, reg in pairs))
+    out = {"lambda": pairs[0][1].strength if pairs else 0.0,
+           "penalty": penalty}
+    loss = logs.get("loss")
+    if loss is not None and float(loss) > 0:
+        out["penalty_share"] = penalty / float(loss)
+    return out
 
 
 class ProximalStep(keras.constraints.Constraint):

@@ -66,7 +66,7 @@ class RunLog(keras.callbacks.Callback):
     (`on_reconfigure`) is logged and timed — the median step time before
     it, after it (its first 5 timed steps, or the epoch's if fewer) and the
     re-trace's extra seconds, one `CutTiming` per cut in `cut_timings`,
-    which `state()` carries — and every other event (`on_prunetrain_event`:
+    which `get_state()` carries — and every other event (`on_prunetrain_event`:
     calibration, end of pruning, ...) goes to the run log.
 
     With `log_dir`, it also writes TensorBoard scalars under
@@ -130,7 +130,7 @@ class RunLog(keras.callbacks.Callback):
         self._started = False
         self._restored = False
         self._fit_start = 0.0
-        self._writer: Any = None
+        self._files = _Files(log_dir) if log_dir else None
 
     # -- accounting ------------------------------------------------------------
     @property
@@ -158,8 +158,7 @@ class RunLog(keras.callbacks.Callback):
         return self.times.saved
 
     def untimed_steps(self, count: int = 1) -> None:
-        """Do not time the next `count` steps (the train function is being
-        re-traced, e.g. after a reconfiguration)."""
+        """Do not time the next `count` steps (the step is re-traced)."""
         self.times.untimed = max(self.times.untimed, count)
 
     def _phase(self) -> None:
@@ -240,12 +239,8 @@ class RunLog(keras.callbacks.Callback):
         self._started = True
         if not self._restored:
             self.initial_cost = self.cost
-        if self.log_dir:
-            os.makedirs(self.log_dir, exist_ok=True)
-            if not self._restored:
-                open(os.path.join(self.log_dir, LOG_FILE), "w").close()
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, SUMMARY_DIR))
+        if self._files is not None:
+            self._files.open(fresh=not self._restored)
         self.record("resume" if self._restored else "start",
                     model=self.model.name, batch_size=self.batch_size)
 
@@ -307,20 +302,14 @@ class RunLog(keras.callbacks.Callback):
                           if np.size(v) == 1},
                     train_flops_spent=self.train_flops_spent,
                     train_flops_dense=self.train_flops_dense)
-        if self._writer is not None:
-            channels = self.cost.channels() if self.cost else {}
-            with self._writer.as_default(step=epoch):
-                for name, value in self._summaries(scalars, logs or {}
-                                                   ).items():
-                    tf.summary.scalar(name, value)
-                for path, n in channels.items():
-                    tf.summary.scalar(f"channels/{path}", n)
-            self._writer.flush()
+        if self._files is not None:
+            self._files.summaries(epoch, {
+                **_summaries(self.model, scalars, logs or {}),
+                **{f"channels/{path}": n for path, n in
+                   (self.cost.channels() if self.cost else {}).items()}})
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.seconds += self.clock() - self._fit_start
-        if self._writer is not None:
-            self._writer.flush()
 
     # -- output ------------------------------------------------------------------
     def scalars(self, logs: dict) -> dict[str, float]:
@@ -340,33 +329,63 @@ class RunLog(keras.callbacks.Callback):
         out["step_time_saved"] = np.nan if saved is None else 100.0 * saved
         return out
 
-    def _summaries(self, scalars: dict[str, float], logs: dict
-                   ) -> dict[str, Any]:
-        """The epoch's TensorBoard scalars: `scalars`, then the logs not
-        under `prunetrain_` (loss, metrics, `val_` ones) and the
-        optimizer's learning rate, each unless a name is taken."""
-        out: dict[str, Any] = dict(scalars)
-        for name, value in logs.items():
-            if not name.startswith("prunetrain_") and np.size(value) == 1:
-                out.setdefault(name, value)
-        optimizer = getattr(self.model, "optimizer", None)
-        if isinstance(optimizer, keras.optimizers.Optimizer) and \
-                "learning_rate" not in out:
-            out["learning_rate"] = float(
-                keras.ops.convert_to_numpy(optimizer.learning_rate))
-        return out
-
     def record(self, event: str, **fields: Any) -> None:
         """Appends one JSON record (with the current cost and channels) to
         the run log, if there is one."""
-        if not self.log_dir:
+        if self._files is None:
             return
         line = {"event": event, **fields}
         if self.cost is not None:
             line.update(cost=self.cost.totals(), channels=self.cost.channels())
+        self._files.record(line)
+
+
+def _summaries(model: keras.Model, scalars: dict[str, float], logs: dict
+               ) -> dict[str, Any]:
+    """An epoch's TensorBoard scalars: `scalars`, then the logs not under
+    `prunetrain_` (loss, metrics, `val_` ones) and the optimizer's learning
+    rate, each unless a name is taken."""
+    out: dict[str, Any] = dict(scalars)
+    for name, value in logs.items():
+        if not name.startswith("prunetrain_") and np.size(value) == 1:
+            out.setdefault(name, value)
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer) and \
+            "learning_rate" not in out:
+        out["learning_rate"] = float(
+            keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return out
+
+
+class _Files:
+    """A `RunLog`'s output in its `log_dir`: the run log (one JSON record
+    per line) and the one TensorBoard writer."""
+
+    def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        self._writer: Any = None
+
+    def open(self, fresh: bool) -> None:
+        """Makes the folder and the writer; `fresh`: a new run log."""
+        os.makedirs(self.log_dir, exist_ok=True)
+        if fresh:
+            open(os.path.join(self.log_dir, LOG_FILE), "w").close()
+        self._writer = tf.summary.create_file_writer(
+            os.path.join(self.log_dir, SUMMARY_DIR))
+
+    def record(self, line: dict[str, Any]) -> None:
         with open(os.path.join(self.log_dir, LOG_FILE), "a",
                   encoding="utf-8") as f:
             f.write(json.dumps(line, default=_plain) + "\n")
+
+    def summaries(self, step: int, values: dict[str, Any]) -> None:
+        """Writes every scalar of `values` at `step`, and flushes."""
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        self._writer.flush()
 
 
 class StepTimes:
