@@ -164,9 +164,9 @@ CASES = {
     "checkpoint in a file": (_checkpoint_in_a_file, NotADirectoryError,
                              "Checkpoint: directory '.*' is a file"),
     "checkpoint trackers": (lambda m: lambda: tf_prunetrain.Checkpoint(
-        tempfile.mkdtemp(), trackers=[tf_prunetrain.DeadChannels()]),
-        TypeError, r"Checkpoint: trackers must have state\(\) and "
-        r"restore\(state\).*got DeadChannels"),
+        tempfile.mkdtemp(), trackers=[keras.callbacks.History()]),
+        TypeError, r"Checkpoint: trackers must have get_state\(\) and "
+        r"set_state\(state\).*got History"),
     "keep unknown layer": (lambda m: _keep(m, lambda _: {"nope": [True]}),
                            ValueError, "no layer 'nope'"),
     "keep wrong length": (lambda m: _keep(m, lambda _: {

@@ -52,14 +52,15 @@ class _Never(tf_prunetrain.Schedule):
 
 
 def test_metadata_without_a_threshold_or_a_run_log(tmp_path):
-    """A schedule without `threshold` records None; without the RunLog
-    there are no initial parameters or training FLOPs saved to record."""
+    """A schedule of one's own records the base class' threshold; without
+    the RunLog there are no initial parameters or training FLOPs saved to
+    record."""
     x = keras.Input((4, 4, 3))
     model = keras.Model(x, keras.layers.Conv2D(2, 1, name="conv")(x))
     callback = tf_prunetrain.Reconfigure(_Never(), verbose=0)
     done = tf_prunetrain.export_saved_model(model, str(tmp_path / "saved"),
                                             callback=callback)
-    assert done.metadata["threshold"] is None
+    assert done.metadata["threshold"] == tf_prunetrain.Schedule.threshold
     assert done.metadata["reconfigurations"] == []
     assert "initial_params" not in done.metadata
     assert "train_flops_saved" not in done.metadata
