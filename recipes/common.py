@@ -1,6 +1,7 @@
 """What every recipe shares: flags, model and data builders, and `run`.
 
-A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
+A recipe (`cifar.py`, `imagenet.py`, run from the repository root as
+`python -m recipes.cifar`) only chooses defaults. `run(config)`
 trains in one `model.fit` call; with `--dynamic_batch` it makes one call per
 interval (`--interval` epochs; with `--flops_target`, one up to
 `--target_epoch` and one after), so that between calls it can grow the
@@ -35,7 +36,7 @@ import tf_prunetrain
 from tf_prunetrain import data as data_lib
 from tf_prunetrain import models
 
-import timeline as timeline_lib  # recipes/timeline.py
+from recipes import timeline as timeline_lib
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50", "mobilenetv2")
