@@ -1,7 +1,6 @@
 """What every recipe shares: flags, model and data builders, and `run`.
 
-A recipe (`cifar.py`, `imagenet.py`, run from the repository root as
-`python -m recipes.cifar`) only chooses defaults. `run(config)`
+A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
 trains in one `model.fit` call; with `--dynamic_batch` it makes one call per
 interval (`--interval` epochs; with `--flops_target`, one up to
 `--target_epoch` and one after), so that between calls it can grow the
