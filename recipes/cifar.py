@@ -9,24 +9,19 @@ random crop + flip on CIFAR. The data default is MNIST-5k (real, installs with t
 --data=cifar10 --data_dir at the extracted "python version" batches for the
 paper's experiment.
 
-    python recipes/cifar.py --data=cifar10 --data_dir=$HOME/data/cifar-10-batches-py
-    python recipes/cifar.py --data=cifar10 --data_dir=... --noprunetrain   # dense
-    python recipes/cifar.py --model=resnet20 --epochs=30 --lr_decay_epochs=15,25 \
+    python -m recipes.cifar --data=cifar10 --data_dir=$HOME/data/cifar-10-batches-py
+    python -m recipes.cifar --data=cifar10 --data_dir=... --noprunetrain   # dense
+    python -m recipes.cifar --model=resnet20 --epochs=30 --lr_decay_epochs=15,25 \
         --interval=5 --log_dir=runs/mnist                                  # MNIST-5k
-    python recipes/cifar.py --model=vgg16 --data=cifar100 --data_dir=...
+    python -m recipes.cifar --model=vgg16 --data=cifar100 --data_dir=...
 
 Models: resnet20/32/56 (basic blocks), resnet50_cifar (bottleneck, 3 stages
 × 8 blocks), vgg11/13/16 with BatchNorm. See --helpfull for every flag.
 """
 
-import os
-import sys
+from absl import app
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from absl import app  # noqa: E402
-
-import common  # noqa: E402
+from recipes import common
 
 DEFAULTS = common.Config()
 

@@ -36,7 +36,7 @@ import tf_prunetrain
 from tf_prunetrain import data as data_lib
 from tf_prunetrain import models
 
-import timeline as timeline_lib  # recipes/timeline.py
+from recipes import timeline as timeline_lib
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50", "mobilenetv2")

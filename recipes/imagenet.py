@@ -7,9 +7,9 @@ epochs 41, 61 and 81, SGD momentum 0.9, weight decay 1e-4, penalty ratio
 --flops_target, `FlopsBudget`), widths in multiples of 8 (--round_to, as
 tensor cores want); random-resized-crop + flip.
 
-    python recipes/imagenet.py --data_dir=/data/imagenet --strategy=mirrored \
+    python -m recipes.imagenet --data_dir=/data/imagenet --strategy=mirrored \
         --mixed_precision --log_dir=runs/r50
-    python recipes/imagenet.py --data=synthetic --epochs=2 --steps_per_epoch=50 --eval_steps=5  # throughput
+    python -m recipes.imagenet --data=synthetic --epochs=2 --steps_per_epoch=50 --eval_steps=5  # throughput
 
 --data_dir holds TFRecords in the standard layout (train-00000-of-01024,
 validation-00000-of-00128 with image/encoded and image/class/label), a TFDS
@@ -17,14 +17,9 @@ imagenet2012 directory, or class folders train/<class>/*.JPEG and
 validation/<class>/*.JPEG. See --helpfull for every flag.
 """
 
-import os
-import sys
+from absl import app
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from absl import app  # noqa: E402
-
-import common  # noqa: E402
+from recipes import common
 
 DEFAULTS = common.Config(
     model="resnet50", data="imagenet", epochs=90, batch_size=64,

@@ -1,22 +1,28 @@
-"""tools/benchmark.py on a tiny workload: the comparison is consistent,
-replayed, resumable, the same with two jobs, and its goals follow the
-paired intervals."""
+"""tools/comparison.py's comparison (tools/comparison.py) on a tiny
+workload: the comparison is consistent, replayed, resumable, the same with
+two jobs, and its goals follow the paired intervals; its methods run what
+they name, and results files written before issue 41's names read with
+today's (tools/results.py)."""
 
 import dataclasses
 import json
 import os
-import sys
+import shutil
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+import tf_prunetrain
+from recipes import common
+from tools import comparison
+from tools import replay
+from tools import results
+from tools import step_time
+from tools import summary
+from tools import sweep
+from tools import verdicts
 
-import tf_prunetrain  # noqa: E402
-import benchmark  # noqa: E402  (tools/benchmark.py)
-import common  # noqa: E402  (recipes/common.py, put on the path by benchmark)
-import step_time  # noqa: E402  (tools/step_time.py)
-import replay  # noqa: E402  (tools/replay.py)
-import verdicts  # noqa: E402  (tools/verdicts.py)
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools", "results")
 
 
 def test_compare_reports_consistent_ratios():
@@ -25,7 +31,7 @@ def test_compare_reports_consistent_ratios():
                            batch_size=16, width_multiplier=0.25,
                            threshold=1.0, round_to=1,
                            verbose=0)  # channels die at once
-    result = benchmark.compare(config, rounds=2, steps=2)
+    result = comparison.compare(config, rounds=2, steps=2)
     dense, pruned, ratios = (result["dense"], result["prunetrain"],
                              result["ratios"])
     # The same steps on the same initial model: PruneTrain's dense reference
@@ -37,7 +43,7 @@ def test_compare_reports_consistent_ratios():
     assert ratios["gradient_bytes"] < 1
     assert 0 < ratios["reconfiguration_share"] < 1
     assert result["group_lasso_overhead"]["ratio"] > 0
-    text = benchmark.table(result)
+    text = comparison.table(result)
     assert "wall / FLOPs ratio" in text and "group-lasso step" in text
 
 
@@ -57,7 +63,7 @@ def sweeps(tmp_path_factory):
     out = {}
     for jobs, rounds in ((1, 1), (2, 0)):
         path = folder / f"jobs{jobs}.json"
-        result = benchmark.comparison(
+        result = comparison.comparison(
             TINY, [0.5], [0.5], [0, 1], paper_interval=1, json_path=str(path),
             jobs=jobs, replays=1, replay_rounds=rounds, replay_steps=1,
             replay_warmup=1)
@@ -122,14 +128,14 @@ def test_comparison_runs_every_method_against_its_seeds_dense_run(
         "as accurate as thin 0.5"]
     assert {g["status"] for g in result["goals"]} <= {
         "reached", "missed", "not established"}
-    text = benchmark.summary.comparison_table(result)
+    text = summary.comparison_table(result)
     assert "scratch 0.5" in text and "replayed time" in text
-    markdown = benchmark.summary.comparison_markdown(result).split("\n\n")
+    markdown = summary.comparison_markdown(result).split("\n\n")
     assert len(markdown[0].splitlines()) == 2 + len(SETTINGS)
     assert markdown[0].splitlines()[3].startswith(("| thin 0.5 |",
                                                    "| **thin 0.5** |"))
     png = tmp_path / "comparison.png"
-    benchmark.summary.plot(result, str(png))
+    summary.plot(result, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -141,7 +147,7 @@ def test_two_jobs_give_the_serial_top1_and_timelines(sweeps):
         assert (one["accuracy"], one["timeline"], one["channels"]) == (
             two["accuracy"], two["timeline"], two["channels"]), one["method"]
     assert "replay" not in sweeps[2][0]  # --replay_rounds=0: wall time
-    assert benchmark.summary.time_key(sweeps[2][0]) == "wall_time"
+    assert summary.time_key(sweeps[2][0]) == "wall_time"
 
 
 def test_replaying_a_results_file_again_combines_the_replays(sweeps,
@@ -150,7 +156,7 @@ def test_replaying_a_results_file_again_combines_the_replays(sweeps,
     first = json.loads(path.read_text())
     assert len(first["replays"]) == 1 and first["replay"]["replays"] == 1
     out = tmp_path / "again.json"
-    result = benchmark.replay_file(str(path), str(out), replays=2, rounds=1,
+    result = comparison.replay_file(str(path), str(out), replays=2, rounds=1,
                                    steps=1, warmup=1)
     replays = result["replays"]
     assert replays[0] == first["replays"][0] and len(replays) == 3
@@ -163,7 +169,7 @@ def test_replaying_a_results_file_again_combines_the_replays(sweeps,
     assert run["replayed_seconds"] == pytest.approx(
         sum(s["steps"] * result["replay"]["step_seconds"][_item(s)]
             for s in run["timeline"]) + run["one_off_seconds"])
-    agreement = benchmark.replay_agreement(result, replays[1],
+    agreement = comparison.replay_agreement(result, replays[1],
                                            first["replay"])
     assert set(agreement) == {"thin 0.5", "prunetrain 0.5", "scratch 0.5",
                               "paper"}
@@ -177,10 +183,10 @@ def test_replaying_a_results_file_again_combines_the_replays(sweeps,
 def test_a_sweep_resumes_from_its_file_and_refuses_other_flags(tmp_path):
     config = dataclasses.replace(TINY, epochs=1)
     path = str(tmp_path / "sweep.json")
-    first = benchmark.comparison(config, [0.5], [], [0], json_path=path,
+    first = comparison.comparison(config, [0.5], [], [0], json_path=path,
                                  replay_rounds=0)
     assert [r["method"] for r in first["runs"]] == ["dense", "thin"]
-    again = benchmark.comparison(config, [0.5, 0.25], [], [0, 1],
+    again = comparison.comparison(config, [0.5, 0.25], [], [0, 1],
                                  json_path=path, replay_rounds=0)
     # Seed 0's two runs are the file's, not trained again.
     assert again["runs"][:2] == json.loads(json.dumps(first["runs"]))
@@ -191,15 +197,15 @@ def test_a_sweep_resumes_from_its_file_and_refuses_other_flags(tmp_path):
     other = dataclasses.replace(config, epochs=2, learning_rate=0.05)
     with pytest.raises(ValueError, match=r"--epochs=1 there, 2 now; "
                        r"--learning_rate=0.1 there, 0.05 now"):
-        benchmark.comparison(other, [0.5], [], [0], json_path=path,
+        comparison.comparison(other, [0.5], [], [0], json_path=path,
                              replay_rounds=0)
     with pytest.raises(ValueError, match=r"--run_threads=1 there, 2 now"):
-        benchmark.comparison(config, [0.5], [], [0], json_path=path,
+        comparison.comparison(config, [0.5], [], [0], json_path=path,
                              run_threads=2, replay_rounds=0)
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"config": {}, "runs": []}))
     with pytest.raises(ValueError, match="no architecture timelines"):
-        benchmark.comparison(config, [0.5], [], [0], json_path=str(old))
+        comparison.comparison(config, [0.5], [], [0], json_path=str(old))
 
 
 def _row(label, time, top1, final_flops=0.5, paired=None):
@@ -216,7 +222,7 @@ def _pair(mean, low, high):
 
 
 def test_goals_are_decided_by_paired_intervals_not_means():
-    summary = [
+    rows = [
         _row("dense", 1.0, 0.90, 1.0),
         _row("thin 0.5", 0.4, 0.89, 0.25),
         _row("thin 0.75", 0.7, 0.90, 0.56),
@@ -229,7 +235,7 @@ def test_goals_are_decided_by_paired_intervals_not_means():
 
     def goals():
         return {g["goal"].split(":")[0]: g for g in
-                benchmark.summary.goals(summary, "replayed_time")}
+                summary.goals(rows, "replayed_time")}
 
     decided = goals()
     # scratch 0.5's final FLOPs (0.5) are nearest thin 0.75's (0.56).
@@ -245,12 +251,12 @@ def test_goals_are_decided_by_paired_intervals_not_means():
     half = "at thin 0.5's time, at least as accurate as thin 0.5"
     assert decided[half]["status"] == "missed"  # none is that fast
     assert "no PruneTrain setting is as fast" in decided[half]["detail"]
-    summary[3]["paired"]["thin 0.5"] = _pair(-0.9, -1.5, -0.3)
-    summary[1]["replayed_time"]["mean"] = 0.65  # now slower than PruneTrain
+    rows[3]["paired"]["thin 0.5"] = _pair(-0.9, -1.5, -0.3)
+    rows[1]["replayed_time"]["mean"] = 0.65  # now slower than PruneTrain
     decided = goals()
     assert decided["worth it"]["status"] == "reached"
     assert decided[half]["status"] == "missed"  # -0.9 [-1.5, -0.3]
-    summary[1]["replayed_time"]["mean"] = 0.5
+    rows[1]["replayed_time"]["mean"] = 0.5
     decided = goals()
     assert decided["worth it"]["status"] == "missed"
     assert "thin 0.5 (0.500x) is faster than prunetrain 0.5 (0.600x) and " \
@@ -262,7 +268,7 @@ def test_a_lever_without_scratch_runs_pairs_with_the_same_architecture():
         return {"seed": seed, "method": method, "setting": setting,
                 "accuracy": accuracy, "final_architecture": architecture,
                 "train_seconds": 10.0, "one_off_seconds": 0.0,
-                **{key: 1.0 for key in benchmark.summary._RATIOS.values()}}
+                **{key: 1.0 for key in summary._RATIOS.values()}}
 
     runs = []
     for seed in range(3):
@@ -272,15 +278,15 @@ def test_a_lever_without_scratch_runs_pairs_with_the_same_architecture():
                  run(seed, "prunetrain_b", 0.5, 0.86, f"a{seed}"),
                  run(seed, "prunetrain_c", 0.5, 0.87, "other")]
     result = {"runs": runs}
-    benchmark.summary.annotate(result)
-    rows = {r["label"]: r for r in benchmark.summary.summarize(result)}
+    summary.annotate(result)
+    rows = {r["label"]: r for r in summary.summarize(result)}
     # b trained a's widths on every seed: a's scratch runs are its control.
     assert rows["prunetrain_a 0.5"]["scratch"] == "scratch_a 0.5"
     assert rows["prunetrain_b 0.5"]["scratch"] == "scratch_a 0.5"
     assert rows["prunetrain_b 0.5"]["paired"]["scratch_a 0.5"]["mean"] == \
         pytest.approx(-3.0)
     assert "scratch" not in rows["prunetrain_c 0.5"]  # no such control
-    paths = [g["goal"] for g in benchmark.summary.goals(
+    paths = [g["goal"] for g in summary.goals(
         list(rows.values()), "wall_time") if g["goal"].startswith("path")]
     assert paths == ["path: prunetrain_a 0.5 >= scratch_a 0.5",
                      "path: prunetrain_b 0.5 >= scratch_a 0.5"]
@@ -308,8 +314,8 @@ def test_target_epoch_is_prunetrains_alone(tmp_path):
     architecture.write_text("{}")
     for method, value in (("dense", None), ("thin", 0.5), ("scratch", 0.5),
                           ("prunetrain", 0.5)):
-        config = benchmark._setting(base, method, value, 2)
-        if method == "scratch":  # benchmark.train sets its JSON file
+        config = comparison.setting_config(base, method, value, 2)
+        if method == "scratch":  # runs.train sets its JSON file
             config = dataclasses.replace(config, architecture=str(
                 architecture))
         common.validate(config)
@@ -321,42 +327,197 @@ def test_target_epoch_is_prunetrains_alone(tmp_path):
 
 def test_a_lever_is_a_prunetrain_method_with_its_own_scratch_control(
         tmp_path):
-    config = dataclasses.replace(TINY, epochs=1, ranking="norm_per_flop",
-                                 gentle=False)  # the workloads' (0.2's cut)
-    assert (benchmark.DEFAULTS.ranking, benchmark.DEFAULTS.gentle) == \
-        ("norm_per_flop", False)
-    lever = benchmark._setting(config, "prunetrain_thin_gentle", 0.5, 0)
-    assert (lever.ranking, lever.gentle, lever.flops_target) == \
+    config = dataclasses.replace(TINY, epochs=1)
+    # `prunetrain` is the library's default cut: the workloads leave the
+    # recipes' default, which is FlopsBudget's (thin widths, gentle).
+    assert (comparison.DEFAULTS.ranking, comparison.DEFAULTS.gentle) == \
+        ("thin_widths", True) == (common.Config().ranking,
+                                  common.Config().gentle)
+    assert isinstance(tf_prunetrain.FlopsBudget(0.5).ranking,
+                      tf_prunetrain.budget.ThinWidths)
+    assert tf_prunetrain.FlopsBudget(0.5).gentle is True
+    pruned = comparison.setting_config(config, "prunetrain", 0.5, 0)
+    assert (pruned.ranking, pruned.gentle, pruned.flops_target) == \
         ("thin_widths", True, 0.5)
-    assert benchmark._setting(config, "prunetrain", 0.5, 0).ranking \
-        == "norm_per_flop"
-    control = benchmark._setting(config, "scratch_thin_widths", 0.5, 0)
+    old = comparison.setting_config(config, "prunetrain_norm_per_flop", 0.5,
+                                    0)
+    assert (old.ranking, old.gentle) == ("norm_per_flop", False)
+    abrupt = comparison.setting_config(config, "prunetrain_thin_widths",
+                                       0.5, 0)
+    assert (abrupt.ranking, abrupt.gentle) == ("thin_widths", False)
+    control = comparison.setting_config(config, "scratch_norm_per_flop",
+                                        0.5, 0)
     assert not control.prunetrain and control.width_multiplier == 1.0
-    assert benchmark.summary.scratch_of("prunetrain_thin_widths") == \
-        "scratch_thin_widths"
-    # A file written before a recipe flag existed ran at its default then
-    # (--ranking's and --gentle's changed since).
+    assert summary.scratch_of("prunetrain_norm_per_flop") == \
+        "scratch_norm_per_flop"
+    # A file written before a recipe flag existed ran at its default then:
+    # before --ranking and --gentle, 0.2's cut. Read with today's names,
+    # its `prunetrain` runs are `prunetrain_norm_per_flop`, and its config
+    # holds the default cut (what `prunetrain` runs now): it resumes.
     path = tmp_path / "before.json"
-    state = benchmark.load_state(None, config, 0, 1)
-    del state["config"]["ranking"], state["config"]["gentle"]
+    state = comparison.load_state(None, config, 0, 1)
+    assert state["names"] == results.NAMES
+    del state["config"]["ranking"], state["config"]["gentle"], \
+        state["names"]
+    state["runs"] = [{"seed": 0, "method": "prunetrain", "setting": 0.5}]
     path.write_text(json.dumps(state))
-    assert benchmark.load_state(str(path), config, 0, 1)["runs"] == []
-    with pytest.raises(ValueError, match="--ranking='norm_per_flop' there"):
-        benchmark.load_state(str(path), dataclasses.replace(
-            config, ranking="thin_widths"), 0, 1)
-    with pytest.raises(ValueError, match="--gentle=False there"):
-        benchmark.load_state(str(path), dataclasses.replace(
-            config, gentle=True), 0, 1)
+    loaded = comparison.load_state(str(path), config, 0, 1)
+    assert [r["method"] for r in loaded["runs"]] == [
+        "prunetrain_norm_per_flop"]
+    with pytest.raises(ValueError, match="--ranking='thin_widths' there, "
+                       "'norm_per_flop' now"):
+        comparison.load_state(str(path), dataclasses.replace(
+            config, ranking="norm_per_flop"), 0, 1)
+    with pytest.raises(ValueError, match="--gentle=True there, False now"):
+        comparison.load_state(str(path), dataclasses.replace(
+            config, gentle=False), 0, 1)
+
+
+# Before issue 41 (tools/benchmark.py then): the workloads pinned 0.2's cut
+# and each lever set only what it changed. Every method's recipe config is
+# kept: (today's name, the name it had, the levers then).
+_OLD_CUT = {"ranking": "norm_per_flop", "gentle": False}
+_OLD_LEVERS = {
+    "thin_widths": {"ranking": "thin_widths"},
+    "thin_gentle": {"ranking": "thin_widths", "gentle": True},
+    "thin_gentle_no_lasso": {"ranking": "thin_widths", "gentle": True,
+                             "strength": 0.0},
+    "eb_gentle": {"ranking": "thin_widths", "gentle": True,
+                  "early_bird": True},
+    "eb_gentle_rewarm": {"ranking": "thin_widths", "gentle": True,
+                         "early_bird": True, "rewarm_epochs": 1.0}}
+_RENAMED = {"prunetrain": "prunetrain_thin_gentle",
+            "scratch": "scratch_thin_gentle",
+            "prunetrain_norm_per_flop": "prunetrain",
+            "scratch_norm_per_flop": "scratch"}
+
+
+def _old_setting(base, method, value):
+    """tools/benchmark.py's `_setting` before issue 41, on its workloads."""
+    if method.startswith("prunetrain"):
+        lever = _OLD_LEVERS[method[len("prunetrain_"):]] \
+            if "_" in method else {}
+        return dataclasses.replace(base, prunetrain=True, flops_target=value,
+                                   **lever)
+    return comparison.setting_config(base, method, value, 2)
+
+
+@pytest.mark.parametrize("workload", ["fashion_mnist", "mnist5k"])
+def test_every_method_trains_what_it_trained_before_the_rename(workload):
+    new_base = dataclasses.replace(comparison.WORKLOADS[workload], seed=3)
+    old_base = dataclasses.replace(new_base, **_OLD_CUT)
+    methods = ["dense", "thin", "paper", "prunetrain", "scratch"] + [
+        f"{kind}_{lever}" for lever in comparison.LEVERS
+        for kind in ("prunetrain", "scratch")]
+    for method in methods:
+        new = comparison.setting_config(new_base, method, 0.5, 2)
+        old = _old_setting(old_base, _RENAMED.get(method, method), 0.5)
+        if new.prunetrain and new.flops_target is not None:
+            assert new == old, method  # the cut and everything else
+        else:  # no budget cut: --ranking and --gentle are not read
+            assert new == dataclasses.replace(
+                old, ranking=new.ranking, gentle=new.gentle), method
+    # MobileNetV2's workload ran the default cut as `prunetrain` already.
+    mobile = comparison.WORKLOADS["fashion_mnist_mobilenetv2"]
+    assert comparison.setting_config(mobile, "prunetrain", 0.5, 2) == \
+        _old_setting(mobile, "prunetrain", 0.5)
+
+
+def test_old_method_names_are_read_as_todays():
+    def old(config, *methods):
+        return {"config": config, "runs": [{"method": m, "accuracy": i}
+                                           for i, m in enumerate(methods)]}
+
+    before_flags = results.upgrade_names(old(
+        {}, "dense", "prunetrain", "scratch", "prunetrain_thin_gentle",
+        "prunetrain_thin_widths", "scratch_thin_widths", "prunetrain_time"))
+    assert [r["method"] for r in before_flags["runs"]] == [
+        "dense", "prunetrain_norm_per_flop", "scratch_norm_per_flop",
+        "prunetrain", "prunetrain_thin_widths", "scratch_thin_widths",
+        "prunetrain_time"]
+    assert [r["accuracy"] for r in before_flags["runs"]] == list(range(7))
+    assert before_flags["names"] == 2
+    assert before_flags["config"] == {"ranking": "thin_widths",
+                                      "gentle": True}
+    # Read again (marked): nothing changes.
+    again = results.upgrade_names(json.loads(json.dumps(before_flags)))
+    assert again == before_flags
+    # A sweep whose config was the default cut already (MobileNetV2's).
+    default = results.upgrade_names(old(
+        {"ranking": "thin_widths", "gentle": True}, "prunetrain", "scratch"))
+    assert [r["method"] for r in default["runs"]] == ["prunetrain",
+                                                      "scratch"]
+    abrupt = results.upgrade_names(old(
+        {"ranking": "thin_widths", "gentle": False}, "prunetrain"))
+    assert abrupt["runs"][0]["method"] == "prunetrain_thin_widths"
+    with pytest.raises(ValueError, match="no method of today names"):
+        results.upgrade_names(old({"ranking": "norm_per_flop",
+                                   "gentle": True}, "prunetrain"))
+    with pytest.raises(ValueError, match="two methods one name"):
+        results.upgrade_names(old({"ranking": "thin_widths",
+                                   "gentle": True}, "prunetrain",
+                                  "prunetrain_thin_gentle"))
+
+
+def test_the_committed_results_read_with_todays_names():
+    levers = comparison.read_results(os.path.join(
+        RESULTS, "levers_fashion_mnist_5seeds.json"))
+    raw = results.read(os.path.join(RESULTS,
+                                    "levers_fashion_mnist_5seeds.json"))
+    assert "names" not in raw  # written before the rename
+    methods = [r["method"] for r in levers["runs"]]
+    assert methods.count("prunetrain_norm_per_flop") == 10
+    assert methods.count("scratch_norm_per_flop") == 10
+    assert methods.count("prunetrain") == 10  # thin_gentle's runs
+    assert "prunetrain_thin_gentle" not in methods
+    # The numbers are the file's, run by run.
+    assert [r["accuracy"] for r in levers["runs"]] == [
+        r["accuracy"] for r in raw["runs"]]
+    renamed = {"prunetrain": "prunetrain_norm_per_flop",
+               "scratch": "scratch_norm_per_flop",
+               "prunetrain_thin_gentle": "prunetrain"}
+    assert methods == [renamed.get(r["method"], r["method"])
+                       for r in raw["runs"]]
+    # MobileNetV2's sweep ran the default cut as `prunetrain`: kept.
+    mobile = comparison.read_results(os.path.join(
+        RESULTS, "mobilenetv2_fashion_mnist_5seeds.json"))
+    assert {r["method"] for r in mobile["runs"]} == {
+        "dense", "thin", "prunetrain", "scratch"}
+
+
+def test_resuming_a_file_written_before_the_rename_runs_nothing_again(
+        tmp_path, monkeypatch):
+    """The levers sweep's own command, on a copy of its file: every run it
+    asks for is in the file under today's names, so none trains."""
+    path = tmp_path / "levers.json"
+    shutil.copy(os.path.join(RESULTS, "levers_fashion_mnist_5seeds.json"),
+                path)
+    runs = len(results.read(str(path))["runs"])
+    asked = []
+    monkeypatch.setattr(sweep, "run_tasks", lambda tasks, *a, **k:
+                        asked.extend(tasks))
+    result = comparison.comparison(
+        comparison.DEFAULTS, [0.25, 0.375, 0.5, 0.7, 0.75], [0.25, 0.5],
+        range(5), scratch=False, json_path=str(path), replay_rounds=0,
+        levers=["norm_per_flop", "thin_widths", "thin_gentle_no_lasso",
+                "eb_gentle", "eb_gentle_rewarm"])
+    assert asked == []
+    saved = json.loads(path.read_text())
+    assert saved["names"] == 2 and len(saved["runs"]) == runs
+    labels = {row["label"] for row in saved["summary"]}
+    assert {"prunetrain 0.25", "prunetrain_norm_per_flop 0.25",
+            "scratch_norm_per_flop 0.5"} <= labels
+    assert saved["replay"] == result["replay"]  # its replays still price it
 
 
 def test_mobilenetv2_workload_builds_keras_applications_at_its_widths():
-    config = benchmark.WORKLOADS["fashion_mnist_mobilenetv2"]
+    config = comparison.WORKLOADS["fashion_mnist_mobilenetv2"]
     common.validate(config)
     assert config.model == "mobilenetv2" and config.image_size == 32
-    defaults = benchmark.SWEEP_DEFAULTS["fashion_mnist_mobilenetv2"]
+    defaults = comparison.SWEEP_DEFAULTS["fashion_mnist_mobilenetv2"]
     assert defaults["targets"] == ["0.125", "0.25", "0.5"]
     for width, target in zip(defaults["widths"], defaults["targets"]):
-        thin = benchmark._setting(config, "thin", float(width), 0)
+        thin = comparison.setting_config(config, "thin", float(width), 0)
         model = common.build_model(thin, (32, 32, 1), 10)
         assert model.name.startswith(f"mobilenetv2_{float(width):.2f}")
         dense = common.build_model(config, (32, 32, 1), 10)

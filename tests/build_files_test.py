@@ -8,8 +8,10 @@ Checked for every `.py` file under tf_prunetrain/, tests/, tools/, recipes/:
 * every first-party dependency label (`:name`, `//pkg`, `//pkg:name`) names a
   target that exists;
 * every first-party import of a source (`tf_prunetrain`, `tf_prunetrain.X`,
-  or a helper module beside it such as `model_zoo`) is covered by a direct
-  dependency of its target on the target that owns that module;
+  the `tools` and `recipes` packages' modules such as `tools.replay` or
+  `from recipes import common`, or a helper module beside it such as
+  `model_zoo`) is covered by a direct dependency of its target on the
+  target that owns that module;
 * the root BUILD, when there is one, is whole: its `py_library` depends on
   every library and binary of tf_prunetrain/, and its `test_suite`s list
   every `py_test` of tests/.
@@ -30,7 +32,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOTS = ("tf_prunetrain", "tests", "tools", "recipes")
-PACKAGE = "tf_prunetrain"  # the importable first-party package
+PACKAGE = "tf_prunetrain"  # the installed first-party package
+# Every importable first-party package (tools/ and recipes/ import as
+# packages from the repository root).
+PACKAGES = (PACKAGE, "tools", "recipes")
 
 
 @dataclasses.dataclass
@@ -104,8 +109,9 @@ def _package_of(repo: str, root: str, path: str) -> str | None:
 
 
 def _module_name(path: str) -> str | None:
-    """Dotted import name of a file inside the first-party package."""
-    if path != PACKAGE + ".py" and not path.startswith(PACKAGE + "/"):
+    """Dotted import name of a file inside a first-party package."""
+    if not any(path == p + ".py" or path.startswith(p + "/")
+               for p in PACKAGES):
         return None
     parts = path[:-len(".py")].split("/")
     if parts[-1] == "__init__":
@@ -251,7 +257,7 @@ def _needed(repo: str, path: str, by_module: dict[str, str],
     folder = os.path.dirname(path)
     needed = set()
     for module, names in _imports(os.path.join(repo, path)):
-        if module == PACKAGE or module.startswith(PACKAGE + "."):
+        if any(module == p or module.startswith(p + ".") for p in PACKAGES):
             subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in by_module]
             if subs:
                 needed.update(by_module[s] for s in subs)
@@ -349,6 +355,26 @@ def test_checker_rejects_a_missing_first_party_dep(tmp_path):
     assert errors == [
         "tests/core_test.py imports code of //tests:helper, but target "
         "//tests:core_test does not list it in deps."]
+
+
+def test_checker_follows_imports_of_the_tools_and_recipes_packages(
+        tmp_path):
+    files = {**GOOD,
+             "tools/__init__.py": "", "tools/a.py": "x = 1\n",
+             "tools/b.py": "from tools import a\nfrom recipes import c\n",
+             "recipes/__init__.py": "", "recipes/c.py": "y = 2\n",
+             "tools/BUILD": """
+                 py_library(name = "tools", srcs = ["__init__.py"])
+                 py_library(name = "a", srcs = ["a.py"])
+                 py_library(name = "b", srcs = ["b.py"], deps = [":a"])
+             """,
+             "recipes/BUILD": """
+                 py_library(name = "recipes", srcs = ["__init__.py"])
+                 py_library(name = "c", srcs = ["c.py"])
+             """}
+    assert check_tree(_write(tmp_path, files)) == [
+        "tools/b.py imports code of //recipes:c, but target //tools:b does "
+        "not list it in deps."]
 
 
 def test_checker_rejects_glob_srcs(tmp_path):

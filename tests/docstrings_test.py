@@ -4,13 +4,10 @@ import doctest
 import importlib
 import importlib.util
 import os
-import sys
 
 import pytest
 
 _ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, os.path.join(_ROOT, "recipes"))
-sys.path.insert(0, os.path.join(_ROOT, "tools"))
 
 MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.checkpoint", "tf_prunetrain.cost",
@@ -27,9 +24,11 @@ MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.experimental.early_bird", "tf_prunetrain.importance",
            "tf_prunetrain.surgery",
            "tf_prunetrain.models", "tf_prunetrain.tfmot_interop",
-           # The benchmark's instruments (tools/, recipes/).
-           "benchmark", "common", "pretrained", "replay", "summary",
-           "timeline", "verdicts"]
+           # The benchmark's instruments (the tools and recipes packages).
+           "recipes.common", "recipes.timeline", "tools.comparison",
+           "tools.pretrained", "tools.replay", "tools.results",
+           "tools.retime", "tools.runs", "tools.summary", "tools.sweep",
+           "tools.verdicts"]
 # Modules whose examples need an optional extra: the packages it brings.
 # (Looked up, not imported: importing TFMOT changes the process' Keras.)
 NEEDS = {"tf_prunetrain.tfmot_interop": (
@@ -49,15 +48,19 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-def test_every_library_module_with_an_example_is_listed():
-    """A module of tf_prunetrain/ whose docstrings show `>>>` examples is
-    in MODULES (a new module, e.g. `schedules`, is not silently skipped)."""
-    package = os.path.join(_ROOT, "tf_prunetrain")
+def test_every_module_with_an_example_is_listed():
+    """A module of tf_prunetrain/, tools/ or recipes/ whose docstrings show
+    `>>>` examples is in MODULES (a new module, e.g. `schedules`, is not
+    silently skipped)."""
     with_examples = set()
-    for filename in os.listdir(package):
-        if filename.endswith(".py") and filename != "__init__.py":
-            with open(os.path.join(package, filename), encoding="utf-8") as f:
-                if ">>>" in f.read():
-                    with_examples.add(f"tf_prunetrain.{filename[:-3]}")
-    assert "tf_prunetrain.schedules" in with_examples
+    for package in ("tf_prunetrain", "tools", "recipes"):
+        folder = os.path.join(_ROOT, package)
+        for filename in os.listdir(folder):
+            if filename.endswith(".py") and filename != "__init__.py":
+                with open(os.path.join(folder, filename),
+                          encoding="utf-8") as f:
+                    if ">>>" in f.read():
+                        with_examples.add(f"{package}.{filename[:-3]}")
+    assert {"tf_prunetrain.schedules", "tools.results",
+            "tf_prunetrain.latency"} <= with_examples
     assert sorted(with_examples - set(MODULES)) == []

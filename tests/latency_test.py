@@ -1,9 +1,13 @@
 """Hardware-aware widths: the latency table, the multiple it picks, and
-`Reconfigure(round_to=...)`, a fixed multiple (default 8)."""
+`Reconfigure(round_to=...)`, a fixed multiple (default 8); and the timing
+primitive the table and the tools share (`time_calls`, `round_robin`)."""
+
+import itertools
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_prunetrain
 from tf_prunetrain import latency
@@ -42,6 +46,54 @@ def test_a_table_too_narrow_for_the_candidates_is_refused():
     table = latency.LatencyTable("CPU:0", "float32", {8: 1.0, 9: 1.0})
     with pytest.raises(ValueError, match="twice the largest candidate"):
         table.multiple(candidates=(16,))
+
+
+def test_time_calls_times_each_call_on_the_clock():
+    ticks = iter([0.0, 1.0, 1.0, 3.0, 3.0, 6.0])
+    calls = []
+    seconds = latency.time_calls(lambda: calls.append(len(calls)), 3,
+                                 clock=lambda: next(ticks))
+    assert seconds == [1.0, 2.0, 3.0] and calls == [0, 1, 2]
+    assert latency.time_calls(lambda: None, 0) == []
+
+
+def test_round_robin_reverses_every_other_round_and_reports_each():
+    calls, said = [], []
+    runners = {k: (lambda k=k: calls.append(k) or [float(len(calls))])
+               for k in "abc"}
+    ticks = itertools.count(0.0, 2.0)  # each round: one reading, 2 s later
+    times = latency.round_robin(runners, rounds=3,
+                                progress=lambda r, s: said.append((r, s)),
+                                clock=lambda: next(ticks))
+    assert calls == list("abccbaabc")
+    # In call order: a ran 1st, 6th and 7th; c 3rd, 4th and 9th.
+    assert times == {"a": [1.0, 6.0, 7.0], "b": [2.0, 5.0, 8.0],
+                     "c": [3.0, 4.0, 9.0]}
+    assert said == [(1, 2.0), (2, 2.0), (3, 2.0)]
+    # A runner returns any number of seconds per round: all are kept.
+    assert latency.round_robin({"x": lambda: [0.1, 0.2]}, 2) == {
+        "x": [0.1, 0.2, 0.1, 0.2]}
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="round_robin: rounds must be "
+                                             "an integer >= 1"):
+            latency.round_robin(runners, rounds=bad)
+
+
+def test_the_table_is_timed_in_round_robin_rounds(monkeypatch):
+    """`latency_table` times its widths with `round_robin`: every width
+    once per round, two warm calls each before."""
+    seen = {}
+
+    def recorded(runners, rounds, progress=None, clock=None):
+        seen["keys"], seen["rounds"] = list(runners), rounds
+        return {key: [float(key + 1)] * rounds for key in runners}
+
+    monkeypatch.setattr(latency, "round_robin", recorded)
+    seconds = latency._median_seconds(
+        [(latency._conv_step, (tf.ones((1, 4, 4, c)),
+                               tf.ones((3, 3, c, c)))) for c in (1, 2)],
+        rounds=4)
+    assert seen == {"keys": [0, 1], "rounds": 4} and seconds == [1.0, 2.0]
 
 
 def test_measured_once_per_process_on_this_device():

@@ -1,20 +1,13 @@
-"""tools/pretrained.py's plan and report: which runs a sweep makes, and how
-PruneTrain is paired with each alternative (equal epochs, equal time)."""
+"""tools/pretrained.py's plan, runs and report: which runs a sweep makes,
+what each trains, how its file resumes, and how PruneTrain is paired with
+each alternative (equal epochs, equal time)."""
 
 import json
-import os
-import sys
 
 import pytest
-from absl import flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-
-import pretrained  # noqa: E402  (tools/pretrained.py)
-
-if not flags.FLAGS.is_parsed():
-    flags.FLAGS(["pretrained_tool_test"])
-assert flags.FLAGS.regime == "compress"  # labels say N= (the default)
+from tools import pretrained
+from tools import results
 
 
 def _run(seed, method, accuracy, seconds, target=None, grid=1, epochs=None,
@@ -123,7 +116,62 @@ def test_fine_tunes_are_the_regimes():
             transfer.freeze_epochs) == (pretrained.TARGET_CLASSES, 500, True,
                                         4)
     assert transfer.subset_seed is None  # each seed its own 500 images
-    scratch = pretrained.from_scratch(transfer, "transfer", 40)
+    scratch = pretrained.from_scratch(transfer, "transfer", "resnet20", 40)
     assert scratch.pretrained is None and scratch.freeze_epochs == 0
     assert scratch.learning_rate == 0.1 and scratch.lr_decay_epochs == (20,
                                                                         30)
+
+
+def test_what_each_task_trains_and_what_it_waits_for(tmp_path):
+    study = pretrained.Study("compress", "resnet20", str(tmp_path))
+    final = json.dumps({"config": {"trainable": False}})
+    finals, first = {(0, 0.25, 1): final}, (0, 1)
+    # Sources first: the dense source trains now, into its cache folder.
+    source, widths = study.args((None, "source", None, None, None), finals,
+                                first)
+    assert widths is None and source.log_dir == str(
+        tmp_path / "compress_resnet20_dense")
+    # Nothing else starts before the dense source is cached.
+    assert study.args((0, "dense", None, 1, None), finals, first) is None
+    path = tmp_path / "compress_resnet20_dense" / "model.keras"
+    path.parent.mkdir()
+    path.write_text("")
+    dense, _ = study.args((0, "dense", None, 1, None), finals, first)
+    assert dense.pretrained == str(path) and dense.seed == 0
+    assert not dense.prunetrain and not dense.freeze_batchnorm
+    pruned, _ = study.args((0, "prunetrain", 0.25, 1, None), finals, first)
+    assert (pruned.prunetrain, pruned.flops_target, pruned.strength,
+            pruned.proximal, pruned.scales) == (True, 0.25, 0.02, True, True)
+    frozen, _ = study.args((0, "prunetrain_frozen_bn", 0.25, 1, None),
+                           finals, first)
+    assert frozen.freeze_batchnorm and frozen.prunetrain
+    cut, _ = study.args((0, "prune_first", 0.25, 1, None), finals, first)
+    assert cut.prune_first and cut.flops_target == 0.25
+    # A thin run trains its PruneTrain run's widths, whole, from scratch;
+    # seed 1's PruneTrain run is not done: it waits.
+    thin, architecture = study.args((0, "thin", 0.25, None, 8), finals,
+                                    first)
+    assert thin.pretrained is None and thin.epochs == 8
+    assert architecture == pretrained.trainable_json(final)
+    assert study.args((1, "thin", 0.25, None, 8), finals, first) is None
+    # What the file holds is not run again: its runs, and cached sources.
+    result = study.fresh()
+    result["runs"].append({"seed": 0, "method": "dense", "target": None,
+                           "grid": 1, "epochs": None})
+    result["sources"] = {"dense": {}, "thin 0.25": {}}
+    assert study.held(result) == {(0, "dense", None, 1, None),
+                                  (None, "source", None, None, None)}
+
+
+def test_a_sweep_file_resumes_and_refuses_another_regime(tmp_path):
+    path = str(tmp_path / "sweep.json")
+    compress = pretrained.Study("compress", sources=str(tmp_path))
+    assert pretrained.load_state(path, compress)["runs"] == []
+    state = compress.fresh()
+    state["runs"] = [{"seed": 0, "method": "dense"}]
+    results.write(state, path)
+    assert pretrained.load_state(path, compress)["runs"] == state["runs"]
+    with pytest.raises(ValueError, match="--regime='compress' there, "
+                       "'transfer' now"):
+        pretrained.load_state(path, pretrained.Study(
+            "transfer", sources=str(tmp_path)))

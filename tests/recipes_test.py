@@ -13,14 +13,13 @@ import keras
 import tensorflow as tf
 
 import data_files
+import tf_prunetrain
+from recipes import common
+from recipes.timeline import Timeline, architecture_key, lasso_kind
+from tf_prunetrain.models import resnet_cifar
 
-RECIPES = os.path.join(os.path.dirname(__file__), "..", "recipes")
-sys.path.insert(0, RECIPES)
-
-import common  # noqa: E402  (recipes/common.py)
-import tf_prunetrain  # noqa: E402
-from timeline import Timeline, architecture_key, lasso_kind  # noqa: E402
-from tf_prunetrain.models import resnet_cifar  # noqa: E402
+# The recipes run as modules of the `recipes` package, from the root.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # round_to=1: the tiny widths (4/8/16) are not multiples of the default 8.
 TINY = dict(epochs=2, interval=1, steps_per_epoch=3, eval_steps=3, batch_size=16,
@@ -89,8 +88,7 @@ def test_recipe_killed_after_an_epoch_resumes_bit_for_bit(tmp_path, mode):
     of epoch 1, then `--resume`d, ends with the uninterrupted run's
     weights and optimizer state, bit for bit."""
     pytest.importorskip("sklearn", reason="digits need the [data] extra")
-    sys.path.insert(0, os.path.join(RECIPES, "..", "tools"))
-    import resume_check  # tools/resume_check.py
+    from tools import resume_check
 
     flags = ["--model=resnet20", "--width_multiplier=0.25", "--data=digits",
              "--epochs=3", "--round_to=1", "--batch_size=64",
@@ -348,13 +346,13 @@ def test_bad_flags_are_named():
 
 def test_command_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, os.path.join(RECIPES, "cifar.py"), "--data=synthetic",
+        [sys.executable, "-m", "recipes.cifar", "--data=synthetic",
          "--model=resnet20", "--width_multiplier=0.25", "--epochs=1",
          "--steps_per_epoch=2", "--synthetic_size=32", "--batch_size=8",
          "--verbose=0", f"--log_dir={tmp_path}", "--proximal", "--scales",
          "--strength=0.5", "--penalty_epochs=1", "--round_to=4",
          "--threshold=1.0"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in
               open(tmp_path / "prunetrain.jsonl")]
@@ -378,8 +376,8 @@ def test_command_line(tmp_path):
             "params", "train_flops_saved"} <= set(written)
     assert set(written.values()) == {1}  # --epochs=1
     help_text = subprocess.run(
-        [sys.executable, os.path.join(RECIPES, "imagenet.py"), "--helpfull"],
-        capture_output=True, text=True, timeout=300).stdout
+        [sys.executable, "-m", "recipes.imagenet", "--helpfull"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
     assert "--dynamic_batch" in help_text and "'resnet50'" in help_text
 
 

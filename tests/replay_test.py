@@ -1,26 +1,22 @@
 """Replayed training time: the timeline a run records (recipes/timeline.py),
-the replay's clock and arithmetic (tools/replay.py) and the paired verdicts
-(tools/verdicts.py)."""
+the replay's clock and arithmetic (tools/replay.py), re-timing a sweep's
+results (tools/retime.py) and the paired verdicts (tools/verdicts.py)."""
 
 import itertools
 import json
-import os
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "recipes"))
-
-import replay  # noqa: E402  (tools/replay.py)
-import summary  # noqa: E402  (tools/summary.py)
-import timeline as timeline_lib  # noqa: E402  (recipes/timeline.py)
-import verdicts  # noqa: E402  (tools/verdicts.py)
-import tf_prunetrain  # noqa: E402
-from tf_prunetrain.models import resnet_cifar  # noqa: E402
+import tf_prunetrain
+from recipes import timeline as timeline_lib
+from tf_prunetrain.models import resnet_cifar
+from tools import replay
+from tools import retime
+from tools import summary
+from tools import verdicts
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -119,14 +115,57 @@ def test_time_models_on_a_fake_clock_prices_timelines_exactly():
     assert replay.replayed_seconds(segments, seconds, 1.5) == 26.5
 
 
-def test_round_robin_reverses_every_other_round_and_checks_rounds():
-    calls = []
-    runners = {k: (lambda k=k: calls.append(k) or [1.0]) for k in "abc"}
-    times = replay.round_robin(runners, rounds=3)
-    assert calls == list("abccbaabc")
-    assert times == {k: [1.0] * 3 for k in "abc"}
-    with pytest.raises(ValueError, match="rounds must be >= 1"):
-        replay.round_robin(runners, rounds=0)
+class _Fake:
+    """A model whose `fit` records its name and ends every step at once."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def fit(self, data, epochs, steps_per_epoch, verbose, shuffle,
+            callbacks=()):
+        self.log.append(self.name)
+        for callback in callbacks:
+            callback.on_train_begin()
+            for batch in range(steps_per_epoch):
+                callback.on_train_batch_end(batch)
+
+
+def test_time_models_runs_in_alternating_rounds_and_checks_them():
+    """The replay's rounds are `latency.round_robin`'s: after one tracing
+    pass, the order reverses every other round."""
+    log, lines, ticks = [], [], itertools.count(0.0, 0.5)
+    models = {name: _Fake(name, log) for name in "ab"}
+    seconds = replay.time_models(models, lambda: None, rounds=3, steps=2,
+                                 warmup=1, clock=lambda: next(ticks),
+                                 progress=lines.append)
+    assert log == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]
+    assert seconds == {"a": 0.5, "b": 0.5}
+    assert [line.split(":")[0] for line in lines] == [
+        "replay round 1/3", "replay round 2/3", "replay round 3/3"]
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1"):
+        replay.time_models(models, lambda: None, rounds=0)
+
+
+def test_retime_prices_against_dense_and_combines_replays():
+    runs = [{"method": "prunetrain", "timeline": [
+                {"architecture": "d", "lasso": "proximal", "steps": 40},
+                {"architecture": "p", "lasso": "", "steps": 60}]},
+            {"method": "dense", "timeline": [
+                {"architecture": "d", "lasso": "", "steps": 100}]}]
+    result = {"runs": runs}
+    assert retime.reference(result) == "d"  # dense's, though not first
+    first = {"machine": {}, "rounds": 1, "steps": 1, "warmup": 1,
+             "date": "today", "seconds": 2.0,
+             "step_seconds": {"d": 0.2, "d:proximal": 0.3, "p": 0.1}}
+    second = dict(first, seconds=3.0,  # a machine twice as slow
+                  step_seconds={"d": 0.4, "d:proximal": 0.6, "p": 0.2})
+    retime.add_replay(result, first)
+    retime.add_replay(result, second)
+    combined = result["replay"]
+    assert combined["replays"] == 2 and combined["seconds"] == 5.0
+    # Ratios to dense agree (1.5, 0.5), priced at dense's median: 0.3 s.
+    assert combined["step_seconds"] == pytest.approx(
+        {"d": 0.3, "d:proximal": 0.45, "p": 0.15})
 
 
 def _run(seed, method, setting, accuracy, segments, one_off=0.0,

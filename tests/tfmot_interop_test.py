@@ -12,15 +12,13 @@ import keras
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-
-import model_zoo  # noqa: E402
-import pruning_testing as pt  # noqa: E402
-import tf_prunetrain  # noqa: E402
-from tf_prunetrain import demo, handlers  # noqa: E402
-from tf_prunetrain.models import resnet_cifar  # noqa: E402
-import tfmot_paths  # noqa: E402  (tools/tfmot_paths.py)
-from tf_prunetrain import tfmot_interop  # noqa: E402
+import model_zoo
+import pruning_testing as pt
+import tf_prunetrain
+from tf_prunetrain import demo, handlers
+from tf_prunetrain import tfmot_interop
+from tf_prunetrain.models import resnet_cifar
+from tools import tfmot_paths
 
 TOL = 1e-5
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

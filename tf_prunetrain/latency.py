@@ -8,18 +8,24 @@ the channel counts a pruning leaves decide its speed, not only its FLOPs.
 
 `latency_table()` measures it: the training step (forward, input and kernel
 gradients) of a 3×3 convolution with `c` input and `c` output channels, for
-every `c` in a range, timed in alternating rounds (machine drift hits every
-width alike), once per process and device. `channel_multiple()` reads the
-table: the largest multiple `m` whose round-up costs no more time than the
-best candidate's — the geometric mean, over the measured widths `c`, of
-`time(round_up(c, m)) / time(c)` within `tolerance` of the smallest — in
-the spirit of HALP's latency look-up table.
+every `c` in a range, timed in alternating rounds (`round_robin`: machine
+drift hits every width alike), once per process and device.
+`channel_multiple()` reads the table: the largest multiple `m` whose
+round-up costs no more time than the best candidate's — the geometric
+mean, over the measured widths `c`, of `time(round_up(c, m)) / time(c)`
+within `tolerance` of the smallest — in the spirit of HALP's latency
+look-up table.
 
 Measuring is an explicit call: pass its result to `Reconfigure(round_to=
 ...)` yourself (the same value on every replica). The default, 8, is fixed
 so that the same run gives the same widths everywhere; README, "Channel
-multiples", has the measurements behind it. `python tools/step_time.py`
+multiples", has the measurements behind it. `python -m tools.step_time`
 prints this device's table and choice.
+
+`time_calls` and `round_robin` are the timing primitive of this table and
+of the repository's tools (the replay of `tools/replay.py`, the benchmarks'
+group-lasso overhead): seconds of consecutive calls, and callables run in
+rounds whose order reverses every other round.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence, TypeVar
 
 import keras
 import numpy as np
@@ -38,6 +44,56 @@ from tf_prunetrain import _checks
 CANDIDATES = (1, 2, 4, 8, 16, 32)
 TOLERANCE = 0.03  # timing noise a "free" round-up may show
 _TABLES: dict[tuple, "LatencyTable"] = {}
+Key = TypeVar("Key", bound=Hashable)
+
+
+def time_calls(call: Callable[[], Any], times: int,
+               clock: Callable[[], float] = time.perf_counter
+               ) -> list[float]:
+    """Seconds of each of `times` consecutive calls of `call` (which must
+    wait for its work: return numpy values, not pending tensors). `clock`
+    is injectable (seconds, monotonic).
+
+    >>> ticks = iter([0.0, 0.5, 0.5, 1.5])
+    >>> time_calls(lambda: None, 2, clock=lambda: next(ticks))
+    [0.5, 1.0]
+    """
+    seconds = []
+    for _ in range(times):
+        start = clock()
+        call()
+        seconds.append(clock() - start)
+    return seconds
+
+
+def round_robin(runners: Mapping[Key, Callable[[], Sequence[float]]],
+                rounds: int,
+                progress: Callable[[int, float], None] | None = None,
+                clock: Callable[[], float] = time.perf_counter
+                ) -> dict[Key, list[float]]:
+    """Calls every runner once per round, the order reversed every other
+    round (a drift within a round then favours no one: A B, B A, A B, ...),
+    and collects the seconds each returns, in order. `progress(r, s)` hears
+    after round `r` (1-based) that it took `s` seconds.
+
+    >>> calls = []
+    >>> def runner(name):
+    ...     return lambda: calls.append(name) or [float(len(calls))]
+    >>> round_robin({"a": runner("a"), "b": runner("b")}, rounds=2)
+    {'a': [1.0, 4.0], 'b': [2.0, 3.0]}
+    >>> calls
+    ['a', 'b', 'b', 'a']
+    """
+    _checks.positive_int(rounds, "rounds", "round_robin")
+    times: dict[Key, list[float]] = {key: [] for key in runners}
+    order = list(runners)
+    for r in range(rounds):
+        start = clock()
+        for key in (order if r % 2 == 0 else reversed(order)):
+            times[key].extend(runners[key]())
+        if progress:
+            progress(r + 1, clock() - start)
+    return times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,20 +155,17 @@ def _conv_step(x: tf.Tensor, kernel: tf.Tensor) -> list[tf.Tensor]:
 
 
 def _median_seconds(steps: list[tuple], rounds: int) -> list[float]:
-    """Median seconds of each (tf.function, args) over alternating rounds
-    (after a trace and a warm call each)."""
-    def run(step, args) -> float:
-        start = time.perf_counter()
-        _ = [g.numpy() for g in step(*args)]  # .numpy() waits for it
-        return time.perf_counter() - start
+    """Median seconds of each (tf.function, args) over `round_robin`
+    rounds of one call each (after a trace and a warm call each)."""
+    def call(step: Callable, args: tuple) -> Callable[[], Any]:
+        return lambda: [g.numpy() for g in step(*args)]  # waits for it
 
-    for step, args in steps:
-        run(step, args), run(step, args)
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(rounds):  # alternating: drift hits every step alike
-        for i, (step, args) in enumerate(steps):
-            times[i].append(run(step, args))
-    return [statistics.median(t) for t in times]
+    calls = [call(step, args) for step, args in steps]
+    for run in calls:
+        time_calls(run, 2)
+    times = round_robin({i: (lambda run=run: time_calls(run, 1))
+                         for i, run in enumerate(calls)}, rounds)
+    return [statistics.median(times[i]) for i in range(len(calls))]
 
 
 def _round_up(c: int, multiple: int) -> int:

@@ -6,66 +6,50 @@ one synthetic batch, alternating the two models round by round (ABBA order) so
 that machine drift hits both alike. Reports each model's median step time and
 their ratio.
 
-Example (about 1-2 minutes on 2 CPU cores):
+Example (about 1-2 minutes on 2 CPU cores; from the repository root):
 
-    PYTHONPATH=. python tools/bench_group_lasso.py --rounds=10 --steps=10
-    PYTHONPATH=. python tools/bench_group_lasso.py --depth=20 --json=-
+    python -m tools.bench_group_lasso --rounds=10 --steps=10
+    python -m tools.bench_group_lasso --depth=20 --json=-
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import sys
-import time
 from typing import Any
 
 from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-try:
-    import tf_prunetrain  # noqa: F401
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_prunetrain  # noqa: E402
+from tf_prunetrain import latency  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
+from tools import replay  # noqa: E402
+from tools import results  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
-flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
-flags.DEFINE_integer("image_size", 32, "Input height and width.")
-flags.DEFINE_integer("num_classes", 10, "Number of classes.")
-flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
-flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
-flags.DEFINE_float("epsilon", 1e-8, "GroupLasso epsilon.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps per model after tracing.")
-flags.DEFINE_integer("rounds", 10, "Alternation rounds (each times both models).")
-flags.DEFINE_integer("steps", 10, "Timed steps per model per round.")
-flags.DEFINE_integer("seed", 0, "Seed for weights and synthetic data.")
-flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
 
 
-def _compile(model: keras.Model) -> None:
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-
-
-def _time_steps(model: keras.Model, x: tf.Tensor, y: tf.Tensor, steps: int) -> list[float]:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)  # returns numpy logs: waits for the step
-        times.append(time.perf_counter() - start)
-    return times
+def define_flags() -> None:
+    """The command line (defined here, not at import: importing this module
+    beside other tools defines no flag)."""
+    flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
+    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
+    flags.DEFINE_integer("image_size", 32, "Input height and width.")
+    flags.DEFINE_integer("num_classes", 10, "Number of classes.")
+    flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
+    flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
+    flags.DEFINE_float("epsilon", 1e-8, "GroupLasso epsilon.")
+    flags.DEFINE_integer("warmup", 5, "Untimed steps per model after tracing.")
+    flags.DEFINE_integer("rounds", 10, "Alternation rounds (each times both models).")
+    flags.DEFINE_integer("steps", 10, "Timed steps per model per round.")
+    flags.DEFINE_integer("seed", 0, "Seed for weights and synthetic data.")
+    flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
 
 
 def _time_penalty_only(model: keras.Model, repeats: int) -> float:
@@ -79,13 +63,8 @@ def _time_penalty_only(model: keras.Model, repeats: int) -> float:
         return total, tape.gradient(total, [v.value for v in kernels])
 
     penalty_and_grads()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        total, _ = penalty_and_grads()
-        float(total)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(latency.time_calls(
+        lambda: float(penalty_and_grads()[0]), repeats))
 
 
 def run_benchmark() -> dict[str, Any]:
@@ -123,20 +102,17 @@ def run_benchmark() -> dict[str, Any]:
 
     models = {"plain": plain, "group_lasso": grouped}
     for model in models.values():
-        _compile(model)
-        _time_steps(model, x, y, 1 + FLAGS.warmup)  # trace + warm up
+        replay.compile_sgd(model)
+        replay.batch_seconds(model, x, y, 1 + FLAGS.warmup)  # trace + warm up
 
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    round_ratios = []
-    for r in range(FLAGS.rounds):
-        order = list(models) if r % 2 == 0 else list(reversed(list(models)))
-        this_round = {}
-        for name in order:
-            this_round[name] = _time_steps(models[name], x, y, FLAGS.steps)
-            samples[name].extend(this_round[name])
-        round_ratios.append(
-            statistics.median(this_round["group_lasso"]) / statistics.median(this_round["plain"])
-        )
+    samples = latency.round_robin(
+        {name: (lambda m=model: replay.batch_seconds(m, x, y, FLAGS.steps))
+         for name, model in models.items()}, FLAGS.rounds)
+    steps = FLAGS.steps  # each round's steps, in order
+    round_ratios = [
+        statistics.median(samples["group_lasso"][r * steps:(r + 1) * steps])
+        / statistics.median(samples["plain"][r * steps:(r + 1) * steps])
+        for r in range(FLAGS.rounds)]
 
     medians = {name: statistics.median(t) for name, t in samples.items()}
     return {
@@ -188,14 +164,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     result = run_benchmark()
     _print_table(result)
-    if FLAGS.json:
-        text = json.dumps(result, indent=2)
-        if FLAGS.json == "-":
-            print(text)
-        else:
-            with open(FLAGS.json, "w") as f:
-                f.write(text + "\n")
+    results.write(result, FLAGS.json, indent=2)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

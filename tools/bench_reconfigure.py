@@ -27,32 +27,25 @@ repeats' timed steps. The first repeat's reconfiguration also pays one-time
 Python/TensorFlow warm-up, as the first reconfiguration of a real run does:
 see `reconfigure_s_all`.
 
-Example (about 2-3 minutes on 2 CPU cores):
+Example (about 2-3 minutes on 2 CPU cores; from the repository root):
 
-    PYTHONPATH=. python tools/bench_reconfigure.py --repeats=3 --steps=10
-    PYTHONPATH=. python tools/bench_reconfigure.py --fraction=0.3 --json=-
-    PYTHONPATH=. python tools/bench_reconfigure.py --nograppler  # re-trace without graph optimizations
+    python -m tools.bench_reconfigure --repeats=3 --steps=10
+    python -m tools.bench_reconfigure --fraction=0.3 --json=-
+    python -m tools.bench_reconfigure --nograppler  # re-trace without graph optimizations
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import statistics
-import sys
 import time
 from typing import Any, Callable, Iterator
 
 from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-try:
-    import tf_prunetrain  # noqa: F401
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -61,27 +54,34 @@ import tensorflow as tf  # noqa: E402
 import tf_prunetrain  # noqa: E402
 from tf_prunetrain import coupling, inplace, planning  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
+from tools import replay  # noqa: E402
+from tools import results  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
-flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
-flags.DEFINE_integer("image_size", 32, "Input height and width.")
-flags.DEFINE_integer("num_classes", 10, "Number of classes.")
-flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
-flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
-flags.DEFINE_float("fraction", 0.5, "Fraction of prunable channel groups zeroed.")
-flags.DEFINE_float("threshold", 1e-4, "Reconfigure deadness threshold.")
-flags.DEFINE_integer("round_to", 1, "Reconfigure round_to.")
-flags.DEFINE_integer("min_channels", 1, "Reconfigure min_channels.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps after tracing (dense and pruned).")
-flags.DEFINE_integer("steps", 10, "Timed steps per model per repeat.")
-flags.DEFINE_integer("repeats", 3, "Fresh models; reconfiguration figures are medians.")
-flags.DEFINE_integer("interval_epochs", 10, "Epochs per reconfiguration interval.")
-flags.DEFINE_integer("steps_per_epoch", 390, "Steps per epoch (CIFAR, batch 128).")
-flags.DEFINE_integer("seed", 0, "Seed for weights, data and the zeroed groups.")
-flags.DEFINE_boolean("grappler", True, "TensorFlow's graph optimizations "
-                     "(--nograppler: how much of a re-trace they take).")
-flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
+
+
+def define_flags() -> None:
+    """The command line (defined here, not at import: importing this module
+    beside other tools defines no flag)."""
+    flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
+    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
+    flags.DEFINE_integer("image_size", 32, "Input height and width.")
+    flags.DEFINE_integer("num_classes", 10, "Number of classes.")
+    flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
+    flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
+    flags.DEFINE_float("fraction", 0.5, "Fraction of prunable channel groups zeroed.")
+    flags.DEFINE_float("threshold", 1e-4, "Reconfigure deadness threshold.")
+    flags.DEFINE_integer("round_to", 1, "Reconfigure round_to.")
+    flags.DEFINE_integer("min_channels", 1, "Reconfigure min_channels.")
+    flags.DEFINE_integer("warmup", 3, "Untimed steps after tracing (dense and pruned).")
+    flags.DEFINE_integer("steps", 10, "Timed steps per model per repeat.")
+    flags.DEFINE_integer("repeats", 3, "Fresh models; reconfiguration figures are medians.")
+    flags.DEFINE_integer("interval_epochs", 10, "Epochs per reconfiguration interval.")
+    flags.DEFINE_integer("steps_per_epoch", 390, "Steps per epoch (CIFAR, batch 128).")
+    flags.DEFINE_integer("seed", 0, "Seed for weights, data and the zeroed groups.")
+    flags.DEFINE_boolean("grappler", True, "TensorFlow's graph optimizations "
+                         "(--nograppler: how much of a re-trace they take).")
+    flags.DEFINE_string("json", None, "Also write results as JSON to this path ('-' = stdout).")
 
 # Library functions timed inside one reconfiguration: (module, attribute).
 # The schedule and `Reconfigure.reconfigure` call them through their
@@ -123,22 +123,6 @@ def _timed_phases(totals: dict[str, float]) -> Iterator[None]:
             setattr(module, attr, fn)
 
 
-def _compile(model: keras.Model) -> None:
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-
-
-def _time_steps(model: keras.Model, x: tf.Tensor, y: tf.Tensor, steps: int) -> list[float]:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)  # returns numpy logs: waits for the step
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def _zero_random_groups(model: keras.Model, fraction: float, seed: int) -> tuple[int, int]:
     """Zeroes every coupled kernel slice of a random `fraction` of the
     prunable channel groups (as tests/pruning_testing.zero_random_groups)."""
@@ -165,10 +149,10 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
         ),
         FLAGS.strength,
     )
-    _compile(model)
-    first_dense = _time_steps(model, x, y, 1)[0]  # includes tracing
-    _time_steps(model, x, y, FLAGS.warmup)
-    dense = _time_steps(model, x, y, FLAGS.steps)
+    replay.compile_sgd(model)
+    first_dense = replay.batch_seconds(model, x, y, 1)[0]  # includes tracing
+    replay.batch_seconds(model, x, y, FLAGS.warmup)
+    dense = replay.batch_seconds(model, x, y, FLAGS.steps)
 
     zeroed, groups = _zero_random_groups(model, FLAGS.fraction, seed)
 
@@ -189,9 +173,9 @@ def _one_repeat(seed: int, x: tf.Tensor, y: tf.Tensor) -> dict[str, Any]:
         decision = cb.schedule.decide(FLAGS.interval_epochs, cb.context())
         done = cb.reconfigure(FLAGS.interval_epochs, decision.plan)
         reconfigure_s = time.perf_counter() - start
-    first_pruned = _time_steps(model, x, y, 1)[0]  # re-tracing shows up here
-    _time_steps(model, x, y, FLAGS.warmup)
-    pruned = _time_steps(model, x, y, FLAGS.steps)
+    first_pruned = replay.batch_seconds(model, x, y, 1)[0]  # re-tracing shows up here
+    replay.batch_seconds(model, x, y, FLAGS.warmup)
+    pruned = replay.batch_seconds(model, x, y, FLAGS.steps)
     trace_s = _python_trace_seconds(model, x, y)
     if not done.changes or done.params_after >= done.params_before:
         raise RuntimeError(f"reconfiguration removed nothing: {done}")
@@ -336,14 +320,9 @@ def main(argv: list[str]) -> None:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     result = run_benchmark()
     _print_table(result)
-    if FLAGS.json:
-        text = json.dumps(result, indent=2)
-        if FLAGS.json == "-":
-            print(text)
-        else:
-            with open(FLAGS.json, "w") as f:
-                f.write(text + "\n")
+    results.write(result, FLAGS.json, indent=2)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -41,17 +41,21 @@ Methods, per seed and grid value (`--targets` t for the pruned ones):
   the fine-tune (the Keras guide's choice for small data).
 
 Every run records its timeline, and the replay (`tools/replay.py`, via
-`tools/benchmark.py`) prices each architecture's train step, frozen
+`tools/retime.py`) prices each architecture's train step, frozen
 phases included (a frozen backbone's step is its own replay item). The
 report gives per setting mean top-1, replayed time as a ratio to the
 source's training, and paired 95 % intervals over seeds
 (`tools/verdicts.py`) against `dense`, `prune_first` and `thin` at equal
 epochs and at equal time, and which settings are on the replayed Pareto
-front of top-1 vs time. The `--json` file is the sweep's state: a rerun goes on from it.
+front of top-1 vs time. The `--json` file is the sweep's state
+(`tools/sweep.py`, `tools/results.py`): a rerun goes on from it. The sweep
+flags (`--json`, `--seeds`, `--targets`, `--jobs`, `--run_threads`,
+`--replay*`) are those of `tools.benchmark` (`tools.sweep.define_flags`).
+From the repository root:
 
-    python tools/pretrained.py --regime=transfer --json=tools/results/transfer_resnet20.json --jobs=2
-    python tools/pretrained.py --regime=compress --grid=1,2 --seeds=0 --json=/tmp/c.json  # quick
-    python tools/pretrained.py --regime=compress --replay=c.json --json=c.json          # re-time
+    python -m tools.pretrained --regime=transfer --json=tools/results/transfer_resnet20.json --jobs=2
+    python -m tools.pretrained --regime=compress --grid=1,2 --seeds=0 --json=/tmp/c.json  # quick
+    python -m tools.pretrained --regime=compress --replay=c.json --json=c.json          # re-time
 """
 
 from __future__ import annotations
@@ -60,43 +64,23 @@ import dataclasses
 import json
 import math
 import os
-import sys
-import time
 from typing import Any, Sequence
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "recipes"))
+import numpy as np
+from absl import app
+from absl import flags
 
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from recipes import common
+from tools import replay as replay_lib
+from tools import results as results_lib
+from tools import retime
+from tools import runs as runs_lib
+from tools import summary
+from tools import sweep
+from tools import verdicts
 
-import benchmark  # noqa: E402  (tools/benchmark.py: its sweep flags too)
-import common  # noqa: E402  (recipes/common.py)
-import replay as replay_lib  # noqa: E402  (tools/replay.py)
-import summary  # noqa: E402  (tools/summary.py)
-import sweep  # noqa: E402  (tools/sweep.py)
-import verdicts  # noqa: E402  (tools/verdicts.py)
-
-_REGIME = flags.DEFINE_enum("regime", "compress", ["compress", "transfer"],
-                            "Which regime (module docstring).")
-_NETWORK = flags.DEFINE_enum("network", "resnet20",
-                             ["resnet20", "mobilenetv2"],
-                             "The network (mobilenetv2: keras.applications, "
-                             "alpha 1, images resized to 32x32).")
-_GRID = flags.DEFINE_list("grid", None, "compress: fine-tune passes N "
-                          "(default 1,2,4,8); transfer: target training "
-                          "images (default 100,500,2000).")
-_FROZEN_BATCHNORM = flags.DEFINE_boolean(
-    "frozen_batchnorm", False, "Also run `dense` and `prunetrain` with "
-    "BatchNorm frozen in the fine-tune (--freeze_batchnorm: the Keras "
-    "guide's choice for small data), as `*_frozen_bn`.")
-_SOURCES = flags.DEFINE_string(
-    "sources", os.path.join(os.path.expanduser("~"), ".cache",
-                            "tf_prunetrain", "sources"),
-    "Where source models are cached. A source is trained when the --json "
-    "file holds none (the same command retrains the same weights: one "
-    "thread, one seed).")
+SOURCES = os.path.join(os.path.expanduser("~"), ".cache", "tf_prunetrain",
+                       "sources")
 
 # The steps of one quarter of a pass over 10,000 examples at batch 128.
 QUARTER = math.ceil(math.ceil(10_000 / 128) / 4)
@@ -132,7 +116,7 @@ def _network(name: str) -> dict[str, Any]:
 
 def source_config(regime: str, network: str) -> common.Config:
     """How a source model is trained: 8 epochs at the workload's rate (a
-    thin source: the same, its JSON given to `benchmark.train`)."""
+    thin source: the same, its JSON given to `runs.train`)."""
     rate = 0.02 if network == "mobilenetv2" else 0.1
     data = dict(train_size=10_000, subset_seed=0) if regime == "compress" \
         else dict(classes=SOURCE_CLASSES)
@@ -159,15 +143,15 @@ def fine_tune(regime: str, network: str, grid: int, source: str
         learning_rate=0.01, lr_decay_epochs=(8, 12))
 
 
-def from_scratch(base: common.Config, regime: str, epochs: int
-                 ) -> common.Config:
+def from_scratch(base: common.Config, regime: str, network: str,
+                 epochs: int) -> common.Config:
     """A network trained from fresh weights on `base`'s data (its JSON
-    given to `benchmark.train`) for `epochs` whole passes, at the source's
+    given to `runs.train`) for `epochs` whole passes, at the source's
     rate and step decay."""
     return dataclasses.replace(
         base, pretrained=None, new_head=False, freeze_epochs=0,
         epochs=epochs, steps_per_epoch=None, prunetrain=False,
-        learning_rate=source_config(regime, _NETWORK.value).learning_rate,
+        learning_rate=source_config(regime, network).learning_rate,
         lr_decay_epochs=(max(1, epochs // 2), max(1, 3 * epochs // 4)))
 
 
@@ -182,12 +166,6 @@ def trainable_json(text: str) -> str:
             return [thaw(v) for v in node]
         return node
     return json.dumps(thaw(json.loads(text)))
-
-
-def source_path(key: str) -> str:
-    """The cached source model of `key` ("dense", or "thin t")."""
-    name = f"{_REGIME.value}_{_NETWORK.value}_{key.replace(' ', '_')}"
-    return os.path.join(_SOURCES.value, name, common.MODEL_FILE)
 
 
 # A task: (seed, method, target, grid value, epochs); sources have seed
@@ -229,12 +207,18 @@ def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
     return tasks
 
 
-def label(task: Task) -> str:
-    """'prunetrain 0.25 N=2'-like name of a task's setting."""
+def label(task: Task, regime: str) -> str:
+    """'prunetrain 0.25 N=2'-like name of a task's setting.
+
+    >>> label((0, "prunetrain", 0.25, 2, None), "compress")
+    'prunetrain 0.25 N=2'
+    >>> label((0, "thin", 0.25, 500, 40), "transfer")
+    'thin 0.25 n=500 E=40'
+    """
     _, method, target, grid, epochs = task
     name = method + (f" {target:g}" if target is not None else "")
     if grid is not None:
-        name += f" {'N' if _REGIME.value == 'compress' else 'n'}={grid}"
+        name += f" {'N' if regime == 'compress' else 'n'}={grid}"
     return name + (f" E={epochs}" if epochs is not None else "")
 
 
@@ -243,63 +227,85 @@ def _key(record: dict[str, Any]) -> Task:
             record["grid"], record["epochs"])
 
 
-def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
-               threads: int, path: str | None) -> None:
-    """Runs the tasks `result` lacks, `jobs` at a time, writing `path`
-    after each (sources first: the rest start from them)."""
-    regime, network = _REGIME.value, _NETWORK.value
-    held = {_key(r) for r in result["runs"]} | {
-        (None, "source", None if key == "dense" else float(key.split()[1]),
-         None, None) for key in result["sources"]
-        if os.path.exists(source_path(key))}
-    todo = [t for t in tasks if t not in held]
-    if todo:
-        print(f"{len(todo)} runs to go ({len(held)} held), {jobs} at a time",
-              flush=True)
-    # PruneTrain's final models by (seed, target, grid): a thin run trains
-    # its own seed's and grid's (compress: the first grid value's), a thin
-    # source the first seed's at the first grid value.
-    finals: dict[tuple, str] = {
-        (r["seed"], r["target"], r["grid"]): r["final_model"]
-        for r in result["runs"] if r["method"] == "prunetrain"}
-    first_seed = min(t[0] for t in tasks if t[0] is not None)
-    first_grid = min(t[3] for t in tasks if t[3] is not None)
-    start, spent = time.perf_counter(), result["sweep_seconds"]
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One sweep's regime and network, and where its source models are
+    cached; what each task trains (`args`)."""
 
-    def prepare(task: Task) -> tuple | None:
+    regime: str = "compress"
+    network: str = "resnet20"
+    sources: str = SOURCES
+
+    def source_path(self, key: str) -> str:
+        """The cached source model of `key` ("dense", or "thin t").
+
+        >>> Study("transfer", sources="/cache").source_path("thin 0.25")
+        '/cache/transfer_resnet20_thin_0.25/model.keras'
+        """
+        name = f"{self.regime}_{self.network}_{key.replace(' ', '_')}"
+        return os.path.join(self.sources, name, common.MODEL_FILE)
+
+    def source_key(self, target: float | None) -> str:
+        """The source of the task ("dense", or "thin t" for `target`)."""
+        return "dense" if target is None else f"thin {target:g}"
+
+    def fresh(self) -> dict[str, Any]:
+        """The results of a sweep that has run nothing yet."""
+        return {"regime": self.regime, "network": self.network,
+                "config": results_lib.config_dict(fine_tune(
+                    self.regime, self.network, GRIDS[self.regime][0],
+                    self.source_path("dense"))),
+                "sources": {}, "runs": [], "architectures": {},
+                "sweep_seconds": 0.0}
+
+    def held(self, result: dict[str, Any]) -> set[Task]:
+        """The tasks `result` holds: its runs, and its sources whose model
+        is in the cache."""
+        return {_key(r) for r in result["runs"]} | {
+            (None, "source", None if key == "dense"
+             else float(key.split()[1]), None, None)
+            for key in result["sources"]
+            if os.path.exists(self.source_path(key))}
+
+    def source_args(self, target: float | None, widths: str | None
+                    ) -> tuple | None:
+        """`runs.train`'s arguments for a source (a thin one: of `widths`,
+        PruneTrain's final model JSON; None while it is missing)."""
+        config = dataclasses.replace(
+            source_config(self.regime, self.network),
+            log_dir=os.path.dirname(self.source_path(
+                self.source_key(target))))
+        if target is None:
+            return config, None
+        return None if widths is None else (config, trainable_json(widths))
+
+    def args(self, task: Task, finals: dict[tuple, str], first: tuple
+             ) -> tuple | None:
+        """`runs.train`'s arguments for a task, or None while it waits for
+        a source or a PruneTrain run (`finals`: their final model JSON by
+        (seed, target, grid); `first`: the first seed and grid value)."""
         seed, method, target, grid, epochs = task
         if method == "source":
-            if target is None:
-                config = source_config(regime, network)
-                return dataclasses.replace(config, log_dir=os.path.dirname(
-                    source_path("dense"))), None
-            widths = finals.get((first_seed, target, first_grid))
-            if widths is None:
-                return None  # a PruneTrain run gives its widths
-            config = source_config(regime, network)
-            return dataclasses.replace(config, log_dir=os.path.dirname(
-                source_path(f"thin {target:g}"))), trainable_json(widths)
-        if not os.path.exists(source_path("dense")):
+            return self.source_args(target, finals.get((first[0], target,
+                                                        first[1])))
+        dense = self.source_path("dense")
+        if not os.path.exists(dense):
             return None
         if method == "thin_source":
-            source = source_path(f"thin {target:g}")
-            if not os.path.exists(source):
-                return None
-            return dataclasses.replace(
-                fine_tune(regime, network, grid, source), seed=seed), None
+            source = self.source_path(self.source_key(target))
+            return None if not os.path.exists(source) else (
+                dataclasses.replace(fine_tune(self.regime, self.network,
+                                              grid, source), seed=seed), None)
         if method == "thin":
-            architecture = finals.get((seed, target, grid or first_grid))
-            if architecture is None:
-                return None
-            base = fine_tune(regime, network, grid or GRIDS[regime][0],
-                             source_path("dense"))
-            return dataclasses.replace(
-                from_scratch(base, regime, epochs),
-                seed=seed), trainable_json(architecture)
+            architecture = finals.get((seed, target, grid or first[1]))
+            base = fine_tune(self.regime, self.network,
+                             grid or GRIDS[self.regime][0], dense)
+            return None if architecture is None else (dataclasses.replace(
+                from_scratch(base, self.regime, self.network, epochs),
+                seed=seed), trainable_json(architecture))
         config = dataclasses.replace(
-            fine_tune(regime, network, grid, source_path("dense")), seed=seed)
-        if method.endswith("_frozen_bn"):
-            config = dataclasses.replace(config, freeze_batchnorm=True)
+            fine_tune(self.regime, self.network, grid, dense), seed=seed,
+            freeze_batchnorm=method.endswith("_frozen_bn"))
         if method.startswith("dense"):
             return config, None
         if method == "prune_first":  # cut at once, then no lasso
@@ -308,58 +314,55 @@ def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
                                        prune_first=True), None
         return dataclasses.replace(
             config, prunetrain=True, flops_target=target,
-            strength=_STRENGTH[network], **_LASSO), None
+            strength=_STRENGTH[self.network], **_LASSO), None
+
+
+def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
+               threads: int, path: str | None, study: Study) -> None:
+    """Runs the tasks `result` lacks, `jobs` at a time, writing `path`
+    after each (sources first: the rest start from them)."""
+    order = {task: i for i, task in enumerate(tasks)}
+    state = sweep.Sweep(result, path,
+                        lambda r: order.get(_key(r), len(tasks)))
+    todo = state.to_go(tasks, study.held(result), jobs)
+    # PruneTrain's final models by (seed, target, grid): a thin run trains
+    # its own seed's and grid's (compress: the first grid value's), a thin
+    # source the first seed's at the first grid value.
+    finals: dict[tuple, str] = {
+        (r["seed"], r["target"], r["grid"]): r["final_model"]
+        for r in result["runs"] if r["method"] == "prunetrain"}
+    first = (min(t[0] for t in tasks if t[0] is not None),
+             min(t[3] for t in tasks if t[3] is not None))
 
     def done(task: Task, record: dict[str, Any]) -> None:
         seed, method, target, grid, epochs = task
-        architectures = record.pop("architectures")
         record.update(seed=seed, method=method, target=target, grid=grid,
                       epochs=epochs)
-        for key, text in architectures.items():
-            result["architectures"].setdefault(key, text)
         if method == "source":  # sunk: reported apart, never replayed
-            result["sources"]["dense" if target is None
-                              else f"thin {target:g}"] = record
-            benchmark._write(result, path)
-            print(f"{label(task)}: top-1 {record['accuracy']:.4f}, wall "
-                  f"{record['train_seconds']:.0f} s", flush=True)
-            return
-        if method == "prunetrain":
-            final = architectures[record["timeline"][-1]["architecture"]]
-            record["final_model"] = final
-            finals[(seed, target, grid)] = final
-        result["runs"].append(record)
-        result["runs"].sort(key=lambda r: tasks.index(_key(r))
-                            if _key(r) in tasks else len(tasks))
-        result["sweep_seconds"] = spent + time.perf_counter() - start
-        result.pop("replay", None), result.pop("replays", None)
-        benchmark._write(result, path)
-        print(f"{label(task)} seed {seed}: top-1 {record['accuracy']:.4f}, "
-              f"wall {record['train_seconds']:.0f} s, steps "
+            state.merge(record)
+            result["sources"][study.source_key(target)] = record
+            state.save()
+        else:
+            if method == "prunetrain":
+                record["final_model"] = finals[(seed, target, grid)] = \
+                    sweep.final_model(record, record["architectures"])
+            state.add(record)
+        print(f"{label(task, study.regime)}"
+              + (f" seed {seed}" if seed is not None else "")
+              + f": top-1 {record['accuracy']:.4f}, wall "
+              f"{record['train_seconds']:.0f} s, steps "
               + "+".join(str(s["steps"]) for s in record["timeline"]),
               flush=True)
 
-    sweep.run_tasks(todo, prepare, benchmark.train, done, jobs, threads)
+    sweep.run_tasks(todo, lambda task: study.args(task, finals, first),
+                    runs_lib.train, done, jobs, threads)
 
 
-def load(path: str | None) -> dict[str, Any]:
-    """The sweep so far (`path`'s), refused when made for another regime
-    or network."""
-    state = {"regime": _REGIME.value, "network": _NETWORK.value,
-             "config": benchmark._config_dict(fine_tune(
-                 _REGIME.value, _NETWORK.value, GRIDS[_REGIME.value][0],
-                 source_path("dense"))),
-             "sources": {}, "runs": [], "architectures": {},
-             "sweep_seconds": 0.0}
-    if not path or not os.path.exists(path):
-        return state
-    with open(path, encoding="utf-8") as f:
-        old = json.load(f)
-    for name in ("regime", "network"):
-        if old.get(name) != state[name]:
-            raise app.UsageError(f"{path} holds --{name}={old.get(name)}, "
-                                 f"not {state[name]}: give another --json.")
-    return old
+def load_state(path: str | None, study: Study) -> dict[str, Any]:
+    """The sweep so far (`path`'s), refused (ValueError) when made for
+    another regime or network."""
+    return results_lib.resume(path, study.fresh(), lambda result: {
+        "regime": result.get("regime"), "network": result.get("network")})
 
 
 # -- the report ------------------------------------------------------------------
@@ -417,8 +420,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
     """Per grid value: the settings' mean top-1 and replayed time, and
     PruneTrain's paired differences (points) against the alternatives."""
     priced(result)
-    runs, regime = result["runs"], result["regime"]
-    source = result["sources"].get("dense")
+    runs = result["runs"]
     grids = sorted({r["grid"] for r in runs if r["grid"] is not None})
     targets = sorted({r["target"] for r in runs if r["target"] is not None})
     out: dict[str, Any] = {"rows": [], "pairs": []}
@@ -426,97 +428,108 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         dense = _by_seed(runs, method="dense", grid=g)
         if not dense:
             continue
-        reference = np.mean([r["seconds_replayed"] for r in dense.values()])
-        flops = np.mean([r["inference_flops"] for r in dense.values()])
-        settings = [("dense", None, g, None),
-                    ("dense_frozen_bn", None, g, None)] + [
-            (m, t, g, None) for t in targets
-            for m in ("prunetrain", "prunetrain_frozen_bn", "prune_first",
-                      "thin_source")] + [
-            ("thin", t, g if regime == "transfer" else None, e)
-            for t in targets for e in sorted({
-                r["epochs"] for r in runs if r["method"] == "thin"})]
-        for method, t, grid, e in settings:
-            chosen = _by_seed(runs, method=method, target=t, grid=grid,
-                              epochs=e)
-            if not chosen:
-                continue
-            top1 = [r["accuracy"] for r in chosen.values()]
-            seconds = [r["seconds_replayed"] for r in chosen.values()]
-            out["rows"].append({
-                "grid": g, "method": method,
-                "label": label((None, method, t, grid, e)),
-                "seeds": len(chosen), "top1": float(np.mean(top1)),
-                "top1_std": float(np.std(top1, ddof=1)) if len(top1) > 1
-                else 0.0,
-                "vs_dense": verdicts.paired(
-                    {s: r["accuracy"] for s, r in chosen.items()},
-                    {s: r["accuracy"] for s, r in dense.items()}, 100),
-                "time_vs_dense": float(np.mean(seconds) / reference),
-                "time_vs_source": float(np.mean(seconds)
-                                        / source["seconds_replayed"])
-                if source else None,
-                "flops": float(np.mean([r["inference_flops"]
-                                        for r in chosen.values()]) / flops),
-                # One-offs (surgery, re-traces) are measured in the run,
-                # not replayed (BENCHMARKS.md, "Issue 37").
-                "one_off_share": float(np.mean([
-                    r["one_off_seconds"] / r["seconds_replayed"]
-                    for r in chosen.values()]))})
-        # The replayed Pareto front of this grid value's settings: no other
-        # is as fast and as accurate (mean time, mean top-1).
-        mine = [row for row in out["rows"] if row["grid"] == g]
-        front = summary.pareto([(row["time_vs_dense"], row["top1"])
-                                for row in mine])
-        for i, row in enumerate(mine):
-            row["front"] = i in front
+        out["rows"] += _rows(result, g, targets, dense)
         for t in targets:
-            pt = _by_seed(runs, method="prunetrain", target=t, grid=g)
-            if not pt:
-                continue
-            mine = {s: r["accuracy"] for s, r in pt.items()}
-            thin_grid = g if regime == "transfer" else None
-            thin = {}
-            for r in runs:
-                if r["method"] == "thin" and r["target"] == t \
-                        and r["grid"] == thin_grid:
-                    thin.setdefault(r["seed"], []).append(r)
-            equal = (HEAD_EPOCHS + FINE_TUNE_EPOCHS) if regime == "transfer" \
-                else g
-            others = {
-                "dense": {s: r["accuracy"] for s, r in dense.items()},
-                "prune_first": {s: r["accuracy"] for s, r in _by_seed(
-                    runs, method="prune_first", target=t, grid=g).items()},
-                "thin_source": {s: r["accuracy"] for s, r in _by_seed(
-                    runs, method="thin_source", target=t, grid=g).items()},
-                "prunetrain, BatchNorm frozen": {
-                    s: r["accuracy"] for s, r in _by_seed(
-                        runs, method="prunetrain_frozen_bn", target=t,
-                        grid=g).items()},
-                f"thin, equal epochs (E={equal})": {
-                    s: r["accuracy"] for s, r in _by_seed(
-                        runs, method="thin", target=t, grid=thin_grid,
-                        epochs=equal).items()}}
-            seconds = {s: r["seconds_replayed"] for s, r in pt.items()}
-            curves = {"thin": thin}
-            if regime == "compress":  # prune_first's runs of every N
-                curves["prune_first"] = {}
-                for r in runs:
-                    if r["method"] == "prune_first" and r["target"] == t:
-                        curves["prune_first"].setdefault(r["seed"],
-                                                         []).append(r)
-            outside = {}
-            for name, curve in curves.items():
-                others[f"{name}, equal time"], outside[name] = at_time(
-                    curve, seconds)
-            for name, theirs in others.items():
-                row = verdicts.paired(mine, theirs, 100)
-                if row:
-                    row.update(grid=g, target=t, against=name,
-                               outside=outside.get(name.split(",")[0], 0)
-                               if name.endswith("equal time") else 0)
-                    out["pairs"].append(row)
+            out["pairs"] += _pairs(runs, result["regime"], g, t, dense)
     return out
+
+
+def _rows(result: dict[str, Any], g: int, targets: list[float],
+          dense: dict[int, dict]) -> list[dict[str, Any]]:
+    """Grid value `g`'s settings: mean top-1 (paired against `dense`),
+    time and FLOPs as ratios, and whether each is on the replayed Pareto
+    front of this grid value (no other is as fast and as accurate)."""
+    runs, regime = result["runs"], result["regime"]
+    source = result["sources"].get("dense")
+    reference = np.mean([r["seconds_replayed"] for r in dense.values()])
+    flops = np.mean([r["inference_flops"] for r in dense.values()])
+    settings = [("dense", None, g, None),
+                ("dense_frozen_bn", None, g, None)] + [
+        (m, t, g, None) for t in targets
+        for m in ("prunetrain", "prunetrain_frozen_bn", "prune_first",
+                  "thin_source")] + [
+        ("thin", t, g if regime == "transfer" else None, e)
+        for t in targets for e in sorted({
+            r["epochs"] for r in runs if r["method"] == "thin"})]
+    rows = []
+    for method, t, grid, e in settings:
+        chosen = _by_seed(runs, method=method, target=t, grid=grid, epochs=e)
+        if not chosen:
+            continue
+        top1 = [r["accuracy"] for r in chosen.values()]
+        seconds = [r["seconds_replayed"] for r in chosen.values()]
+        rows.append({
+            "grid": g, "method": method,
+            "label": label((None, method, t, grid, e), regime),
+            "seeds": len(chosen), "top1": float(np.mean(top1)),
+            "top1_std": float(np.std(top1, ddof=1)) if len(top1) > 1
+            else 0.0,
+            "vs_dense": verdicts.paired(
+                {s: r["accuracy"] for s, r in chosen.items()},
+                {s: r["accuracy"] for s, r in dense.items()}, 100),
+            "time_vs_dense": float(np.mean(seconds) / reference),
+            "time_vs_source": float(np.mean(seconds)
+                                    / source["seconds_replayed"])
+            if source else None,
+            "flops": float(np.mean([r["inference_flops"]
+                                    for r in chosen.values()]) / flops),
+            # One-offs (surgery, re-traces) are measured in the run, not
+            # replayed (BENCHMARKS.md, "Issue 37").
+            "one_off_share": float(np.mean([
+                r["one_off_seconds"] / r["seconds_replayed"]
+                for r in chosen.values()]))})
+    front = summary.pareto([(row["time_vs_dense"], row["top1"])
+                            for row in rows])
+    for i, row in enumerate(rows):
+        row["front"] = i in front
+    return rows
+
+
+def _top1(runs: list[dict[str, Any]], **match: Any) -> dict[int, float]:
+    return {s: r["accuracy"] for s, r in _by_seed(runs, **match).items()}
+
+
+def _pairs(runs: list[dict[str, Any]], regime: str, g: int, t: float,
+           dense: dict[int, dict]) -> list[dict[str, Any]]:
+    """PruneTrain at target `t`, grid value `g`, paired with each
+    alternative: at equal epochs, and at PruneTrain's replayed time on the
+    curves of the thin network (and, compress, of prune_first over N)."""
+    pt = _by_seed(runs, method="prunetrain", target=t, grid=g)
+    if not pt:
+        return []
+    thin_grid = g if regime == "transfer" else None
+    equal = (HEAD_EPOCHS + FINE_TUNE_EPOCHS) if regime == "transfer" else g
+    others = {
+        "dense": {s: r["accuracy"] for s, r in dense.items()},
+        "prune_first": _top1(runs, method="prune_first", target=t, grid=g),
+        "thin_source": _top1(runs, method="thin_source", target=t, grid=g),
+        "prunetrain, BatchNorm frozen": _top1(
+            runs, method="prunetrain_frozen_bn", target=t, grid=g),
+        f"thin, equal epochs (E={equal})": _top1(
+            runs, method="thin", target=t, grid=thin_grid, epochs=equal)}
+    curves: dict[str, dict[int, list[dict]]] = {"thin": {}}
+    if regime == "compress":  # prune_first's runs of every N
+        curves["prune_first"] = {}
+    for r in runs:
+        if r["target"] != t or r["method"] not in curves or (
+                r["method"] == "thin" and r["grid"] != thin_grid):
+            continue
+        curves[r["method"]].setdefault(r["seed"], []).append(r)
+    seconds = {s: r["seconds_replayed"] for s, r in pt.items()}
+    outside = {}
+    for name, curve in curves.items():
+        others[f"{name}, equal time"], outside[name] = at_time(curve,
+                                                               seconds)
+    mine = {s: r["accuracy"] for s, r in pt.items()}
+    pairs = []
+    for name, theirs in others.items():
+        row = verdicts.paired(mine, theirs, 100)
+        if row:
+            row.update(grid=g, target=t, against=name,
+                       outside=outside.get(name.split(",")[0], 0)
+                       if name.endswith("equal time") else 0)
+            pairs.append(row)
+    return pairs
 
 
 def _interval(row: dict[str, Any] | None) -> str:
@@ -561,41 +574,58 @@ def markdown(result: dict[str, Any], figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def define_flags() -> None:
+    """The command line: the sweep's flags (`tools.sweep`) and the regime's
+    (defined here, not at import: the tests import this module)."""
+    sweep.define_flags(targets=["0.125", "0.25", "0.5"])
+    flags.DEFINE_enum("regime", "compress", ["compress", "transfer"],
+                      "Which regime (module docstring).")
+    flags.DEFINE_enum("network", "resnet20", ["resnet20", "mobilenetv2"],
+                      "The network (mobilenetv2: keras.applications, alpha "
+                      "1, images resized to 32x32).")
+    flags.DEFINE_list("grid", None, "compress: fine-tune passes N (default "
+                      "1,2,4,8); transfer: target training images (default "
+                      "100,500,2000).")
+    flags.DEFINE_boolean(
+        "frozen_batchnorm", False, "Also run `dense` and `prunetrain` with "
+        "BatchNorm frozen in the fine-tune (--freeze_batchnorm: the Keras "
+        "guide's choice for small data), as `*_frozen_bn`.")
+    flags.DEFINE_string(
+        "sources", SOURCES, "Where source models are cached. A source is "
+        "trained when the --json file holds none (the same command retrains "
+        "the same weights: one thread, one seed).")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unused = [name for name in ("mode", "workload", "widths", "levers",
-                                "scratch", "paper", "paper_interval",
-                                "overhead_rounds", "overhead_steps", "png")
-              if flags.FLAGS[name].present]
-    if unused:
-        raise app.UsageError(f"--{unused[0]} is tools/benchmark.py's; "
-                             "tools/pretrained.py does not use it.")
-    grid = [int(g) for g in (_GRID.value or GRIDS[_REGIME.value])]
-    targets = [float(t) for t in benchmark._TARGETS.value]
-    if not flags.FLAGS["targets"].present:
-        targets = [0.125, 0.25, 0.5]
+    f = flags.FLAGS
+    study = Study(f.regime, f.network, f.sources)
+    grid = [int(g) for g in (f.grid or GRIDS[f.regime])]
+    targets = [float(t) for t in f.targets]
     if not grid or not targets or min(grid) < 1 \
             or not all(0 < t < 1 for t in targets):
         raise app.UsageError("--grid needs values >= 1 and --targets values "
                              "in (0, 1).")
-    path = benchmark._JSON.value
-    result = load(benchmark._REPLAY.value or path)
-    if not benchmark._REPLAY.value:
-        sweep_runs(result, plan(_REGIME.value, grid, targets,
-                                [int(s) for s in benchmark._SEEDS.value],
-                                _FROZEN_BATCHNORM.value),
-                   benchmark._JOBS.value, benchmark._RUN_THREADS.value, path)
-    rounds = (benchmark._REPLAY_ROUNDS.value, benchmark._REPLAY_STEPS.value,
-              benchmark._REPLAY_WARMUP.value)
-    if rounds[0] > 0 and result["runs"] and (
-            benchmark._REPLAY.value or "replay" not in result):
-        benchmark.replay_many(result, benchmark._REPLAYS.value, *rounds)
+    try:
+        result = load_state(f.replay or f.json, study)
+    except ValueError as err:  # a results file of another regime
+        raise app.UsageError(str(err)) from None
+    if not f.replay:
+        sweep_runs(result, plan(f.regime, grid, targets,
+                                [int(s) for s in f.seeds],
+                                f.frozen_batchnorm),
+                   f.jobs, f.run_threads, f.json, study)
+    rounds = sweep.replay_flags()
+    if rounds[0] > 0 and result["runs"] and (f.replay
+                                             or "replay" not in result):
+        retime.replay_many(result, f.replays, *rounds)
     figures = report(result)
     result["report"] = figures
-    benchmark._write(result, path)
+    results_lib.write(result, f.json or f.replay)
     print(markdown(result, figures))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

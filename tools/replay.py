@@ -6,9 +6,10 @@ Whole-run wall time cannot rank methods on a shared machine: the same run
 moves by ±25 % between invocations (BENCHMARKS.md). So a run records what it
 trained (`recipes/timeline.py`: architecture, lasso on or off, steps) and the
 one-off seconds it spent reconfiguring; the replay then builds every
-distinct architecture and times its train step in round-robin rounds (the
-order reversed every other round), `steps` timed steps per architecture per
-round after `warmup` untimed ones, the median over all rounds. Drift and
+distinct architecture and times its train step in round-robin rounds
+(`tf_prunetrain.latency.round_robin`: the order reversed every other
+round), `steps` timed steps per architecture per round after `warmup`
+untimed ones, the median over all rounds. Drift and
 other load then hit every architecture alike, and
 
     replayed seconds = Σ over segments (steps × median step seconds)
@@ -16,7 +17,8 @@ other load then hit every architecture alike, and
 
 prices a run as if its steps had all run on that same quiet clock.
 
-`tools/benchmark.py` replays its sweeps (at the end, or `--replay=results.json`);
+`tools/retime.py` replays the sweeps of `tools.benchmark` and
+`tools.pretrained` (at the end, or `--replay=results.json`);
 `tools/step_time.py`'s width table is a replay of thin architectures.
 """
 
@@ -30,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
+
+from tf_prunetrain import latency
 
 # x86 and Arm vector extensions that decide a convolution's speed on CPU.
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
@@ -164,33 +168,33 @@ class StepClock(keras.callbacks.Callback):
         return [b - a for a, b in zip(ends, ends[1:])]
 
 
-def round_robin(runners: Mapping[str, Callable[[], list[float]]],
-                rounds: int, progress: Callable[[str], None] | None = None
-                ) -> dict[str, list[float]]:
-    """Calls every runner once per round, the order reversed every other
-    round (a drift within a round then favours no one), and collects the
-    step seconds each returns.
+def compile_sgd(model: keras.Model, learning_rate: float = 0.1
+                ) -> keras.Model:
+    """Compiles `model` as the timing tools train it: SGD with momentum
+    0.9, sparse cross-entropy on logits (the learning rate costs nothing).
 
-    >>> calls = []
-    >>> def runner(name):
-    ...     return lambda: calls.append(name) or [len(calls)]
-    >>> round_robin({"a": runner("a"), "b": runner("b")}, rounds=2)
-    {'a': [1, 4], 'b': [2, 3]}
-    >>> calls
-    ['a', 'b', 'b', 'a']
+    >>> model = compile_sgd(keras.Sequential([keras.Input((2,)),
+    ...                                        keras.layers.Dense(3)]))
+    >>> type(model.optimizer).__name__, float(model.optimizer.momentum)
+    ('SGD', 0.9)
     """
-    if rounds < 1:
-        raise ValueError(f"round_robin: rounds must be >= 1, got {rounds}.")
-    times: dict[str, list[float]] = {key: [] for key in runners}
-    order = list(runners)
-    for r in range(rounds):
-        start = time.perf_counter()
-        for key in (order if r % 2 == 0 else reversed(order)):
-            times[key].extend(runners[key]())
-        if progress:
-            progress(f"replay round {r + 1}/{rounds}: {len(order)} "
-                     f"architectures, {time.perf_counter() - start:.1f} s")
-    return times
+    model.compile(keras.optimizers.SGD(learning_rate, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def batch_seconds(model: keras.Model, x: Any, y: Any, steps: int
+                  ) -> list[float]:
+    """Seconds of each of `steps` `train_on_batch(x, y)` calls (it returns
+    numpy logs: each waits for its step; `latency.time_calls`).
+
+    >>> model = compile_sgd(keras.Sequential([keras.Input((2,)),
+    ...                                        keras.layers.Dense(3)]))
+    >>> seconds = batch_seconds(model, tf.ones((4, 2)), tf.zeros(4), 2)
+    >>> len(seconds), all(s > 0 for s in seconds)
+    (2, True)
+    """
+    return latency.time_calls(lambda: model.train_on_batch(x, y), steps)
 
 
 def time_models(models: Mapping[str, keras.Model],
@@ -200,8 +204,8 @@ def time_models(models: Mapping[str, keras.Model],
                 ) -> dict[str, float]:
     """Median train-step seconds of each compiled model: `fit` on
     `dataset()` (a repeated `tf.data.Dataset`, as training feeds it) for
-    `warmup + steps` steps per round, rounds in alternating order after one
-    untimed tracing pass.
+    `warmup + steps` steps per round, in `latency.round_robin` rounds after
+    one untimed tracing pass; `progress` hears a line after each round.
 
     Example:
     >>> import keras, numpy as np, tensorflow as tf
@@ -231,6 +235,11 @@ def time_models(models: Mapping[str, keras.Model],
             return timer.seconds
         return run
 
-    times = round_robin({key: runner(m) for key, m in models.items()},
-                        rounds, progress)
+    def said(r: int, seconds: float) -> None:
+        if progress:
+            progress(f"replay round {r}/{rounds}: {len(models)} "
+                     f"architectures, {seconds:.1f} s")
+
+    times = latency.round_robin({key: runner(m) for key, m in models.items()},
+                                rounds, said)
     return {key: statistics.median(values) for key, values in times.items()}

@@ -4,7 +4,7 @@ FLOPs per step and cumulative vs dense, parameters, loss/accuracy curves).
 
 Example:
 
-    python tools/report.py --log=runs/prunetrain --label=PruneTrain \
+    python -m tools.report --log=runs/prunetrain --label=PruneTrain \
         --log=runs/dense --label=dense --out_dir=runs/report
 
 Each --log is a run log (prunetrain.jsonl) written by a RunLog callback

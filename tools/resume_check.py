@@ -1,7 +1,7 @@
 r"""Kills a recipe run and resumes it; says whether it ends where the
 uninterrupted run does.
 
-Runs a recipe command (`recipes/cifar.py` flags) once uninterrupted, then
+Runs a recipe command (`recipes.cifar` flags) once uninterrupted, then
 once per scenario in a fresh `--log_dir`: SIGKILLed right after the
 checkpoint of each epoch in `--kill_after` (one scenario per epoch), and,
 with `--random_kills=N`, N SIGKILLs in a row at random moments (uniform
@@ -10,13 +10,15 @@ followed by the same command with `--resume`. It prints the validation
 top-1 of every epoch, the final top-1 and parameters, and whether the final
 weights and optimizer state equal the uninterrupted run's bit for bit.
 
-    python tools/resume_check.py --kill_after=3,5 -- --model=resnet20 \
+    python -m tools.resume_check --kill_after=3,5 -- --model=resnet20 \
         --width_multiplier=0.5 --data=digits --epochs=8 --interval=1 \
         --proximal --scales --strength=0.3 --penalty_epochs=4 \
         --batch_size=64 --lr_decay_epochs=6
-    python tools/resume_check.py --random_kills=7 -- <the same flags>
+    python -m tools.resume_check --random_kills=7 -- <the same flags>
 
-Exits 1 when a scenario ends elsewhere.
+Run from the repository root; each run is a child `python -m
+tools.resume_check` process (this checkout's folder first on its
+PYTHONPATH). Exits 1 when a scenario ends elsewhere.
 """
 
 from __future__ import annotations
@@ -32,19 +34,19 @@ import tempfile
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from tools import results
+
 RESULT_FILE = "resume_check.json"
 
 
 def _child(kill_after: int, flags: list[str]) -> None:
     """Runs the recipe with `flags`; SIGKILLs itself once the checkpoint of
     epoch `kill_after` (1-based; 0: never) is complete."""
-    sys.path.insert(0, os.path.join(HERE, "..", "recipes"))
-    import common
     import numpy as np
     from absl import flags as absl_flags
 
     import tf_prunetrain
+    from recipes import common
 
     if kill_after:
         save = tf_prunetrain.Checkpoint.save
@@ -64,20 +66,31 @@ def _child(kill_after: int, flags: list[str]) -> None:
     np.savez(os.path.join(config.log_dir, "final.npz"),
              *[np.asarray(v.numpy()) for v in model.weights],
              *[np.asarray(v.numpy()) for v in model.optimizer.variables])
-    with open(os.path.join(config.log_dir, RESULT_FILE), "w") as f:
-        json.dump({"accuracy": result["accuracy"],
-                   "params": result["params"]}, f)
+    results.write({"accuracy": result["accuracy"],
+                   "params": result["params"]},
+                  os.path.join(config.log_dir, RESULT_FILE))
 
 
 def _start(log_dir: str, flags: list[str], kill_after: int,
            resume: bool) -> subprocess.Popen:
-    command = [sys.executable, os.path.abspath(__file__),
+    command = [sys.executable, "-m", "tools.resume_check",
                f"--child_kill_after={kill_after}", "--", *flags,
                f"--log_dir={log_dir}", "--verbose=0"]
     if resume:
         command.append("--resume")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            env=_environment())
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment with the folder holding the `tools`
+    package first on PYTHONPATH: the child imports this checkout's `tools`
+    and `recipes` from whatever folder it starts in."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _finish(process: subprocess.Popen, exits: tuple[int, ...]) -> None:
@@ -99,8 +112,7 @@ def _outcome(log_dir: str) -> dict[str, Any]:
             record = json.loads(line)
             if record["event"] == "epoch":
                 val[record["epoch"]] = record["logs"].get("val_accuracy")
-    with open(os.path.join(log_dir, RESULT_FILE), encoding="utf-8") as f:
-        outcome = json.load(f)
+    outcome = results.read(os.path.join(log_dir, RESULT_FILE))
     final = np.load(os.path.join(log_dir, "final.npz"))
     outcome.update(val=val, variables=[final[k] for k in final.files])
     return outcome

@@ -10,27 +10,27 @@ target 0.5 (`prunetrain_thin_widths` 0.5's final model in the levers file),
 5 seeds, and writes their top-1 to a JSON file (resumable: runs already in
 it are skipped). BENCHMARKS.md, "Issue 31, cut time and re-warm", pairs them.
 
-    python tools/rewarm_control.py tools/results/levers_fashion_mnist_5seeds.json \
+    python -m tools.rewarm_control tools/results/levers_fashion_mnist_5seeds.json \
         tools/results/rewarm_control_fashion_mnist_5seeds.json
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
 
-import sweep  # tools/sweep.py
+from tools import results
+from tools import sweep
 
 PEAK, LIFTED_EPOCH = 0.1, 4  # 0-based: the epoch after the cut after epoch 4
 
 
 def main(levers_path: str, out_path: str) -> None:
     sweep._init_worker(1)  # one thread per run, as in the sweep
-    import benchmark  # after the thread setting (imports TensorFlow)
-    import common
+    from recipes import common
+    from tools import comparison
 
     class Lifted(common._StepLearningRate):
         """The recipe's step schedule plus `experimental.Rewarm`'s lift over
@@ -55,29 +55,24 @@ def main(levers_path: str, out_path: str) -> None:
                 self.step += 1
 
     common._StepLearningRate = Lifted
-    with open(levers_path, encoding="utf-8") as f:
-        levers = json.load(f)
+    levers = comparison.read_results(levers_path)
     finals = {r["seed"]: r["final_model"] for r in levers["runs"]
               if r["method"] == "prunetrain_thin_widths"
               and r["setting"] == 0.5}
-    out = []
-    if os.path.exists(out_path):
-        with open(out_path, encoding="utf-8") as f:
-            out = json.load(f)
+    out = results.read(out_path) if os.path.exists(out_path) else []
     done = {(r["seed"], r["method"]) for r in out}
     for seed in range(5):
         for method, architecture in (("thin", None),
                                      ("scratch_thin_widths", finals[seed])):
             if (seed, method) in done:
                 continue
-            record = benchmark.run_record(
-                dataclasses.replace(benchmark.DEFAULTS, seed=seed), method,
+            record = comparison.run_record(
+                dataclasses.replace(comparison.DEFAULTS, seed=seed), method,
                 0.5, 0, architecture)
             out.append({"seed": seed, "method": method, "setting": 0.5,
                         "accuracy": record["accuracy"],
                         "load_average": record["load_average"]})
-            with open(out_path, "w", encoding="utf-8") as f:
-                json.dump(out, f, indent=1)
+            results.write(out, out_path)
             print(f"seed {seed}, {method} 0.5 with the lift: top-1 "
                   f"{record['accuracy']:.4f}", flush=True)
 

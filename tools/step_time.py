@@ -3,7 +3,8 @@ r"""How train-step time follows FLOPs and channel counts on this machine.
 A replay of thin architectures (`tools/replay.py`, the instrument that prices
 the benchmark's runs): the median train step of the CIFAR ResNet at several
 stage widths (`fit` on a repeated in-memory dataset, SGD with momentum),
-round-robin rounds in one process, the order reversed every other round.
+round-robin rounds in one process (`tf_prunetrain.latency.round_robin`),
+the order reversed every other round.
 It fits `step = fixed + per_flop × FLOPs` (least squares, as fractions of
 the first model) and names the machine (CPU model and vector flags, cores,
 TensorFlow build). `fixed` is the share of a step that no channel pruning can
@@ -17,25 +18,24 @@ It then prints this device's convolution latency table
 `latency.channel_multiple()` picks from it (what to pass as
 `Reconfigure(round_to=...)` or `--round_to` instead of the default 8).
 
-    python tools/step_time.py                      # ResNet-20, 28x28x1, batch 128
-    python tools/step_time.py --widths=1,0.75,0.5 --rounds=8 --json=steps.json
+    python -m tools.step_time                      # ResNet-20, 28x28x1, batch 128
+    python -m tools.step_time --widths=1,0.75,0.5 --rounds=8 --json=steps.json
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
 
-import replay  # tools/replay.py
 import tf_prunetrain
 from tf_prunetrain import latency
 from tf_prunetrain.models import resnet_cifar
+from tools import replay
+from tools import results
 
 
 def stage_widths(entry: float | tuple[int, ...]) -> tuple[int, ...]:
@@ -64,10 +64,8 @@ def measure(depth: int, shape: tuple[int, ...], batch: int,
     models = {}
     for m in entries:
         model = resnet_cifar(depth, 10, shape, stage_widths(m), seed=0)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True))
-        models["/".join(map(str, stage_widths(m)))] = model
+        models["/".join(map(str, stage_widths(m)))] = replay.compile_sgd(
+            model, 0.01)
 
     def dataset() -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(
@@ -115,9 +113,7 @@ def main(argv: list[str]) -> None:
     result["latency"] = {"device": table.device, "dtype": table.dtype,
                          "seconds": table.seconds, "round_up_cost": costs,
                          "channel_multiple": multiple}
-    if f.json:
-        with open(f.json, "w", encoding="utf-8") as out:
-            json.dump(result, out, indent=1)
+    results.write(result, f.json)
 
 
 def define_flags() -> None:

@@ -1,6 +1,6 @@
 """A comparison's figures: per-run ratios to the same seed's dense run,
 per-setting means, paired verdicts, the Pareto front, the goals, and the
-tables and plot that report them (`tools/benchmark.py`).
+tables and plot that report them (`tools.benchmark`, `tools.comparison`).
 
 Time is the replayed training time (`tools/replay.py`) when the results hold
 a replay, and whole-run wall time otherwise; the wall-time ratio stays as a
@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import replay as replay_lib  # tools/replay.py
-import verdicts  # tools/verdicts.py
+from tools import replay as replay_lib
+from tools import verdicts
 
 _RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
            "final_flops": "inference_flops", "params": "params",
@@ -29,8 +29,8 @@ def scratch_of(method: str) -> str | None:
     """The scratch control of a PruneTrain method (`prunetrain_<lever>`:
     `scratch_<lever>`), None for other methods.
 
-    >>> scratch_of("prunetrain"), scratch_of("prunetrain_uniform"), scratch_of("thin")
-    ('scratch', 'scratch_uniform', None)
+    >>> scratch_of("prunetrain"), scratch_of("prunetrain_norm_per_flop"), scratch_of("thin")
+    ('scratch', 'scratch_norm_per_flop', None)
     """
     if not method.startswith("prunetrain"):
         return None
@@ -337,19 +337,34 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 # prunetrain_time and prunetrain_undo (rank="time", undo_slower=True), and
 # prunetrain_uniform(_widths) (earlier rankings, BENCHMARKS.md) are no
 # longer run; results files of earlier sweeps hold them (tools/results/).
-METHODS = ("dense", "thin", "prunetrain", "prunetrain_time", "prunetrain_undo",
-           "scratch", "paper", "prunetrain_uniform", "scratch_uniform",
-           "prunetrain_uniform_widths", "scratch_uniform_widths",
-           "prunetrain_thin_widths", "scratch_thin_widths",
-           "prunetrain_thin_gentle",
-           "scratch_thin_gentle", "prunetrain_thin_gentle_no_lasso",
-           "scratch_thin_gentle_no_lasso")
-_COLORS = dict(zip(METHODS, ("black", "tab:blue", "tab:red", "tab:purple",
-                             "tab:brown", "tab:orange", "tab:green",
-                             "tab:pink", "tab:olive", "tab:cyan", "tab:gray",
-                             "darkred", "gold", "darkviolet", "olive", "teal",
-                             "khaki"),
-                   strict=True))
+# Their plot colours; a method not listed gets one of `_OTHER_COLORS`.
+_COLORS = {
+    "dense": "black", "thin": "tab:blue", "prunetrain": "tab:red",
+    "scratch": "tab:orange", "paper": "tab:green",
+    "prunetrain_norm_per_flop": "darkred",
+    "scratch_norm_per_flop": "tab:brown",
+    "prunetrain_thin_widths": "gold", "scratch_thin_widths": "olive",
+    "prunetrain_thin_gentle_no_lasso": "teal",
+    "scratch_thin_gentle_no_lasso": "khaki",
+    "prunetrain_eb_gentle": "darkviolet", "prunetrain_eb_gentle_rewarm":
+    "tab:olive", "prunetrain_time": "tab:purple",
+    "prunetrain_undo": "tab:brown", "prunetrain_uniform": "tab:pink",
+    "scratch_uniform": "tab:olive", "prunetrain_uniform_widths": "tab:cyan",
+    "scratch_uniform_widths": "tab:gray"}
+_OTHER_COLORS = ("navy", "crimson", "darkgreen", "sienna", "slateblue")
+
+
+def _color(method: str, methods: Sequence[str]) -> str:
+    """A method's plot colour (`methods`: every method of the plot, in
+    order, for the colours of unlisted ones).
+
+    >>> _color("dense", []), _color("new_a", ["new_b", "new_a"])
+    ('black', 'crimson')
+    """
+    if method in _COLORS:
+        return _COLORS[method]
+    others = [m for m in methods if m not in _COLORS]
+    return _OTHER_COLORS[others.index(method) % len(_OTHER_COLORS)]
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -363,21 +378,21 @@ def plot(result: dict[str, Any], path: str) -> None:
     key = time_key(result)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     runs = [r for r in result["runs"] if "ratios" in r]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
     for ax, x_key, name in (
             (axes[0], key, key.replace("_", " ")),
             (axes[1], "train_flops", "training FLOPs")):
-        for method in METHODS:
+        for method in methods:
             mine = [r for r in runs if r["method"] == method]
-            if mine:
-                ax.scatter([r["ratios"][x_key] for r in mine],
-                           [r["accuracy"] for r in mine], s=14, alpha=0.45,
-                           color=_COLORS[method], label=method)
+            ax.scatter([r["ratios"][x_key] for r in mine],
+                       [r["accuracy"] for r in mine], s=14, alpha=0.45,
+                       color=_color(method, methods), label=method)
         summary = result["summary"]
         means = [(r[x_key]["mean"], r["top1"]["mean"]) for r in summary]
         for row, (x, y) in zip(summary, means):
             ax.errorbar(x, y, xerr=row[x_key]["std"],
                         yerr=row["top1"]["std"], fmt="D", ms=5,
-                        color=_COLORS[row["method"]], capsize=2)
+                        color=_color(row["method"], methods), capsize=2)
             ax.annotate(row["label"], (x, y), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         front = sorted(means[i] for i in pareto(means))

@@ -12,8 +12,8 @@ converts the model to tf_keras (`tfmot_interop.to_tf_keras`) and then
     fine-tune → `strip_pruning` → TFLite; the 2:4 pattern checked on every
     pruned weight, accuracy before/after, gzipped TFLite size before/after.
 
-    python tools/tfmot_paths.py                  # about 80 s on 2 CPU cores
-    python tools/tfmot_paths.py --epochs=20 --json=tfmot.json
+    python -m tools.tfmot_paths                  # about 80 s on 2 CPU cores
+    python -m tools.tfmot_paths --epochs=20 --json=tfmot.json
 
 Needs the `data` and `tfmot` extras (README, "Handing the pruned model to
 TFMOT").
@@ -22,8 +22,6 @@ TFMOT").
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import tempfile
 from typing import Any
 
@@ -36,6 +34,7 @@ import tf_prunetrain
 from tf_prunetrain import demo
 from tf_prunetrain import tfmot_interop
 from tf_prunetrain.export import run_tflite
+from tools import results
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
@@ -197,11 +196,7 @@ def main() -> None:
         result = measure(epochs.value, strength.value, threshold.value,
                          fine_tune.value, seed.value)
         print(table(result))
-        if json_path.value:
-            os.makedirs(os.path.dirname(os.path.abspath(json_path.value)),
-                        exist_ok=True)
-            with open(json_path.value, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=1)
+        results.write(result, json_path.value)
 
     app.run(run)
 
