@@ -1,10 +1,12 @@
 """What every recipe shares: flags, model and data builders, and `run`.
 
 A recipe (`cifar.py`, `imagenet.py`) only chooses defaults. `run(config)`
-trains in one `model.fit` call; with `--dynamic_batch` it makes one call per
-interval (`--interval` epochs; with `--flops_target`, one up to
-`--target_epoch` and one after), so that between calls it can grow the
-per-replica batch into the activation memory the reconfiguration freed
+trains in one `model.fit` call; with `--dynamic_batch` it makes one call up
+to each cut of the paper's mode (every `--interval` epochs, up to
+`--penalty_epochs`) or, with `--flops_target`, one up to the epoch its
+target is met and one after (`segment_ends`, from the schedule's
+`cut_epochs`), so that between calls it can grow the per-replica batch
+into the activation memory the reconfiguration freed
 (`tf_prunetrain.dynamic_batch.dynamic_batch_size`) and scale the learning
 rate with it. PruneTrain is `tf_prunetrain.Reconfigure` with a
 `FlopsBudget(--flops_target)` schedule, or with `DeadChannels` (the paper's
@@ -50,9 +52,6 @@ CHECKPOINT_DIR = "checkpoints"
 # In --log_dir at the end: the trainable model (loads where tf_prunetrain is
 # imported) and strip_prunetrain's copy (loads with plain Keras).
 MODEL_FILE, PLAIN_MODEL_FILE = "model.keras", "model_plain.keras"
-# --ranking: the budget cut's order of live channels.
-RANKINGS = {"norm_per_flop": tf_prunetrain.budget.NormPerFlop,
-            "thin_widths": tf_prunetrain.budget.ThinWidths}
 
 
 @dataclasses.dataclass
@@ -178,7 +177,8 @@ _HELP = {
     "round_to": "Keep channel counts multiples of this (8: tensor cores, "
                 "and what runs fast on CPU; 1: any count).",
     "ranking": "With --flops_target: which channels a cut removes: "
-               f"{' or '.join(sorted(RANKINGS))} (tf_prunetrain.budget).",
+               f"{' or '.join(sorted(tf_prunetrain.budget.RANKINGS))} "
+               "(tf_prunetrain.budget.RANKINGS).",
     "gentle": "With --flops_target: fade the channels each cut removes to "
               "zero over the epoch before it (FlopsBudget(gentle=True)).",
     "early_bird": "With --flops_target: one cut, made when the channels it "
@@ -271,7 +271,18 @@ def main(argv: list[str]) -> None:
 
 
 def validate(config: Config) -> None:
-    """Raises ValueError naming the flag for settings that cannot work."""
+    """Raises ValueError naming the flag for settings that cannot work; the
+    schedule is checked by the library's rule (`schedule`)."""
+    _validate_inputs(config)
+    _validate_numbers(config)
+    _validate_pruning(config)
+    _validate_training(config)
+    if not config.prune_first:  # it cuts once, before training: no schedule
+        schedule(config)
+
+
+def _validate_inputs(config: Config) -> None:
+    """The model, the data and what they are read from."""
     if config.model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}, got {config.model!r}.")
     if config.data not in DATA:
@@ -295,6 +306,10 @@ def validate(config: Config) -> None:
     if config.data in ("cifar10", "cifar100", "imagenet") and not config.data_dir:
         raise ValueError(f"--data={config.data} needs --data_dir (the data "
                          "cannot be downloaded here); or use --data=mnist5k.")
+
+
+def _validate_numbers(config: Config) -> None:
+    """Counts that must be integers >= 1."""
     if isinstance(config.round_to, bool) or not isinstance(config.round_to,
                                                            int):
         raise ValueError(f"--round_to must be an integer >= 1 (a channel "
@@ -307,8 +322,13 @@ def validate(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1.")
-    if config.ranking not in RANKINGS:
-        raise ValueError(f"--ranking must be one of {sorted(RANKINGS)}, got "
+
+
+def _validate_pruning(config: Config) -> None:
+    """The budget's flags (--flops_target and what goes with it)."""
+    rankings = tf_prunetrain.budget.RANKINGS
+    if config.ranking not in rankings:
+        raise ValueError(f"--ranking must be one of {sorted(rankings)}, got "
                          f"{config.ranking!r}.")
     if config.flops_target is not None:
         if not 0 < config.flops_target < 1:
@@ -317,10 +337,6 @@ def validate(config: Config) -> None:
         if config.penalty_epochs is not None:
             raise ValueError("--flops_target and --penalty_epochs conflict: "
                              "the target ends the group lasso itself.")
-        if target_epoch(config) >= config.epochs and not config.prune_first:
-            raise ValueError(f"--target_epoch={target_epoch(config)} must "
-                             f"come before the last epoch (--epochs="
-                             f"{config.epochs}): the pruned model must train.")
         if config.early_bird and config.interval is not None:
             raise ValueError("--early_bird and --interval conflict: it cuts "
                              "once, when the mask settles.")
@@ -341,6 +357,10 @@ def validate(config: Config) -> None:
             raise ValueError(f"--prune_first and --{clashing[0]} conflict: it "
                              "cuts once, before the first step, and trains "
                              "without the group lasso.")
+
+
+def _validate_training(config: Config) -> None:
+    """The group lasso's, the learning rate's and the run's other flags."""
     if not 0 <= config.rewarm_epochs < float("inf"):
         raise ValueError("--rewarm_epochs must be >= 0 and finite (0: off).")
     if config.rewarm_epochs and config.dynamic_batch:
@@ -418,24 +438,50 @@ def _validate_pretrained(config: Config) -> None:
                          "needs --new_head.")
 
 
-def target_epoch(config: Config) -> int:
-    """The epoch by which --flops_target is met (FlopsBudget's default, or
-    EarlyBird's deadline with --early_bird)."""
-    fraction = tf_prunetrain.experimental.early_bird.DEADLINE_FRACTION if \
-        config.early_bird else tf_prunetrain.schedules.TARGET_FRACTION
-    return config.target_epoch or max(1, round(fraction * config.epochs))
+def schedule(config: Config) -> tf_prunetrain.Schedule:
+    """The schedule `config` prunes with: `FlopsBudget` (--flops_target),
+    `experimental.EarlyBird` (--early_bird) or `DeadChannels` (the paper's
+    mode). Raises ValueError naming the flags when it cannot be met in
+    --epochs (`Schedule.check`, the library's one rule). A budget's
+    default --target_epoch (the library's) is written into its arguments,
+    which a checkpoint compares."""
+    flagged = _schedule(config, config.target_epoch)
+    try:
+        flagged.check(config.epochs)
+    except ValueError as err:
+        given = f"--target_epoch={config.target_epoch}, " \
+            if config.target_epoch else ""
+        raise ValueError(f"{given}--epochs={config.epochs}: {err}") from err
+    if config.flops_target is None or config.target_epoch is not None:
+        return flagged
+    return _schedule(config, flagged.cut_epochs(config.epochs)[-1])
 
 
-def _segment_end(config: Config, epoch: int) -> int:
-    """The last epoch of the `fit` call that starts after `epoch`."""
-    if not (config.dynamic_batch and config.prunetrain):
-        return config.epochs
-    if config.flops_target is not None:
-        target = target_epoch(config)
-        return target if epoch < target else config.epochs
-    interval = (config.interval
-                or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL)
-    return min(config.epochs, (epoch // interval + 1) * interval)
+def _schedule(config: Config, last: int | None) -> tf_prunetrain.Schedule:
+    """`schedule`'s, the budget met by epoch `last` (None: the default)."""
+    if config.flops_target is None:
+        return tf_prunetrain.DeadChannels(
+            config.interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
+            config.threshold, config.penalty_epochs)
+    ranking = tf_prunetrain.budget.RANKINGS[config.ranking]()
+    if config.early_bird:
+        return tf_prunetrain.experimental.EarlyBird(
+            config.flops_target, deadline=last, threshold=config.threshold,
+            ranking=ranking, gentle=config.gentle)
+    return tf_prunetrain.FlopsBudget(
+        config.flops_target, target_epoch=last, interval=config.interval,
+        threshold=config.threshold, ranking=ranking, gentle=config.gentle)
+
+
+def segment_ends(config: Config, cuts: list[int]) -> list[int]:
+    """The last epoch of each of `run`'s `fit` calls, ascending: --epochs,
+    and with --dynamic_batch, where the batch grows, epochs of `cuts` (the
+    schedule's `cut_epochs`; none without pruning): every one in the
+    paper's mode, a budget's last (its target met)."""
+    ends = {config.epochs}
+    if config.dynamic_batch and cuts:
+        ends.update(cuts if config.flops_target is None else cuts[-1:])
+    return sorted(ends)
 
 
 # -- data ------------------------------------------------------------------------
@@ -727,7 +773,7 @@ def prune_once(config: Config, model: keras.Model) -> keras.Model:
     """--prune_first: `model` cut to --flops_target of its FLOPs now, the
     channels --ranking chooses (weights as they are: no fade)."""
     graph = tf_prunetrain.channel_groups(model)
-    ranking = RANKINGS[config.ranking]()
+    ranking = tf_prunetrain.budget.RANKINGS[config.ranking]()
     ranking.start(graph)
     goal = config.flops_target * tf_prunetrain.cost.forward_flops(model)
     plan = tf_prunetrain.budget.plan_to_flops(
@@ -814,37 +860,34 @@ def run(config: Config) -> dict[str, Any]:
 
 
 def pruning(config: Config) -> tf_prunetrain.Reconfigure:
-    """PruneTrain's callback for `config`: `Reconfigure` with a
-    `FlopsBudget` (--flops_target) or `DeadChannels` (the paper's mode)
-    schedule."""
-    if config.flops_target is not None and config.early_bird:
-        schedule: tf_prunetrain.Schedule = tf_prunetrain.experimental.EarlyBird(
-            config.flops_target, deadline=target_epoch(config),
-            threshold=config.threshold, ranking=RANKINGS[config.ranking](),
-            gentle=config.gentle)
-    elif config.flops_target is not None:
-        schedule = tf_prunetrain.FlopsBudget(
-            config.flops_target, target_epoch=target_epoch(config),
-            interval=config.interval, threshold=config.threshold,
-            ranking=RANKINGS[config.ranking](), gentle=config.gentle)
-    else:
-        schedule = tf_prunetrain.DeadChannels(
-            config.interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
-            config.threshold,
-            config.penalty_epochs)
+    """PruneTrain's callback for `config`: `Reconfigure` with its
+    `schedule`."""
     return tf_prunetrain.Reconfigure(
-        schedule, penalty_ratio=None if config.strength is not None
+        schedule(config), penalty_ratio=None if config.strength is not None
         else config.penalty_ratio, round_to=config.round_to,
         verbose=1 if config.verbose else 0)
 
 
-def _run(config: Config, start: float) -> dict[str, Any]:
-    strategy = tf_prunetrain.distribute.make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    data = load_data(config)
+@dataclasses.dataclass
+class _Callbacks:
+    """A run's callbacks (`callbacks`, in `fit`'s order) and the trackers
+    its checkpoints carry; `segment_batch` is None without a batch to grow
+    (--dynamic_batch with PruneTrain)."""
+
+    reconfigure: tf_prunetrain.Reconfigure | None
+    runlog: tf_prunetrain.RunLog
+    timeline: timeline_lib.Timeline
+    segment_batch: _SegmentBatch | None
+    trackers: list[Any]
+    callbacks: list[Any]
+
+
+def _callbacks(config: Config, replicas: int) -> _Callbacks:
+    """PruneTrain's `Reconfigure`, the `RunLog` after it (it refuses one
+    listed before it), --rewarm_epochs' `Rewarm` and the timeline; the
+    checkpoint and the learning rate come later."""
     reconfigure = pruning(config) if config.prunetrain \
         and not config.prune_first else None
-    # After the Reconfigure (it refuses a RunLog listed before it).
     runlog = tf_prunetrain.RunLog(log_dir=config.log_dir,
                                   batch_size=config.batch_size * replicas)
     trackers: list[Any] = [reconfigure, runlog] if reconfigure else [runlog]
@@ -852,63 +895,131 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         trackers.append(tf_prunetrain.experimental.Rewarm(config.rewarm_epochs))
     timeline = timeline_lib.Timeline()
     callbacks: list[Any] = [*trackers, timeline]
-    growing = config.dynamic_batch and config.prunetrain
-    segment_batch = _SegmentBatch(config.batch_size)
-    if growing:  # a resume inside a segment goes on at its batch
-        trackers.append(segment_batch)
-    restored = None
-    with strategy.scope():
-        if config.log_dir:
-            backup = tf_prunetrain.Checkpoint(
-                os.path.join(config.log_dir, CHECKPOINT_DIR),
-                trackers=trackers)
-            callbacks.append(backup)
-            restored = backup.restore() if config.resume else None
-        head_seconds = one_off = 0.0
-        uncut = None  # --prune_first: the model's cost before its cut
+    segment_batch = None
+    if config.dynamic_batch and config.prunetrain:
+        segment_batch = _SegmentBatch(config.batch_size)
+        trackers.append(segment_batch)  # a resume inside a segment goes on
+    return _Callbacks(reconfigure, runlog, timeline, segment_batch, trackers,
+                      callbacks)
+
+
+@dataclasses.dataclass
+class _Start:
+    """The model a run trains from `epoch` on, and what preparing it took."""
+
+    model: keras.Model
+    epoch: int = 0
+    resumed: bool = False
+    head_seconds: float = 0.0  # --freeze_epochs' fit
+    one_off: float = 0.0  # --prune_first's surgery, a one-off like a cut's
+    # --prune_first: the cost of the model before its cut.
+    uncut: tf_prunetrain.cost.TrainingCost | None = None
+
+
+def _start(config: Config, data: Data, replicas: int,
+           parts: _Callbacks) -> _Start:
+    """In the strategy's scope: the checkpoint (--log_dir, added to the
+    callbacks) and the model it restores (--resume), else a fresh one."""
+    if config.log_dir:
+        backup = tf_prunetrain.Checkpoint(
+            os.path.join(config.log_dir, CHECKPOINT_DIR),
+            trackers=parts.trackers)
+        parts.callbacks.append(backup)
+        restored = backup.restore() if config.resume else None
         if restored:
             model, epoch = restored
-        else:
-            model = build_model(config, data.shape, data.num_classes)
-            if config.freeze_epochs:  # the head first, the rest frozen
-                head_seconds = train_head(config, model, data, replicas,
-                                          [timeline])
-            if config.prune_first:
-                uncut = tf_prunetrain.training_cost(
-                    model, batch_size=config.batch_size * replicas)
-            start_cut = time.perf_counter()
-            model, epoch = compiled_model(config, data, replicas, model), 0
-            if config.prune_first:  # the surgery, a one-off like a cut's
-                one_off = time.perf_counter() - start_cut
+            return _Start(model, epoch, resumed=True)
+    start = _Start(build_model(config, data.shape, data.num_classes))
+    if config.freeze_epochs:  # the head first, the rest frozen
+        start.head_seconds = train_head(config, start.model, data, replicas,
+                                        [parts.timeline])
+    if config.prune_first:
+        start.uncut = tf_prunetrain.training_cost(
+            start.model, batch_size=config.batch_size * replicas)
+    start_cut = time.perf_counter()
+    start.model = compiled_model(config, data, replicas, start.model)
+    if config.prune_first:
+        start.one_off = time.perf_counter() - start_cut
+    return start
+
+
+def _run(config: Config, start_time: float) -> dict[str, Any]:
+    strategy = tf_prunetrain.distribute.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    data = load_data(config)
+    parts = _callbacks(config, replicas)
+    with strategy.scope():
+        start = _start(config, data, replicas, parts)
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
-    callbacks.append(learning_rate)
+    parts.callbacks.append(learning_rate)
+    history, batch, train_seconds = _train(config, data, replicas, parts,
+                                           start, learning_rate)
+    model = start.model
+    evaluation = model.evaluate(data.test(config.batch_size * replicas,
+                                          replicas > 1),
+                                steps=config.eval_steps, verbose=0,
+                                return_dict=True)
+    if config.log_dir:  # the trainable model, and one for plain Keras
+        model.save(os.path.join(config.log_dir, MODEL_FILE))
+        tf_prunetrain.strip_prunetrain(model).save(
+            os.path.join(config.log_dir, PLAIN_MODEL_FILE))
+    if config.export_dir:
+        model.export(config.export_dir, verbose=False)
+    result = {
+        "model": model, "history": history,
+        "accuracy": float(evaluation["accuracy"]),
+        "loss": float(evaluation["loss"]),
+        **_cost_figures(model, parts.runlog, start.uncut),
+        **_cut_figures(parts.reconfigure, parts.runlog, start.one_off),
+        "batch_size": batch,
+        # What trained for how many steps (tools/benchmark.py replays it).
+        "timeline": parts.timeline.segments,
+        "architectures": parts.timeline.architectures,
+        "train_seconds": train_seconds + start.head_seconds,
+        "seconds": time.perf_counter() - start_time,
+    }
+    if config.verbose:
+        print(summary_line(config, result), flush=True)
+    return result
+
+
+def _train(config: Config, data: Data, replicas: int, parts: _Callbacks,
+           start: _Start, learning_rate: _StepLearningRate
+           ) -> tuple[dict[str, list], int, float]:
+    """Fits `start.model` from `start.epoch` to --epochs, one `fit` per
+    segment (`segment_ends`), the batch grown where one starts
+    (--dynamic_batch). Returns the history, the per-replica batch the next
+    segment would get, and fit's seconds."""
+    model, epoch, grows = start.model, start.epoch, parts.segment_batch
     # The dense model's activation memory at the base batch: the budget the
     # dynamic batch grows into.
     initial = dataclasses.replace(
-        runlog.initial_cost or tf_prunetrain.training_cost(model),
+        parts.runlog.initial_cost or tf_prunetrain.training_cost(model),
         batch_size=config.batch_size)
+
+    def grown() -> int:
+        return tf_prunetrain.dynamic_batch.dynamic_batch_size(
+            initial, model, multiple=8, max_batch_size=config.max_batch_size)
+
+    ends = segment_ends(config, parts.reconfigure.schedule.cut_epochs(
+        config.epochs) if parts.reconfigure else [])
     history: dict[str, list] = {}
-    batch, train_seconds = config.batch_size, 0.0
-    while epoch < config.epochs:
-        end = _segment_end(config, epoch)
-        if growing and (epoch == 0 or _segment_end(config, epoch - 1)
-                        == epoch):  # a segment starts: grow into the memory
-            segment_batch.size = tf_prunetrain.dynamic_batch \
-                .dynamic_batch_size(initial, model, multiple=8,
-                                    max_batch_size=config.max_batch_size)
-        if growing:
-            batch = segment_batch.size
+    batch, seconds, even = config.batch_size, 0.0, replicas > 1
+    for end in [e for e in ends if e > epoch]:
+        if grows and (epoch == 0 or epoch in ends):  # a segment starts:
+            grows.size = grown()  # grow into the memory
+        if grows:
+            batch = grows.size
         learning_rate.scale = batch / config.batch_size
-        runlog.batch_size = batch * replicas
+        parts.runlog.batch_size = batch * replicas
         if config.verbose:
             print(f"epochs {epoch + 1}-{end}: batch {batch} per replica × "
                   f"{replicas}, learning rate × {learning_rate.scale:g}",
                   flush=True)
-        even = replicas > 1
         fit_start = time.perf_counter()
         train, steps = data.train(batch * replicas, even, epoch,
                                   config.steps_per_epoch)
-        if steps is None and epoch and restored:
+        if steps is None and epoch and start.resumed:
             warnings.warn(
                 f"--resume: the training images of --data={config.data} are "
                 "read from files of unknown length, so the epochs after the "
@@ -921,37 +1032,26 @@ def _run(config: Config, start: float) -> dict[str, Any]:
                         if config.validate else None,
                         validation_steps=config.eval_steps
                         if config.validate else None,
-                        callbacks=callbacks, verbose=config.verbose,
+                        callbacks=parts.callbacks, verbose=config.verbose,
                         shuffle=False)  # the pipeline shuffles
-        train_seconds += time.perf_counter() - fit_start
+        seconds += time.perf_counter() - fit_start
         for key, values in fit.history.items():
             history.setdefault(key, []).extend(values)
         epoch = end
-    if growing:  # what the next one gets
-        batch = tf_prunetrain.dynamic_batch.dynamic_batch_size(
-            initial, model, multiple=8, max_batch_size=config.max_batch_size)
-    evaluation = model.evaluate(data.test(config.batch_size * replicas,
-                                          replicas > 1),
-                                steps=config.eval_steps, verbose=0,
-                                return_dict=True)
-    if config.log_dir:  # the trainable model, and one for plain Keras
-        model.save(os.path.join(config.log_dir, MODEL_FILE))
-        tf_prunetrain.strip_prunetrain(model).save(
-            os.path.join(config.log_dir, PLAIN_MODEL_FILE))
-    if config.export_dir:
-        model.export(config.export_dir, verbose=False)
+    return history, grown() if grows else batch, seconds
+
+
+def _cost_figures(model: keras.Model, runlog: tf_prunetrain.RunLog,
+                  uncut: tf_prunetrain.cost.TrainingCost | None
+                  ) -> dict[str, Any]:
+    """`run`'s figures of the model's cost, now and at the start (with
+    --prune_first: before its cut)."""
     cost, initial_cost = runlog.cost, runlog.initial_cost
     train_flops_dense = runlog.train_flops_dense
     if uncut is not None and initial_cost:  # against the model before it
         train_flops_dense *= uncut.train_flops / initial_cost.train_flops
         initial_cost = uncut
-    reconfigurations = reconfigure.reconfigurations if reconfigure else []
-    cuts = [r for r in reconfigurations if r.changes]
-    timings = runlog.cut_timings  # one per cut, measured by the RunLog
-    result = {
-        "model": model, "history": history,
-        "accuracy": float(evaluation["accuracy"]),
-        "loss": float(evaluation["loss"]),
+    return {
         "params": model.count_params(),
         "channels": cost.channels() if cost else None,
         "initial_params": initial_cost.params if initial_cost else None,
@@ -968,6 +1068,17 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         "memory_traffic_bytes": cost.memory_traffic_bytes if cost else None,
         "initial_memory_traffic_bytes": initial_cost.memory_traffic_bytes
         if initial_cost else None,
+    }
+
+
+def _cut_figures(reconfigure: tf_prunetrain.Reconfigure | None,
+                 runlog: tf_prunetrain.RunLog, one_off: float
+                 ) -> dict[str, Any]:
+    """`run`'s figures of the cuts (`one_off`: --prune_first's surgery)."""
+    reconfigurations = reconfigure.reconfigurations if reconfigure else []
+    cuts = [r for r in reconfigurations if r.changes]
+    timings = runlog.cut_timings  # one per cut, measured by the RunLog
+    return {
         "reconfiguration_seconds": one_off + sum(r.seconds
                                                  for r in reconfigurations),
         # The RunLog's measure of each cut's re-trace (None: not timed).
@@ -985,16 +1096,7 @@ def _run(config: Config, start: float) -> dict[str, Any]:
         # --early_bird: the mask's distance after each epoch it was planned.
         "mask_distances": list(getattr(reconfigure.schedule, "distances",
                                        [])) if reconfigure else [],
-        "batch_size": batch,
-        # What trained for how many steps (tools/benchmark.py replays it).
-        "timeline": timeline.segments,
-        "architectures": timeline.architectures,
-        "train_seconds": train_seconds + head_seconds,
-        "seconds": time.perf_counter() - start,
     }
-    if config.verbose:
-        print(summary_line(config, result), flush=True)
-    return result
 
 
 def summary_line(config: Config, result: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""The public API and the house rules of issue 28: a small surface, no
-import cycle, no class over 300 lines, a callback with few arguments."""
+"""The public API and the house rules of issues 28 and 41: a small
+surface, no import cycle, no function over 80 lines and no class over 300
+(library, recipes and tools), a callback with few arguments."""
 
 import ast
 import importlib
@@ -11,6 +12,7 @@ import pytest
 import tf_prunetrain
 
 PACKAGE = pathlib.Path(tf_prunetrain.__file__).parent
+CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
 
 # (name, where it lives now): the old top-level names (CHANGELOG.md).
 MOVED = [
@@ -93,14 +95,42 @@ def test_the_layers_run_one_way():
             assert f"tf_prunetrain.{high}" not in graph[f"tf_prunetrain.{low}"]
 
 
-def test_no_class_is_over_300_lines():
+def _too_long(source: str) -> list[str]:
+    """The functions over 80 lines and classes over 300 in `source`, as
+    'name (lines)', nested ones too."""
+    limits = {ast.FunctionDef: 80, ast.AsyncFunctionDef: 80,
+              ast.ClassDef: 300}
     long = []
-    for path in PACKAGE.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and \
-                    node.end_lineno - node.lineno + 1 > 300:
-                long.append(f"{path.name}:{node.name}")
-    assert not long
+    for node in ast.walk(ast.parse(source)):
+        if type(node) in limits:
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limits[type(node)]:
+                long.append(f"{node.name} ({lines} lines)")
+    return long
+
+
+def test_the_size_rule_counts_functions_and_classes():
+    def function(name: str, lines: int, indent: str = "") -> str:
+        return f"{indent}def {name}():\n" + f"{indent}    x = 0\n" * (lines - 1)
+
+    assert _too_long(function("f", 80)) == []
+    assert _too_long("class C:\n" + function("g", 81, "    ")) == [
+        "g (81 lines)"]
+    assert _too_long("class C:\n" + "    x = 0\n" * 299) == []
+    assert _too_long("class C:\n" + "    x = 0\n" * 300) == ["C (301 lines)"]
+
+
+def test_no_function_over_80_lines_nor_class_over_300():
+    """Issue 41's house rule, in the library, the recipes and the tools of
+    the checkout this test sits in."""
+    long = []
+    for folder in ("tf_prunetrain", "recipes", "tools"):
+        paths = sorted((CHECKOUT / folder).rglob("*.py"))
+        assert paths, folder
+        long += [f"{path.relative_to(CHECKOUT)}: {name}" for path in paths
+                 for name in _too_long(path.read_text())]
+    assert not long, "over 80 lines (functions) or 300 (classes): " + \
+        "; ".join(long)
 
 
 def test_reconfigure_takes_a_schedule_and_four_keywords():

@@ -320,8 +320,16 @@ def test_bad_flags_are_named():
                           "--rewarm_epochs needs PruneTrain"),
                          ({"flops_target": 0.5, "ranking": "uniform_widths"},
                           "--ranking must be one of"),
-                         ({"flops_target": 0.5, "target_epoch": 2},
-                          "--target_epoch=2 must come before"),
+                         # The library's rule (Schedule.check), flags named.
+                         ({"flops_target": 0.5, "target_epoch": 3},
+                          "--target_epoch=3, --epochs=2: FlopsBudget: "
+                          "target_epoch=3 is past"),
+                         ({"flops_target": 0.5, "epochs": 1},
+                          "--epochs=1: FlopsBudget: fit runs 1 epoch"),
+                         ({"flops_target": 0.5, "early_bird": True,
+                           "interval": None, "target_epoch": 3},
+                          "--target_epoch=3, --epochs=2: EarlyBird: "
+                          "deadline=3 is past"),
                          ({"flops_target": 0.5, "penalty_epochs": 1},
                           "conflict"),
                          ({"model": "vgg11", "data": "digits"}, "image_size"),
@@ -342,6 +350,42 @@ def test_bad_flags_are_named():
         _run(data="cifar10", data_dir="/nonexistent")
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         _run(data="fashion_mnist", data_dir="/nonexistent")
+
+
+def test_the_schedule_is_the_librarys_with_its_defaults_written_in():
+    """`common.schedule` builds what the flags name, with the library's
+    default epochs and rankings; `segment_ends` follows its cut epochs."""
+    def config(**kwargs):
+        return common.Config(**{"epochs": 8, **kwargs})
+
+    budget = common.schedule(config(flops_target=0.5))
+    assert type(budget) is tf_prunetrain.FlopsBudget
+    assert isinstance(budget.ranking, tf_prunetrain.budget.ThinWidths)
+    # The default target epoch (25 % of 8), written into its arguments.
+    assert budget.get_config()["target_epoch"] == \
+        tf_prunetrain.FlopsBudget(0.5).resolved_target_epoch(8) == 2
+    assert budget.cut_epochs(8) == [1, 2]
+    bird = common.schedule(config(flops_target=0.5, early_bird=True,
+                                  ranking="norm_per_flop"))
+    assert type(bird) is tf_prunetrain.experimental.EarlyBird
+    assert isinstance(bird.ranking, tf_prunetrain.budget.NormPerFlop)
+    assert bird.get_config()["deadline"] == 4  # 50 % of 8
+    dead = common.schedule(config(penalty_epochs=5))
+    assert type(dead) is tf_prunetrain.DeadChannels
+    assert dead.get_config() == tf_prunetrain.DeadChannels(
+        penalty_epochs=5).get_config()
+    # The library allows the target at the last epoch: so does the recipe.
+    last = config(flops_target=0.5, target_epoch=8)
+    common.validate(last)
+    assert common.schedule(last).cut_epochs(8) == [4, 8]
+    # --dynamic_batch: a budget's fit calls end where its target is met,
+    # the paper's mode's at every cut; without it, one fit.
+    assert common.segment_ends(config(dynamic_batch=True, flops_target=0.5),
+                               budget.cut_epochs(8)) == [2, 8]
+    assert common.segment_ends(config(dynamic_batch=True, interval=3),
+                               [3, 6]) == [3, 6, 8]
+    assert common.segment_ends(config(flops_target=0.5), [1, 2]) == [8]
+    assert common.segment_ends(config(dynamic_batch=True), []) == [8]
 
 
 def test_command_line(tmp_path):

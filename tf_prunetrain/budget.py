@@ -4,7 +4,8 @@
 `Plan` (see `planning`). A `Ranking` says which channels go: `ThinWidths`
 (the default: the widths of a uniformly thinner network, the importance
 choosing which channels of each layer) or `NormPerFlop` (0.2's: dead sets
-first, then the least importance per FLOP; it measured worse, BENCHMARKS.md).
+first, then the least importance per FLOP; it measured worse, BENCHMARKS.md);
+`RANKINGS` has both by name.
 A ranking gets the graph, the goal, the `importance.Scores` and the
 `planning.Constraints`, which do all the rounding. The schedules say how
 much to cut by when.
@@ -362,6 +363,11 @@ class ThinWidths(Ranking):
 
     def set_state(self, state: dict) -> None:
         self.widths = state.get("widths", self.widths)
+
+
+# The built-in rankings by name (the recipes' --ranking values).
+RANKINGS: dict[str, type[Ranking]] = {"thin_widths": ThinWidths,
+                                      "norm_per_flop": NormPerFlop}
 
 
 def _outputs(graph: coupling.ChannelGraph) -> dict[str, np.ndarray]:

@@ -751,6 +751,21 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
         raise ValueError(f"stream: seed must be an integer, got {seed!r}.")
     examples, buffer, prepare = _source(data, augment, image_size, mean, std,
                                         "stream")
+    steps = _stream_steps(examples, batch_size, steps_per_epoch,
+                          drop_remainder)
+
+    def epoch(number: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), number])
+        return _epoch(examples, buffer, prepare, augment, key, batch_size,
+                      drop_remainder).repeat().take(steps)
+
+    endless = tf.data.Dataset.range(initial_epoch, np.iinfo(np.int64).max)
+    return endless.flat_map(epoch).prefetch(tf.data.AUTOTUNE), steps
+
+
+def _stream_steps(examples: tf.data.Dataset, batch_size: int,
+                  steps_per_epoch: int | None, drop_remainder: bool) -> int:
+    """`stream`'s steps per epoch of `examples` (one epoch of them)."""
     if int(examples.cardinality()) == tf.data.INFINITE_CARDINALITY:
         raise ValueError("stream: data is endless; give one epoch of "
                          "examples (the stream repeats it).")
@@ -765,12 +780,4 @@ def stream(data: Arrays | tf.data.Dataset, batch_size: int, *,
         raise ValueError(f"stream: an epoch has no batch of {batch_size} "
                          f"(drop_remainder={drop_remainder}); pass a smaller "
                          "batch_size.")
-    steps = steps_per_epoch or batches
-
-    def epoch(number: tf.Tensor) -> tf.data.Dataset:
-        key = tf.stack([tf.constant(seed, tf.int64), number])
-        return _epoch(examples, buffer, prepare, augment, key, batch_size,
-                      drop_remainder).repeat().take(steps)
-
-    endless = tf.data.Dataset.range(initial_epoch, np.iinfo(np.int64).max)
-    return endless.flat_map(epoch).prefetch(tf.data.AUTOTUNE), steps
+    return steps_per_epoch or batches

@@ -48,7 +48,6 @@ from tf_prunetrain import report  # noqa: E402
 from tf_prunetrain.models import resnet_cifar  # noqa: E402
 
 IMAGE_SHAPE = (28, 28, 1)
-TARGET_FRACTION = tf_prunetrain.schedules.TARGET_FRACTION
 NUM_CLASSES = 10
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -72,6 +71,19 @@ def _parse_widths(widths: Sequence[Any]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def schedule(settings: dict[str, Any]) -> tf_prunetrain.Schedule:
+    """The PruneTrain run's schedule (`settings`: as `train`'s):
+    `FlopsBudget` to `flops_target`, or `DeadChannels` when it is 0."""
+    s = settings
+    if s["flops_target"]:
+        return tf_prunetrain.FlopsBudget(
+            s["flops_target"], target_epoch=s["target_epoch"],
+            interval=s["interval"], threshold=s["threshold"])
+    return tf_prunetrain.DeadChannels(
+        s["interval"] or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
+        s["threshold"])
+
+
 def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
           log_dir: str) -> dict[str, Any]:
     """One demo run (`settings`: the keyword arguments of `run` that shape
@@ -88,16 +100,8 @@ def train(prunetrain: bool, data: tuple, settings: dict[str, Any],
         model = tf_prunetrain.add_group_lasso(
             model, strength=s["strength"], proximal=target is not None,
             scales=target is not None)
-        if target is not None:
-            schedule: tf_prunetrain.Schedule = tf_prunetrain.FlopsBudget(
-                target, target_epoch=s["target_epoch"],
-                interval=s["interval"], threshold=s["threshold"])
-        else:
-            schedule = tf_prunetrain.DeadChannels(
-                s["interval"] or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
-                s["threshold"])
         reconfigure = tf_prunetrain.Reconfigure(
-            schedule, penalty_ratio=None, round_to=s["round_to"])
+            schedule(s), penalty_ratio=None, round_to=s["round_to"])
     else:
         reconfigure = None
     # After the Reconfigure: it reads the cost of the model each step trains.
@@ -187,38 +191,60 @@ def run(
     if flops_target and not 0 < flops_target < 1:
         raise ValueError(f"flops_target must be in (0, 1) (or 0 for the "
                          f"paper's mode), got {flops_target}.")
-    try:
-        data = load_mnist5k(test_size, seed)
-    except ImportError as e:
-        raise SystemExit(str(e)) from None
     settings = dict(epochs=epochs, batch_size=batch_size, strength=strength,
                     flops_target=flops_target, target_epoch=target_epoch,
                     threshold=threshold, interval=interval, round_to=round_to,
                     learning_rate=learning_rate,
                     weight_decay=weight_decay, depth=depth, widths=widths,
                     seed=seed, verbose=verbose)
+    planned = schedule(settings)
+    planned.check(epochs)  # before the dense run, not after it
+    try:
+        data = load_mnist5k(test_size, seed)
+    except ImportError as e:
+        raise SystemExit(str(e)) from None
     print("tf_prunetrain demo: PruneTrain vs dense on MNIST-5k "
           f"({len(data[0][1])} train / {len(data[1][1])} test images)")
-    print(f"  ResNet-{depth} widths {'/'.join(map(str, widths))}, {epochs} "
-          f"epochs, batch {batch_size}, SGD lr {learning_rate:g} cosine-decayed"
-          " to 0; PruneTrain: " + (
-              f"FLOPs target {flops_target:g} by epoch "
-              f"{target_epoch or max(1, round(TARGET_FRACTION * epochs))}, "
-              "proximal λ "
-              f"{strength:g} on kernels and BatchNorm scales until then"
-              if flops_target else
-              f"λ {strength:g} throughout, dead channels removed every "
-              f"{interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL}"
-              " epochs (dead = max|w| < "
-              f"{threshold:g})"))
+    print(_describe(settings, planned))
     dense = train(False, data, settings, os.path.join(out_dir, "dense"))
     pruned = train(True, data, settings, os.path.join(out_dir, "prunetrain"))
 
     print("\nResults\n" + _table(dense, pruned))
     print("\nPruneTrain, channels per layer (initial -> now):\n"
           + pruned["runlog"].summary())
+    saved, difference, keras_models = _save(pruned["model"], data[1][0],
+                                            out_dir)
+    figures = _report(out_dir)
+    total = time.perf_counter() - start
+    print(f"Done in {total:.0f} s.")
+    return {"dense": dense, "prunetrain": pruned, "saved_model": saved,
+            "keras_models": keras_models,
+            "export_difference": difference, "figures": figures,
+            "seconds": total}
 
-    model, (x_test, _) = pruned["model"], data[1]
+
+def _describe(settings: dict[str, Any],
+              planned: tf_prunetrain.Schedule) -> str:
+    """The line saying what both runs train and how PruneTrain prunes."""
+    s = settings
+    return (
+        f"  ResNet-{s['depth']} widths {'/'.join(map(str, s['widths']))}, "
+        f"{s['epochs']} epochs, batch {s['batch_size']}, SGD lr "
+        f"{s['learning_rate']:g} cosine-decayed to 0; PruneTrain: " + (
+            f"FLOPs target {s['flops_target']:g} by epoch "
+            f"{planned.cut_epochs(s['epochs'])[-1]}, proximal λ "
+            f"{s['strength']:g} on kernels and BatchNorm scales until then"
+            if s["flops_target"] else
+            f"λ {s['strength']:g} throughout, dead channels removed every "
+            f"{planned.interval} epochs (dead = max|w| < "
+            f"{s['threshold']:g})"))
+
+
+def _save(model: keras.Model, x_test: np.ndarray,
+          out_dir: str) -> tuple[str, float, tuple[str, str]]:
+    """Exports `model` as a SavedModel (checked against Keras on `x_test`)
+    and saves it trainable and plain; returns the SavedModel's folder, the
+    largest difference, and the two .keras files."""
     saved = os.path.join(out_dir, "saved_model")
     model.export(saved, verbose=False)
     import tensorflow as tf  # the backend; imported here for loading only
@@ -234,6 +260,12 @@ def run(
     tf_prunetrain.strip_prunetrain(model).save(plain)
     print(f"Keras models: {trainable} (trainable, needs tf_prunetrain), "
           f"{plain} (strip_prunetrain: loads with plain Keras)")
+    return saved, difference, (trainable, plain)
+
+
+def _report(out_dir: str) -> list[str]:
+    """Draws both runs' PNG report into `out_dir`; returns its files (none
+    without the `plots` extra)."""
     try:
         figures = report.render(
             [("PruneTrain", report.load(os.path.join(out_dir, "prunetrain"))),
@@ -243,12 +275,7 @@ def run(
     except ImportError as e:
         figures = []
         print(f"Report skipped: {e}")
-    total = time.perf_counter() - start
-    print(f"Done in {total:.0f} s.")
-    return {"dense": dense, "prunetrain": pruned, "saved_model": saved,
-            "keras_models": (trainable, plain),
-            "export_difference": difference, "figures": figures,
-            "seconds": total}
+    return figures
 
 
 def _main(argv: list[str]) -> None:

@@ -222,6 +222,24 @@ def resnet_cifar(
     shape = _check_input_shape(input_shape)
     if not isinstance(bottleneck, bool):
         raise ValueError(f"`bottleneck` must be a bool, got {bottleneck!r}.")
+    widths = _check_widths(widths)
+    weight_decay = _check_weight_decay(weight_decay)
+    n_blocks = _resolve_blocks_per_stage(depth, bottleneck, blocks_per_stage)
+    if name is None:
+        if blocks_per_stage is None:
+            name = f"resnet{depth}_cifar"
+        else:
+            name = f"resnet{n_blocks * (9 if bottleneck else 6) + 2}_cifar"
+    conv = _Conv(_Init(seed), _regularizer(weight_decay))
+    inputs = keras.Input(shape=shape, name="input")
+    x = _resnet_stages(conv, inputs, widths, n_blocks, bottleneck)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return _classified(inputs, x, num_classes, conv.init(), conv.regularizer,
+                       name)
+
+
+def _check_widths(widths: Any) -> tuple[int, int, int]:
+    """Validate the three ResNet stage widths."""
     try:
         widths = tuple(widths)
     except TypeError:
@@ -232,62 +250,70 @@ def resnet_cifar(
         raise ValueError(
             f"`widths` must be a sequence of 3 positive integers, got {widths!r}."
         )
-    weight_decay = _check_weight_decay(weight_decay)
-    n_blocks = _resolve_blocks_per_stage(depth, bottleneck, blocks_per_stage)
-    if name is None:
-        if blocks_per_stage is None:
-            name = f"resnet{depth}_cifar"
-        else:
-            name = f"resnet{n_blocks * (9 if bottleneck else 6) + 2}_cifar"
+    return widths
 
-    init = _Init(seed)
-    reg = _regularizer(weight_decay)
 
-    def conv(x: Any, filters: int, kernel: int, stride: int, layer_name: str) -> Any:
+class _Conv:
+    """Applies the ResNet's convolutions: bias-free, ``same`` padding, each
+    with the next initializer of ``init`` and the kernel ``regularizer``."""
+
+    def __init__(self, init: _Init,
+                 regularizer: keras.regularizers.Regularizer | None) -> None:
+        self.init, self.regularizer = init, regularizer
+
+    def __call__(self, x: Any, filters: int, kernel: int, stride: int,
+                 name: str) -> Any:
         return keras.layers.Conv2D(
             filters,
             kernel,
             strides=stride,
             padding="same",
             use_bias=False,
-            kernel_initializer=init(),
-            kernel_regularizer=reg,
-            name=layer_name,
+            kernel_initializer=self.init(),
+            kernel_regularizer=self.regularizer,
+            name=name,
         )(x)
 
-    inputs = keras.Input(shape=shape, name="input")
+
+def _resnet_stages(conv: _Conv, inputs: Any, widths: tuple[int, int, int],
+                   n_blocks: int, bottleneck: bool) -> Any:
+    """The stem and the three stages of ``n_blocks`` blocks on ``inputs``."""
     x = conv(inputs, widths[0], 3, 1, "stem_conv")
     x = _bn("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     channels = widths[0]
-
     for s, width in enumerate(widths, start=1):
         for b in range(1, n_blocks + 1):
-            prefix = f"stage{s}_block{b}"
             stride = 2 if (s > 1 and b == 1) else 1
-            out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
-            shortcut = x
-            if stride != 1 or channels != out_channels:
-                shortcut = conv(x, out_channels, 1, stride, f"{prefix}_shortcut_conv")
-                shortcut = _bn(f"{prefix}_shortcut_bn")(shortcut)
+            x, channels = _residual_block(conv, x, f"stage{s}_block{b}",
+                                          width, stride, channels, bottleneck)
+    return x
 
-            if bottleneck:
-                specs = [(width, 1, 1), (width, 3, stride), (out_channels, 1, 1)]
-            else:
-                specs = [(width, 3, stride), (width, 3, 1)]
-            y = x
-            for i, (filters, kernel, conv_stride) in enumerate(specs, start=1):
-                y = conv(y, filters, kernel, conv_stride, f"{prefix}_conv{i}")
-                y = _bn(f"{prefix}_bn{i}")(y)
-                if i < len(specs):
-                    y = keras.layers.ReLU(name=f"{prefix}_relu{i}")(y)
 
-            x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
-            x = keras.layers.ReLU(name=f"{prefix}_out")(x)
-            channels = out_channels
+def _residual_block(conv: _Conv, x: Any, prefix: str, width: int,
+                    stride: int, channels: int, bottleneck: bool
+                    ) -> tuple[Any, int]:
+    """One block named ``prefix`` on ``x`` (``channels`` channels); returns
+    its output and its channel count."""
+    out_channels = width * BOTTLENECK_EXPANSION if bottleneck else width
+    shortcut = x
+    if stride != 1 or channels != out_channels:
+        shortcut = conv(x, out_channels, 1, stride, f"{prefix}_shortcut_conv")
+        shortcut = _bn(f"{prefix}_shortcut_bn")(shortcut)
 
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return _classified(inputs, x, num_classes, init(), reg, name)
+    if bottleneck:
+        specs = [(width, 1, 1), (width, 3, stride), (out_channels, 1, 1)]
+    else:
+        specs = [(width, 3, stride), (width, 3, 1)]
+    y = x
+    for i, (filters, kernel, conv_stride) in enumerate(specs, start=1):
+        y = conv(y, filters, kernel, conv_stride, f"{prefix}_conv{i}")
+        y = _bn(f"{prefix}_bn{i}")(y)
+        if i < len(specs):
+            y = keras.layers.ReLU(name=f"{prefix}_relu{i}")(y)
+
+    x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
+    return keras.layers.ReLU(name=f"{prefix}_out")(x), out_channels
 
 
 def _classified(inputs: Any, features: Any, num_classes: int,
@@ -363,10 +389,20 @@ def vgg_cifar(
 
     init = _Init(seed)
     reg = _regularizer(weight_decay)
-
     inputs = keras.Input(shape=shape, name="input")
+    x = _vgg_blocks(inputs, VGG_CONFIGS[depth], width_multiplier, batch_norm,
+                    init, reg)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return _classified(inputs, x, num_classes, init(), reg, name)
+
+
+def _vgg_blocks(inputs: Any, blocks: tuple[tuple[int, ...], ...],
+                width_multiplier: float, batch_norm: bool, init: _Init,
+                reg: keras.regularizers.Regularizer | None) -> Any:
+    """The conv blocks of ``blocks`` (base widths) on ``inputs``, each
+    ending in a max-pool."""
     x = inputs
-    for b, block in enumerate(VGG_CONFIGS[depth], start=1):
+    for b, block in enumerate(blocks, start=1):
         for i, base in enumerate(block, start=1):
             filters = max(1, int(round(base * width_multiplier)))
             x = keras.layers.Conv2D(
@@ -382,6 +418,4 @@ def vgg_cifar(
                 x = _bn(f"block{b}_bn{i}")(x)
             x = keras.layers.ReLU(name=f"block{b}_relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
-
-    x = keras.layers.Flatten(name="flatten")(x)
-    return _classified(inputs, x, num_classes, init(), reg, name)
+    return x
