@@ -15,6 +15,11 @@ gentle) and every other cut is a lever named after it
 (`prunetrain_norm_per_flop` is 0.2's). Files written since carry
 `"names": 2`; `upgrade_names` renames the runs of an older file, so that
 replaying, reporting and resuming it work on the names of today.
+
+**Same runs, same figures.** `python -m tools.results reference.json
+new.json` prints every run (seed, method, setting) of both files with its
+top-1 in each and exits 1 unless every one is bit for bit the same (issue
+41's check that a refactor changed nothing a run computes).
 """
 
 from __future__ import annotations
@@ -151,3 +156,42 @@ def upgrade_names(result: dict[str, Any]) -> dict[str, Any]:
         result["config"].update(DEFAULT_CUT)
     result["names"] = NAMES
     return result
+
+
+def differences(reference: dict[str, Any], new: dict[str, Any],
+                figure: str = "accuracy") -> tuple[list[str], list[str]]:
+    """Every run of two results (today's names), as a line with `figure`
+    in each, and the lines of those that differ or are in one only.
+
+    >>> old = {"names": 2, "runs": [{"seed": 0, "method": "dense",
+    ...                              "setting": None, "accuracy": 0.5}]}
+    >>> new = {"names": 2, "runs": [{"seed": 0, "method": "dense",
+    ...                              "setting": None, "accuracy": 0.5}]}
+    >>> differences(old, new)[1]
+    []
+    >>> new["runs"][0]["accuracy"] = 0.25
+    >>> differences(old, new)[1]
+    ['seed 0, dense None: 0.5 -> 0.25']
+    """
+    def figures(result: dict[str, Any]) -> dict[tuple, Any]:
+        return {(r["seed"], r["method"], r.get("setting")): r.get(figure)
+                for r in upgrade_names(result)["runs"]}
+
+    one, two = figures(reference), figures(new)
+    lines, differing = [], []
+    for key in sorted(set(one) | set(two), key=str):
+        line = (f"seed {key[0]}, {key[1]} {key[2]}: {one.get(key, '-')!r} "
+                f"-> {two.get(key, '-')!r}")
+        lines.append(line)
+        if key not in one or key not in two or one[key] != two[key]:
+            differing.append(line)
+    return lines, differing
+
+
+if __name__ == "__main__":
+    import sys
+    every, changed = differences(read(sys.argv[1]), read(sys.argv[2]))
+    print("\n".join(every))
+    print(f"{len(every) - len(changed)} of {len(every)} the same"
+          + "".join(f"\nDIFFERENT: {line}" for line in changed))
+    sys.exit(1 if changed else 0)
