@@ -160,7 +160,7 @@ def main(directory, kill_at, mode):
                                   batch_size=BATCH)
     trackers = [reconfigure, runlog]
     if mode == "levers":
-        trackers.append(tf_prunetrain.rewarm.Rewarm(1.0))
+        trackers.append(tf_prunetrain.experimental.Rewarm(1.0))
     backup = tf_prunetrain.Checkpoint(os.path.join(directory, "backup"),
                                       trackers=trackers)
     strategy = tf_prunetrain.distribute.make_strategy(

@@ -320,7 +320,7 @@ class ThinWidths(Ranking):
         candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [1.0]
 
         def thin(i: int) -> tuple[planning.Plan, float]:
-            plan = self._thin(graph, outputs, candidates[i], scores,
+            plan = self.thinned(graph, outputs, candidates[i], scores,
                               constraints)
             return plan, estimate_flops(graph, plan.keep)
 
@@ -340,10 +340,12 @@ class ThinWidths(Ranking):
         return below[0] if abs(below[1] - goal) <= abs(above[1] - goal) \
             else above[0]
 
-    def _thin(self, graph: coupling.ChannelGraph,
+    def thinned(self, graph: coupling.ChannelGraph,
               outputs: dict[str, np.ndarray], m: float,
               scores: importance_lib.Scores,
               constraints: planning.Constraints) -> planning.Plan:
+        """The plan keeping `m` times each of `outputs`' start widths
+        (rounded by `constraints`), the highest-scored channels of each."""
         keep = np.ones(len(graph.root), bool)
         chosen = np.zeros(len(graph.root), bool)
         for path, roots in outputs.items():
@@ -429,6 +431,6 @@ def reachable_flops(graph: coupling.ChannelGraph, min_channels: int = 1,
     scores = importance_lib.GroupNorm()(graph)
     thin = ThinWidths()
     thin.start(graph)
-    plan = thin._thin(graph, _prunable_outputs(graph, scores), 0.0, scores,
+    plan = thin.thinned(graph, _prunable_outputs(graph, scores), 0.0, scores,
                       planning.Constraints(round_to, min_channels))
     return estimate_flops(graph, plan.keep)
