@@ -277,8 +277,9 @@ def validate(config: Config) -> None:
     _validate_numbers(config)
     _validate_pruning(config)
     _validate_training(config)
-    if not config.prune_first:  # it cuts once, before training: no schedule
-        schedule(config)
+    # --prune_first cuts once, before training: its target is checked, and
+    # no epochs.
+    schedule(config, check=not config.prune_first)
 
 
 def _validate_inputs(config: Config) -> None:
@@ -331,9 +332,6 @@ def _validate_pruning(config: Config) -> None:
         raise ValueError(f"--ranking must be one of {sorted(rankings)}, got "
                          f"{config.ranking!r}.")
     if config.flops_target is not None:
-        if not 0 < config.flops_target < 1:
-            raise ValueError("--flops_target must be in (0, 1) (or unset for "
-                             "the paper's mode).")
         if config.penalty_epochs is not None:
             raise ValueError("--flops_target and --penalty_epochs conflict: "
                              "the target ends the group lasso itself.")
@@ -438,21 +436,25 @@ def _validate_pretrained(config: Config) -> None:
                          "needs --new_head.")
 
 
-def schedule(config: Config) -> tf_prunetrain.Schedule:
+def schedule(config: Config, check: bool = True) -> tf_prunetrain.Schedule:
     """The schedule `config` prunes with: `FlopsBudget` (--flops_target),
     `experimental.EarlyBird` (--early_bird) or `DeadChannels` (the paper's
-    mode). Raises ValueError naming the flags when it cannot be met in
-    --epochs (`Schedule.check`, the library's one rule). A budget's
+    mode). Raises ValueError naming the flags for a bad target, or (with
+    `check`) when it cannot be met in --epochs (`Schedule.check`, the
+    library's one rule). A budget's
     default --target_epoch (the library's) is written into its arguments,
     which a checkpoint compares."""
-    flagged = _schedule(config, config.target_epoch)
     try:
-        flagged.check(config.epochs)
+        flagged = _schedule(config, config.target_epoch)
+        if check:
+            flagged.check(config.epochs)
     except ValueError as err:
-        given = f"--target_epoch={config.target_epoch}, " \
-            if config.target_epoch else ""
+        given = "".join(f"--{name}={getattr(config, name)}, " for name in
+                        ("flops_target", "target_epoch")
+                        if getattr(config, name) is not None)
         raise ValueError(f"{given}--epochs={config.epochs}: {err}") from err
-    if config.flops_target is None or config.target_epoch is not None:
+    if config.flops_target is None or config.target_epoch is not None \
+            or not check:
         return flagged
     return _schedule(config, flagged.cut_epochs(config.epochs)[-1])
 

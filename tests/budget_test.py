@@ -136,7 +136,8 @@ def test_budget_defaults_follow_fits_epochs():
     assert schedule.target_epoch is None
     schedule.start(pt.schedule_context(pt.two_convs(), epochs=12))
     assert schedule.target_epoch == 3  # 25% of 12 epochs
-    assert schedule.interval == 2  # half of it, rounded up: two cuts
+    assert schedule.interval(12) == 2  # half of it, rounded up: two cuts
+    assert schedule.cut_epochs(12) == [2, 3]
     # What a checkpoint carries: the epoch fixed at the start.
     again = tf_prunetrain.FlopsBudget(0.5)
     again.set_state(schedule.get_state())

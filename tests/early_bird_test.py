@@ -63,18 +63,19 @@ def test_a_moving_mask_waits_for_the_deadline():
     assert min(schedule.distances) > schedule.distance
 
 
-def test_gentle_decides_as_abrupt_does():
-    """`gentle` changes when Reconfigure asks (as an epoch begins), not the
-    answers: the same weights give the same decisions."""
+def test_gentle_decides_as_abrupt_does_one_epoch_later():
+    """Gentle, it is asked as each epoch begins (Reconfigure): not before
+    the first has trained, and then it decides what abrupt decided at the
+    end of the epoch before — its cut follows one epoch of fading."""
     def run(gentle):
         model = pt.two_convs(16, 16)
         out = _decisions(EarlyBird(0.5, window=1, deadline=6, gentle=gentle),
-                         model, 3)
+                         model, 4)
         return [None if d is None else d.plan.keep.tolist() for d in out]
 
-    abrupt = run(False)
-    assert abrupt == run(True)
-    assert abrupt[0] is None and abrupt[1] is not None
+    abrupt, gentle = run(False), run(True)
+    assert abrupt[0] is None and abrupt[1] is not None  # settled after 2
+    assert gentle[:2] == [None, None] and gentle[2] == abrupt[1]
 
 
 def test_distance_is_the_share_of_removable_channel_sets_that_changed():
@@ -99,7 +100,7 @@ def test_distance_is_the_share_of_removable_channel_sets_that_changed():
 def test_its_config_and_state_survive_a_checkpoint():
     model = pt.two_convs(16, 16)
     context = lambda: pt.schedule_context(model, epochs=8)  # noqa: E731
-    schedule = EarlyBird(0.5, window=2, deadline=6)
+    schedule = EarlyBird(0.5, window=2, deadline=6, gentle=False)
     schedule.start(context())
     assert schedule.decide(1, context()) is None
     assert schedule.decide(2, context()) is None  # one distance: not yet
@@ -147,8 +148,9 @@ def _fit(strategy, epochs=5):
     rng = np.random.default_rng(0)
     x = rng.random((128, 12, 12, 1), np.float32)
     y = np.arange(128) % 10
-    # distance 1: settled at the first distance, whatever the weights do:
-    # asked as epoch 2 begins (gentle), it fades epoch 2 and cuts after it.
+    # distance 1: settled at the first distance (after epoch 2), whatever
+    # the weights do; gentle, it is asked as epoch 3 begins: epoch 3 fades
+    # its channels, and the cut follows it.
     schedule = EarlyBird(0.4, distance=1.0, window=1, deadline=4)
     callback = tf_prunetrain.Reconfigure(schedule, penalty_ratio=None,
                                          round_to=1, verbose=0)
@@ -164,10 +166,8 @@ def test_in_fit_one_gentle_cut_agreed_by_every_replica(mirrored):
         if mirrored else tf.distribute.get_strategy()
     model, callback, outputs = _fit(strategy)
     cuts = [r for r in callback.reconfigurations if r.changes]
-    assert [r.epoch for r in cuts] == [2] and callback.finished == 2
-    assert callback.schedule.distances == [pytest.approx(
-        callback.schedule.distances[0])] and len(
-            callback.schedule.distances) == 1
+    assert [r.epoch for r in cuts] == [3] and callback.finished == 3
+    assert len(callback.schedule.distances) == 1  # masks after 1 and 2
     assert cuts[0].removed_norm == pytest.approx(0.0, abs=1e-6)
     # The faded channels were zeros: the cut left the function as it was.
     [(before, after)] = outputs.pairs

@@ -181,7 +181,9 @@ def test_early_bird_and_rewarm_flags():
     assert len(segments) == 2  # one architecture before the cut, one after
     assert segments[0]["steps"] == 2 * TINY["steps_per_epoch"]  # deadline:
     # 50% of 4 epochs
-    assert len(result["mask_distances"]) == 1  # epochs 1→2 (the cut at 2)
+    # Gentle: asked as epoch 2 (the deadline) begins, it plans the cut
+    # from the mask after epoch 1, the first: no distance yet.
+    assert result["mask_distances"] == []
     assert result["inference_flops"] / result["initial_inference_flops"] \
         == pytest.approx(0.4, abs=0.06)
     assert result["removed_norms"] == [pytest.approx(0.0, abs=1e-6)]

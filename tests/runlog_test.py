@@ -286,7 +286,7 @@ def test_step_time_phases_skip_retraces_and_price_the_saving():
     """On a fake clock (`RunLog(clock=...)`): the first step after each
     (re)trace is not timed, medians are per architecture, the saving prices
     every step at its model's median, and all of it (with the cut's
-    `CutTiming`) survives the RunLog's state()/restore()."""
+    `CutTiming`) survives the RunLog's get_state()/set_state()."""
     cb, log, step = pt.on_fake_clock(batch_size=BATCH, verbose=0)
     cb.on_train_begin()
     log.on_train_begin()

@@ -310,13 +310,11 @@ class ThinWidths(Ranking):
         if self.widths is None:
             self.start(graph)
         outputs = _prunable_outputs(graph, scores)
-        # Widths change only where m·w0/round_to crosses a half: one
-        # candidate multiplier between each pair of such points.
-        step = constraints.round_to
+        # One candidate multiplier between each pair of points where a
+        # width changes.
         starts = {self.widths.get(path, len(r)) for path, r in outputs.items()}
-        points = sorted({0.0, 1.0} | {
-            (j + 0.5) * step / w0 for w0 in starts
-            for j in range(w0 // step + 1) if (j + 0.5) * step < w0})
+        points = sorted({0.0, 1.0} | {m for w0 in starts
+                                      for m in constraints.breaks(w0)})
         candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [1.0]
 
         def thin(i: int) -> tuple[planning.Plan, float]:
@@ -426,11 +424,15 @@ def reachable_flops(graph: coupling.ChannelGraph, min_channels: int = 1,
                     round_to: int = 1) -> float:
     """Estimated forward FLOPs of the smallest model pruning can reach:
     every prunable convolution/Dense output at the fewest channels the
-    constraints allow (frozen channels and layers the library cannot
-    follow stay)."""
+    constraints allow, and the residual branches dead channels cut off
+    removed (frozen channels and layers the library cannot follow stay)."""
+    constraints = planning.Constraints(round_to, min_channels)
     scores = importance_lib.GroupNorm()(graph)
     thin = ThinWidths()
     thin.start(graph)
     plan = thin.thinned(graph, _prunable_outputs(graph, scores), 0.0, scores,
-                      planning.Constraints(round_to, min_channels))
+                        constraints)
+    alive = ~scores.dead(constraints.threshold)
+    alive[coupling.FROZEN] = True
+    planning.remove_dead_branches(plan, alive)
     return estimate_flops(graph, plan.keep)

@@ -40,8 +40,9 @@ from tf_prunetrain import _keras
 MODEL_FILE, MANIFEST_FILE, PREFIX = "model.keras", "manifest.json", "ckpt-"
 
 
-class _Mismatch(ValueError):
-    """A checkpoint of another set of trackers (not damage: raised)."""
+class Mismatch(ValueError):
+    """A checkpoint of another run (other trackers, or a tracker refusing
+    its state): raised by `Checkpoint.restore`, not skipped as damage."""
 
 
 def _sha256(path: str) -> str:
@@ -198,7 +199,7 @@ class Checkpoint(keras.callbacks.Callback):
             folder = os.path.join(self.directory, f"{PREFIX}{epoch}")
             try:
                 return self._load(folder)
-            except _Mismatch:
+            except Mismatch:
                 raise
             except Exception as e:  # noqa: BLE001 - any damage means skip
                 warnings.warn(f"Checkpoint: skipping damaged checkpoint "
@@ -215,15 +216,12 @@ class Checkpoint(keras.callbacks.Callback):
         saved = manifest["trackers"]
         kinds = [type(t).__name__ for t in self.trackers]
         if [t["type"] for t in saved] != kinds:
-            raise _Mismatch(
+            raise Mismatch(
                 f"Checkpoint: '{folder}' was saved with trackers "
                 f"{[t['type'] for t in saved]}, this Checkpoint has {kinds}; "
                 "pass the same callbacks in the same order.")
         model = keras.models.load_model(model_path)
         _restore_seeds(model, manifest.get("seeds"))
         for tracker, state in zip(self.trackers, saved):
-            try:
-                tracker.set_state(state["state"])
-            except ValueError as err:  # another run's: refused, not damage
-                raise _Mismatch(f"Checkpoint: '{folder}': {err}") from err
+            tracker.set_state(state["state"])  # Mismatch: raised
         return model, int(manifest["epoch"])

@@ -76,9 +76,13 @@ def schedule(settings: dict[str, Any]) -> tf_prunetrain.Schedule:
     `FlopsBudget` to `flops_target`, or `DeadChannels` when it is 0."""
     s = settings
     if s["flops_target"]:
-        return tf_prunetrain.FlopsBudget(
-            s["flops_target"], target_epoch=s["target_epoch"],
-            interval=s["interval"], threshold=s["threshold"])
+        try:
+            return tf_prunetrain.FlopsBudget(
+                s["flops_target"], target_epoch=s["target_epoch"],
+                interval=s["interval"], threshold=s["threshold"])
+        except ValueError as err:
+            raise ValueError(f"demo: flops_target={s['flops_target']} (0: "
+                             f"the paper's mode): {err}") from err
     return tf_prunetrain.DeadChannels(
         s["interval"] or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
         s["threshold"])
@@ -188,9 +192,6 @@ def run(
                                            1 if target_epoch is None
                                            else target_epoch)):
         _checks.positive_int(value, name, "demo")
-    if flops_target and not 0 < flops_target < 1:
-        raise ValueError(f"flops_target must be in (0, 1) (or 0 for the "
-                         f"paper's mode), got {flops_target}.")
     settings = dict(epochs=epochs, batch_size=batch_size, strength=strength,
                     flops_target=flops_target, target_epoch=target_epoch,
                     threshold=threshold, interval=interval, round_to=round_to,

@@ -253,7 +253,7 @@ def _rebuilt_optimizer(model: keras.Model, old: Any, plan: planning.Plan,
         pairs.append((old.inner_optimizer, new.inner_optimizer))
     for old_opt, new_opt in pairs:
         # The schedule object itself, not a copy from its config: it may
-        # hold state (`rewarm.Rewarmed`), and callbacks may hold it.
+        # hold state (`experimental.Rewarmed`), and callbacks may hold it.
         rate = _keras.learning_rate(old_opt)
         if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
             new_opt.learning_rate = rate

@@ -30,7 +30,7 @@ Events. `Reconfigure` finds the other callbacks of its `fit` when Keras sets
 the model on them (`Companions`; `_keras.fit_callbacks` is the one place
 that reads Keras' callback list) and tells those with these methods, in
 list order, what it did. They are how callbacks learn of it (`RunLog`,
-`rewarm.Rewarm`, the recipes' `Timeline`): none reads another callback's
+`experimental.Rewarm`, the recipes' `Timeline`): none reads another callback's
 attributes.
 
 * `on_reconfigure(reconfiguration, plan)`: after every cut that changed

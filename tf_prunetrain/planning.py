@@ -103,6 +103,17 @@ class Constraints:
         width = self.round_to * math.floor(wanted / self.round_to + 0.5)
         return min(available, max(width, self.round_to, self.min_channels))
 
+    def breaks(self, start: int) -> list[float]:
+        """The multipliers m in (0, 1) where `width(m * start, ...)`
+        changes: where m·start crosses a half-multiple of `round_to`.
+
+        >>> Constraints(round_to=8).breaks(32)
+        [0.125, 0.375, 0.625, 0.875]
+        """
+        return [(j + 0.5) * self.round_to / start
+                for j in range(start // self.round_to + 1)
+                if (j + 0.5) * self.round_to < start]
+
     def enforce(self, plan: "Plan", scores: importance_lib.Scores) -> None:
         """Keeps channels back (the highest `scores` first) until every
         output of `plan` obeys the rules; a plan that does changes not."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from tf_prunetrain import _checks
 from tf_prunetrain import _keras
+from tf_prunetrain import checkpoint as checkpoint_lib
 from tf_prunetrain import cost as cost_lib
 from tf_prunetrain import distribute
 from tf_prunetrain import fading
@@ -292,7 +293,7 @@ class Reconfigure(keras.callbacks.Callback):
         (ValueError, nothing changed)."""
         saved = state.get("schedule_config")
         if saved is not None and saved != _described(self.schedule):
-            raise ValueError(
+            raise checkpoint_lib.Mismatch(
                 f"Reconfigure: the checkpoint's schedule was {saved['class']}"
                 f"({saved['config']}), this run's is {self.schedule!r}. "
                 "Resume with the schedule the run started with, or start a "

@@ -12,7 +12,7 @@
   colour per run: give a dense baseline's log (written by `RunLog`) beside a
   PruneTrain run's to compare them.
 
-From the command line: `python tools/report.py --log=... --out_dir=...`.
+From the command line: `python -m tools.report --log=... --out_dir=...`.
 Needs matplotlib: pip install 'tf-prunetrain[plots]'.
 """
 

@@ -451,16 +451,15 @@ class FlopsBudget(Schedule):
         """`target_epoch`, or its default for a `fit` of `epochs` epochs."""
         return self.target_epoch or max(1, round(TARGET_FRACTION * epochs))
 
-    @property
-    def interval(self) -> int:
-        """Epochs between cuts (see the class docstring)."""
-        if self._interval is not None:
-            return self._interval
-        return max(1, math.ceil((self.target_epoch or 1) / 2))
+    def interval(self, epochs: int) -> int:
+        """Epochs between cuts in a `fit` of `epochs` epochs (the class
+        docstring)."""
+        last = self.resolved_target_epoch(epochs)
+        return self._interval or max(1, math.ceil(last / 2))
 
     def cut_epochs(self, epochs: int) -> list[int]:
-        last = self.resolved_target_epoch(epochs)
-        interval = self._interval or max(1, math.ceil(last / 2))
+        last, interval = self.resolved_target_epoch(epochs), \
+            self.interval(epochs)
         return list(range(interval, last, interval)) + [last]
 
     def goal(self, epoch: int) -> float:

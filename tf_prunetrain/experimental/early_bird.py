@@ -18,10 +18,10 @@ DEADLINE_FRACTION = 0.5
 class EarlyBird(schedules.Schedule):
     """Cut once, to `target`, when the channel mask stops moving.
 
-    Whenever it is asked (after every epoch; `gentle`: when every epoch
-    begins, so its cut follows one epoch of fading), the ranking plans the
-    cut to `target` (the "mask": which channels it would keep) and compares
-    it with the last one: the distance is the fraction of channel sets
+    After every epoch (`gentle`: as the next begins, so that its cut follows
+    one epoch of fading), the ranking plans the cut to `target` (the
+    "mask": which channels it would keep) and compares it with the last
+    epoch's: the distance is the fraction of channel sets
     whose fate changed (a normalised Hamming distance, as the Early-Bird
     tickets of You et al., ICLR 2020). When the last `window` distances
     are all at most `distance`, the cut is made and pruning ends; if the
@@ -103,12 +103,15 @@ class EarlyBird(schedules.Schedule):
 
     def decide(self, epoch: int, context: schedules.Context
                ) -> schedules.Decision | None:
+        final = epoch >= self.deadline
+        if self.gentle and epoch == 1 and not final:
+            return None  # asked before any training: no mask yet
         plan = self.plan(self.target, context)
         mask = np.asarray(plan.keep, bool)[plan.graph.prunable()]
         if self.mask is not None and len(self.mask) == len(mask):
             self.distances.append(float(np.mean(self.mask != mask)))
         self.mask = mask
-        if epoch >= self.deadline or self.settled(self.distances):
+        if final or self.settled(self.distances):
             return schedules.Decision(plan, last=True)
         return None
 

@@ -20,7 +20,7 @@ re-warm. It composes with whatever sets `base`:
 * a `keras.optimizers.schedules.LearningRateSchedule`: it is wrapped for
   the `fit` (`Rewarmed`) and given back at its end; a model saved during
   the `fit` saves the schedule it wraps (loading it needs
-  `tf_prunetrain` imported, as every model of this library does).
+  this module imported, e.g. `tf_prunetrain.experimental.Rewarm`).
 
 Experimental (off unless added): BENCHMARKS.md, "Issue 31, cut time and
 re-warm", has its figures.
@@ -81,7 +81,7 @@ class Rewarm(keras.callbacks.Callback):
 
     A lift that a `fit` call's end interrupts goes on in the next one; a
     `Checkpoint` with this callback among its `trackers` carries it and
-    the highest rate (`state`/`restore`). With `steps_per_execution` k the
+    the highest rate (`get_state`/`set_state`). With `steps_per_execution` k the
     rate changes once per k steps. Listed before a callback that reads the
     rate after a step (a batch-level `ModelCheckpoint`), that one sees the
     lifted rate; between steps the optimizer holds the others' rate.
@@ -123,7 +123,7 @@ class Rewarm(keras.callbacks.Callback):
         # The rate of every step a lift touched, in order (one per batch
         # callback: with steps_per_execution k, one per k steps).
         self.rates: list[float] = []
-        # The run's state (`state()`: checkpoints carry it): the highest
+        # The run's state (`get_state()`: checkpoints carry it): the highest
         # rate at an epoch's start so far, and the lift in progress
         # (peak, length in steps, steps done).
         self._highest = 0.0
@@ -225,6 +225,6 @@ class Rewarm(keras.callbacks.Callback):
         return {"highest": self._highest, "lift": self._lift}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues the run `state()` described (before `fit`)."""
+        """Continues the run `get_state()` described (before `fit`)."""
         self._highest = float(state.get("highest", 0.0))
         self._lift = state.get("lift")
