@@ -68,23 +68,6 @@ def test_the_old_shims_are_gone():
             importlib.import_module(old)
 
 
-def test_the_import_graph_has_no_cycle():
-    graph = _graph()
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = 1
-        for dep in sorted(graph[module]):
-            assert state.get(dep) != 1, " -> ".join(path + [module, dep])
-            if dep not in state:
-                visit(dep, path + [module])
-        state[module] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
-
-
 def test_the_layers_run_one_way():
     graph = _graph()
     order = ["handlers", "coupling", "planning", "budget", "schedules",

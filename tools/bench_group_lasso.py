@@ -38,12 +38,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command line (defined here, not at import: importing this module
     beside other tools defines no flag)."""
-    flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
-    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
-    flags.DEFINE_integer("image_size", 32, "Input height and width.")
-    flags.DEFINE_integer("num_classes", 10, "Number of classes.")
-    flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
-    flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
+    replay.define_resnet_flags()
     flags.DEFINE_float("epsilon", 1e-8, "GroupLasso epsilon.")
     flags.DEFINE_integer("warmup", 5, "Untimed steps per model after tracing.")
     flags.DEFINE_integer("rounds", 10, "Alternation rounds (each times both models).")

@@ -63,12 +63,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command line (defined here, not at import: importing this module
     beside other tools defines no flag)."""
-    flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
-    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
-    flags.DEFINE_integer("image_size", 32, "Input height and width.")
-    flags.DEFINE_integer("num_classes", 10, "Number of classes.")
-    flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
-    flags.DEFINE_float("strength", 1e-4, "GroupLasso strength (does not affect cost).")
+    replay.define_resnet_flags()
     flags.DEFINE_float("fraction", 0.5, "Fraction of prunable channel groups zeroed.")
     flags.DEFINE_float("threshold", 1e-4, "Reconfigure deadness threshold.")
     flags.DEFINE_integer("round_to", 1, "Reconfigure round_to.")

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
+from absl import flags
 
 from tf_prunetrain import latency
 
@@ -166,6 +167,19 @@ class StepClock(keras.callbacks.Callback):
     def seconds(self) -> list[float]:
         ends = self.ends[self.warmup - 1:]
         return [b - a for a, b in zip(ends, ends[1:])]
+
+
+def define_resnet_flags() -> None:
+    """The model flags of the micro-benchmarks (`bench_group_lasso`,
+    `bench_reconfigure`): a CIFAR ResNet's depth, widths and input, the
+    batch and the GroupLasso strength (call from a `define_flags`)."""
+    flags.DEFINE_integer("depth", 20, "ResNet depth (6n+2).")
+    flags.DEFINE_integer("batch_size", 128, "Mini-batch size.")
+    flags.DEFINE_integer("image_size", 32, "Input height and width.")
+    flags.DEFINE_integer("num_classes", 10, "Number of classes.")
+    flags.DEFINE_list("widths", ["16", "32", "64"], "Stage widths.")
+    flags.DEFINE_float("strength", 1e-4,
+                       "GroupLasso strength (does not affect cost).")
 
 
 def compile_sgd(model: keras.Model, learning_rate: float = 0.1
