@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import tf_prunetrain
+from recipes import common
 from tf_prunetrain.models import resnet_cifar
 from tf_prunetrain.experimental.rewarm import Rewarm, Rewarmed
+from tools import rewarm_control
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 STEPS = 4  # per epoch: 128 examples, batch 32
@@ -237,3 +239,58 @@ def test_a_checkpoint_carries_the_lift_in_progress():
               callbacks=[resumed])
     expected = _lifted([0.01] * 2 * STEPS, 0.1, 2 * STEPS)[STEPS:]
     np.testing.assert_allclose(resumed.rates, expected, rtol=1e-6)
+
+
+class _Rates(keras.callbacks.Callback):
+    """The float32 rate of every step, read where the step reads it (the
+    last callback of each step's begin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bits = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.bits.append(_bits(self.model.optimizer.learning_rate.numpy()))
+
+
+def _bits(rate):
+    """A rate's float32 bit pattern."""
+    return int(np.float32(rate).view(np.uint32))
+
+
+class _LiftAt(Rewarm):
+    """`Rewarm` on a run with no cut: the lift starts with epoch `at`."""
+
+    def __init__(self, at, **kwargs):
+        super().__init__(**kwargs)
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            self.on_reconfigure(None, None)
+
+
+def test_the_controls_formula_trains_as_rewarm_bit_for_bit():
+    # Issue 40: tools/rewarm_control.py's formula kept the rate under its
+    # lift in the schedule's `base`, so the epochs after the lift ran at a
+    # tenth of their rate: its runs and Rewarm's differed, though the
+    # lifted steps' rates were the same.
+    lifted = rewarm_control.LIFTED_EPOCH
+    config = common.Config(learning_rate=0.1, lr_decay=0.1,
+                           lr_decay_epochs=(lifted, lifted + 1))
+
+    def train(callbacks):
+        model = _model(lambda: keras.optimizers.SGD(
+            0.1, momentum=0.9, weight_decay=5e-4))
+        rates = _Rates()
+        _fit(model, [*callbacks, rates], epochs=lifted + 2)
+        return rates.bits, [w.numpy() for w in model.weights]
+
+    formula = train([rewarm_control.Lifted(config, 0.1)])
+    rewarm = train([_LiftAt(lifted, epochs=1, peak=rewarm_control.PEAK),
+                    common._StepLearningRate(config, 0.1)])
+    assert formula[0][lifted * STEPS] == _bits(0.1)  # the lift's peak
+    assert formula[0][(lifted + 1) * STEPS:] == [_bits(0.001)] * STEPS
+    assert formula[0] == rewarm[0]
+    for a, b in zip(formula[1], rewarm[1]):
+        np.testing.assert_array_equal(a, b)

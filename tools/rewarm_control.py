@@ -21,39 +21,47 @@ import math
 import os
 import sys
 
+from recipes import common
+from tools import comparison
 from tools import results
 from tools import sweep
 
 PEAK, LIFTED_EPOCH = 0.1, 4  # 0-based: the epoch after the cut after epoch 4
 
 
+class Lifted(common._StepLearningRate):
+    """The recipe's step schedule plus `experimental.Rewarm`'s lift over
+    epoch `LIFTED_EPOCH` (peak `PEAK`, one epoch): the same rates as
+    `Rewarm(epochs=1, peak=PEAK)` lifting from that epoch's start.
+
+    The rate the lift gives back is `held`, not `base` (the schedule's
+    own base rate: issue 40, overwriting it ran every epoch after the lift
+    at a tenth of its rate).
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self.epoch, self.step = epoch, 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None
+                             ) -> None:
+        if self.epoch != LIFTED_EPOCH:
+            return
+        self.held = float(self.model.optimizer.learning_rate.numpy())
+        weight = 0.5 * (1 + math.cos(math.pi * self.step
+                                     / self.params["steps"]))
+        self.model.optimizer.learning_rate = \
+            self.held + max(PEAK - self.held, 0.0) * weight
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None
+                           ) -> None:
+        if self.epoch == LIFTED_EPOCH:
+            self.model.optimizer.learning_rate = self.held
+            self.step += 1
+
+
 def main(levers_path: str, out_path: str) -> None:
-    sweep._init_worker(1)  # one thread per run, as in the sweep
-    from recipes import common
-    from tools import comparison
-
-    class Lifted(common._StepLearningRate):
-        """The recipe's step schedule plus `experimental.Rewarm`'s lift over
-        epoch `LIFTED_EPOCH` (peak `PEAK`, one epoch)."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            super().on_epoch_begin(epoch, logs)
-            self.epoch, self.step = epoch, 0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if self.epoch != LIFTED_EPOCH:
-                return
-            self.base = float(self.model.optimizer.learning_rate.numpy())
-            weight = 0.5 * (1 + math.cos(math.pi * self.step
-                                         / self.params["steps"]))
-            self.model.optimizer.learning_rate = \
-                self.base + max(PEAK - self.base, 0.0) * weight
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == LIFTED_EPOCH:
-                self.model.optimizer.learning_rate = self.base
-                self.step += 1
-
+    sweep._init_worker(1)  # one thread per run, as in the sweep (no op ran)
     common._StepLearningRate = Lifted
     levers = comparison.read_results(levers_path)
     finals = {r["seed"]: r["final_model"] for r in levers["runs"]
