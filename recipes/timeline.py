@@ -79,15 +79,17 @@ def lasso_kind(model: keras.Model) -> str:
 class Timeline(keras.callbacks.Callback):
     """Records `segments`: `{"architecture": key, "lasso": kind, "steps":
     n}` in training order, one per stretch of steps with the same
-    architecture and lasso, and `architectures`: `{key: model JSON}`.
+    architecture and lasso (and `"fade": True` on the steps a gentle cut's
+    fade runs after: the epoch before that cut), and `architectures`:
+    `{key: model JSON}`.
 
     The lasso is on while any trainable variable carries a `GroupLasso`
     (its penalty or proximal step costs time, whatever its strength); its
     kind is `lasso_kind`'s, "" when off.
-    Checked at the first step after each event that can change either:
-    the start of a `fit`, and `Reconfigure`'s cuts (`on_reconfigure`) and
-    "lasso_off" (`tf_prunetrain.keras_callbacks` lists the events; list
-    the `Timeline` after `Reconfigure`). Its steps are counted per
+    Checked at the first step after each event that can change them:
+    the start of a `fit`, and `Reconfigure`'s cuts (`on_reconfigure`),
+    "fade" and "lasso_off" (`tf_prunetrain.keras_callbacks` lists the
+    events; list the `Timeline` after `Reconfigure`). Its steps are counted per
     `on_train_batch_end` (`steps_per_execution=1`).
 
     Example:
@@ -109,19 +111,24 @@ class Timeline(keras.callbacks.Callback):
         # An event since the last check. Checked at the next step, not at
         # once: a cut after a fit's last step starts no empty segment.
         self._changed = False
+        self._fading = False  # a fade runs until the next cut
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._changed = True
 
     def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
-        """A cut changed the architecture: checked at the next step."""
-        self._changed = True
+        """A cut changed the architecture (and ended a fade): checked at
+        the next step."""
+        self._changed, self._fading = True, False
 
     def on_prunetrain_event(self, event: str, fields: dict[str, Any]
                             ) -> None:
-        """The lasso switched off ("lasso_off"): checked at the next step."""
-        if event == "lasso_off":
+        """A fade began ("fade") or the lasso switched off ("lasso_off"):
+        checked at the next step."""
+        if event in ("fade", "lasso_off"):
             self._changed = True
+        if event == "fade":
+            self._fading = True
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None
                              ) -> None:
@@ -131,12 +138,11 @@ class Timeline(keras.callbacks.Callback):
         key = architecture_key(self.model)
         if key not in self.architectures:
             self.architectures[key] = self.model.to_json()
-        lasso = lasso_kind(self.model)
+        segment = {"architecture": key, "lasso": lasso_kind(self.model),
+                   **({"fade": True} if self._fading else {}), "steps": 0}
         last = self.segments[-1] if self.segments else None
-        if last is None or (last["architecture"], last["lasso"]) != (key,
-                                                                     lasso):
-            self.segments.append({"architecture": key, "lasso": lasso,
-                                  "steps": 0})
+        if last is None or {**last, "steps": 0} != segment:
+            self.segments.append(segment)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None
                            ) -> None:

@@ -14,6 +14,7 @@ import pytest
 import tf_prunetrain
 from recipes import common
 from tools import comparison
+from tools import oneoffs
 from tools import replay
 from tools import results
 from tools import step_time
@@ -106,10 +107,15 @@ def test_comparison_runs_every_method_against_its_seeds_dense_run(
             dense["final_architecture"]
         assert pruned["timeline"][0]["lasso"] == "proximal+scales"
         assert paper["timeline"][0]["lasso"] == "loss"
+        # The replay timed PruneTrain's cuts: they price its one-offs
+        # (tools/oneoffs.py); runs without a cut keep their in-run 0.
+        assert pruned["one_off_replayed"] > 0
+        assert dense["one_off_replayed"] is None
         for run in (dense, thin, pruned, scratch, paper):
+            one_off = run["one_off_replayed"]
             assert run["replayed_seconds"] == pytest.approx(
                 sum(s["steps"] * steps[_item(s)] for s in run["timeline"])
-                + run["one_off_seconds"])
+                + (run["one_off_seconds"] if one_off is None else one_off))
     summary_rows = {row["label"]: row for row in result["summary"]}
     assert list(summary_rows) == ["dense", "thin 0.5", "prunetrain 0.5",
                                   "scratch 0.5", "paper"]
@@ -164,11 +170,14 @@ def test_replaying_a_results_file_again_combines_the_replays(sweeps,
     assert result["replay"]["step_seconds"] == replay.combine(
         [r["step_seconds"] for r in replays], dense)
     assert result["replay"]["replays"] == 3
-    # Priced on the combined replays.
+    # Priced on the combined replays, the cuts' one-offs too (each one's
+    # median ratio to dense's step, as the steps).
     run = result["runs"][2]
+    assert set(result["replay"]["cuts"]) == set(replays[1]["cuts"])
     assert run["replayed_seconds"] == pytest.approx(
         sum(s["steps"] * result["replay"]["step_seconds"][_item(s)]
-            for s in run["timeline"]) + run["one_off_seconds"])
+            for s in run["timeline"])
+        + oneoffs.one_off_seconds(run, result["replay"]["cuts"]))
     agreement = comparison.replay_agreement(result, replays[1],
                                            first["replay"])
     assert set(agreement) == {"thin 0.5", "prunetrain 0.5", "scratch 0.5",

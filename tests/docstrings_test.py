@@ -26,8 +26,9 @@ MODULES = ["tf_prunetrain._checks", "tf_prunetrain.budget",
            "tf_prunetrain.models", "tf_prunetrain.tfmot_interop",
            # The benchmark's instruments (the tools and recipes packages).
            "recipes.common", "recipes.timeline", "tools.comparison",
-           "tools.pretrained", "tools.replay", "tools.results",
-           "tools.retime", "tools.runs", "tools.summary", "tools.sweep",
+           "tools.oneoffs", "tools.pretrained", "tools.replay", "tools.results",
+           "tools.retime", "tools.runs", "tools.spread", "tools.summary",
+           "tools.sweep",
            "tools.verdicts"]
 # Modules whose examples need an optional extra: the packages it brings.
 # (Looked up, not imported: importing TFMOT changes the process' Keras.)

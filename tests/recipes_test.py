@@ -229,7 +229,8 @@ class _ByTrainFunction(keras.callbacks.Callback):
 def test_timeline_follows_the_cuts_and_the_lasso():
     """Two fits: cuts after epochs 1 and 2 (the first fit's last: no empty
     segment), the lasso off after 2 (the same segment as the cut), then
-    epoch 3; the segments are those the train function's identity gave."""
+    epoch 3; the segments are those the train function's identity gave,
+    the fades marked."""
     keras.utils.set_random_seed(0)
     model = tf_prunetrain.add_group_lasso(resnet_cifar(
         8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
@@ -250,11 +251,15 @@ def test_timeline_follows_the_cuts_and_the_lasso():
     assert [r.epoch for r in cut.reconfigurations if r.changes] == [1, 2]
     first, second = after_cuts.keys
     assert len({initial, first, second}) == 3
+    # Gentle: each cut's channels fade over the epoch before it.
     assert timeline.segments == [
-        {"architecture": initial, "lasso": "proximal", "steps": 3},
-        {"architecture": first, "lasso": "proximal", "steps": 3},
+        {"architecture": initial, "lasso": "proximal", "fade": True,
+         "steps": 3},
+        {"architecture": first, "lasso": "proximal", "fade": True,
+         "steps": 3},
         {"architecture": second, "lasso": "", "steps": 3}]
-    assert timeline.segments == reference.segments
+    assert [{k: v for k, v in s.items() if k != "fade"}
+            for s in timeline.segments] == reference.segments
     assert sorted(timeline.architectures) == sorted({initial, first, second})
 
 

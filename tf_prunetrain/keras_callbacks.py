@@ -46,6 +46,9 @@ attributes.
     at the end of the first step of a `fit` whose λ was not yet;
   - "no_change" (`epoch`): a cut was due after `epoch` and removed nothing
     (no `on_reconfigure`);
+  - "fade" (`epoch`, `steps`): a gentle schedule's cut after the 1-based
+    `epoch` begins to fade its channels, over that epoch's `steps` steps
+    (at its start, inside `Reconfigure.on_epoch_begin`);
   - "lasso_off" (no fields): the group lasso was switched off and the train
     function re-made — at the end of the epoch where pruning ends, and at
     the start of every later (or resumed) `fit` after it;

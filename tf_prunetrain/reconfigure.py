@@ -125,8 +125,7 @@ class Reconfigure(keras.callbacks.Callback):
         self.reconfigurations: list[Reconfiguration] = []
         self.finished: int | None = None  # the epoch pruning ended after
         self.initial_flops: int | None = None
-        self._resumed = False
-        self._started = False
+        self._resumed = self._started = False
         # The strengths to give back if calibration fails, while it runs.
         self._uncalibrated: list[tuple[Any, float]] | None = None
         # The other callbacks of the fit this one runs in (set_model).
@@ -231,6 +230,7 @@ class Reconfigure(keras.callbacks.Callback):
             if self._pending is not None and self._pending.plan is not None:
                 self._fade = fading.Fade.for_epoch(
                     self._pending.plan, self.params, self.schedule)
+                self._emit("fade", epoch=epoch + 1, steps=self._fade.left)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1

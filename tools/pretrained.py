@@ -71,7 +71,7 @@ from absl import app
 from absl import flags
 
 from recipes import common
-from tools import replay as replay_lib
+from tools import oneoffs
 from tools import results as results_lib
 from tools import retime
 from tools import runs as runs_lib
@@ -371,13 +371,12 @@ def priced(result: dict[str, Any]) -> None:
     `clock` ("replayed"; "wall" where the replay has no price for it).
     Transfer sources train at another batch size than the replay's, so
     they keep their wall time."""
-    steps = (result.get("replay") or {}).get("step_seconds")
+    replay = result.get("replay") or {}
     sources = result["sources"].values() if result["regime"] == "compress" \
         else []
     for run in [*result["runs"], *sources]:
         try:
-            run["seconds_replayed"] = replay_lib.replayed_seconds(
-                run["timeline"], steps, run["one_off_seconds"])
+            run["seconds_replayed"] = oneoffs.price(run, replay)
             run["clock"] = "replayed"
         except (KeyError, TypeError):  # no replay, or not in it
             run["seconds_replayed"], run["clock"] = run["train_seconds"], \
@@ -473,10 +472,10 @@ def _rows(result: dict[str, Any], g: int, targets: list[float],
             if source else None,
             "flops": float(np.mean([r["inference_flops"]
                                     for r in chosen.values()]) / flops),
-            # One-offs (surgery, re-traces) are measured in the run, not
-            # replayed (BENCHMARKS.md, "Issue 37").
+            # One-offs (plan, fade, surgery, re-trace): replayed where the
+            # replay has the cuts (`tools.oneoffs`), else in the run.
             "one_off_share": float(np.mean([
-                r["one_off_seconds"] / r["seconds_replayed"]
+                oneoffs.share(r, r["seconds_replayed"])
                 for r in chosen.values()]))})
     front = summary.pareto([(row["time_vs_dense"], row["top1"])
                             for row in rows])

@@ -64,7 +64,8 @@ def machine() -> dict[str, Any]:
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "cuda": build.get("cuda_version"),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "allocator": os.environ.get("LD_PRELOAD") or "malloc"}
 
 
 def describe(info: Mapping[str, Any]) -> str:
@@ -76,8 +77,9 @@ def describe(info: Mapping[str, Any]) -> str:
     """
     gpus = f", GPUs {', '.join(info['gpus'])}" if info.get("gpus") else ""
     vector = " ".join(info["vector_flags"]) or "no vector flags read"
+    allocator = f", {info['allocator']}" if "allocator" in info else ""
     return (f"{info['cpu']} ({vector}), {info['cores']} cores{gpus}, "
-            f"TensorFlow {info['tensorflow']}")
+            f"TensorFlow {info['tensorflow']}{allocator}")
 
 
 def item_key(architecture: str, lasso: str) -> str:

@@ -18,9 +18,13 @@ import keras
 
 import tf_prunetrain
 from recipes import common
+from tools import oneoffs
 from tools import replay as replay_lib
 from tools import runs
 from tools import sweep
+
+# Rounds of the cuts' one-offs per replay (each builds and traces a model).
+CUT_ROUNDS = 2
 
 # (results, one replay, the replays before it combined) -> per setting, how
 # far the new replay's time ratios are from the earlier ones (a fraction).
@@ -59,10 +63,11 @@ def replay_model(config: common.Config, data: common.Data, item: str,
 
 
 def replay_runs(result: dict[str, Any], rounds: int, steps: int,
-                warmup: int) -> dict[str, Any]:
+                warmup: int, cut_rounds: int = CUT_ROUNDS) -> dict[str, Any]:
     """Times the train step of every architecture (and lasso kind) the runs
     trained, with the sweep's batch size, optimizer, precision and input
-    pipeline, in round-robin rounds (`tools.replay.time_models`)."""
+    pipeline, in round-robin rounds (`tools.replay.time_models`), then
+    their cuts' one-offs in `cut_rounds` rounds (`tools.oneoffs`)."""
     start = time.perf_counter()
     config = config_of(result)
     keys = replay_lib.items(s for r in result["runs"] for s in r["timeline"])
@@ -78,21 +83,27 @@ def replay_runs(result: dict[str, Any], rounds: int, steps: int,
     policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    said = lambda line: print(line, flush=True)  # noqa: E731
     try:
         with tempfile.TemporaryDirectory() as folder:
             models = {key: replay_model(config, data, key,
                                         result["architectures"], folder)
                       for key in keys}
-        seconds = replay_lib.time_models(
-            models, dataset, rounds, steps, warmup,
-            progress=lambda line: print(line, flush=True))
+            seconds = replay_lib.time_models(models, dataset, rounds, steps,
+                                             warmup, progress=said)
+            del models
+            runs.fresh_state()
+            cuts = oneoffs.replay_cuts(
+                lambda item: replay_model(config, data, item,
+                                          result["architectures"], folder),
+                result["runs"], result["architectures"], dataset,
+                cut_rounds, warmup + steps, said) if cut_rounds else {}
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    del models
     runs.fresh_state()
     return {"machine": info, "rounds": rounds, "steps": steps,
-            "warmup": warmup, "step_seconds": seconds,
-            "seconds": time.perf_counter() - start,
+            "warmup": warmup, "step_seconds": seconds, "cut_rounds":
+            cut_rounds, "cuts": cuts, "seconds": time.perf_counter() - start,
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -119,23 +130,33 @@ def reference(result: dict[str, Any]) -> str:
     return max(steps, key=steps.get)
 
 
+def allocator(replay: dict[str, Any]) -> str:
+    """The allocator a replay's process ran on (`replay.machine`; older
+    replays: the C library's malloc)."""
+    return replay["machine"].get("allocator", "malloc")
+
+
 def add_replay(result: dict[str, Any], new: dict[str, Any]) -> None:
     """Adds one replay to `result["replays"]` and sets `result["replay"]`,
-    what prices the runs: every replay so far, combined
-    (`replay.combine`)."""
-    replays = result.setdefault("replays", [])
-    replays.append(new)
+    what prices the runs: every replay so far on the new one's allocator,
+    combined (`replay.combine`; the allocator moves step times, issue 40)."""
+    result.setdefault("replays", []).append(new)
+    replays = [r for r in result["replays"]
+               if allocator(r) == allocator(new)]
+    base = reference(result)
+    steps = replay_lib.combine([r["step_seconds"] for r in replays], base)
     result["replay"] = {
         **{k: new[k] for k in ("machine", "rounds", "steps", "warmup",
                                "date")},
         "replays": len(replays), "seconds": sum(r["seconds"] for r in replays),
-        "step_seconds": replay_lib.combine(
-            [r["step_seconds"] for r in replays], reference(result))}
+        "step_seconds": steps,
+        "cuts": oneoffs.combine(replays, base, steps[base])}
 
 
 def replay_many(result: dict[str, Any], replays: int, rounds: int,
                 steps: int, warmup: int,
-                agreement: Agreement | None = None) -> None:
+                agreement: Agreement | None = None,
+                cut_rounds: int = CUT_ROUNDS) -> None:
     """`replays` replays of `result`'s runs, one after another, each in a
     fresh process with all of this machine's threads (a process's own
     state, such as the kernels TensorFlow picked, then varies between
@@ -153,6 +174,6 @@ def replay_many(result: dict[str, Any], replays: int, rounds: int,
         add_replay(result, new)
 
     sweep.run_tasks(range(replays), lambda task: (result, rounds, steps,
-                                                  warmup),
+                                                  warmup, cut_rounds),
                     replay_runs, done, jobs=1, threads=os.cpu_count() or 1,
                     fresh=True)

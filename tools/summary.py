@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tools import oneoffs
 from tools import replay as replay_lib
 from tools import verdicts
 
@@ -45,12 +46,11 @@ def time_key(result: dict[str, Any]) -> str:
 def annotate(result: dict[str, Any]) -> None:
     """Sets every run's `replayed_seconds` (with a replay) and `ratios` to
     the same seed's dense run (absent while that run is missing)."""
-    steps = (result.get("replay") or {}).get("step_seconds")
+    replay = result.get("replay")
     for run in result["runs"]:
         run.pop("ratios", None)
-        if steps is not None and "timeline" in run:
-            run["replayed_seconds"] = replay_lib.replayed_seconds(
-                run["timeline"], steps, run["one_off_seconds"])
+        if replay and "timeline" in run:
+            run["replayed_seconds"] = oneoffs.price(run, replay)
     dense = {r["seed"]: r for r in result["runs"] if r["method"] == "dense"}
     for run in result["runs"]:
         if run["seed"] in dense:
@@ -62,7 +62,7 @@ def ratios(dense: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     out = {name: run[key] / dense[key] for name, key in _RATIOS.items()}
     out["top1_points"] = 100 * (run["accuracy"] - dense["accuracy"])
     seconds = run.get("replayed_seconds", run["train_seconds"])
-    out["one_off_share"] = run["one_off_seconds"] / seconds
+    out["one_off_share"] = oneoffs.share(run, seconds)
     if "replayed_seconds" in run and "replayed_seconds" in dense:
         out["replayed_time"] = run["replayed_seconds"] \
             / dense["replayed_seconds"]

@@ -20,20 +20,60 @@ same run with 1 and with 2 threads ends a few ulps apart and, after
 thousands of steps, with a different top-1 (measured: a scratch run of the
 tiny test sweep, 0.0625 with 2 threads, 0.125 with 1). A fixed thread count
 per run makes `jobs` change nothing but the wall time.
+
+Workers preload the first memory allocator of `ALLOCATORS` the machine has
+(`allocator()`; Debian: `apt-get install libjemalloc2`). With glibc's
+malloc the same architecture steps at one of two speeds, about 0.7x apart,
+decided per process (issue 40, BENCHMARKS.md): a replay's ratios then move
+by up to 30 % between processes. The allocator changes no result, only
+the clock.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes.util
 import multiprocessing
 import os
 import time
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 from absl import flags
 
+from tools import oneoffs
 from tools import replay as replay_lib
 from tools import results as results_lib
+
+
+# Allocators whose step times are steady across processes, in the order
+# tried (`ctypes.util.find_library` names).
+ALLOCATORS = ("jemalloc", "tcmalloc_minimal", "tcmalloc")
+
+
+def allocator() -> str | None:
+    """The library of the first of `ALLOCATORS` this machine has, as
+    `LD_PRELOAD` takes it (None: only the C library's malloc)."""
+    for name in ALLOCATORS:
+        found = ctypes.util.find_library(name)
+        if found:
+            return found
+    return None
+
+
+@contextlib.contextmanager
+def preloaded(enabled: bool = True) -> Iterator[str | None]:
+    """Processes started inside preload `allocator()` (unless `LD_PRELOAD`
+    is set already, or not `enabled`); yields what they preload."""
+    before = os.environ.get("LD_PRELOAD")
+    library = before or (allocator() if enabled else None)
+    if library and not before:
+        os.environ["LD_PRELOAD"] = library
+    try:
+        yield library
+    finally:
+        if before is None:
+            os.environ.pop("LD_PRELOAD", None)
 
 
 def _init_worker(threads: int) -> None:
@@ -46,14 +86,16 @@ def run_tasks(tasks: Sequence[Hashable],
               prepare: Callable[[Hashable], tuple | None],
               work: Callable[..., dict[str, Any]],
               done: Callable[[Hashable, dict[str, Any]], None],
-              jobs: int = 1, threads: int = 1, fresh: bool = False) -> None:
+              jobs: int = 1, threads: int = 1, fresh: bool = False,
+              preload: bool = True) -> None:
     """Runs `work(*prepare(task))` for every task in `jobs` worker processes
     of `threads` TensorFlow threads each, and calls `done(task, record)` in
     this process as each finishes.
 
     `prepare(task)` returns the arguments, or None while the task waits for
     another one's `done`; tasks start in their order as they get ready.
-    With `fresh`, every task gets a new process (none is reused).
+    With `fresh`, every task gets a new process (none is reused). With
+    `preload`, workers preload `allocator()` (see the module doc).
     `work` must be a module-level function (it is pickled to the workers),
     and the program that calls this needs the `if __name__ == "__main__":`
     guard (`spawn` imports it again in every worker).
@@ -71,7 +113,7 @@ def run_tasks(tasks: Sequence[Hashable],
     if not waiting:
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
+    with preloaded(preload), concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=context, initializer=_init_worker,
             initargs=(threads,),
             max_tasks_per_child=1 if fresh else None) as pool:
@@ -99,8 +141,9 @@ def run_tasks(tasks: Sequence[Hashable],
 
 def covered(result: dict[str, Any], record: dict[str, Any]) -> bool:
     """Whether every replay of `result` timed every architecture (and lasso
-    kind) `record` trained: then they price it as they price the others
-    (a run that changes when or how, not what, needs no new replay).
+    kind) `record` trained, and every cut it made where the replay timed
+    cuts (`tools.oneoffs`): then they price it as they price the others (a
+    run that changes when or how, not what, needs no new replay).
 
     >>> run = {"timeline": [{"architecture": "a", "lasso": "", "steps": 3}]}
     >>> covered({"replays": [{"step_seconds": {"a": 0.1}}]}, run)
@@ -109,9 +152,11 @@ def covered(result: dict[str, Any], record: dict[str, Any]) -> bool:
     False
     """
     items = replay_lib.items(record["timeline"])
+    cuts = oneoffs.transitions([record])
     replays = result.get("replays") or []
-    return bool(replays) and all(item in r["step_seconds"]
-                                 for r in replays for item in items)
+    return bool(replays) and all(
+        item in r["step_seconds"] for r in replays for item in items) and all(
+        key in r["cuts"] for r in replays if "cuts" in r for key in cuts)
 
 
 def final_model(record: dict[str, Any], architectures: dict[str, str]
