@@ -14,11 +14,57 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from tf_prunetrain.regularizers import lasso_variables
+
+
+class GraphCount(logging.Filter):
+    """Counts the graphs TensorFlow builds while open (`graphs`): every
+    `tf.function` trace, nested ones included, by TensorFlow's own log
+    record for each ("Creating new FuncGraph", verbose level 1), which it
+    keeps from the log's handlers as they would have.
+
+    >>> f = tf.function(lambda x: x + 1)
+    >>> with GraphCount() as count:
+    ...     _ = f(tf.constant(1)), f(tf.constant(2)), f(tf.constant([1.0]))
+    >>> count.graphs
+    2
+    """
+
+    MESSAGE = "Creating new FuncGraph"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graphs = 0
+        self._level: int | None = None  # the log's level before
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(self.MESSAGE):
+            self.graphs += 1
+        return record.levelno >= (self._level or 0)
+
+    def open(self) -> "GraphCount":
+        logger = tf.get_logger()
+        self._level = logger.getEffectiveLevel()
+        logger.addFilter(self)
+        logger.setLevel(1)
+        return self
+
+    def close(self) -> None:
+        logger = tf.get_logger()
+        logger.removeFilter(self)
+        logger.setLevel(self._level)
+
+    def __enter__(self) -> "GraphCount":
+        return self.open()
+
+    def __exit__(self, *error: Any) -> None:
+        self.close()
 
 
 def _frozen(layers: list) -> bool:
@@ -81,7 +127,10 @@ class Timeline(keras.callbacks.Callback):
     n}` in training order, one per stretch of steps with the same
     architecture and lasso (and `"fade": True` on the steps a gentle cut's
     fade runs after: the epoch before that cut), and `architectures`:
-    `{key: model JSON}`.
+    `{key: model JSON}`. Each segment also counts the graphs TensorFlow
+    built (`GraphCount`) from the end of the step before it to the end of
+    its last step, as `"graphs"`: a cut's re-trace and a fade's own graph
+    land in the segment after them.
 
     The lasso is on while any trainable variable carries a `GroupLasso`
     (its penalty or proximal step costs time, whatever its strength); its
@@ -112,9 +161,15 @@ class Timeline(keras.callbacks.Callback):
         # once: a cut after a fit's last step starts no empty segment.
         self._changed = False
         self._fading = False  # a fade runs until the next cut
+        self._count = GraphCount()
+        self._counted = 0  # graphs counted at the last step's end
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._changed = True
+        self._counted = self._count.open().graphs
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._count.close()
 
     def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
         """A cut changed the architecture (and ended a fade): checked at
@@ -139,11 +194,15 @@ class Timeline(keras.callbacks.Callback):
         if key not in self.architectures:
             self.architectures[key] = self.model.to_json()
         segment = {"architecture": key, "lasso": lasso_kind(self.model),
-                   **({"fade": True} if self._fading else {}), "steps": 0}
+                   **({"fade": True} if self._fading else {}), "steps": 0,
+                   "graphs": 0}
         last = self.segments[-1] if self.segments else None
-        if last is None or {**last, "steps": 0} != segment:
+        if last is None or {**last, "steps": 0, "graphs": 0} != segment:
             self.segments.append(segment)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None
                            ) -> None:
-        self.segments[-1]["steps"] += 1
+        segment = self.segments[-1]
+        segment["steps"] += 1
+        segment["graphs"] += self._count.graphs - self._counted
+        self._counted = self._count.graphs

@@ -156,3 +156,56 @@ def test_removed_norm_is_relative_to_what_each_layer_keeps():
     assert tf_prunetrain.planning.removed_norm(dead) == 0.0
     assert tf_prunetrain.planning.removed_norm(
         tf_prunetrain.planning.Plan.keep_all(dead.graph)) is None
+
+
+def _faded(in_step, frozen=()):
+    """Four steps of a fade over four steps from the first (its plan made
+    before `fit`), in the train step or after it: the weights, the fade,
+    and the kernels' constraints after it closed."""
+    keras.utils.set_random_seed(0)
+    model = tf_prunetrain.add_group_lasso(
+        resnet_cifar(8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
+        strength=0.02, proximal=True, scales=True)
+    for name in frozen:
+        model.get_layer(name).trainable = False
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    tf_prunetrain.regularizers.attach_proximal_step(model)
+    plan = _plan(model)
+
+    class Fader(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):  # before the first trace
+            self.fade = fading.Fade(plan, steps=4, in_step=in_step)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.fade.step()
+
+        def on_train_end(self, logs=None):
+            self.fade.close()
+
+    fader = Fader()
+    x = np.random.default_rng(1).random((64, 8, 8, 1)).astype("float32")
+    model.fit(x, np.arange(64) % 10, batch_size=16, shuffle=False,
+              verbose=0, callbacks=[fader])
+    return ([w.numpy() for w in model.weights], fader.fade, plan,
+            [type(w.constraint).__name__ for w in model.trainable_weights])
+
+
+@pytest.mark.parametrize("frozen", [(), ("stage2_block1_conv1",)])
+def test_a_fade_in_the_train_step_trains_as_the_fade_after_it(frozen):
+    """Folded into the train step (a constraint the optimizer applies), the
+    fade multiplies by the same float32 factors as its own graph after the
+    step: the weights agree bit for bit, and the doomed slices are zero.
+    A frozen layer's targets are not updated by the optimizer: they keep
+    the fade's own graph."""
+    inside, fade, plan, constraints = _faded(True, frozen)
+    after, own, _, own_constraints = _faded(False, frozen)
+    for a, b in zip(inside, after):
+        np.testing.assert_array_equal(a, b)
+    assert own.traced and fade.traced == bool(frozen)
+    # Closed: the kernels have their proximal steps back, nothing else.
+    assert constraints == own_constraints
+    assert "Faded" not in constraints and "ProximalStep" in constraints
+    doomed = ~plan.mask(plan.graph.layer_outputs()["stage3_block1_conv1"])
+    kernel = plan.graph.model.get_layer("stage3_block1_conv1").kernel
+    assert doomed.any() and not kernel.numpy()[..., doomed].any()
+    assert kernel.numpy()[..., ~doomed].all()

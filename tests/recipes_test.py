@@ -16,6 +16,7 @@ import data_files
 import tf_prunetrain
 from recipes import common
 from recipes.timeline import Timeline, architecture_key, lasso_kind
+from tf_prunetrain import fading
 from tf_prunetrain.models import resnet_cifar
 
 # The recipes run as modules of the `recipes` package, from the root.
@@ -226,11 +227,9 @@ class _ByTrainFunction(keras.callbacks.Callback):
         self.segments[-1]["steps"] += 1
 
 
-def test_timeline_follows_the_cuts_and_the_lasso():
-    """Two fits: cuts after epochs 1 and 2 (the first fit's last: no empty
-    segment), the lasso off after 2 (the same segment as the cut), then
-    epoch 3; the segments are those the train function's identity gave,
-    the fades marked."""
+def _two_cuts():
+    """Two fits: cuts after epochs 1 and 2 (the first fit's last), gentle,
+    the lasso off after 2, then epoch 3; the Timeline and more."""
     keras.utils.set_random_seed(0)
     model = tf_prunetrain.add_group_lasso(resnet_cifar(
         8, input_shape=(8, 8, 1), widths=(8, 16, 16), seed=0),
@@ -248,19 +247,45 @@ def test_timeline_follows_the_cuts_and_the_lasso():
     for start, end in ((0, 2), (2, 3)):  # 3 steps per epoch
         model.fit(x, y, batch_size=16, initial_epoch=start, epochs=end,
                   verbose=0, callbacks=[cut, timeline, after_cuts, reference])
+    return initial, cut, timeline, after_cuts, reference
+
+
+def test_timeline_follows_the_cuts_and_the_lasso():
+    """The segments of `_two_cuts` (no empty one after the first fit's
+    last cut; the lasso goes off in the same segment as the second cut)
+    are those the train function's identity gave, the fades marked."""
+    initial, cut, timeline, after_cuts, reference = _two_cuts()
     assert [r.epoch for r in cut.reconfigurations if r.changes] == [1, 2]
     first, second = after_cuts.keys
     assert len({initial, first, second}) == 3
     # Gentle: each cut's channels fade over the epoch before it.
-    assert timeline.segments == [
+    assert [{k: v for k, v in s.items() if k != "graphs"}
+            for s in timeline.segments] == [
         {"architecture": initial, "lasso": "proximal", "fade": True,
          "steps": 3},
         {"architecture": first, "lasso": "proximal", "fade": True,
          "steps": 3},
         {"architecture": second, "lasso": "", "steps": 3}]
-    assert [{k: v for k, v in s.items() if k != "fade"}
+    assert [{k: v for k, v in s.items() if k not in ("fade", "graphs")}
             for s in timeline.segments] == reference.segments
     assert sorted(timeline.architectures) == sorted({initial, first, second})
+
+
+def test_each_cut_builds_one_graph_its_fade_included(monkeypatch):
+    """Graphs TensorFlow built, per segment of `_two_cuts`, as the runs
+    count them (`Timeline`): the fade runs in the train step traced after
+    each cut (or at the start), so the segment after the first cut, which
+    also fades for the second, builds one graph, the re-trace. Before
+    issue 40 every fade was a graph of its own after the step: one more
+    per cut (the second cut's segment, with no fade, the same)."""
+    folded = [s["graphs"] for s in _two_cuts()[2].segments]
+    monkeypatch.setattr(  # the fade after the step, always
+        fading.Fade, "for_epoch", classmethod(
+            lambda cls, plan, model, params, schedule, ran=None: cls(
+                plan, int(params["steps"]))))
+    own = [s["graphs"] for s in _two_cuts()[2].segments]
+    assert folded[1] == 1
+    assert [b - a for a, b in zip(folded, own)] == [1, 1, 0]
 
 
 def test_fashion_mnist_files_subset_augmentation_and_the_architecture_flag(

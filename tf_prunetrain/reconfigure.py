@@ -73,10 +73,10 @@ class Reconfigure(keras.callbacks.Callback):
     A `tf_prunetrain.RunLog` after this callback accounts the cost, times
     the steps and writes the logs. The epoch logs get `prunetrain_lambda`,
     `prunetrain_penalty` (λ·group lasso) and `prunetrain_penalty_share`;
-    `reconfigurations` lists what each cut did. Keras' own callbacks work
-    across a cut, except `BackupAndRestore` (refused: use `Checkpoint`);
-    the other callbacks hear of cuts through documented events
-    (`tf_prunetrain.keras_callbacks`).
+    `reconfigurations` lists the cuts. Keras' callbacks work across a cut
+    but `BackupAndRestore` (use `Checkpoint`); others hear of cuts through
+    events (`tf_prunetrain.keras_callbacks`). A fade runs in the train
+    step when it is traced after the fade begins (`fading`).
 
     Args:
       schedule: when and what to cut: `FlopsBudget(target)` (recommended),
@@ -134,6 +134,7 @@ class Reconfigure(keras.callbacks.Callback):
         # A gentle schedule's decision, made when the epoch began.
         self._pending: schedules.Decision | None = None
         self._batch = 0  # the first step of the batch callback in progress
+        self._ran: Any = None  # the train function of the last step
 
     # -- the run -----------------------------------------------------------
     @property
@@ -195,6 +196,7 @@ class Reconfigure(keras.callbacks.Callback):
         self._batch = batch  # steps_per_execution k: k steps to the end
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._ran = self.model.train_function
         if self._fade is not None:
             self._fade.step(batch - self._batch + 1)
         if self._uncalibrated is None:
@@ -229,11 +231,14 @@ class Reconfigure(keras.callbacks.Callback):
             self._pending = self._decide(epoch + 1)
             if self._pending is not None and self._pending.plan is not None:
                 self._fade = fading.Fade.for_epoch(
-                    self._pending.plan, self.params, self.schedule)
-                self._emit("fade", epoch=epoch + 1, steps=self._fade.left)
+                    self._pending.plan, self.model, self.params,
+                    self.schedule, ran=self._ran)
+                self._emit("fade", epoch=epoch + 1, steps=self._fade.left,
+                           traced=self._fade.traced)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
+        fading.close(self._fade)  # the cut's variables get their own back
         if self.finished is None:
             decision = self._pending if self.schedule.gentle \
                 else self._decide(done)
@@ -265,6 +270,7 @@ class Reconfigure(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._companions.release()
+        fading.close(self._fade)
 
     def _lasso_off(self) -> None:
         regularizers.switch_off(self.model)
@@ -273,8 +279,7 @@ class Reconfigure(keras.callbacks.Callback):
             self._emit("lasso_off")
 
     def _emit(self, event: str, **fields: Any) -> None:
-        """Tells the other callbacks (a `RunLog` writes it down)."""
-        self._companions.event(event, fields)
+        self._companions.event(event, fields)  # a RunLog writes it down
 
     # -- checkpoints -------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -301,13 +306,7 @@ class Reconfigure(keras.callbacks.Callback):
         self.initial_flops = state.get("initial_flops")
         self.finished = state.get("finished")
         self.schedule.set_state(state.get("schedule", {}))
-        # Checkpoints written before issue 41 also hold the RunLog's step
-        # times here (now `RunLog.cut_timings`): left out.
-        known = {field.name for field in dataclasses.fields(Reconfiguration)}
-        self.reconfigurations = [
-            Reconfiguration(**{**{k: v for k, v in r.items() if k in known},
-                               "changes": [tuple(c) for c in r["changes"]]})
-            for r in state.get("reconfigurations", [])]
+        self.reconfigurations = _records(state.get("reconfigurations", []))
         self._resumed = True
 
     # -- the cut -----------------------------------------------------------
@@ -378,6 +377,15 @@ def _agreed(model: keras.Model, decision: schedules.Decision | None,
         plan = planning.Plan.keep_all(graph)
     plan.keep = agreed[3:] > 0.5
     return schedules.Decision(plan, bool(agreed[2]))
+
+
+def _records(saved: list[dict[str, Any]]) -> list[Reconfiguration]:
+    """`get_state()`'s reconfigurations back (checkpoints written before
+    issue 41 also hold the RunLog's step times there: left out)."""
+    known = {field.name for field in dataclasses.fields(Reconfiguration)}
+    return [Reconfiguration(**{**{k: v for k, v in r.items() if k in known},
+                               "changes": [tuple(c) for c in r["changes"]]})
+            for r in saved]
 
 
 def describe(done: Reconfiguration, verbose: int = 1) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import tf_prunetrain
 from recipes import common
 from tf_prunetrain import latency
+from tools import oneoffs
 from tools import replay
 from tools import results as results_lib
 from tools import retime
@@ -179,7 +180,28 @@ def _readable(result: dict[str, Any], path: str) -> dict[str, Any]:
         raise ValueError(f"{path} holds no architecture timelines (it was "
                          "written before sweeps could be replayed or "
                          "resumed): give another file.")
-    return results_lib.upgrade_names(result)
+    result = results_lib.upgrade_names(result)
+    _mark_fades(result)
+    return result
+
+
+def _mark_fades(result: dict[str, Any]) -> None:
+    """Marks the fades of gentle runs written before timelines marked
+    them (issue 40): the epoch before each cut (`oneoffs.mark_fades`).
+    Levers no longer in `LEVERS` (issue 31's uniform rankings) did not
+    fade."""
+    config = retime.config_of(result)
+    for run in result["runs"]:
+        lever = run["method"].partition("_")[2]
+        if any("fade" in s for s in run["timeline"]) or (
+                run["method"].startswith("prunetrain_")
+                and lever not in LEVERS):
+            continue
+        setting = setting_config(config, run["method"], run["setting"],
+                                 result.get("paper_interval") or 1)
+        if setting.gentle and setting.flops_target is not None:
+            oneoffs.mark_fades(run, sum(s["steps"] for s in run["timeline"])
+                               // config.epochs)
 
 
 def load_state(path: str | None, config: common.Config, paper_interval: int,

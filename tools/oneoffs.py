@@ -95,6 +95,28 @@ def transitions(runs: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
     return found
 
 
+def mark_fades(run: dict[str, Any], steps_per_epoch: int) -> None:
+    """Marks the fades in the timeline of a gentle run written before
+    timelines did: the last `steps_per_epoch` steps before each cut.
+
+    >>> run = {"timeline": [
+    ...     {"architecture": "a", "lasso": "loss", "steps": 12},
+    ...     {"architecture": "b", "lasso": "", "steps": 4}]}
+    >>> mark_fades(run, 4)
+    >>> [(s["steps"], s.get("fade", False)) for s in run["timeline"]]
+    [(8, False), (4, True), (4, False)]
+    """
+    marked: list[dict[str, Any]] = []
+    cuts = {id(before) for before, _ in _pairs(run["timeline"])}
+    for segment in run["timeline"]:
+        fade = min(steps_per_epoch, segment["steps"])
+        if id(segment) in cuts and segment["steps"] > fade:
+            marked.append({**segment, "steps": segment["steps"] - fade})
+        marked.append({**segment, "fade": True, "steps": fade}
+                      if id(segment) in cuts else segment)
+    run["timeline"] = marked
+
+
 def one_off_seconds(run: Mapping[str, Any],
                     cuts: Mapping[str, Mapping[str, float]] | None
                     ) -> float | None:
