@@ -179,9 +179,11 @@ def test_early_bird_and_rewarm_flags():
     result, unlifted = run(1.0), run(0.0)
     assert result["loss"] != unlifted["loss"]  # the lift trained
     segments = result["timeline"]
-    assert len(segments) == 2  # one architecture before the cut, one after
-    assert segments[0]["steps"] == 2 * TINY["steps_per_epoch"]  # deadline:
-    # 50% of 4 epochs
+    # One architecture before the cut (its second epoch fading), one after.
+    assert [s.get("fade", False) for s in segments] == [False, True, False]
+    assert segments[0]["architecture"] == segments[1]["architecture"]
+    assert segments[0]["steps"] == segments[1]["steps"] == \
+        TINY["steps_per_epoch"]  # deadline: 50% of 4 epochs
     # Gentle: asked as epoch 2 (the deadline) begins, it plans the cut
     # from the mask after epoch 1, the first: no distance yet.
     assert result["mask_distances"] == []
@@ -281,7 +283,7 @@ def test_each_cut_builds_one_graph_its_fade_included(monkeypatch):
     folded = [s["graphs"] for s in _two_cuts()[2].segments]
     monkeypatch.setattr(  # the fade after the step, always
         fading.Fade, "for_epoch", classmethod(
-            lambda cls, plan, model, params, schedule, ran=None: cls(
+            lambda cls, plan, model, params, schedule, **unused: cls(
                 plan, int(params["steps"]))))
     own = [s["graphs"] for s in _two_cuts()[2].segments]
     # After the first cut (and fading for the second) as many graphs as

@@ -119,22 +119,26 @@ class Fade:
 
     @classmethod
     def for_epoch(cls, plan: planning.Plan, model: keras.Model,
-                  params: dict | None, schedule: Any, ran: Any = None
-                  ) -> "Fade":
+                  params: dict | None, schedule: Any, ran: Any = None,
+                  fold: bool = True) -> "Fade":
         """A fade over one epoch of `model`'s `fit` (`params`: the
-        callbacks'), in the train step when the step is traced after this
-        anyway: `model.train_function` is not `ran` (the one that ran the
-        last step), one step per call, no distribution strategy."""
+        callbacks'), in the train step if `fold` (the caller knows the step
+        is traced after this anyway; it is decided by the run's course, not
+        by the process, so a resumed run folds where the first did), one
+        step per call and no distribution strategy. If the train function
+        already ran (it is `ran`, the last step's), it is traced again."""
         steps = (params or {}).get("steps")
         if not steps:
             raise ValueError(
                 f"Reconfigure: {schedule!r} fades channels over an epoch, so "
                 "it needs the number of steps per epoch: pass "
                 "steps_per_epoch to fit, or a dataset of known size.")
-        return cls(plan, int(steps), in_step=(
-            model.train_function is not ran
-            and model.steps_per_execution == 1
+        fade = cls(plan, int(steps), in_step=(
+            fold and model.steps_per_execution == 1
             and not tf.distribute.has_strategy()))
+        if fade._folded and model.train_function is ran:
+            model.make_train_function(force=True)
+        return fade
 
     def step(self, steps: int = 1) -> None:
         """`steps` train steps done: shrink by `steps/left` of what is left

@@ -232,7 +232,8 @@ class Reconfigure(keras.callbacks.Callback):
             if self._pending is not None and self._pending.plan is not None:
                 self._fade = fading.Fade.for_epoch(
                     self._pending.plan, self.model, self.params,
-                    self.schedule, ran=self._ran)
+                    self.schedule, ran=self._ran,
+                    fold=_after_retrace(epoch, self.reconfigurations))
                 self._emit("fade", epoch=epoch + 1, steps=self._fade.left,
                            traced=self._fade.traced)
 
@@ -377,6 +378,13 @@ def _agreed(model: keras.Model, decision: schedules.Decision | None,
         plan = planning.Plan.keep_all(graph)
     plan.keep = agreed[3:] > 0.5
     return schedules.Decision(plan, bool(agreed[2]))
+
+
+def _after_retrace(epoch: int, done: list[Reconfiguration]) -> bool:
+    """Whether the 0-based `epoch` begins with a train function traced
+    anew in every run that gets there, resumed or not: the first, and
+    each after a cut (a fade folds into it: `fading`)."""
+    return epoch == 0 or any(r.epoch == epoch and r.changes for r in done)
 
 
 def _records(saved: list[dict[str, Any]]) -> list[Reconfiguration]:

@@ -193,7 +193,8 @@ def _mark_fades(result: dict[str, Any]) -> None:
     config = retime.config_of(result)
     for run in result["runs"]:
         lever = run["method"].partition("_")[2]
-        if any("fade" in s for s in run["timeline"]) or (
+        if "timeline" not in run or any(
+                "fade" in s for s in run["timeline"]) or (
                 run["method"].startswith("prunetrain_")
                 and lever not in LEVERS):
             continue
