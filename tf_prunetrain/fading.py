@@ -98,6 +98,12 @@ class Fade:
         after the step)."""
         return self._step is not None
 
+    @property
+    def folded(self) -> bool:
+        """Whether this fade runs inside the train step (constraints on
+        some of its targets)."""
+        return bool(self._folded)
+
     def _fold(self, variable: Any, hit: np.ndarray, steps: int) -> None:
         if self._rate is None:
             self._rate = tf.Variable(1.0 / steps, trainable=False,
@@ -136,7 +142,7 @@ class Fade:
         fade = cls(plan, int(steps), in_step=(
             fold and model.steps_per_execution == 1
             and not tf.distribute.has_strategy()))
-        if fade._folded and model.train_function is ran:
+        if fade.folded and model.train_function is ran:
             model.make_train_function(force=True)
         return fade
 
