@@ -71,6 +71,7 @@ class Config:
     new_head: bool = False  # replace its classifier for this data
     freeze_epochs: int = 0  # train only the head first, this many epochs
     freeze_batchnorm: bool = False  # BatchNorm stays frozen in the fine-tune
+    recalibrate_steps: int = 0  # frozen BatchNorm re-estimated after cuts
     prunetrain: bool = True
     penalty_ratio: float = 0.2
     proximal: bool = False
@@ -154,6 +155,10 @@ _HELP = {
                         "frozen (trainable=False: inference mode, its "
                         "statistics fixed) in the fine-tune; cuts slice "
                         "them with their channels.",
+    "recalibrate_steps": "After each cut (and --prune_first's), re-estimate "
+                         "the frozen BatchNorm layers' statistics on this "
+                         "many training batches (tf_prunetrain.recalibration;"
+                         " 0: off, they keep the uncut model's).",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
     "proximal": "Apply the group lasso as a proximal step after each update "
@@ -413,6 +418,17 @@ def _validate_pretrained(config: Config) -> None:
                          "give --train_size too.")
     if config.freeze_epochs < 0:
         raise ValueError("--freeze_epochs must be >= 0 (0: no head phase).")
+    if config.recalibrate_steps < 0:
+        raise ValueError("--recalibrate_steps must be >= 0 (0: off).")
+    if config.recalibrate_steps and (config.flops_target is None
+                                     or not config.prunetrain):
+        raise ValueError("--recalibrate_steps acts after a --flops_target cut:"
+                         " give --flops_target (and drop --noprunetrain), or "
+                         "leave it 0.")
+    if config.recalibrate_steps and config.pretrained is None:
+        raise ValueError("--recalibrate_steps re-estimates frozen BatchNorm "
+                         "layers, and a fresh --model has none: use it with "
+                         "--pretrained (and --freeze_batchnorm), or leave it 0.")
     if config.pretrained is None:
         needing = [name for name in ("new_head", "freeze_epochs",
                                      "freeze_batchnorm")
@@ -818,6 +834,11 @@ class _StepLearningRate(keras.callbacks.Callback):
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+def recalibration_data(config: Config, data: Data, replicas: int) -> Any:
+    """--recalibrate_steps' batches: the first of the training stream."""
+    return data.train(config.batch_size * replicas, replicas > 1, 0, None)[0]
+
+
 def _loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -836,6 +857,10 @@ def compiled_model(config: Config, data: Data, replicas: int,
                 layer.trainable = False
     if config.prune_first:
         model = prune_once(config, model)
+        if config.recalibrate_steps:
+            tf_prunetrain.recalibration.recalibrate_batchnorm(
+                model, recalibration_data(config, data, replicas),
+                config.recalibrate_steps)
     if replicas > 1:
         model = tf_prunetrain.distribute.synchronize_batchnorm(model)
     if config.prunetrain and not config.prune_first:
@@ -950,6 +975,13 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
     replicas = strategy.num_replicas_in_sync
     data = load_data(config)
     parts = _callbacks(config, replicas)
+    recalibrate = None
+    if config.recalibrate_steps and parts.reconfigure:
+        recalibrate = tf_prunetrain.recalibration.RecalibrateBatchNorm(
+            recalibration_data(config, data, replicas),
+            config.recalibrate_steps, verbose=int(config.verbose))
+        parts.callbacks.insert(parts.callbacks.index(parts.timeline),
+                               recalibrate)
     with strategy.scope():
         start = _start(config, data, replicas, parts)
     learning_rate = _StepLearningRate(config, config.learning_rate * replicas)
@@ -973,6 +1005,9 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
         "loss": float(evaluation["loss"]),
         **_cost_figures(model, parts.runlog, start.uncut),
         **_cut_figures(parts.reconfigure, parts.runlog, start.one_off),
+        # After the cuts (in-run, not replayed; --prune_first's is in its
+        # one-off).
+        "recalibration_seconds": recalibrate.seconds if recalibrate else 0.0,
         "batch_size": batch,
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": parts.timeline.segments,

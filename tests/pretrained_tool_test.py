@@ -91,7 +91,9 @@ def test_plan_has_every_method_once_and_sources_first():
     frozen = pretrained.plan("transfer", [500], [0.25], [0],
                              frozen_batchnorm=True)
     assert {t[1] for t in frozen} - {t[1] for t in tasks} == {
-        "dense_frozen_bn", "prunetrain_frozen_bn"}
+        "dense_frozen_bn", "prunetrain_frozen_bn",
+        "prunetrain_frozen_bn_recal", "prune_first_frozen_bn",
+        "prune_first_frozen_bn_recal"}
     compress = pretrained.plan("compress", [1, 2], [0.5], [0])
     assert sorted(t[4] for t in compress if t[1] == "thin") == [1, 2, 8]
     assert not any(t[1] == "thin_source" for t in compress)
@@ -145,6 +147,11 @@ def test_what_each_task_trains_and_what_it_waits_for(tmp_path):
     frozen, _ = study.args((0, "prunetrain_frozen_bn", 0.25, 1, None),
                            finals, first)
     assert frozen.freeze_batchnorm and frozen.prunetrain
+    assert frozen.recalibrate_steps == 0
+    recal, _ = study.args((0, "prune_first_frozen_bn_recal", 0.25, 1, None),
+                          finals, first)
+    assert recal.freeze_batchnorm and recal.prune_first
+    assert recal.recalibrate_steps == pretrained.RECALIBRATE_STEPS
     cut, _ = study.args((0, "prune_first", 0.25, 1, None), finals, first)
     assert cut.prune_first and cut.flops_target == 0.25
     # A thin run trains its PruneTrain run's widths, whole, from scratch;

@@ -475,7 +475,9 @@ def _batchnorm_means(model):
             if isinstance(layer, keras.layers.BatchNormalization)}
 
 
-def test_pretrained_transfer_head_phase_frozen_batchnorm_and_a_cut(tmp_path):
+@pytest.mark.parametrize("recalibrate_steps", [0, 2])
+def test_pretrained_transfer_head_phase_frozen_batchnorm_and_a_cut(
+        tmp_path, recalibrate_steps):
     pytest.importorskip("sklearn", reason="digits need the [data] extra")
     source = _source(tmp_path)
     means = _batchnorm_means(keras.models.load_model(source))
@@ -483,7 +485,8 @@ def test_pretrained_transfer_head_phase_frozen_batchnorm_and_a_cut(tmp_path):
                   pretrained=source, width_multiplier=1.0, new_head=True,
                   freeze_epochs=1,
                   freeze_batchnorm=True, flops_target=0.5, epochs=2,
-                  proximal=True, strength=0.01)
+                  proximal=True, strength=0.01,
+                  recalibrate_steps=recalibrate_steps)
     _assert_trained(result)
     model, segments = result["model"], result["timeline"]
     assert model.output_shape[-1] == 5
@@ -493,12 +496,17 @@ def test_pretrained_transfer_head_phase_frozen_batchnorm_and_a_cut(tmp_path):
     assert len({s["architecture"] for s in segments}) == 3
     assert result["inference_flops"] <= 0.55 * result[
         "initial_inference_flops"]
+    sliced = {}
     for name, mean in _batchnorm_means(model).items():
         assert model.get_layer(name).trainable is False
-        kept = means[name]  # frozen all along: the source's, sliced
-        assert all(np.isin(mean, kept)), name
+        sliced[name] = all(np.isin(mean, means[name]))  # the source's?
     assert any(mean.size < means[name].size
                for name, mean in _batchnorm_means(model).items())
+    if recalibrate_steps:  # re-estimated after the cut, and priced
+        assert not any(sliced.values())
+        assert result["recalibration_seconds"] > 0
+    else:  # frozen all along: the source's statistics, sliced
+        assert all(sliced.values()) and result["recalibration_seconds"] == 0
 
 
 def test_prune_first_cuts_before_training_and_trains_without_lasso(tmp_path):
@@ -528,6 +536,10 @@ def test_pretrained_flags_refuse_what_cannot_work(tmp_path):
             ({"freeze_epochs": 2}, "--freeze_epochs needs --pretrained"),
             ({"freeze_batchnorm": True}, "--freeze_batchnorm needs"),
             ({"freeze_epochs": -1}, "--freeze_epochs must be >= 0"),
+            ({"recalibrate_steps": -1}, "--recalibrate_steps must be >= 0"),
+            ({"recalibrate_steps": 2}, "acts after a --flops_target cut"),
+            ({"recalibrate_steps": 2, "flops_target": 0.5, "interval": None},
+             "a fresh --model has none"),
             ({"pretrained": str(json_file)}, "is not a .keras file"),
             ({"pretrained": source, "freeze_epochs": 1}, "needs --new_head"),
             ({"pretrained": source, "width_multiplier": 0.5},

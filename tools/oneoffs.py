@@ -146,10 +146,13 @@ def one_off_seconds(run: Mapping[str, Any],
 
 def price(run: dict[str, Any], replay: Mapping[str, Any]) -> float:
     """Sets `run["one_off_replayed"]` (`one_off_seconds` on the replay's
-    cuts; None when it prices none) and returns the run's replayed
-    seconds: its steps on the replay's step seconds, plus its one-offs,
-    replayed where they were, else the run's in-run `one_off_seconds`."""
+    cuts, plus the run's in-run `recalibration_seconds`; None when it
+    prices none) and returns the run's replayed seconds: its steps on the
+    replay's step seconds, plus its one-offs, replayed where they were,
+    else the run's in-run `one_off_seconds`."""
     one_off = one_off_seconds(run, replay.get("cuts"))
+    if one_off is not None:
+        one_off += run.get("recalibration_seconds", 0.0)
     run["one_off_replayed"] = one_off
     return replay_lib.replayed_seconds(
         run["timeline"], replay["step_seconds"],

@@ -36,9 +36,13 @@ Methods, per seed and grid value (`--targets` t for the pruned ones):
 * `thin_source t` (transfer): the same thin network first trained on the
   source (cached; its extra source training is reported apart), then
   fine-tuned like `dense` (targets of at most `THIN_SOURCE_MAX` images);
-* with `--frozen_batchnorm` (transfer): `dense_frozen_bn` and
-  `prunetrain_frozen_bn t`, the same with every BatchNorm layer frozen in
-  the fine-tune (the Keras guide's choice for small data).
+* with `--frozen_batchnorm` (transfer): `dense_frozen_bn`,
+  `prunetrain_frozen_bn t` and `prune_first_frozen_bn t`, the same with
+  every BatchNorm layer frozen in the fine-tune (the Keras guide's choice
+  for small data), and the pruned two with `_recal`: the frozen layers'
+  statistics re-estimated after each cut on `RECALIBRATE_STEPS` training
+  batches (`--recalibrate_steps`, `tf_prunetrain.recalibration`); a
+  table of their paired differences follows.
 
 Every run records its timeline, and the replay (`tools/replay.py`, via
 `tools/retime.py`) prices each architecture's train step, frozen
@@ -106,6 +110,15 @@ THIN_EPOCHS = {"compress": lambda grid: sorted(set(grid) | {8}),
 # The proximal lasso on kernels and BatchNorm scales (the benchmark's).
 _LASSO = dict(proximal=True, scales=True)
 _STRENGTH = {"resnet20": 0.02, "mobilenetv2": 0.005}
+# `_recal` methods: training batches the frozen BatchNorm statistics are
+# re-estimated on after a cut (EagleEye's order of magnitude).
+RECALIBRATE_STEPS = 20
+# BatchNorm frozen: the pairs (a − b) reported, per target.
+FROZEN_PAIRS = [("prunetrain_frozen_bn_recal", "prunetrain_frozen_bn"),
+                ("prune_first_frozen_bn_recal", "prune_first_frozen_bn"),
+                ("prunetrain_frozen_bn_recal", "prune_first_frozen_bn_recal"),
+                ("prunetrain_frozen_bn_recal", "dense_frozen_bn"),
+                ("prunetrain_frozen_bn_recal", "prunetrain")]
 
 
 def _network(name: str) -> dict[str, Any]:
@@ -178,7 +191,8 @@ def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
          seeds: Sequence[int], frozen_batchnorm: bool = False
          ) -> list[Task]:
     """Every task of the sweep, sources first, then seed by seed
-    (`frozen_batchnorm`: also `dense_frozen_bn` and `prunetrain_frozen_bn`).
+    (`frozen_batchnorm`: also the `*_frozen_bn` and `*_frozen_bn_recal`
+    methods).
 
     >>> plan("compress", [1], [0.5], [0])[:3]
     [(None, 'source', None, None, None), (0, 'dense', None, 1, None), (0, 'prunetrain', 0.5, 1, None)]
@@ -196,7 +210,9 @@ def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
                 tasks += [(seed, "prunetrain", t, g, None),
                           (seed, "prune_first", t, g, None)]
                 if frozen_batchnorm:
-                    tasks.append((seed, "prunetrain_frozen_bn", t, g, None))
+                    tasks += [(seed, f"{m}_frozen_bn{r}", t, g, None)
+                              for m in ("prunetrain", "prune_first")
+                              for r in ("", "_recal")]
                 if regime == "transfer" and g <= THIN_SOURCE_MAX:
                     tasks.append((seed, "thin_source", t, g, None))
                 if regime == "transfer":
@@ -305,10 +321,12 @@ class Study:
                 seed=seed), trainable_json(architecture))
         config = dataclasses.replace(
             fine_tune(self.regime, self.network, grid, dense), seed=seed,
-            freeze_batchnorm=method.endswith("_frozen_bn"))
+            freeze_batchnorm="_frozen_bn" in method,
+            recalibrate_steps=RECALIBRATE_STEPS if method.endswith("_recal")
+            else 0)
         if method.startswith("dense"):
             return config, None
-        if method == "prune_first":  # cut at once, then no lasso
+        if method.startswith("prune_first"):  # cut at once, then no lasso
             return dataclasses.replace(config, prunetrain=True,
                                        flops_target=target,
                                        prune_first=True), None
@@ -422,7 +440,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
     runs = result["runs"]
     grids = sorted({r["grid"] for r in runs if r["grid"] is not None})
     targets = sorted({r["target"] for r in runs if r["target"] is not None})
-    out: dict[str, Any] = {"rows": [], "pairs": []}
+    out: dict[str, Any] = {"rows": [], "pairs": [], "frozen_pairs": []}
     for g in grids:
         dense = _by_seed(runs, method="dense", grid=g)
         if not dense:
@@ -430,7 +448,24 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         out["rows"] += _rows(result, g, targets, dense)
         for t in targets:
             out["pairs"] += _pairs(runs, result["regime"], g, t, dense)
+            out["frozen_pairs"] += _frozen_pairs(runs, g, t)
     return out
+
+
+def _frozen_pairs(runs: list[dict[str, Any]], g: int, t: float
+                  ) -> list[dict[str, Any]]:
+    """`FROZEN_PAIRS`' paired differences (points) at grid value `g` and
+    target `t`, where both have runs."""
+    pairs = []
+    for mine, theirs in FROZEN_PAIRS:
+        row = verdicts.paired(
+            _top1(runs, method=mine, target=t, grid=g),
+            _top1(runs, method=theirs, grid=g,
+                  target=None if theirs.startswith("dense") else t), 100)
+        if row:
+            row.update(grid=g, target=t, mine=mine, against=theirs)
+            pairs.append(row)
+    return pairs
 
 
 def _rows(result: dict[str, Any], g: int, targets: list[float],
@@ -445,7 +480,9 @@ def _rows(result: dict[str, Any], g: int, targets: list[float],
     settings = [("dense", None, g, None),
                 ("dense_frozen_bn", None, g, None)] + [
         (m, t, g, None) for t in targets
-        for m in ("prunetrain", "prunetrain_frozen_bn", "prune_first",
+        for m in ("prunetrain", "prunetrain_frozen_bn",
+                  "prunetrain_frozen_bn_recal", "prune_first",
+                  "prune_first_frozen_bn", "prune_first_frozen_bn_recal",
                   "thin_source")] + [
         ("thin", t, g if regime == "transfer" else None, e)
         for t in targets for e in sorted({
@@ -570,6 +607,12 @@ def markdown(result: dict[str, Any], figures: dict[str, Any]) -> str:
         lines.append(f"| {row['grid']} | {row['target']:g} | "
                      f"{row['against']} | {_interval(row)}{note} | "
                      f"{row['seeds']} |")
+    if figures.get("frozen_pairs"):
+        lines += ["", f"| {grid} | target | BatchNorm frozen: a − b | points,"
+                  " 95 % interval | seeds |", "|---|---|---|---|---|"]
+        lines += [f"| {row['grid']} | {row['target']:g} | {row['mine']} − "
+                  f"{row['against']} | {_interval(row)} | {row['seeds']} |"
+                  for row in figures["frozen_pairs"]]
     return "\n".join(lines)
 
 
