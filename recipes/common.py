@@ -157,7 +157,7 @@ _HELP = {
                         "them with their channels.",
     "recalibrate_steps": "After each cut (and --prune_first's), re-estimate "
                          "the frozen BatchNorm layers' statistics on this "
-                         "many training batches (tf_prunetrain.recalibration;"
+                         "many training batches (experimental.RecalibrateBatchNorm;"
                          " 0: off, they keep the uncut model's).",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
@@ -858,7 +858,7 @@ def compiled_model(config: Config, data: Data, replicas: int,
     if config.prune_first:
         model = prune_once(config, model)
         if config.recalibrate_steps:
-            tf_prunetrain.recalibration.recalibrate_batchnorm(
+            tf_prunetrain.experimental.recalibrate_batchnorm(
                 model, recalibration_data(config, data, replicas),
                 config.recalibrate_steps)
     if replicas > 1:
@@ -977,7 +977,7 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
     parts = _callbacks(config, replicas)
     recalibrate = None
     if config.recalibrate_steps and parts.reconfigure:
-        recalibrate = tf_prunetrain.recalibration.RecalibrateBatchNorm(
+        recalibrate = tf_prunetrain.experimental.RecalibrateBatchNorm(
             recalibration_data(config, data, replicas),
             config.recalibrate_steps, verbose=int(config.verbose))
         parts.callbacks.insert(parts.callbacks.index(parts.timeline),

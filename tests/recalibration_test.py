@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tf_prunetrain
-from tf_prunetrain import recalibration
+from tf_prunetrain.experimental import recalibration
 
 L = keras.layers
 

@@ -19,9 +19,9 @@ The way in (README, "Tour"):
 Everything else lives in submodules: `schedules`, `planning`
 (`Constraints`), `budget` (rankings), `importance`, `inplace`, `surgery`,
 `regularizers`, `cost`, `coupling`, `distribute` (`make_strategy`,
-`synchronize_batchnorm`), `dynamic_batch`, `latency`, `keras_callbacks`,
-`recalibration` (frozen BatchNorm statistics re-estimated after a cut);
-what has not measured worth it in `experimental` (`EarlyBird`, `Rewarm`),
+`synchronize_batchnorm`), `dynamic_batch`, `latency`, `keras_callbacks`;
+what has not measured worth it in `experimental` (`EarlyBird`, `Rewarm`,
+`RecalibrateBatchNorm`),
 imported on first use. CHANGELOG.md lists what moved where.
 """
 
@@ -40,7 +40,6 @@ from tf_prunetrain import importance  # noqa: F401
 from tf_prunetrain import inplace  # noqa: F401
 from tf_prunetrain import latency  # noqa: F401
 from tf_prunetrain import planning  # noqa: F401
-from tf_prunetrain import recalibration  # noqa: F401
 from tf_prunetrain import schedules  # noqa: F401
 from tf_prunetrain.checkpoint import Checkpoint
 from tf_prunetrain.cost import training_cost

@@ -41,8 +41,8 @@ Methods, per seed and grid value (`--targets` t for the pruned ones):
   every BatchNorm layer frozen in the fine-tune (the Keras guide's choice
   for small data), and the pruned two with `_recal`: the frozen layers'
   statistics re-estimated after each cut on `RECALIBRATE_STEPS` training
-  batches (`--recalibrate_steps`, `tf_prunetrain.recalibration`); a
-  table of their paired differences follows.
+  batches (`--recalibrate_steps`, `experimental.RecalibrateBatchNorm`);
+  a table of their paired differences follows.
 
 Every run records its timeline, and the replay (`tools/replay.py`, via
 `tools/retime.py`) prices each architecture's train step, frozen

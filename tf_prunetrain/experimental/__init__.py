@@ -6,9 +6,13 @@
   back (`rewarm`). A model saved during a re-warmed `fit` wraps its
   learning-rate schedule: loading it needs `tf_prunetrain.experimental.
   Rewarm` (or `tf_prunetrain.experimental.rewarm`) imported first.
+* `RecalibrateBatchNorm(data)` / `recalibrate_batchnorm(model, data)`:
+  frozen BatchNorm statistics re-estimated on training batches after each
+  cut (`recalibration`). On a frozen-BatchNorm fine-tune it lifted 4 of
+  PruneTrain's 5 seeds and left one to diverge later.
 
-BENCHMARKS.md ("Issue 31, cut time and re-warm") has their figures. Neither
-is imported with `tf_prunetrain`: the first access to a name below imports
+BENCHMARKS.md ("Issue 31, cut time and re-warm"; "Issue 37" for the
+re-estimation) has their figures. None is imported with `tf_prunetrain`: the first access to a name below imports
 its module.
 
 Example:
@@ -23,7 +27,9 @@ import importlib
 from typing import Any
 
 # Public name -> the submodule defining it.
-_LAZY = {"EarlyBird": "early_bird", "Rewarm": "rewarm", "Rewarmed": "rewarm"}
+_LAZY = {"EarlyBird": "early_bird", "Rewarm": "rewarm", "Rewarmed": "rewarm",
+         "RecalibrateBatchNorm": "recalibration",
+         "recalibrate_batchnorm": "recalibration"}
 
 __all__ = sorted(_LAZY)
 

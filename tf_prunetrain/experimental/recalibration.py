@@ -9,6 +9,13 @@ longer what its statistics describe. `recalibrate_batchnorm` re-estimates
 them on a few batches (AdaBN, Li et al. 2016; EagleEye's re-calibration,
 ECCV 2020); `RecalibrateBatchNorm` does it after every cut of a `fit`.
 
+Experimental: on ResNet-20's frozen-BatchNorm transfer (BENCHMARKS.md,
+"Issue 37") it lifted PruneTrain at 0.25 from about 0.61 to 0.73-0.81
+top-1 in 4 of 5 seeds, and one seed (two of cut-first's five) diverged
+epochs after the cut; a frozen-BatchNorm network trains without
+normalization, and a cut one did so less stably. Leave BatchNorm
+trainable when you prune (README, "Prune a trained model").
+
 Decided here:
 
 * By default only frozen BatchNorm layers are re-estimated: a trainable
@@ -67,7 +74,7 @@ def recalibrate_batchnorm(
 
     Example:
     >>> import keras, numpy as np
-    >>> from tf_prunetrain import recalibration
+    >>> from tf_prunetrain.experimental import recalibration
     >>> inputs = keras.Input((4,))
     >>> norm = keras.layers.BatchNormalization(name="bn")
     >>> model = keras.Model(inputs, norm(keras.layers.Dense(3)(inputs)))
@@ -132,7 +139,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     Example:
     >>> import keras, numpy as np, tf_prunetrain
-    >>> from tf_prunetrain import recalibration
+    >>> from tf_prunetrain.experimental import recalibration
     >>> inputs = keras.Input((8, 8, 1))
     >>> h = keras.layers.Conv2D(8, 3, name="c1")(inputs)
     >>> h = keras.layers.BatchNormalization(name="bn")(h)
