@@ -2,6 +2,7 @@
 what each trains, how its file resumes, and how PruneTrain is paired with
 each alternative (equal epochs, equal time)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -152,6 +153,7 @@ def test_what_each_task_trains_and_what_it_waits_for(tmp_path):
                           finals, first)
     assert recal.freeze_batchnorm and recal.prune_first
     assert recal.recalibrate_steps == pretrained.RECALIBRATE_STEPS
+    assert recal.precise_bn == 0
     cut, _ = study.args((0, "prune_first", 0.25, 1, None), finals, first)
     assert cut.prune_first and cut.flops_target == 0.25
     # A thin run trains its PruneTrain run's widths, whole, from scratch;
@@ -161,6 +163,12 @@ def test_what_each_task_trains_and_what_it_waits_for(tmp_path):
     assert thin.pretrained is None and thin.epochs == 8
     assert architecture == pretrained.trainable_json(final)
     assert study.args((1, "thin", 0.25, None, 8), finals, first) is None
+    # --precise_bn: every run but the sources' re-estimates its statistics.
+    precise = dataclasses.replace(study, precise_bn=20)
+    assert precise.args((0, "thin", 0.25, None, 8), finals,
+                        first)[0].precise_bn == 20
+    assert precise.args((0, "prunetrain", 0.25, 1, None), finals,
+                        first)[0].precise_bn == 20
     # What the file holds is not run again: its runs, and cached sources.
     result = study.fresh()
     result["runs"].append({"seed": 0, "method": "dense", "target": None,
@@ -182,3 +190,6 @@ def test_a_sweep_file_resumes_and_refuses_another_regime(tmp_path):
                        "'transfer' now"):
         pretrained.load_state(path, pretrained.Study(
             "transfer", sources=str(tmp_path)))
+    with pytest.raises(ValueError, match="precise_bn"):
+        pretrained.load_state(path, pretrained.Study(
+            "compress", sources=str(tmp_path), precise_bn=20))

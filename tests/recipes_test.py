@@ -537,6 +537,7 @@ def test_pretrained_flags_refuse_what_cannot_work(tmp_path):
             ({"freeze_batchnorm": True}, "--freeze_batchnorm needs"),
             ({"freeze_epochs": -1}, "--freeze_epochs must be >= 0"),
             ({"recalibrate_steps": -1}, "--recalibrate_steps must be >= 0"),
+            ({"precise_bn": -1}, "--precise_bn must be >= 0"),
             ({"recalibrate_steps": 2}, "acts after a --flops_target cut"),
             ({"recalibrate_steps": 2, "flops_target": 0.5, "interval": None},
              "a fresh --model has none"),
@@ -575,3 +576,25 @@ def test_pretrained_flags_refuse_what_cannot_work(tmp_path):
     with pytest.raises(ValueError, match="must be a Dense classifier"):
         _run(model="resnet20", data="digits", pretrained=str(head),
              width_multiplier=1.0, new_head=True)
+
+
+def test_precise_bn_leaves_the_statistics_of_the_trained_weights(tmp_path):
+    """--precise_bn: after training, every BatchNorm's statistics are the
+    average of the training batches' (re-estimating them again on the
+    same batches changes nothing), and the seconds are priced."""
+    pytest.importorskip("sklearn", reason="digits need the [data] extra")
+    from tf_prunetrain.experimental import recalibration
+    config = common.Config(**{**TINY, "model": "resnet20", "data": "digits",
+                              "width_multiplier": 0.25, "epochs": 1,
+                              "prunetrain": False, "precise_bn": 2})
+    result = common.run(config)
+    assert result["recalibration_seconds"] > 0
+    model = result["model"]
+    layers = recalibration.batchnorm_layers(model)
+    means = [layer.moving_mean.numpy().copy() for layer in layers]
+    data = common.load_data(config)
+    recalibration.recalibrate_batchnorm(
+        model, common.recalibration_data(config, data, 1), 2, layers=layers)
+    for layer, mean in zip(layers, means):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean,
+                                   rtol=1e-5, atol=1e-5)

@@ -251,6 +251,7 @@ class Study:
     regime: str = "compress"
     network: str = "resnet20"
     sources: str = SOURCES
+    precise_bn: int = 0  # --precise_bn of every run but the sources'
 
     def source_path(self, key: str) -> str:
         """The cached source model of `key` ("dense", or "thin t").
@@ -268,6 +269,7 @@ class Study:
     def fresh(self) -> dict[str, Any]:
         """The results of a sweep that has run nothing yet."""
         return {"regime": self.regime, "network": self.network,
+                "precise_bn": self.precise_bn,
                 "config": results_lib.config_dict(fine_tune(
                     self.regime, self.network, GRIDS[self.regime][0],
                     self.source_path("dense"))),
@@ -300,6 +302,14 @@ class Study:
         """`runs.train`'s arguments for a task, or None while it waits for
         a source or a PruneTrain run (`finals`: their final model JSON by
         (seed, target, grid); `first`: the first seed and grid value)."""
+        made = self._args(task, finals, first)
+        if made is None or task[1] == "source" or not self.precise_bn:
+            return made
+        return dataclasses.replace(made[0], precise_bn=self.precise_bn), \
+            made[1]
+
+    def _args(self, task: Task, finals: dict[tuple, str], first: tuple
+              ) -> tuple | None:
         seed, method, target, grid, epochs = task
         if method == "source":
             return self.source_args(target, finals.get((first[0], target,
@@ -380,7 +390,8 @@ def load_state(path: str | None, study: Study) -> dict[str, Any]:
     """The sweep so far (`path`'s), refused (ValueError) when made for
     another regime or network."""
     return results_lib.resume(path, study.fresh(), lambda result: {
-        "regime": result.get("regime"), "network": result.get("network")})
+        "regime": result.get("regime"), "network": result.get("network"),
+        "precise_bn": result.get("precise_bn", 0)})
 
 
 # -- the report ------------------------------------------------------------------
@@ -632,6 +643,10 @@ def define_flags() -> None:
         "frozen_batchnorm", False, "Also run `dense` and `prunetrain` with "
         "BatchNorm frozen in the fine-tune (--freeze_batchnorm: the Keras "
         "guide's choice for small data), as `*_frozen_bn`.")
+    flags.DEFINE_integer(
+        "precise_bn", 0, "Every run but the sources' re-estimates all its "
+        "BatchNorm statistics on this many training batches after training "
+        "(the recipe's --precise_bn); a results file holds one value.")
     flags.DEFINE_string(
         "sources", SOURCES, "Where source models are cached. A source is "
         "trained when the --json file holds none (the same command retrains "
@@ -642,7 +657,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    study = Study(f.regime, f.network, f.sources)
+    study = Study(f.regime, f.network, f.sources, f.precise_bn)
     grid = [int(g) for g in (f.grid or GRIDS[f.regime])]
     targets = [float(t) for t in f.targets]
     if not grid or not targets or min(grid) < 1 \
