@@ -997,13 +997,14 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
     history, batch, train_seconds = _train(config, data, replicas, parts,
                                            start, learning_rate)
     model = start.model
-    precise = time.perf_counter()
+    precise = 0.0
     if config.precise_bn:
+        precise = time.perf_counter()
         tf_prunetrain.experimental.recalibrate_batchnorm(
             model, recalibration_data(config, data, replicas),
             config.precise_bn, layers=tf_prunetrain.experimental.recalibration
             .batchnorm_layers(model))
-    precise = time.perf_counter() - precise
+        precise = time.perf_counter() - precise
     evaluation = model.evaluate(data.test(config.batch_size * replicas,
                                           replicas > 1),
                                 steps=config.eval_steps, verbose=0,
