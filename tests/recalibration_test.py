@@ -151,7 +151,9 @@ def test_renorm_layers_are_refused():
         recalibration.recalibrate_batchnorm(model, [np.ones((2, 4))])
 
 
-def test_after_a_cut_the_frozen_statistics_describe_the_cut_model():
+@pytest.mark.parametrize("recal_first", [False, True])
+def test_after_a_cut_the_frozen_statistics_describe_the_cut_model(
+        recal_first):
     """A frozen BatchNorm behind a cut: the cut keeps its slices (the
     function in inference mode is preserved), and `RecalibrateBatchNorm`
     then re-estimates them from what the cut model feeds it."""
@@ -165,7 +167,7 @@ def test_after_a_cut_the_frozen_statistics_describe_the_cut_model():
                                     penalty_ratio=None, round_to=1,
                                     verbose=0)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-              callbacks=[cut, recal])
+              callbacks=[recal, cut] if recal_first else [cut, recal])
     assert cut.reconfigurations[0].changes
     assert recal.recalibrated == [["bn1", "bn2"]] and recal.seconds > 0
     # Their statistics are those the cut model's batches give (the second
