@@ -67,6 +67,12 @@ WORKLOADS = {
         data="fashion_mnist", train_size=10_000, image_size=32, epochs=8,
         lr_decay_epochs=(4, 6), learning_rate=0.02,
         **{**_TUNED, "model": "mobilenetv2", "strength": 0.005}),
+    # Issue 38's third workload: VGG-11 (BatchNorm, 64 -> 512 channels, the
+    # network slimming found late layers most prunable in), Fashion-MNIST
+    # resized to 32x32 (five poolings). Thin 0.5 has about 0.25 of its FLOPs.
+    "fashion_mnist_vgg11": common.Config(
+        data="fashion_mnist", train_size=10_000, image_size=32, epochs=8,
+        lr_decay_epochs=(4, 6), **{**_TUNED, "model": "vgg11"}),
 }
 # Per workload: the thin widths and PruneTrain targets when --widths and
 # --targets are not given. MobileNetV2's alphas 0.25/0.4/0.6 have 0.119/
@@ -74,7 +80,8 @@ WORKLOADS = {
 # target).
 SWEEP_DEFAULTS = {
     "fashion_mnist_mobilenetv2": {"widths": ["0.25", "0.4", "0.6", "0.75"],
-                                  "targets": ["0.125", "0.25", "0.5"]}}
+                                  "targets": ["0.125", "0.25", "0.5"]},
+    "fashion_mnist_vgg11": {"widths": ["0.5"], "targets": ["0.25"]}}
 DEFAULTS = WORKLOADS["fashion_mnist"]
 # The levers (issues 31, 41): recipe flags a `prunetrain_<lever>` method
 # sets over the workload's (its `scratch_<lever>` control trains that
