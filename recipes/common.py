@@ -40,6 +40,9 @@ from tf_prunetrain import models
 
 from recipes import timeline as timeline_lib
 
+# --ranking=searched: the experimental ranking's name, its candidates per
+# cut, and the epoch whose batch order it scores on (no run reaches it).
+SEARCHED, SEARCH_CANDIDATES, SEARCH_EPOCH = "searched", 8, 1_000_000
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet50_cifar", "vgg11",
           "vgg13", "vgg16", "resnet50", "mobilenetv2")
 # keras.applications' MobileNetV2 keeps BatchNorm statistics with momentum
@@ -89,6 +92,9 @@ class Config:
     early_bird: bool = False  # one budget cut, when the channel mask settles
     prune_first: bool = False  # cut once before training, then fine-tune
     rewarm_epochs: float = 0.0  # learning rate lifted after each cut (0: off)
+    distill_epochs: int = 0  # the model before each cut teaches (0: off)
+    distill_temperature: float = 4.0
+    distill_weight: float = 1.0
     epochs: int = 182
     batch_size: int = 128  # per replica
     learning_rate: float = 0.1  # for batch_size on one replica
@@ -165,6 +171,12 @@ _HELP = {
                   "batches (PreciseBN; experimental.recalibrate_batchnorm; "
                   "0: off). A short fine-tune after a cut leaves them behind "
                   "the weights (MobileNetV2's momentum 0.99).",
+    "distill_epochs": "With PruneTrain: the model before each cut teaches "
+                      "the model after it, over the fade and this many "
+                      "epochs after the cut (experimental.Distill; 0: off).",
+    "distill_temperature": "--distill_epochs' temperature T.",
+    "distill_weight": "--distill_epochs' weight of the T²·KL term beside the "
+                      "cross-entropy.",
     "prunetrain": "PruneTrain on; --noprunetrain trains the dense baseline.",
     "penalty_ratio": "Group-lasso share of the initial loss (λ calibration).",
     "proximal": "Apply the group lasso as a proximal step after each update "
@@ -188,8 +200,10 @@ _HELP = {
     "round_to": "Keep channel counts multiples of this (8: tensor cores, "
                 "and what runs fast on CPU; 1: any count).",
     "ranking": "With --flops_target: which channels a cut removes: "
-               f"{' or '.join(sorted(tf_prunetrain.budget.RANKINGS))} "
-               "(tf_prunetrain.budget.RANKINGS).",
+               f"{', '.join(sorted(tf_prunetrain.budget.RANKINGS))} "
+               "(tf_prunetrain.budget.RANKINGS) or searched (experimental."
+               "SearchedWidths: candidate widths scored on a fixed slice of "
+               "training batches, the thin widths among them).",
     "gentle": "With --flops_target: fade the channels each cut removes to "
               "zero over the epoch before it (FlopsBudget(gentle=True)).",
     "early_bird": "With --flops_target: one cut, made when the channels it "
@@ -338,10 +352,20 @@ def _validate_numbers(config: Config) -> None:
 
 def _validate_pruning(config: Config) -> None:
     """The budget's flags (--flops_target and what goes with it)."""
-    rankings = tf_prunetrain.budget.RANKINGS
+    rankings = [*tf_prunetrain.budget.RANKINGS, SEARCHED]
     if config.ranking not in rankings:
         raise ValueError(f"--ranking must be one of {sorted(rankings)}, got "
                          f"{config.ranking!r}.")
+    if config.distill_epochs < 0:
+        raise ValueError("--distill_epochs must be >= 0 (0: off).")
+    if config.distill_epochs and (not config.prunetrain
+                                  or config.prune_first):
+        raise ValueError("--distill_epochs teaches across the cuts PruneTrain "
+                         "makes while it trains: drop --noprunetrain and "
+                         "--prune_first, or leave it 0.")
+    for name in ("distill_temperature", "distill_weight"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"--{name} must be > 0.")
     if config.flops_target is not None:
         if config.penalty_epochs is not None:
             raise ValueError("--flops_target and --penalty_epochs conflict: "
@@ -460,7 +484,8 @@ def _validate_pretrained(config: Config) -> None:
                          "needs --new_head.")
 
 
-def schedule(config: Config, check: bool = True) -> tf_prunetrain.Schedule:
+def schedule(config: Config, check: bool = True, data: Any = None
+             ) -> tf_prunetrain.Schedule:
     """The schedule `config` prunes with: `FlopsBudget` (--flops_target),
     `experimental.EarlyBird` (--early_bird) or `DeadChannels` (the paper's
     mode). Raises ValueError naming the flags for a bad target, or (with
@@ -469,7 +494,7 @@ def schedule(config: Config, check: bool = True) -> tf_prunetrain.Schedule:
     default --target_epoch (the library's) is written into its arguments,
     which a checkpoint compares."""
     try:
-        flagged = _schedule(config, config.target_epoch)
+        flagged = _schedule(config, config.target_epoch, data)
         if check:
             flagged.check(config.epochs)
     except ValueError as err:
@@ -480,16 +505,18 @@ def schedule(config: Config, check: bool = True) -> tf_prunetrain.Schedule:
     if config.flops_target is None or config.target_epoch is not None \
             or not check:
         return flagged
-    return _schedule(config, flagged.cut_epochs(config.epochs)[-1])
+    return _schedule(config, flagged.cut_epochs(config.epochs)[-1], data)
 
 
-def _schedule(config: Config, last: int | None) -> tf_prunetrain.Schedule:
-    """`schedule`'s, the budget met by epoch `last` (None: the default)."""
+def _schedule(config: Config, last: int | None, data: Any = None
+              ) -> tf_prunetrain.Schedule:
+    """`schedule`'s, the budget met by epoch `last` (None: the default);
+    `data`: --ranking=searched's batches (`search_data`)."""
     if config.flops_target is None:
         return tf_prunetrain.DeadChannels(
             config.interval or tf_prunetrain.schedules.DEAD_CHANNELS_INTERVAL,
             config.threshold, config.penalty_epochs)
-    ranking = tf_prunetrain.budget.RANKINGS[config.ranking]()
+    ranking = ranking_of(config, data)
     if config.early_bird:
         return tf_prunetrain.experimental.EarlyBird(
             config.flops_target, deadline=last, threshold=config.threshold,
@@ -497,6 +524,16 @@ def _schedule(config: Config, last: int | None) -> tf_prunetrain.Schedule:
     return tf_prunetrain.FlopsBudget(
         config.flops_target, target_epoch=last, interval=config.interval,
         threshold=config.threshold, ranking=ranking, gentle=config.gentle)
+
+
+def ranking_of(config: Config, data: Any = None
+               ) -> tf_prunetrain.budget.Ranking:
+    """--ranking's `Ranking` (`data`: the searched one's batches)."""
+    if config.ranking == SEARCHED:
+        return tf_prunetrain.experimental.SearchedWidths(
+            data, SEARCH_CANDIDATES, seed=config.seed,
+            verbose=int(config.verbose))
+    return tf_prunetrain.budget.RANKINGS[config.ranking]()
 
 
 def segment_ends(config: Config, cuts: list[int]) -> list[int]:
@@ -799,7 +836,7 @@ def prune_once(config: Config, model: keras.Model) -> keras.Model:
     """--prune_first: `model` cut to --flops_target of its FLOPs now, the
     channels --ranking chooses (weights as they are: no fade)."""
     graph = tf_prunetrain.channel_groups(model)
-    ranking = tf_prunetrain.budget.RANKINGS[config.ranking]()
+    ranking = ranking_of(config)
     ranking.start(graph)
     goal = config.flops_target * tf_prunetrain.cost.forward_flops(model)
     plan = tf_prunetrain.budget.plan_to_flops(
@@ -845,6 +882,14 @@ class _StepLearningRate(keras.callbacks.Callback):
 def recalibration_data(config: Config, data: Data, replicas: int) -> Any:
     """--recalibrate_steps' batches: the first of the training stream."""
     return data.train(config.batch_size * replicas, replicas > 1, 0, None)[0]
+
+
+def search_data(config: Config, data: Data, replicas: int) -> Any:
+    """--ranking=searched's batches: the training examples in the order of
+    an epoch no run reaches (`SEARCH_EPOCH`), the same in every run of a
+    seed (and not the first batches a run trains on)."""
+    return data.train(config.batch_size * replicas, replicas > 1,
+                      SEARCH_EPOCH, None)[0]
 
 
 def _loss() -> keras.losses.Loss:
@@ -894,11 +939,11 @@ def run(config: Config) -> dict[str, Any]:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def pruning(config: Config) -> tf_prunetrain.Reconfigure:
+def pruning(config: Config, data: Any = None) -> tf_prunetrain.Reconfigure:
     """PruneTrain's callback for `config`: `Reconfigure` with its
-    `schedule`."""
+    `schedule` (`data`: --ranking=searched's batches)."""
     return tf_prunetrain.Reconfigure(
-        schedule(config), penalty_ratio=None if config.strength is not None
+        schedule(config, data=data), penalty_ratio=None if config.strength is not None
         else config.penalty_ratio, round_to=config.round_to,
         verbose=1 if config.verbose else 0)
 
@@ -912,30 +957,42 @@ class _Callbacks:
     reconfigure: tf_prunetrain.Reconfigure | None
     runlog: tf_prunetrain.RunLog
     timeline: timeline_lib.Timeline
+    distill: Any  # --distill_epochs' experimental.Distill, or None
     segment_batch: _SegmentBatch | None
     trackers: list[Any]
     callbacks: list[Any]
 
 
-def _callbacks(config: Config, replicas: int) -> _Callbacks:
+def _callbacks(config: Config, replicas: int, data: Data) -> _Callbacks:
     """PruneTrain's `Reconfigure`, the `RunLog` after it (it refuses one
-    listed before it), --rewarm_epochs' `Rewarm` and the timeline; the
-    checkpoint and the learning rate come later."""
-    reconfigure = pruning(config) if config.prunetrain \
+    listed before it), --rewarm_epochs' `Rewarm`, --distill_epochs'
+    `Distill` and the timeline; the checkpoint and the learning rate come
+    later."""
+    searched = search_data(config, data, replicas) \
+        if config.ranking == SEARCHED else None
+    reconfigure = pruning(config, searched) if config.prunetrain \
         and not config.prune_first else None
     runlog = tf_prunetrain.RunLog(log_dir=config.log_dir,
                                   batch_size=config.batch_size * replicas)
     trackers: list[Any] = [reconfigure, runlog] if reconfigure else [runlog]
     if config.rewarm_epochs:  # its lift in progress travels in checkpoints
         trackers.append(tf_prunetrain.experimental.Rewarm(config.rewarm_epochs))
+    distill = None
+    if config.distill_epochs and reconfigure:  # its teacher too
+        distill = tf_prunetrain.experimental.Distill(
+            config.distill_epochs, config.distill_temperature,
+            config.distill_weight,
+            trained_start=config.pretrained is not None,
+            verbose=int(config.verbose))
+        trackers.append(distill)
     timeline = timeline_lib.Timeline()
     callbacks: list[Any] = [*trackers, timeline]
     segment_batch = None
     if config.dynamic_batch and config.prunetrain:
         segment_batch = _SegmentBatch(config.batch_size)
         trackers.append(segment_batch)  # a resume inside a segment goes on
-    return _Callbacks(reconfigure, runlog, timeline, segment_batch, trackers,
-                      callbacks)
+    return _Callbacks(reconfigure, runlog, timeline, distill, segment_batch,
+                      trackers, callbacks)
 
 
 @dataclasses.dataclass
@@ -982,7 +1039,7 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
     strategy = tf_prunetrain.distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     data = load_data(config)
-    parts = _callbacks(config, replicas)
+    parts = _callbacks(config, replicas, data)
     recalibrate = None
     if config.recalibrate_steps and parts.reconfigure:
         recalibrate = tf_prunetrain.experimental.RecalibrateBatchNorm(
@@ -1025,6 +1082,12 @@ def _run(config: Config, start_time: float) -> dict[str, Any]:
         # --prune_first's is in its one-off).
         "recalibration_seconds": precise + (recalibrate.seconds
                                             if recalibrate else 0.0),
+        # --ranking=searched's candidates (in-run, not replayed).
+        "search_seconds": getattr(parts.reconfigure.schedule.ranking,
+                                  "seconds", 0.0) if parts.reconfigure
+        else 0.0,
+        "teaching_steps": parts.distill.teaching_steps if parts.distill
+        else 0,
         "batch_size": batch,
         # What trained for how many steps (tools/benchmark.py replays it).
         "timeline": parts.timeline.segments,

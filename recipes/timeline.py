@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tf_prunetrain.experimental import distillation
 from tf_prunetrain.regularizers import lasso_variables
 
 
@@ -126,8 +127,9 @@ class Timeline(keras.callbacks.Callback):
     """Records `segments`: `{"architecture": key, "lasso": kind, "steps":
     n}` in training order, one per stretch of steps with the same
     architecture and lasso (and `"fade": True` on the steps a gentle cut's
-    fade runs after: the epoch before that cut), and `architectures`:
-    `{key: model JSON}`. Each segment also counts the graphs TensorFlow
+    fade runs after: the epoch before that cut; `"teacher": key` on the
+    steps an `experimental.Distill` teacher of that architecture taught),
+    and `architectures`: `{key: model JSON}` (teachers' included). Each segment also counts the graphs TensorFlow
     built (`GraphCount`) from the end of the step before it to the end of
     its last step, as `"graphs"`: a cut's re-trace and a fade's own graph
     land in the segment after them.
@@ -136,8 +138,8 @@ class Timeline(keras.callbacks.Callback):
     (its penalty or proximal step costs time, whatever its strength); its
     kind is `lasso_kind`'s, "" when off.
     Checked at the first step after each event that can change them:
-    the start of a `fit`, and `Reconfigure`'s cuts (`on_reconfigure`),
-    "fade" and "lasso_off" (`tf_prunetrain.keras_callbacks` lists the
+    the start of a `fit` and of every epoch, and `Reconfigure`'s cuts
+    (`on_reconfigure`), "fade" and "lasso_off" (`tf_prunetrain.keras_callbacks` lists the
     events; list the `Timeline` after `Reconfigure`). Its steps are counted per
     `on_train_batch_end` (`steps_per_execution=1`).
 
@@ -171,6 +173,11 @@ class Timeline(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._count.close()
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """A teacher may start or stop (`Distill`): checked at the next
+        step."""
+        self._changed = True
+
     def on_reconfigure(self, reconfiguration: Any, plan: Any) -> None:
         """A cut changed the architecture (and ended a fade): checked at
         the next step."""
@@ -190,15 +197,22 @@ class Timeline(keras.callbacks.Callback):
         if not self._changed:
             return
         self._changed = False
-        key = architecture_key(self.model)
-        if key not in self.architectures:
-            self.architectures[key] = self.model.to_json()
+        key = self._known(self.model)
+        teacher = distillation.teacher_of(self.model)
         segment = {"architecture": key, "lasso": lasso_kind(self.model),
-                   **({"fade": True} if self._fading else {}), "steps": 0,
-                   "graphs": 0}
+                   **({"fade": True} if self._fading else {}),
+                   **({"teacher": self._known(teacher)} if teacher else {}),
+                   "steps": 0, "graphs": 0}
         last = self.segments[-1] if self.segments else None
         if last is None or {**last, "steps": 0, "graphs": 0} != segment:
             self.segments.append(segment)
+
+    def _known(self, model: keras.Model) -> str:
+        """`model`'s architecture key, its JSON kept."""
+        key = architecture_key(model)
+        if key not in self.architectures:
+            self.architectures[key] = model.to_json()
+        return key
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None
                            ) -> None:

@@ -309,7 +309,7 @@ class ThinWidths(Ranking):
              constraints: planning.Constraints) -> planning.Plan:
         if self.widths is None:
             self.start(graph)
-        outputs = _prunable_outputs(graph, scores)
+        outputs = prunable_outputs(graph, scores)
         # One candidate multiplier between each pair of points where a
         # width changes.
         starts = {self.widths.get(path, len(r)) for path, r in outputs.items()}
@@ -319,7 +319,7 @@ class ThinWidths(Ranking):
 
         def thin(i: int) -> tuple[planning.Plan, float]:
             plan = self.thinned(graph, outputs, candidates[i], scores,
-                              constraints)
+                                constraints)
             return plan, estimate_flops(graph, plan.keep)
 
         # FLOPs grow with m: bisect for the first candidate at or above the
@@ -339,17 +339,20 @@ class ThinWidths(Ranking):
             else above[0]
 
     def thinned(self, graph: coupling.ChannelGraph,
-              outputs: dict[str, np.ndarray], m: float,
-              scores: importance_lib.Scores,
-              constraints: planning.Constraints) -> planning.Plan:
-        """The plan keeping `m` times each of `outputs`' start widths
-        (rounded by `constraints`), the highest-scored channels of each."""
+                outputs: dict[str, np.ndarray], m: float,
+                scores: importance_lib.Scores,
+                constraints: planning.Constraints,
+                factors: dict[str, float] | None = None) -> planning.Plan:
+        """The plan keeping `m` times each of `outputs`' start widths (times
+        its `factors` entry, if any; rounded by `constraints`), the
+        highest-scored channels of each."""
         keep = np.ones(len(graph.root), bool)
         chosen = np.zeros(len(graph.root), bool)
         for path, roots in outputs.items():
             roots = np.unique(roots)
-            width = constraints.width(m * self.widths.get(path, len(roots)),
-                                      len(roots))
+            scale = m * (factors or {}).get(path, 1.0)
+            width = constraints.width(
+                scale * self.widths.get(path, len(roots)), len(roots))
             order = roots[np.argsort(-scores.score[roots], kind="stable")]
             keep[roots] = False
             chosen[order[:width]] = True
@@ -380,7 +383,7 @@ def _outputs(graph: coupling.ChannelGraph) -> dict[str, np.ndarray]:
     return outputs
 
 
-def _prunable_outputs(graph: coupling.ChannelGraph,
+def prunable_outputs(graph: coupling.ChannelGraph,
                       scores: importance_lib.Scores) -> dict[str, np.ndarray]:
     """`_outputs` without those holding frozen or unjudged channels."""
     return {path: roots for path, roots in _outputs(graph).items()
@@ -430,7 +433,7 @@ def reachable_flops(graph: coupling.ChannelGraph, min_channels: int = 1,
     scores = importance_lib.GroupNorm()(graph)
     thin = ThinWidths()
     thin.start(graph)
-    plan = thin.thinned(graph, _prunable_outputs(graph, scores), 0.0, scores,
+    plan = thin.thinned(graph, prunable_outputs(graph, scores), 0.0, scores,
                         constraints)
     alive = ~scores.dead(constraints.threshold)
     alive[coupling.FROZEN] = True

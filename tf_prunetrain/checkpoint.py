@@ -74,7 +74,10 @@ class Checkpoint(keras.callbacks.Callback):
     give it those callbacks as `trackers` so their state comes back too
     (anything with `get_state()` and `set_state(state)` methods: one
     protocol for everything a checkpoint carries, as schedules and rankings
-    have). `Reconfigure` refuses to resume with a schedule of another config.
+    have; a tracker with files of its own also has `save_assets(folder)`,
+    called with the checkpoint's folder as it is written, and
+    `load_assets(folder)`, called after its `set_state` on restore:
+    `experimental.Distill`'s teacher). `Reconfigure` refuses to resume with a schedule of another config.
 
     Example:
     >>> import keras, numpy as np, tempfile, tf_prunetrain
@@ -144,6 +147,9 @@ class Checkpoint(keras.callbacks.Callback):
             os.makedirs(temporary)
             model_path = os.path.join(temporary, MODEL_FILE)
             self.model.save(model_path)
+            for tracker in self.trackers:  # files of their own
+                if callable(getattr(tracker, "save_assets", None)):
+                    tracker.save_assets(temporary)
             manifest = {"epoch": epoch, "sha256": _sha256(model_path),
                         "seeds": [np.asarray(state.numpy()).tolist()
                                   for state in
@@ -224,4 +230,6 @@ class Checkpoint(keras.callbacks.Callback):
         _restore_seeds(model, manifest.get("seeds"))
         for tracker, state in zip(self.trackers, saved):
             tracker.set_state(state["state"])  # Mismatch: raised
+            if callable(getattr(tracker, "load_assets", None)):
+                tracker.load_assets(folder)
         return model, int(manifest["epoch"])

@@ -44,6 +44,8 @@ attributes.
 * `on_prunetrain_event(event, fields)`, `fields` a dict:
   - "calibration" (`strength`, `penalty_ratio`, `loss`): λ was calibrated,
     at the end of the first step of a `fit` whose λ was not yet;
+  - "cut" (`epoch`): a cut after the 1-based `epoch` is about to change
+    the model (it is still the model before it; `on_reconfigure` follows);
   - "no_change" (`epoch`): a cut was due after `epoch` and removed nothing
     (no `on_reconfigure`);
   - "fade" (`epoch`, `steps`): a gentle schedule's cut after the 1-based
@@ -54,8 +56,8 @@ attributes.
     the start of every later (or resumed) `fit` after it;
   - "pruning_end" (`epoch`): the schedule is done after `epoch`: no
     further cut.
-  At one epoch's end they come in this order: the cut (`on_reconfigure`
-  or "no_change"), then "lasso_off" and "pruning_end".
+  At one epoch's end they come in this order: the cut ("cut", then
+  `on_reconfigure`; or "no_change"), then "lasso_off" and "pruning_end".
 """
 
 from __future__ import annotations

@@ -324,6 +324,7 @@ class Reconfigure(keras.callbacks.Callback):
         changes = plan.changes()
         removed_norm = planning.removed_norm(plan)
         if changes:
+            self._emit("cut", epoch=epoch)  # the model is still the old one
             inplace.reconfigure_in_place(self.model, plan)
         after = self._measure()
         done = Reconfiguration(

@@ -101,7 +101,19 @@ LEVERS: dict[str, dict[str, Any]] = {
                   "early_bird": True},
     # The same with the learning rate lifted after the cut.
     "eb_gentle_rewarm": {"ranking": "thin_widths", "gentle": True,
-                         "early_bird": True, "rewarm_epochs": 1.0}}
+                         "early_bird": True, "rewarm_epochs": 1.0},
+    # Issue 38, each with one cut (after epoch 2, faded over it: a teacher
+    # or a search needs a trained model, and the default's first cut fades
+    # from the fresh one): its control (`one_cut`), widths scored by
+    # measured loss with the thin ones among them (`searched`; its scratch:
+    # the architecture goal), the model before the cut teaching across it
+    # (`distill`: the path goal), both.
+    "one_cut": {"ranking": "thin_widths", "gentle": True, "interval": 2},
+    "searched": {"ranking": "searched", "gentle": True, "interval": 2},
+    "distill": {"ranking": "thin_widths", "gentle": True, "interval": 2,
+                "distill_epochs": 2},
+    "searched_distill": {"ranking": "searched", "gentle": True,
+                         "interval": 2, "distill_epochs": 2}}
 # Recipe flags that do not change what a run computes.
 _NEUTRAL = ("seed", "verbose", "log_dir", "export_dir")
 

@@ -146,13 +146,15 @@ def one_off_seconds(run: Mapping[str, Any],
 
 def price(run: dict[str, Any], replay: Mapping[str, Any]) -> float:
     """Sets `run["one_off_replayed"]` (`one_off_seconds` on the replay's
-    cuts, plus the run's in-run `recalibration_seconds`; None when it
+    cuts, plus the run's in-run `recalibration_seconds` and
+    `search_seconds`; None when it
     prices none) and returns the run's replayed seconds: its steps on the
     replay's step seconds, plus its one-offs, replayed where they were,
     else the run's in-run `one_off_seconds`."""
     one_off = one_off_seconds(run, replay.get("cuts"))
     if one_off is not None:
-        one_off += run.get("recalibration_seconds", 0.0)
+        one_off += run.get("recalibration_seconds", 0.0) \
+            + run.get("search_seconds", 0.0)
     run["one_off_replayed"] = one_off
     return replay_lib.replayed_seconds(
         run["timeline"], replay["step_seconds"],
@@ -283,8 +285,8 @@ def time_cut(build: Build, key: str, architectures: Mapping[str, str],
     3) on `dataset()`, the model `build(item)` fresh."""
     steps = max(steps, 3)  # a first step, and two to take a median of
     before, _, after = key.partition(">")
-    (start, lasso), (end, lasso_after) = map(replay_lib.split_item,
-                                             (before, after))
+    (start, lasso, _), (end, lasso_after, _) = map(replay_lib.split_item,
+                                                   (before, after))
     model = build(before)
     target = None if start == end else keras.models.model_from_json(
         architectures[end])

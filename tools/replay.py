@@ -82,30 +82,42 @@ def describe(info: Mapping[str, Any]) -> str:
             f"TensorFlow {info['tensorflow']}{allocator}")
 
 
-def item_key(architecture: str, lasso: str) -> str:
-    """The replay item a timeline segment runs on: its architecture, and
-    its lasso kind when on (`recipes/timeline.py`).
+def item_key(architecture: str, lasso: str, teacher: str = "") -> str:
+    """The replay item a timeline segment runs on: its architecture, its
+    lasso kind when on, and the architecture of the teacher that taught it
+    (`experimental.Distill`), if one did (`recipes/timeline.py`).
 
     >>> item_key("0a1b2c3d4e5f", "proximal"), item_key("0a1b2c3d4e5f", "")
     ('0a1b2c3d4e5f:proximal', '0a1b2c3d4e5f')
+    >>> item_key("0a1b2c3d4e5f", "", teacher="9f8e7d6c5b4a")
+    '0a1b2c3d4e5f@9f8e7d6c5b4a'
     """
-    return f"{architecture}:{lasso}" if lasso else architecture
+    return architecture + (f":{lasso}" if lasso else "") \
+        + (f"@{teacher}" if teacher else "")
 
 
-def split_item(key: str) -> tuple[str, str]:
-    """`item_key`'s parts back.
+def segment_item(segment: Mapping[str, Any]) -> str:
+    """`item_key` of a timeline segment."""
+    return item_key(segment["architecture"], segment["lasso"],
+                    segment.get("teacher", ""))
+
+
+def split_item(key: str) -> tuple[str, str, str]:
+    """`item_key`'s parts back: architecture, lasso, teacher.
 
     >>> split_item("0a1b2c3d4e5f:proximal+scales")
-    ('0a1b2c3d4e5f', 'proximal+scales')
+    ('0a1b2c3d4e5f', 'proximal+scales', '')
+    >>> split_item("0a1b2c3d4e5f@9f8e7d6c5b4a")
+    ('0a1b2c3d4e5f', '', '9f8e7d6c5b4a')
     """
+    key, _, teacher = key.partition("@")
     architecture, _, lasso = key.partition(":")
-    return architecture, lasso
+    return architecture, lasso, teacher
 
 
 def items(segments: Iterable[Mapping[str, Any]]) -> list[str]:
     """The distinct replay items of timeline segments, in order."""
-    return list(dict.fromkeys(item_key(s["architecture"], s["lasso"])
-                              for s in segments))
+    return list(dict.fromkeys(segment_item(s) for s in segments))
 
 
 def replayed_seconds(segments: Iterable[Mapping[str, Any]],
@@ -118,8 +130,7 @@ def replayed_seconds(segments: Iterable[Mapping[str, Any]],
     ...                  {"a:loss": 0.5, "b": 0.2}, one_off_seconds=1.5)
     7.5
     """
-    return sum(s["steps"] * step_seconds[item_key(s["architecture"],
-                                                  s["lasso"])]
+    return sum(s["steps"] * step_seconds[segment_item(s)]
                for s in segments) + one_off_seconds
 
 

@@ -44,8 +44,10 @@ def config_of(result: dict[str, Any]) -> common.Config:
 def replay_model(config: common.Config, data: common.Data, item: str,
                  architectures: dict[str, str], folder: str) -> keras.Model:
     """The compiled model a replay item trains: its architecture with fresh
-    weights, the lasso of its kind when on, the recipe's optimizer."""
-    architecture, lasso = replay_lib.split_item(item)
+    weights, the lasso of its kind when on, the recipe's optimizer, and
+    its teacher's term (`experimental.distillation.attach`: a model of the
+    teacher's architecture, fresh weights) when one taught it."""
+    architecture, lasso, teacher = replay_lib.split_item(item)
     path = os.path.join(folder, f"{architecture}.json")
     with open(path, "w", encoding="utf-8") as f:
         f.write(architectures[architecture])
@@ -59,6 +61,16 @@ def replay_model(config: common.Config, data: common.Data, item: str,
     model = common.compiled_model(config, data, replicas=1)
     if config.proximal:
         tf_prunetrain.regularizers.attach_proximal_step(model)
+    if teacher:
+        teacher_path = os.path.join(folder, f"{teacher}.json")
+        with open(teacher_path, "w", encoding="utf-8") as f:
+            f.write(architectures[teacher])
+        tf_prunetrain.experimental.distillation.attach(
+            model, common.build_model(dataclasses.replace(
+                config, architecture=teacher_path), data.shape,
+                data.num_classes),
+            config.distill_temperature, config.distill_weight,
+            from_logits=True)
     return model
 
 
@@ -122,8 +134,7 @@ def reference(result: dict[str, Any]) -> str:
     steps: dict[str, int] = {}
     for run in result["runs"]:
         for segment in run["timeline"]:
-            item = replay_lib.item_key(segment["architecture"],
-                                       segment["lasso"])
+            item = replay_lib.segment_item(segment)
             if run["method"] == "dense":
                 return item
             steps[item] = steps.get(item, 0) + segment["steps"]

@@ -21,7 +21,7 @@ FIGURES = ("accuracy", "params", "channels", "inference_flops",
            "memory_traffic_bytes", "reconfiguration_seconds",
            "retrace_seconds", "step_changes", "removed_layers", "timeline",
            "train_seconds", "seconds", "removed_norms", "mask_distances",
-           "recalibration_seconds")
+           "recalibration_seconds", "search_seconds", "teaching_steps")
 
 
 def fresh_state() -> None:
@@ -37,18 +37,20 @@ def figures(outcome: dict[str, Any]) -> dict[str, Any]:
     """The `FIGURES` of a recipe run's outcome, and its one-off seconds:
     what the replay adds to a run's steps (the surgery, the first step
     after each reconfiguration minus a steady one, and the frozen
-    BatchNorm statistics' re-estimation after cuts).
+    BatchNorm statistics' re-estimation after cuts, the searched ranking's
+    candidates).
 
     >>> outcome = {key: 0 for key in FIGURES}
     >>> outcome.update(reconfiguration_seconds=0.5, retrace_seconds=1.0,
-    ...                recalibration_seconds=0.25)
+    ...                recalibration_seconds=0.25, search_seconds=2.0)
     >>> figures(outcome)["one_off_seconds"]
-    1.75
+    3.75
     """
     kept = {key: outcome[key] for key in FIGURES}
     kept["one_off_seconds"] = (outcome["reconfiguration_seconds"]
                                + outcome["retrace_seconds"]
-                               + outcome["recalibration_seconds"])
+                               + outcome["recalibration_seconds"]
+                               + outcome["search_seconds"])
     return kept
 
 

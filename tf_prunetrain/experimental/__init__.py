@@ -11,6 +11,12 @@
   cut (`recalibration`). On a frozen-BatchNorm fine-tune it lifted 4 of
   PruneTrain's 5 seeds and left one to diverge later.
 
+* `SearchedWidths(data)`: a ranking whose cut keeps the candidate widths
+  with the lowest loss after BatchNorm re-calibration, the thin widths
+  among them (`search`).
+* `Distill(epochs)`: the model before each cut teaches the one after it
+  (`distillation`).
+
 BENCHMARKS.md ("Issue 31, cut time and re-warm"; "Issue 37" for the
 re-estimation) has their figures. None is imported with `tf_prunetrain`: the first access to a name below imports
 its module.
@@ -27,9 +33,10 @@ import importlib
 from typing import Any
 
 # Public name -> the submodule defining it.
-_LAZY = {"EarlyBird": "early_bird", "Rewarm": "rewarm", "Rewarmed": "rewarm",
+_LAZY = {"Distill": "distillation", "EarlyBird": "early_bird", "Rewarm": "rewarm", "Rewarmed": "rewarm",
          "RecalibrateBatchNorm": "recalibration",
-         "recalibrate_batchnorm": "recalibration"}
+         "recalibrate_batchnorm": "recalibration",
+         "SearchedWidths": "search"}
 
 __all__ = sorted(_LAZY)
 
