@@ -18,6 +18,7 @@ from recipes import common
 from recipes.timeline import Timeline, architecture_key, lasso_kind
 from tf_prunetrain import fading
 from tf_prunetrain.models import resnet_cifar
+from tools import runs
 
 # The recipes run as modules of the `recipes` package, from the root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -598,3 +599,31 @@ def test_precise_bn_leaves_the_statistics_of_the_trained_weights(tmp_path):
     for layer, mean in zip(layers, means):
         np.testing.assert_allclose(layer.moving_mean.numpy(), mean,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_searched_widths_and_distillation_flags(tmp_path):
+    """--ranking=searched scores its candidates (priced in search_seconds)
+    and --distill_epochs teaches over the fade and the epochs after the
+    cut (the timeline marks the taught steps); bad values are refused."""
+    common_flags = dict(model="resnet20", data="synthetic", image_size=16,
+                        synthetic_size=256, epochs=4, flops_target=0.4,
+                        target_epoch=2, interval=2, proximal=True,
+                        strength=0.05)
+    result = _run(**common_flags, ranking="searched", distill_epochs=1,
+                  log_dir=str(tmp_path / "run"))
+    _assert_trained(result)
+    assert result["search_seconds"] > 0
+    # Epoch 2 (the fade: the teacher is the model after epoch 1) and 3.
+    assert result["teaching_steps"] == 2 * TINY["steps_per_epoch"]
+    assert sum(s["steps"] for s in result["timeline"]
+               if "teacher" in s) == result["teaching_steps"]
+    assert runs.figures(result)["one_off_seconds"] >= result["search_seconds"]
+    for kwargs, message in (
+            ({"ranking": "widest"}, "--ranking must be one of"),
+            ({"distill_epochs": -1}, "--distill_epochs must be >= 0"),
+            ({"distill_epochs": 1, "prunetrain": False},
+             "--distill_epochs teaches across the cuts"),
+            ({"distill_epochs": 1, "distill_temperature": 0.0},
+             "--distill_temperature must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            _run(**{**common_flags, **kwargs})

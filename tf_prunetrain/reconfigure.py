@@ -313,9 +313,8 @@ class Reconfigure(keras.callbacks.Callback):
     # -- the cut -----------------------------------------------------------
     def reconfigure(self, epoch: int, plan: planning.Plan
                     ) -> Reconfiguration:
-        """Applies `plan` to the model now (also callable outside `fit`,
-        after `set_model(model)`); `epoch` is the 1-based epoch it follows
-        (0: before any)."""
+        """Applies `plan` to the model now (also outside `fit`, after
+        `set_model(model)`), after the 1-based `epoch` (0: before any)."""
         if self.model is None:
             raise ValueError("Reconfigure.reconfigure: no model; pass the "
                              "callback to model.fit or call set_model(model).")

@@ -24,7 +24,8 @@ random layer-wise widths, each judged after BatchNorm re-calibration):
   `data`, read once and kept. `Reconfigure` applies the first replica's
   plan on every replica and worker, so one decision holds everywhere.
 * Priced: `seconds` adds up the time spent searching (a one-off of the
-  cut, like its surgery); `history` lists every search's losses.
+  cut, like its surgery); `history` lists every search's candidates
+  (their `Plan.changes()`, the thin widths first), losses and choice.
 
 Give it data the model is not trained on when you can (a held-out slice
 of the training set); the recipes' `--ranking=searched` uses a fixed
@@ -130,7 +131,7 @@ class SearchedWidths(budget.ThinWidths):
         best = int(np.argmin(losses))  # the first of equals: thin first
         self.seconds += time.perf_counter() - start
         self.history.append({"losses": losses, "chosen": best,
-                             "changes": plans[best].changes()})
+                             "candidates": [p.changes() for p in plans]})
         if self.verbose:
             print(f"SearchedWidths: {len(plans)} candidates, losses "
                   + " ".join(f"{v:.4f}" for v in losses)
@@ -211,7 +212,7 @@ class SearchedWidths(budget.ThinWidths):
         super().set_state(state)
         self.seconds = state.get("seconds", 0.0)
         # A resumed run's next search draws as the uninterrupted run's did.
-        self.history = [{"losses": [], "chosen": 0, "changes": []}
+        self.history = [{"losses": [], "chosen": 0, "candidates": []}
                         ] * state.get("searches", 0)
 
     def __repr__(self) -> str:
