@@ -63,6 +63,19 @@ def test_report_pairs_prunetrain_with_each_alternative():
         "dense N=1", "prunetrain 0.25 N=1", "thin 0.25 E=1"]
     text = pretrained.markdown(result, figures)
     assert "| 1 | 0.25 | thin, equal time | +13.20 [" in text
+    # A lever: paired with PruneTrain, cut-first and dense.
+    result["runs"] += [_run(seed, "prunetrain_distill", 0.89 + 0.001 * seed,
+                            33, 0.25, flops=25) for seed in range(5)]
+    figures = pretrained.report(result)
+    levers = {(row["mine"], row["against"]): row
+              for row in figures["lever_pairs"]}
+    assert levers[("prunetrain_distill", "prunetrain")]["mean"] == \
+        pytest.approx(1.0)
+    assert levers[("prunetrain_distill", "dense")]["mean"] == \
+        pytest.approx(-0.8)
+    assert "prunetrain_distill 0.25 N=1" in {
+        row["label"] for row in figures["rows"]}
+    assert "| levers: a − b |" in pretrained.markdown(result, figures)
 
 
 def test_prunetrain_past_the_thin_curve_is_counted_outside():
@@ -98,6 +111,10 @@ def test_plan_has_every_method_once_and_sources_first():
     compress = pretrained.plan("compress", [1, 2], [0.5], [0])
     assert sorted(t[4] for t in compress if t[1] == "thin") == [1, 2, 8]
     assert not any(t[1] == "thin_source" for t in compress)
+    levers = pretrained.plan("compress", [2], [0.5], [0],
+                             levers=["distill", "searched"])
+    assert {t[1] for t in levers} - {t[1] for t in compress} == {
+        "prunetrain_distill", "prunetrain_searched"}
 
 
 def test_a_thin_network_from_scratch_trains_whole():
@@ -156,6 +173,15 @@ def test_what_each_task_trains_and_what_it_waits_for(tmp_path):
     assert recal.precise_bn == 0
     cut, _ = study.args((0, "prune_first", 0.25, 1, None), finals, first)
     assert cut.prune_first and cut.flops_target == 0.25
+    # Issue 38's levers: PruneTrain's flags and the lever's.
+    taught, _ = study.args((0, "prunetrain_distill", 0.25, 1, None), finals,
+                           first)
+    assert dataclasses.replace(taught, distill_epochs=0) == pruned
+    assert taught.distill_epochs == 2
+    searched, _ = study.args((0, "prunetrain_searched", 0.25, 1, None),
+                             finals, first)
+    assert dataclasses.replace(searched, ranking=pruned.ranking) == pruned
+    assert searched.ranking == "searched"
     # A thin run trains its PruneTrain run's widths, whole, from scratch;
     # seed 1's PruneTrain run is not done: it waits.
     thin, architecture = study.args((0, "thin", 0.25, None, 8), finals,

@@ -47,8 +47,9 @@ From the repository root:
 Workloads (`--workload`; any recipe flag given on the command line wins):
 `fashion_mnist` (the default: ResNet-20 on a 10,000-example training
 subset, 8 epochs, all 10,000 test images), `mnist5k` (ResNet-20, 20
-epochs; saturated: it cannot rank methods, BENCHMARKS.md) and
-`fashion_mnist_mobilenetv2`. Fashion-MNIST needs its files (`sudo apt-get
+epochs; saturated: it cannot rank methods, BENCHMARKS.md),
+`fashion_mnist_mobilenetv2` and `fashion_mnist_vgg11` (VGG-11 with
+BatchNorm at 32x32: thin 0.5 against PruneTrain 0.25 by default). Fashion-MNIST needs its files (`sudo apt-get
 install dataset-fashion-mnist`).
 
 `--mode=pair` runs one dense/PruneTrain pair with the recipe flags as given

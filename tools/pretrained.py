@@ -42,7 +42,12 @@ Methods, per seed and grid value (`--targets` t for the pruned ones):
   for small data), and the pruned two with `_recal`: the frozen layers'
   statistics re-estimated after each cut on `RECALIBRATE_STEPS` training
   batches (`--recalibrate_steps`, `experimental.RecalibrateBatchNorm`);
-  a table of their paired differences follows.
+  a table of their paired differences follows;
+* with `--levers` (issue 38), `prunetrain_<lever> t`: PruneTrain with
+  one more lever (`LEVERS`: `distill`, the model before each cut teaching
+  the cut one, `experimental.Distill`; `searched`, widths scored by
+  measured loss, `experimental.SearchedWidths`), paired against
+  PruneTrain, cut-first and dense (`LEVER_PAIRS`).
 
 Every run records its timeline, and the replay (`tools/replay.py`, via
 `tools/retime.py`) prices each architecture's train step, frozen
@@ -121,6 +126,15 @@ FROZEN_PAIRS = [("prunetrain_frozen_bn_recal", "prunetrain_frozen_bn"),
                 ("prunetrain_frozen_bn_recal", "prunetrain")]
 
 
+# Issue 38's levers: the recipe flags `prunetrain_<lever>` adds to
+# PruneTrain's (the teacher here is the trained model the fine-tune starts
+# from); each is paired with these methods (None: the same target).
+LEVERS: dict[str, dict[str, Any]] = {
+    "distill": {"distill_epochs": 2},
+    "searched": {"ranking": "searched"}}
+LEVER_PAIRS = ("prunetrain", "prune_first", "dense")
+
+
 def _network(name: str) -> dict[str, Any]:
     if name == "mobilenetv2":  # BENCHMARKS.md, "Issue 31, second workload"
         return dict(model="mobilenetv2", image_size=32)
@@ -188,11 +202,11 @@ Task = tuple
 
 
 def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
-         seeds: Sequence[int], frozen_batchnorm: bool = False
-         ) -> list[Task]:
+         seeds: Sequence[int], frozen_batchnorm: bool = False,
+         levers: Sequence[str] = ()) -> list[Task]:
     """Every task of the sweep, sources first, then seed by seed
     (`frozen_batchnorm`: also the `*_frozen_bn` and `*_frozen_bn_recal`
-    methods).
+    methods; `levers`: `prunetrain_<lever>`).
 
     >>> plan("compress", [1], [0.5], [0])[:3]
     [(None, 'source', None, None, None), (0, 'dense', None, 1, None), (0, 'prunetrain', 0.5, 1, None)]
@@ -209,6 +223,8 @@ def plan(regime: str, grid: Sequence[int], targets: Sequence[float],
             for t in targets:
                 tasks += [(seed, "prunetrain", t, g, None),
                           (seed, "prune_first", t, g, None)]
+                tasks += [(seed, f"prunetrain_{lever}", t, g, None)
+                          for lever in levers]
                 if frozen_batchnorm:
                     tasks += [(seed, f"{m}_frozen_bn{r}", t, g, None)
                               for m in ("prunetrain", "prune_first")
@@ -340,9 +356,10 @@ class Study:
             return dataclasses.replace(config, prunetrain=True,
                                        flops_target=target,
                                        prune_first=True), None
+        lever = LEVERS.get(method.partition("_")[2], {})
         return dataclasses.replace(
             config, prunetrain=True, flops_target=target,
-            strength=_STRENGTH[self.network], **_LASSO), None
+            strength=_STRENGTH[self.network], **_LASSO, **lever), None
 
 
 def sweep_runs(result: dict[str, Any], tasks: Sequence[Task], jobs: int,
@@ -451,7 +468,8 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
     runs = result["runs"]
     grids = sorted({r["grid"] for r in runs if r["grid"] is not None})
     targets = sorted({r["target"] for r in runs if r["target"] is not None})
-    out: dict[str, Any] = {"rows": [], "pairs": [], "frozen_pairs": []}
+    out: dict[str, Any] = {"rows": [], "pairs": [], "frozen_pairs": [],
+                           "lever_pairs": []}
     for g in grids:
         dense = _by_seed(runs, method="dense", grid=g)
         if not dense:
@@ -460,15 +478,19 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         for t in targets:
             out["pairs"] += _pairs(runs, result["regime"], g, t, dense)
             out["frozen_pairs"] += _frozen_pairs(runs, g, t)
+            out["lever_pairs"] += _frozen_pairs(runs, g, t, [
+                (f"prunetrain_{lever}", theirs) for lever in LEVERS
+                for theirs in LEVER_PAIRS])
     return out
 
 
-def _frozen_pairs(runs: list[dict[str, Any]], g: int, t: float
+def _frozen_pairs(runs: list[dict[str, Any]], g: int, t: float,
+                  which: Sequence[tuple[str, str]] = tuple(FROZEN_PAIRS)
                   ) -> list[dict[str, Any]]:
-    """`FROZEN_PAIRS`' paired differences (points) at grid value `g` and
-    target `t`, where both have runs."""
+    """The paired differences (points) of `which` (default `FROZEN_PAIRS`)
+    at grid value `g` and target `t`, where both have runs."""
     pairs = []
-    for mine, theirs in FROZEN_PAIRS:
+    for mine, theirs in which:
         row = verdicts.paired(
             _top1(runs, method=mine, target=t, grid=g),
             _top1(runs, method=theirs, grid=g,
@@ -492,7 +514,8 @@ def _rows(result: dict[str, Any], g: int, targets: list[float],
                 ("dense_frozen_bn", None, g, None)] + [
         (m, t, g, None) for t in targets
         for m in ("prunetrain", "prunetrain_frozen_bn",
-                  "prunetrain_frozen_bn_recal", "prune_first",
+                  "prunetrain_frozen_bn_recal",
+                  *(f"prunetrain_{lever}" for lever in LEVERS), "prune_first",
                   "prune_first_frozen_bn", "prune_first_frozen_bn_recal",
                   "thin_source")] + [
         ("thin", t, g if regime == "transfer" else None, e)
@@ -618,12 +641,14 @@ def markdown(result: dict[str, Any], figures: dict[str, Any]) -> str:
         lines.append(f"| {row['grid']} | {row['target']:g} | "
                      f"{row['against']} | {_interval(row)}{note} | "
                      f"{row['seeds']} |")
-    if figures.get("frozen_pairs"):
-        lines += ["", f"| {grid} | target | BatchNorm frozen: a − b | points,"
-                  " 95 % interval | seeds |", "|---|---|---|---|---|"]
-        lines += [f"| {row['grid']} | {row['target']:g} | {row['mine']} − "
-                  f"{row['against']} | {_interval(row)} | {row['seeds']} |"
-                  for row in figures["frozen_pairs"]]
+    for key, title in (("frozen_pairs", "BatchNorm frozen"),
+                       ("lever_pairs", "levers")):
+        if figures.get(key):
+            lines += ["", f"| {grid} | target | {title}: a − b | points, 95 "
+                      "% interval | seeds |", "|---|---|---|---|---|"]
+            lines += [f"| {row['grid']} | {row['target']:g} | {row['mine']}"
+                      f" − {row['against']} | {_interval(row)} | "
+                      f"{row['seeds']} |" for row in figures[key]]
     return "\n".join(lines)
 
 
@@ -647,6 +672,9 @@ def define_flags() -> None:
         "precise_bn", 0, "Every run but the sources' re-estimates all its "
         "BatchNorm statistics on this many training batches after training "
         "(the recipe's --precise_bn); a results file holds one value.")
+    flags.DEFINE_list(
+        "levers", [], "Also run PruneTrain with each of these (LEVERS: "
+        "distill, searched) as prunetrain_<lever>.")
     flags.DEFINE_string(
         "sources", SOURCES, "Where source models are cached. A source is "
         "trained when the --json file holds none (the same command retrains "
@@ -664,6 +692,10 @@ def main(argv: list[str]) -> None:
             or not all(0 < t < 1 for t in targets):
         raise app.UsageError("--grid needs values >= 1 and --targets values "
                              "in (0, 1).")
+    unknown = sorted(set(f.levers) - set(LEVERS))
+    if unknown:
+        raise app.UsageError(f"--levers: unknown {', '.join(unknown)}; known:"
+                             f" {', '.join(LEVERS)}.")
     try:
         result = load_state(f.replay or f.json, study)
     except ValueError as err:  # a results file of another regime
@@ -671,7 +703,7 @@ def main(argv: list[str]) -> None:
     if not f.replay:
         sweep_runs(result, plan(f.regime, grid, targets,
                                 [int(s) for s in f.seeds],
-                                f.frozen_batchnorm),
+                                f.frozen_batchnorm, f.levers),
                    f.jobs, f.run_threads, f.json, study)
     rounds = sweep.replay_flags()
     if rounds[0] > 0 and result["runs"] and (f.replay
