@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 import tf_prunetrain
+from recipes import common
 from recipes import timeline as timeline_lib
+from tf_prunetrain.experimental import distillation
 from tf_prunetrain.models import resnet_cifar
 from tools import replay
 from tools import retime
@@ -230,3 +232,37 @@ def test_machine_names_the_cpu_and_the_tensorflow_build():
     text = replay.describe(info)
     assert info["cpu"] in text and tf.__version__ in text
     json.dumps(info)  # goes into results files
+
+
+def test_a_taught_segment_replays_with_its_teachers_forward_pass(tmp_path):
+    """A segment a teacher taught is its own replay item
+    (`architecture@teacher`): the replay's model carries the teacher's
+    term (a loss above the plain one) and prices those steps apart."""
+    student, teacher = (resnet_cifar(8, input_shape=(8, 8, 3), widths=w,
+                                     seed=0) for w in ((8, 16, 16),
+                                                       (16, 16, 32)))
+    keys = [timeline_lib.architecture_key(m) for m in (student, teacher)]
+    segments = [{"architecture": keys[0], "lasso": "", "teacher": keys[1],
+                 "steps": 3}, {"architecture": keys[0], "lasso": "",
+                               "steps": 5}]
+    taught = f"{keys[0]}@{keys[1]}"
+    assert replay.items(segments) == [taught, keys[0]]
+    assert replay.replayed_seconds(segments, {taught: 2.0, keys[0]: 1.0}) \
+        == 11.0
+    config = common.Config(data="synthetic", image_size=8, num_classes=10,
+                           synthetic_size=64, batch_size=16, epochs=1,
+                           validate=False, prunetrain=False, verbose=0)
+    data = common.load_data(config)
+    architectures = {keys[0]: student.to_json(), keys[1]: teacher.to_json()}
+    models = {item: retime.replay_model(config, data, item, architectures,
+                                        str(tmp_path)) for item in
+              (taught, keys[0])}
+    assert distillation.teacher_of(models[keys[0]]) is None
+    built = distillation.teacher_of(models[taught])
+    assert timeline_lib.architecture_key(built) == keys[1]
+    x, y = next(iter(data.train(16, False, 0, None)[0]))
+    plain = models[keys[0]]
+    plain.set_weights(models[taught].get_weights())
+    assert models[taught].test_on_batch(x, y) == pytest.approx(
+        plain.test_on_batch(x, y))  # the same model ...
+    assert models[taught].train_on_batch(x, y) > plain.train_on_batch(x, y)

@@ -22,6 +22,10 @@ _RATIOS = {"wall_time": "train_seconds", "train_flops": "train_flops_spent",
            "memory_traffic": "memory_traffic_bytes"}
 
 
+# What every `prunetrain_<lever>` is also paired with at its target.
+CONTROLS = ("prunetrain", "prunetrain_one_cut")
+
+
 def label(method: str, value: float | None) -> str:
     return method if value is None else f"{method} {value:g}"
 
@@ -104,8 +108,9 @@ def _top1(runs: list[dict[str, Any]], method: str, value: float | None
 def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per setting, in run order, over the seeds that have a dense run: mean
     ± std of top-1 and of each ratio; `paired`: top-1 points against dense
-    and every thin width (PruneTrain also against its scratch control), same
-    seeds, with 95 % bootstrap intervals;
+    and every thin width (PruneTrain also against its scratch control, a
+    lever also against `CONTROLS`), same seeds, with 95 % bootstrap
+    intervals;
     `pareto`: on the front of mean top-1 vs mean time ratio."""
     runs = [r for r in result["runs"] if "ratios" in r]
     keys = list(dict.fromkeys((r["method"], r["setting"]) for r in runs))
@@ -138,8 +143,13 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
                   for k in sorted(names)}, "paired": {}}
         if (method, value) in own:
             row["scratch"] = label(*own[(method, value)])
-        mine_refs = references + ([own[(method, value)]]
-                                  if (method, value) in own else [])
+        # A lever also against the default cut and issue 38's one-cut
+        # control at its target.
+        controls = [k for k in keys if method.startswith("prunetrain_")
+                    and k[0] in CONTROLS and k[1] == value]
+        mine_refs = references + controls + ([own[(method, value)]]
+                                             if (method, value) in own
+                                             else [])
         for ref in mine_refs:
             if ref != (method, value):
                 row["paired"][label(*ref)] = verdicts.paired(
