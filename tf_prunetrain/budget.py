@@ -334,9 +334,7 @@ class ThinWidths(Ranking):
                 high = mid
             else:
                 low = mid
-        above, below = thin(high), thin(low)
-        return below[0] if abs(below[1] - goal) <= abs(above[1] - goal) \
-            else above[0]
+        return nearer(thin(low), thin(high), goal)
 
     def thinned(self, graph: coupling.ChannelGraph,
                 outputs: dict[str, np.ndarray], m: float,
@@ -366,6 +364,14 @@ class ThinWidths(Ranking):
 
     def set_state(self, state: dict) -> None:
         self.widths = state.get("widths", self.widths)
+
+
+def nearer(below: tuple[planning.Plan, float],
+           above: tuple[planning.Plan, float], goal: float) -> planning.Plan:
+    """Of two `(plan, estimated FLOPs)` around `goal`, the plan nearer it
+    (the lower one on a tie)."""
+    return below[0] if abs(below[1] - goal) <= abs(above[1] - goal) \
+        else above[0]
 
 
 # The built-in rankings by name (the recipes' --ranking values).

@@ -193,6 +193,7 @@ class Distill(keras.callbacks.Callback):
         self.teaching_steps = 0
         self._logits: bool | None = None
         self._saved_teacher = False  # set_state: the checkpoint has one
+        self._batch = 0  # the first step of the batch callback in progress
 
     # -- the run ---------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -237,10 +238,14 @@ class Distill(keras.callbacks.Callback):
             (self.fading and self.during_fade)
             or (self.until is not None and epoch + 1 <= self.until)))
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None
+                             ) -> None:
+        self._batch = batch  # steps_per_execution k: k steps to the end
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None
                            ) -> None:
         if teacher_of(self.model) is not None:
-            self.teaching_steps += 1
+            self.teaching_steps += batch - self._batch + 1
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.until is not None and epoch + 1 >= self.until \

@@ -171,9 +171,7 @@ class SearchedWidths(budget.ThinWidths):
                 high = middle
             else:
                 low = middle
-        below, above = thinned(low), thinned(high)
-        return below[0] if abs(below[1] - goal) <= abs(above[1] - goal) \
-            else above[0]
+        return budget.nearer(thinned(low), thinned(high), goal)
 
     def _loss(self, model: keras.Model, plan: planning.Plan) -> float:
         """The mean compiled loss of the cut copy, its BatchNorm statistics
