@@ -27,6 +27,9 @@ random layer-wise widths, each judged after BatchNorm re-calibration):
   cut, like its surgery); `history` lists every search's candidates
   (their `Plan.changes()`, the thin widths first), losses and choice.
 
+A schedule's `from_config` cannot rebuild it (it needs `data`): build the
+schedule with it again to resume (`Checkpoint` carries its state).
+
 Give it data the model is not trained on when you can (a held-out slice
 of the training set); the recipes' `--ranking=searched` uses a fixed
 slice of training batches, the same for every run of a seed.
