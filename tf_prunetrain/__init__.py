@@ -21,7 +21,7 @@ Everything else lives in submodules: `schedules`, `planning`
 `regularizers`, `cost`, `coupling`, `distribute` (`make_strategy`,
 `synchronize_batchnorm`), `dynamic_batch`, `latency`, `keras_callbacks`;
 what has not measured worth it in `experimental` (`EarlyBird`, `Rewarm`,
-`RecalibrateBatchNorm`),
+`RecalibrateBatchNorm`, `Distill`, `SearchedWidths`),
 imported on first use. CHANGELOG.md lists what moved where.
 """
 
