@@ -141,3 +141,59 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="not compiled"):
         _plan(plain, search.SearchedWidths(_data(plain), candidates=2,
                                            calibration_steps=2, eval_steps=2))
+
+
+class _Killed(Exception):
+    pass
+
+
+class _Kill(keras.callbacks.Callback):
+    """The process dies after epoch `after` (its checkpoint written)."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after:
+            raise _Killed()
+
+
+def _searched_run(folder, kill=None, initial_epoch=0):
+    """4 epochs of a ResNet with a searched cut after epoch 2 (faded over
+    epoch 2), checkpointed every epoch into `folder`; killed after epoch
+    `kill`; resumed from its checkpoint with `initial_epoch`."""
+    model = None
+    if model is None:
+        model = tf_prunetrain.add_group_lasso(_model(), strength=1e-3)
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), LOSS)
+    ranking = _searched(model)
+    cut = tf_prunetrain.Reconfigure(
+        tf_prunetrain.FlopsBudget(0.4, target_epoch=2, interval=2,
+                                  ranking=ranking),
+        penalty_ratio=None, round_to=2, verbose=0)
+    backup = tf_prunetrain.Checkpoint(folder, trackers=[cut])
+    restored = backup.restore() if initial_epoch else None
+    if restored:
+        model, initial_epoch = restored
+    x = model_zoo.random_input(model, batch_size=32, seed=0)
+    y = np.arange(32) % 10
+    model.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0,
+              initial_epoch=initial_epoch, callbacks=[cut, backup] + (
+                  [_Kill(kill)] if kill else []))
+    return model, ranking
+
+
+@pytest.mark.parametrize("stop", [1, 3])
+def test_a_killed_and_resumed_search_ends_where_the_run_would(tmp_path, stop):
+    """Stopped before the search's epoch (it searches again, drawing the
+    same candidates) or after the cut (it does not search again)."""
+    whole, ranking = _searched_run(str(tmp_path / "a"))
+    with pytest.raises(_Killed):
+        _searched_run(str(tmp_path / "b"), kill=stop)
+    resumed, again = _searched_run(str(tmp_path / "b"), initial_epoch=stop)
+    assert len(again.history) == len(ranking.history) == 1
+    assert json.dumps(again.history) == json.dumps(ranking.history)
+    assert resumed.count_params() == whole.count_params()
+    for a, b in zip(whole.weights, resumed.weights):  # bit for bit
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

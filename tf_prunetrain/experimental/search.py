@@ -206,15 +206,15 @@ class SearchedWidths(budget.ThinWidths):
         return self._batches
 
     def get_state(self) -> dict:
-        return {**super().get_state(), "searches": len(self.history),
+        """The widths, seconds and every search so far (its count seeds the
+        next one: a resumed run draws what the uninterrupted run drew)."""
+        return {**super().get_state(), "history": self.history,
                 "seconds": self.seconds}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         self.seconds = state.get("seconds", 0.0)
-        # A resumed run's next search draws as the uninterrupted run's did.
-        self.history = [{"losses": [], "chosen": 0, "candidates": []}
-                        ] * state.get("searches", 0)
+        self.history = list(state.get("history", []))
 
     def __repr__(self) -> str:
         return (f"SearchedWidths(candidates={self.candidates}, seed="
